@@ -1,0 +1,6 @@
+-- Plays per hour of the day (UTC).
+SELECT t.hour, count(*) AS plays
+FROM fact_plays f
+JOIN dim_time t ON t.ts = f.played_at
+GROUP BY t.hour
+ORDER BY t.hour

@@ -1,0 +1,5 @@
+-- Plays and listeners by subscription level at the time of the play.
+SELECT level, count(*) AS plays, count(DISTINCT user_id) AS listeners
+FROM fact_plays
+GROUP BY level
+ORDER BY level

@@ -1,0 +1,7 @@
+-- The 20 most played artists.
+SELECT a.name AS artist, count(*) AS plays, count(DISTINCT f.user_id) AS listeners
+FROM fact_plays f
+JOIN dim_artists a ON a.artist_id = f.artist_id
+GROUP BY a.name
+ORDER BY plays DESC, artist
+LIMIT 20

@@ -1,0 +1,540 @@
+//! The command line: clap's derive, and the only place where the stages are
+//! wired together. Each command turns its flags into settings, takes the
+//! lake's lock if it writes, calls one stage (or several, for `run`), and
+//! prints one summary from the metrics the stage returns.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{DEFAULT_LAKE, Settings};
+use crate::error::{Error, Result};
+use crate::lake::manifest::{Run, RunKind, now_rfc3339};
+use crate::lake::{LakeLock, Manifest, vacuum};
+use crate::model::build::{BuildMetrics, BuildOptions};
+use crate::model::query::{self, Format};
+use crate::progress::{self, ProgressMode};
+use crate::sink::{self, SinkError, SyncMetrics, SyncOptions};
+use crate::source::{self, IngestMetrics};
+use crate::{sql, status};
+
+const ABOUT: &str = "Own your listening history: a file-based lake of plays, a star schema built by \
+DataFusion, synced to PostgreSQL.";
+
+const EXAMPLES: &str = "\
+Examples:
+  tunelake run --sparkify data/sample/sparkify       ingest, build and summarise the sample
+  tunelake ingest sparkify ../shared/data/sparkify   store a Sparkify folder in the lake
+  tunelake build                                     compute the star schema
+  tunelake query --name top_tracks                   a named query (--list shows them)
+  tunelake query \"SELECT level, count(*) FROM fact_plays GROUP BY level\" --format csv
+  tunelake sync --database-url postgresql://me@localhost/music
+  tunelake status                                    runs, row counts, accounting";
+
+#[derive(Debug, Parser)]
+#[command(name = "tunelake", version, about = ABOUT, after_help = EXAMPLES)]
+pub struct Cli {
+    /// Where the lake lives.
+    #[arg(long, global = true, env = "TUNELAKE_LAKE", default_value = DEFAULT_LAKE, value_name = "DIR")]
+    pub lake: PathBuf,
+
+    /// Progress bars on stderr: auto (when it is a terminal) or off.
+    #[arg(long, global = true, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
+
+    /// More logging on stderr (-v info, -vv debug); TUNELAKE_LOG takes a tracing filter.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Store a source's data in the lake: raw bytes plus typed staging.
+    #[command(subcommand)]
+    Ingest(IngestSource),
+    /// Compute the star schema from staging with the SQL in sql/model/.
+    #[command(
+        after_help = "Examples:\n  tunelake build\n  tunelake build --force --match-tolerance 0.5"
+    )]
+    Build(BuildArgs),
+    /// Run SQL over the star tables, offline.
+    #[command(
+        after_help = "Examples:\n  tunelake query --list\n  tunelake query --name top_artists --format json\n  \
+        tunelake query \"SELECT count(*) FROM fact_plays\""
+    )]
+    Query(QueryArgs),
+    /// Load the star tables into PostgreSQL (COPY + upsert, one transaction).
+    #[command(
+        after_help = "Examples:\n  DATABASE_URL=postgresql://me@localhost/music tunelake sync\n  \
+        tunelake sync --database-url postgresql://me@localhost/music --full"
+    )]
+    Sync(SyncArgs),
+    /// Show runs, row counts per table and where every record went.
+    Status(StatusArgs),
+    /// Rebuild staging from raw alone (after a parser fix), then the star.
+    Reprocess(ReprocessArgs),
+    /// Ingest every given source, build, and sync when a database is configured.
+    #[command(
+        after_help = "Examples:\n  tunelake run --sparkify data/sample/sparkify\n  \
+        tunelake run --sparkify ../shared/data/sparkify --database-url postgresql://me@localhost/music"
+    )]
+    Run(RunArgs),
+    /// Remove files no committed run names (debris, replaced versions). Raw is kept.
+    Vacuum(VacuumArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IngestSource {
+    /// A folder in the Sparkify course format: song_data/ and log_data/ inside.
+    #[command(after_help = "Example:\n  tunelake ingest sparkify ../shared/data/sparkify")]
+    Sparkify {
+        /// The folder holding song_data/ and log_data/.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Rebuild even if staging and the model are unchanged since the last build.
+    #[arg(long)]
+    pub force: bool,
+    /// Largest difference (seconds) between a play's length and a song's duration that still matches.
+    #[arg(long, default_value_t = 2.0, value_name = "SECONDS")]
+    pub match_tolerance: f64,
+    /// Memory DataFusion may use before spilling to disk, in MiB.
+    #[arg(long, default_value_t = 512, value_name = "MIB")]
+    pub memory_mib: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// The SQL to run (one statement).
+    #[arg(conflicts_with_all = ["name", "list"], required_unless_present_any = ["name", "list"])]
+    pub sql: Option<String>,
+    /// Run a named query from sql/queries/.
+    #[arg(long, short)]
+    pub name: Option<String>,
+    /// List the named queries.
+    #[arg(long, conflicts_with = "name")]
+    pub list: bool,
+    #[arg(long, short, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct DbArgs {
+    /// PostgreSQL connection URL (never printed: it may hold a password).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Resend every partition, not only the ones changed since the last sync.
+    #[arg(long)]
+    pub full: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// How many of the latest runs to list.
+    #[arg(long, default_value_t = 20)]
+    pub runs: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ReprocessArgs {
+    /// Only rebuild staging; leave the star as it is.
+    #[arg(long)]
+    pub no_build: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// A Sparkify folder to ingest (song_data/ and log_data/ inside).
+    #[arg(long, value_name = "DIR")]
+    pub sparkify: Vec<PathBuf>,
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct VacuumArgs {
+    /// List what would be removed, remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Parses the command line and runs it.
+pub fn run() -> Result<()> {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    progress::set_mode(cli.progress);
+    let command_line = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
+    execute(cli, &redact_args(&command_line))
+}
+
+/// The command line as recorded in the manifest, without a database URL.
+fn redact_args(line: &str) -> String {
+    let mut out = vec![];
+    let mut hide_next = false;
+    for word in line.split(' ') {
+        if hide_next {
+            out.push("***");
+            hide_next = false;
+        } else if word == "--database-url" {
+            out.push(word);
+            hide_next = true;
+        } else if word.starts_with("--database-url=") {
+            out.push("--database-url=***");
+        } else {
+            out.push(word);
+        }
+    }
+    out.join(" ")
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "tunelake=info,warn",
+        _ => "tunelake=debug,info",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TUNELAKE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)
+}
+
+/// Runs a parsed command; `command` is what the manifest records.
+pub fn execute(cli: Cli, command: &str) -> Result<()> {
+    let settings_db = match &cli.command {
+        Command::Sync(a) => a.db.database_url.clone(),
+        Command::Run(a) => a.db.database_url.clone(),
+        _ => None,
+    };
+    let settings = Settings::new(cli.lake.clone(), settings_db);
+    let layout = &settings.layout;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let out: &mut dyn Write = &mut out;
+    match cli.command {
+        Command::Ingest(IngestSource::Sparkify { dir }) => {
+            let _lock = LakeLock::acquire(layout, "ingest")?;
+            let mut manifest = Manifest::load(layout)?;
+            let m = source::ingest_sparkify(layout, &mut manifest, &dir, command)?;
+            print_ingest(out, &m).map_err(Error::Output)?;
+        }
+        Command::Build(a) => {
+            if !(a.match_tolerance >= 0.0 && a.match_tolerance.is_finite()) {
+                return Err(Error::Usage(format!(
+                    "--match-tolerance must be a number of seconds >= 0, not {}",
+                    a.match_tolerance
+                )));
+            }
+            let opts = BuildOptions {
+                duration_tolerance_s: a.match_tolerance,
+                memory_limit: a.memory_mib << 20,
+                force: a.force,
+            };
+            let _lock = LakeLock::acquire(layout, "build")?;
+            let mut manifest = Manifest::load(layout)?;
+            let m = runtime()?.block_on(crate::model::build::build(
+                layout,
+                &mut manifest,
+                &opts,
+                command,
+            ))?;
+            print_build(out, &m).map_err(Error::Output)?;
+        }
+        Command::Query(a) => {
+            if a.list {
+                for q in sql::QUERIES {
+                    writeln!(out, "{:<20} {}", q.name, q.description()).map_err(Error::Output)?;
+                }
+                return Ok(());
+            }
+            let text = match (&a.name, &a.sql) {
+                (Some(name), _) => {
+                    sql::query(name)
+                        .ok_or_else(|| crate::model::ModelError::UnknownQuery {
+                            name: name.clone(),
+                        })?
+                        .text
+                }
+                (None, Some(sql)) => sql.as_str(),
+                (None, None) => unreachable!("clap requires SQL, --name or --list"),
+            };
+            let manifest = Manifest::load(layout)?;
+            let rt = runtime()?;
+            let batches = rt.block_on(async {
+                let ctx =
+                    query::star_context(layout, &manifest, crate::model::DEFAULT_MEMORY_LIMIT)
+                        .await?;
+                query::run(&ctx, text).await
+            })?;
+            query::write(out, &batches, a.format).map_err(Error::Output)?;
+        }
+        Command::Sync(a) => {
+            let url = settings
+                .database_url
+                .as_ref()
+                .ok_or(SinkError::NoDatabase)?;
+            let _lock = LakeLock::acquire(layout, "sync")?;
+            let mut manifest = Manifest::load(layout)?;
+            let m = sink::sync(
+                layout,
+                &manifest,
+                url.expose(),
+                &SyncOptions { full: a.full },
+            )?;
+            record_sync(layout, &mut manifest, &m, command)?;
+            print_sync(out, &m).map_err(Error::Output)?;
+        }
+        Command::Status(a) => {
+            let manifest = Manifest::load(layout)?;
+            status::render(out, &manifest, &layout.root().display().to_string(), a.runs)
+                .map_err(Error::Output)?;
+        }
+        Command::Reprocess(a) => {
+            let _lock = LakeLock::acquire(layout, "reprocess")?;
+            let mut manifest = Manifest::load(layout)?;
+            if manifest.raw_files().next().is_none() {
+                return Err(crate::model::ModelError::NothingIngested.into());
+            }
+            let m = source::reprocess(layout, &mut manifest, command)?;
+            writeln!(
+                out,
+                "reprocess: {} raw files parsed again into {} staging files",
+                m.files_already_stored, m.staging_files
+            )
+            .map_err(Error::Output)?;
+            for acc in &m.accounting {
+                writeln!(out, "  {}", status::accounting_line(acc)).map_err(Error::Output)?;
+            }
+            if !a.no_build {
+                let m = runtime()?.block_on(crate::model::build::build(
+                    layout,
+                    &mut manifest,
+                    &BuildOptions::default(),
+                    command,
+                ))?;
+                print_build(out, &m).map_err(Error::Output)?;
+            }
+        }
+        Command::Run(a) => {
+            if a.sparkify.is_empty() {
+                return Err(Error::Usage("nothing to run: give a source, e.g. `tunelake run --sparkify data/sample/sparkify`".into()));
+            }
+            let _lock = LakeLock::acquire(layout, "run")?;
+            let mut manifest = Manifest::load(layout)?;
+            for dir in &a.sparkify {
+                let m = source::ingest_sparkify(layout, &mut manifest, dir, command)?;
+                print_ingest(out, &m).map_err(Error::Output)?;
+            }
+            let rt = runtime()?;
+            let m = rt.block_on(crate::model::build::build(
+                layout,
+                &mut manifest,
+                &BuildOptions::default(),
+                command,
+            ))?;
+            print_build(out, &m).map_err(Error::Output)?;
+            let top = rt.block_on(async {
+                let ctx =
+                    query::star_context(layout, &manifest, crate::model::DEFAULT_MEMORY_LIMIT)
+                        .await?;
+                query::run(
+                    &ctx,
+                    &format!(
+                        "SELECT * FROM ({}) LIMIT 5",
+                        sql::query("top_artists").expect("registered").text
+                    ),
+                )
+                .await
+            })?;
+            drop(rt);
+            writeln!(out, "\ntop artists:").map_err(Error::Output)?;
+            query::write(out, &top, Format::Table).map_err(Error::Output)?;
+            match &settings.database_url {
+                Some(url) => {
+                    let m = sink::sync(layout, &manifest, url.expose(), &SyncOptions::default())?;
+                    record_sync(layout, &mut manifest, &m, command)?;
+                    print_sync(out, &m).map_err(Error::Output)?;
+                }
+                None => writeln!(
+                    out,
+                    "\nno database configured: skipped sync (set DATABASE_URL or --database-url to load PostgreSQL)\n\
+                     next: `tunelake query --list`, `tunelake status`"
+                )
+                .map_err(Error::Output)?,
+            }
+        }
+        Command::Vacuum(a) => {
+            let _lock = LakeLock::acquire(layout, "vacuum")?;
+            let manifest = Manifest::load(layout)?;
+            let m = vacuum::vacuum(layout, &manifest, a.dry_run)?;
+            for f in &m.files {
+                writeln!(
+                    out,
+                    "{}{}",
+                    if a.dry_run {
+                        "would remove "
+                    } else {
+                        "removed "
+                    },
+                    f.display()
+                )
+                .map_err(Error::Output)?;
+            }
+            writeln!(
+                out,
+                "vacuum: {} files, {} bytes{}",
+                m.files.len(),
+                m.bytes,
+                if a.dry_run { " (dry run)" } else { "" }
+            )
+            .map_err(Error::Output)?;
+        }
+    }
+    Ok(())
+}
+
+fn record_sync(
+    layout: &crate::lake::Layout,
+    manifest: &mut Manifest,
+    m: &SyncMetrics,
+    command: &str,
+) -> Result<()> {
+    let mut run = Run::new(
+        manifest.next_run_id(),
+        RunKind::Sync,
+        command,
+        now_rfc3339(),
+    );
+    run.stats
+        .insert("lake_version".into(), m.lake_version.into());
+    run.stats.insert("target".into(), m.target.clone().into());
+    run.stats
+        .insert("parts_sent".into(), (m.parts_sent as u64).into());
+    run.stats.insert("rows_sent".into(), m.rows_sent.into());
+    manifest.commit(layout, run)?;
+    Ok(())
+}
+
+fn print_ingest(out: &mut dyn Write, m: &IngestMetrics) -> std::io::Result<()> {
+    if !m.committed {
+        writeln!(
+            out,
+            "ingest: nothing new: all {} files are already stored; the lake is unchanged",
+            m.files_already_stored
+        )?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "ingest: run {}: {} new files ({:.1} MB) stored, {} already stored",
+        m.run,
+        m.files_new,
+        m.bytes_new as f64 / 1e6,
+        m.files_already_stored
+    )?;
+    for acc in &m.accounting {
+        writeln!(out, "  {}", status::accounting_line(acc))?;
+    }
+    for r in m.rejects.iter().take(10) {
+        writeln!(out, "  rejected {}:{}: {}", r.file, r.line, r.reason)?;
+    }
+    let total: u64 = m.accounting.iter().map(|a| a.rejected).sum();
+    if total > 10 {
+        writeln!(
+            out,
+            "  ... {} more rejects (`tunelake status` lists them)",
+            total - 10
+        )?;
+    }
+    Ok(())
+}
+
+fn print_build(out: &mut dyn Write, m: &BuildMetrics) -> std::io::Result<()> {
+    if m.committed {
+        writeln!(out, "build: star version {}", m.version)?;
+    } else {
+        writeln!(
+            out,
+            "build: star version {} is up to date (staging and model unchanged; --force rebuilds)",
+            m.version
+        )?;
+    }
+    for t in &m.tables {
+        writeln!(
+            out,
+            "  {:<12} {:>10} rows  {} file(s), {} unchanged",
+            t.name, t.rows, t.parts, t.parts_unchanged
+        )?;
+    }
+    writeln!(
+        out,
+        "  song match rate: {} of {} plays ({:.2}%)",
+        m.matched,
+        m.plays,
+        100.0 * m.match_rate()
+    )
+}
+
+fn print_sync(out: &mut dyn Write, m: &SyncMetrics) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "sync: lake version {} to {}: {} parts sent ({} rows), {} unchanged, {} removed; {} rows inserted or changed, {} deleted",
+        m.lake_version,
+        m.target,
+        m.parts_sent,
+        m.rows_sent,
+        m.parts_unchanged,
+        m.parts_removed,
+        m.rows_changed.values().sum::<u64>(),
+        m.rows_deleted
+    )?;
+    if !m.migrations_applied.is_empty() {
+        writeln!(out, "  applied: {}", m.migrations_applied.join(", "))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_command_lines_hide_database_urls() {
+        assert_eq!(
+            redact_args("sync --database-url postgresql://u:pw@h/d --full"),
+            "sync --database-url *** --full"
+        );
+        assert_eq!(
+            redact_args("sync --database-url=postgresql://u:pw@h/d"),
+            "sync --database-url=***"
+        );
+    }
+
+    #[test]
+    fn cli_definition_is_valid() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

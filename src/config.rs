@@ -1,0 +1,63 @@
+//! What the user typed, validated into settings before any I/O. Secrets are
+//! wrapped so that `Debug` and logs never show them.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::lake::Layout;
+
+/// Where the lake lives when neither `--lake` nor `TUNELAKE_LAKE` says.
+pub const DEFAULT_LAKE: &str = "data/lake";
+
+/// A string that must never be printed (a database URL may hold a password).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    /// The value, for the one call that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Settings every command shares.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub layout: Layout,
+    pub database_url: Option<Secret>,
+}
+
+impl Settings {
+    pub fn new(lake: PathBuf, database_url: Option<String>) -> Self {
+        Settings {
+            layout: Layout::new(lake),
+            database_url: database_url
+                .filter(|u| !u.trim().is_empty())
+                .map(Secret::new),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_database_url() {
+        let s = Settings::new("l".into(), Some("postgresql://u:hunter2-secret@h/d".into()));
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert_eq!(
+            Settings::new("l".into(), Some("  ".into())).database_url,
+            None
+        );
+    }
+}

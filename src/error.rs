@@ -1,0 +1,63 @@
+//! The crate's error: one enum per stage, gathered into [`Error`], and the exit
+//! code each class of failure maps to. Messages describe their own layer and
+//! leave the cause to `source()`; `main` prints the whole chain.
+
+use crate::lake::LakeError;
+use crate::model::ModelError;
+use crate::sink::SinkError;
+use crate::source::SourceError;
+
+/// Exit codes by class, so scripts can tell a bad flag from a dead database.
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const FAILURE: i32 = 1;
+    pub const USAGE: i32 = 2;
+    pub const INPUT: i32 = 3;
+    pub const LAKE: i32 = 4;
+    pub const DATABASE: i32 = 5;
+    pub const NETWORK: i32 = 6;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot write the output")]
+    Output(#[source] std::io::Error),
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
+}
+
+impl Error {
+    /// The process exit code for this error's class.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Usage(_) => exit::USAGE,
+            Error::Source(SourceError::NotSparkifyDir { .. }) => exit::USAGE,
+            Error::Source(_) => exit::INPUT,
+            Error::Lake(_) => exit::LAKE,
+            Error::Model(
+                ModelError::NothingIngested
+                | ModelError::NothingBuilt
+                | ModelError::UnknownQuery { .. },
+            ) => exit::USAGE,
+            Error::Model(ModelError::Query(_)) => exit::USAGE,
+            Error::Model(_) => exit::LAKE,
+            Error::Sink(
+                crate::sink::SinkError::NothingBuilt | crate::sink::SinkError::NoDatabase,
+            ) => exit::USAGE,
+            Error::Sink(_) => exit::DATABASE,
+            Error::Output(_) | Error::Runtime(_) => exit::FAILURE,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,69 @@
+//! Atomic file writes: a temp file in the target's own directory, fsynced,
+//! renamed over the target, then the directory fsynced. A crash leaves either
+//! the old state or the new file, plus at worst a `.tmp-*` file that no
+//! manifest names (debris for `vacuum`).
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use super::LakeError;
+
+/// Prefix of in-flight temp files; readers and `vacuum` recognise debris by it.
+pub const TMP_PREFIX: &str = ".tmp-";
+
+/// Writes `bytes` to `path` atomically.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), LakeError> {
+    write_atomic_with(path, |w| {
+        w.write_all(bytes).map_err(LakeError::io("write", path))
+    })
+}
+
+/// Writes `path` atomically with `fill`, which gets a buffered writer over the
+/// temp file. `fill`'s error aborts the write and removes the temp file.
+pub fn write_atomic_with<T>(
+    path: &Path,
+    fill: impl FnOnce(&mut BufWriter<File>) -> Result<T, LakeError>,
+) -> Result<T, LakeError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(LakeError::io("create directory", dir))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(TMP_PREFIX)
+        .tempfile_in(dir)
+        .map_err(LakeError::io("create temp file in", dir))?;
+    let (file, tmp_path) = tmp.into_parts();
+    let mut w = BufWriter::with_capacity(1 << 20, file);
+    let value = fill(&mut w)?;
+    let file = w.into_inner().map_err(|e| LakeError::Io {
+        op: "write",
+        path: path.into(),
+        source: e.into_error(),
+    })?;
+    file.sync_all().map_err(LakeError::io("fsync", path))?;
+    tmp_path.persist(path).map_err(|e| LakeError::Io {
+        op: "rename into place",
+        path: path.into(),
+        source: e.error,
+    })?;
+    sync_dir(dir)?;
+    Ok(value)
+}
+
+/// fsyncs a directory so a rename in it survives a crash.
+pub fn sync_dir(dir: &Path) -> Result<(), LakeError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(LakeError::io("fsync directory", dir))
+}
+
+/// Writes `bytes` to `path` atomically with mode 0600 (tokens, secrets).
+#[cfg(unix)]
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), LakeError> {
+    use std::os::unix::fs::PermissionsExt;
+    write_atomic_with(path, |w| {
+        w.get_ref()
+            .set_permissions(fs::Permissions::from_mode(0o600))
+            .map_err(LakeError::io("chmod 0600", path))?;
+        w.write_all(bytes).map_err(LakeError::io("write", path))
+    })
+}

@@ -1,0 +1,92 @@
+//! Every path in the lake is built here, and only here.
+
+use std::path::{Path, PathBuf};
+
+use chrono::NaiveDate;
+
+/// The lake's root and the paths under it.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Layout { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// A path relative to the root, as stored in the manifest.
+    pub fn abs(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    pub fn manifest_dir(&self) -> PathBuf {
+        self.root.join("_manifest")
+    }
+
+    pub fn run_entry(&self, run: u64) -> PathBuf {
+        self.manifest_dir().join(format!("{run:08}.json"))
+    }
+
+    pub fn lock_file(&self) -> PathBuf {
+        self.manifest_dir().join("LOCK")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.join("state")
+    }
+
+    /// `raw/<source>/ingest_date=YYYY-MM-DD/<sha256>.json`, relative.
+    pub fn raw_rel(source: &str, ingest_date: NaiveDate, sha256: &str) -> String {
+        format!("raw/{source}/ingest_date={ingest_date}/{sha256}.json")
+    }
+
+    /// `staging/<table>/date=YYYY-MM-DD/part-<run>-<n>.parquet`, relative.
+    pub fn staging_rel(table: &str, date: NaiveDate, run: u64, n: usize) -> String {
+        format!("staging/{table}/date={date}/part-{run:08}-{n:05}.parquet")
+    }
+
+    /// `star/<table>/[<partition>/]part-<version>.parquet`, relative.
+    pub fn star_rel(table: &str, partition: Option<&str>, version: u64) -> String {
+        match partition {
+            Some(p) => format!("star/{table}/{p}/part-{version:08}.parquet"),
+            None => format!("star/{table}/part-{version:08}.parquet"),
+        }
+    }
+
+    /// Hive-style partition of a month: `year=YYYY/month=MM`.
+    pub fn month_partition(year: i32, month: u32) -> String {
+        format!("year={year:04}/month={month:02}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_hive_style() {
+        let d = NaiveDate::from_ymd_opt(2018, 11, 3).unwrap();
+        assert_eq!(
+            Layout::raw_rel("sparkify", d, "ab"),
+            "raw/sparkify/ingest_date=2018-11-03/ab.json"
+        );
+        assert_eq!(
+            Layout::staging_rel("stg_x", d, 7, 2),
+            "staging/stg_x/date=2018-11-03/part-00000007-00002.parquet"
+        );
+        let p = Layout::month_partition(2018, 11);
+        assert_eq!(
+            Layout::star_rel("fact_plays", Some(&p), 9),
+            "star/fact_plays/year=2018/month=11/part-00000009.parquet"
+        );
+        assert_eq!(
+            Layout::star_rel("dim_users", None, 9),
+            "star/dim_users/part-00000009.parquet"
+        );
+    }
+}

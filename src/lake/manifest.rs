@@ -1,0 +1,337 @@
+//! The runs ledger: `_manifest/<run>.json`, one file per committed run,
+//! written last and atomically. A run that has no entry never happened; the
+//! files it left are debris. The lake's state (which raw files are stored,
+//! which staging files are live, the current star version) is the fold of
+//! the entries in run order.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+
+use serde::{Deserialize, Serialize};
+
+use super::{LakeError, Layout, fsio};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunKind {
+    Ingest,
+    Build,
+    Reprocess,
+    Sync,
+    Vacuum,
+}
+
+impl std::fmt::Display for RunKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self {
+            RunKind::Ingest => "ingest",
+            RunKind::Build => "build",
+            RunKind::Reprocess => "reprocess",
+            RunKind::Sync => "sync",
+            RunKind::Vacuum => "vacuum",
+        };
+        f.write_str(s)
+    }
+}
+
+/// A raw file as stored: its id is the sha256 of its bytes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RawFile {
+    pub sha256: String,
+    /// Relative to the lake root.
+    pub path: String,
+    pub source: String,
+    /// What the bytes are, for the parser: `song`, `log`, ...
+    pub kind: String,
+    /// Where it came from (the path inside the ingested folder).
+    pub origin: String,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StagingFile {
+    pub table: String,
+    pub path: String,
+    pub rows: u64,
+}
+
+/// Staging files a run added, or (`replace`) the whole new set of staging.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StagingChange {
+    pub replace: bool,
+    pub files: Vec<StagingFile>,
+}
+
+/// One file of a star table version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StarPart {
+    /// `year=YYYY/month=MM`, or `None` for an unpartitioned table.
+    pub partition: Option<String>,
+    pub path: String,
+    pub rows: u64,
+    /// sha256 of the file's bytes: equal content, equal hash (builds are deterministic).
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StarVersion {
+    pub version: u64,
+    pub tables: BTreeMap<String, Vec<StarPart>>,
+}
+
+/// Where every record of a source went, for one stream of one run.
+/// `read = plays + Σ filtered + rejected` (events) or `read = kept + rejected`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accounting {
+    pub source: String,
+    pub stream: String,
+    pub files: u64,
+    pub files_already_stored: u64,
+    pub read: u64,
+    pub kept: u64,
+    pub plays: u64,
+    pub filtered: BTreeMap<String, u64>,
+    pub rejected: u64,
+}
+
+impl Accounting {
+    pub fn new(source: &str, stream: &str) -> Self {
+        Accounting {
+            source: source.into(),
+            stream: stream.into(),
+            ..Default::default()
+        }
+    }
+
+    pub fn add(&mut self, other: &Accounting) {
+        self.files += other.files;
+        self.files_already_stored += other.files_already_stored;
+        self.read += other.read;
+        self.kept += other.kept;
+        self.plays += other.plays;
+        self.rejected += other.rejected;
+        for (k, v) in &other.filtered {
+            *self.filtered.entry(k.clone()).or_default() += v;
+        }
+    }
+
+    pub fn filtered_total(&self) -> u64 {
+        self.filtered.values().sum()
+    }
+}
+
+/// A rejected record: which file, which line, why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reject {
+    pub file: String,
+    pub line: u64,
+    pub reason: String,
+}
+
+/// The number of rejects kept by name in one entry; the count is always exact.
+pub const MAX_REJECTS_KEPT: usize = 1000;
+
+/// One committed run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Run {
+    pub id: u64,
+    pub kind: RunKind,
+    pub started_at: String,
+    pub finished_at: String,
+    pub command: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub raw: Vec<RawFile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staging: Option<StagingChange>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub star: Option<StarVersion>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accounting: Vec<Accounting>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rejects: Vec<Reject>,
+    /// Figures worth keeping that are specific to the run's kind (match rate, rows sent).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub stats: BTreeMap<String, serde_json::Value>,
+}
+
+impl Run {
+    pub fn new(id: u64, kind: RunKind, command: &str, started_at: String) -> Self {
+        Run {
+            id,
+            kind,
+            started_at,
+            finished_at: String::new(),
+            command: command.into(),
+            raw: vec![],
+            staging: None,
+            star: None,
+            accounting: vec![],
+            rejects: vec![],
+            stats: BTreeMap::new(),
+        }
+    }
+}
+
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
+}
+
+/// All committed runs, in order, and the state they add up to.
+#[derive(Debug, Default)]
+pub struct Manifest {
+    pub runs: Vec<Run>,
+}
+
+impl Manifest {
+    /// Reads every committed entry. A missing lake is an empty manifest.
+    pub fn load(layout: &Layout) -> Result<Self, LakeError> {
+        let dir = layout.manifest_dir();
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Manifest::default()),
+            Err(e) => return Err(LakeError::io("list", &dir)(e)),
+        };
+        let mut ids = vec![];
+        for entry in entries {
+            let entry = entry.map_err(LakeError::io("list", &dir))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            // Only `NNNNNNNN.json` is an entry; temp files are debris.
+            if let Some(stem) = name.strip_suffix(".json") {
+                if stem.len() == 8 && stem.bytes().all(|b| b.is_ascii_digit()) {
+                    ids.push(stem.parse::<u64>().expect("eight digits parse"));
+                }
+            }
+        }
+        ids.sort_unstable();
+        let mut runs = Vec::with_capacity(ids.len());
+        for id in ids {
+            let path = layout.run_entry(id);
+            let bytes = fs::read(&path).map_err(LakeError::io("read", &path))?;
+            let run: Run = serde_json::from_slice(&bytes)
+                .map_err(|source| LakeError::BadManifest { path, source })?;
+            runs.push(run);
+        }
+        Ok(Manifest { runs })
+    }
+
+    pub fn next_run_id(&self) -> u64 {
+        self.runs.last().map_or(1, |r| r.id + 1)
+    }
+
+    /// Commits a run: after this returns, the run happened.
+    pub fn commit(&mut self, layout: &Layout, mut run: Run) -> Result<(), LakeError> {
+        run.finished_at = now_rfc3339();
+        let path = layout.run_entry(run.id);
+        let bytes = serde_json::to_vec_pretty(&run).expect("a run serializes");
+        fsio::write_atomic(&path, &bytes)?;
+        self.runs.push(run);
+        Ok(())
+    }
+
+    /// Every raw file stored, in commit order.
+    pub fn raw_files(&self) -> impl Iterator<Item = &RawFile> {
+        self.runs.iter().flat_map(|r| r.raw.iter())
+    }
+
+    pub fn raw_shas(&self) -> HashSet<&str> {
+        self.raw_files().map(|f| f.sha256.as_str()).collect()
+    }
+
+    /// The live staging files of `table`.
+    pub fn staging_files(&self, table: &str) -> Vec<&StagingFile> {
+        let mut live: Vec<&StagingFile> = vec![];
+        for run in &self.runs {
+            if let Some(change) = &run.staging {
+                if change.replace {
+                    live.clear();
+                }
+                live.extend(change.files.iter().filter(|f| f.table == table));
+            }
+        }
+        live
+    }
+
+    /// The id of the last run that changed staging (0 if none).
+    pub fn staging_run(&self) -> u64 {
+        self.runs
+            .iter()
+            .rev()
+            .find(|r| r.staging.is_some())
+            .map_or(0, |r| r.id)
+    }
+
+    /// The current star version, if anything was built.
+    pub fn star(&self) -> Option<&StarVersion> {
+        self.runs.iter().rev().find_map(|r| r.star.as_ref())
+    }
+
+    /// The build that made the current star version.
+    pub fn last_build(&self) -> Option<&Run> {
+        self.runs.iter().rev().find(|r| r.star.is_some())
+    }
+
+    /// Every path any committed run still names (raw, live staging, current star).
+    pub fn live_paths(&self) -> HashSet<String> {
+        let mut live: HashSet<String> = self.raw_files().map(|f| f.path.clone()).collect();
+        let mut staging: Vec<&str> = vec![];
+        for run in &self.runs {
+            if let Some(change) = &run.staging {
+                if change.replace {
+                    staging.clear();
+                }
+                staging.extend(change.files.iter().map(|f| f.path.as_str()));
+            }
+        }
+        live.extend(staging.into_iter().map(String::from));
+        if let Some(star) = self.star() {
+            for parts in star.tables.values() {
+                live.extend(parts.iter().map(|p| p.path.clone()));
+            }
+        }
+        live
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replace_drops_older_staging_and_entries_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        let mut m = Manifest::load(&layout).unwrap();
+        assert_eq!(m.next_run_id(), 1);
+        let file = |p: &str| StagingFile {
+            table: "t".into(),
+            path: p.into(),
+            rows: 1,
+        };
+        let mut r1 = Run::new(1, RunKind::Ingest, "ingest", now_rfc3339());
+        r1.staging = Some(StagingChange {
+            replace: false,
+            files: vec![file("a"), file("b")],
+        });
+        m.commit(&layout, r1).unwrap();
+        let mut r2 = Run::new(2, RunKind::Reprocess, "reprocess", now_rfc3339());
+        r2.staging = Some(StagingChange {
+            replace: true,
+            files: vec![file("c")],
+        });
+        m.commit(&layout, r2).unwrap();
+        // A temp file left by a crash is not an entry.
+        fs::write(layout.manifest_dir().join(".tmp-xyz"), b"{").unwrap();
+        let m = Manifest::load(&layout).unwrap();
+        assert_eq!(m.runs.len(), 2);
+        let live: Vec<_> = m
+            .staging_files("t")
+            .iter()
+            .map(|f| f.path.clone())
+            .collect();
+        assert_eq!(live, vec!["c"]);
+        assert_eq!(m.next_run_id(), 3);
+    }
+}

@@ -1,0 +1,84 @@
+//! Stage 2: the only code that touches the lake on disk.
+//!
+//! ```text
+//! <lake>/raw/<source>/ingest_date=YYYY-MM-DD/<sha256>.json   exact bytes received, never rewritten
+//! <lake>/staging/<table>/date=YYYY-MM-DD/part-<run>-<n>.parquet
+//! <lake>/star/<table>/[year=YYYY/month=MM/]part-<version>.parquet
+//! <lake>/_manifest/<run>.json                                 one file per committed run
+//! <lake>/state/                                               cursors and tokens (0600)
+//! ```
+//!
+//! Every file is written to a temp file beside its target, fsynced and renamed
+//! ([`fsio`]); a run's manifest entry is written last and is its commit
+//! ([`manifest`]); one writer at a time holds [`lock::LakeLock`].
+
+pub mod fsio;
+pub mod layout;
+pub mod lock;
+pub mod manifest;
+pub mod parquet;
+pub mod staging;
+pub mod vacuum;
+
+use std::path::PathBuf;
+
+pub use layout::Layout;
+pub use lock::LakeLock;
+pub use manifest::{Manifest, Run, RunKind};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LakeError {
+    #[error("{path}: {op} failed")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the lake at {lake} is locked by another run ({holder}); wait for it to finish, \
+         or remove {lock} if that process is gone"
+    )]
+    Locked {
+        lake: PathBuf,
+        lock: PathBuf,
+        holder: String,
+    },
+    #[error("{path}: manifest entry is not valid")]
+    BadManifest {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{path}: cannot write Parquet")]
+    ParquetWrite {
+        path: PathBuf,
+        #[source]
+        source: datafusion::parquet::errors::ParquetError,
+    },
+    #[error("{path}: cannot read Parquet")]
+    ParquetRead {
+        path: PathBuf,
+        #[source]
+        source: datafusion::parquet::errors::ParquetError,
+    },
+    #[error("{path}: cannot read Parquet batch")]
+    ArrowRead {
+        path: PathBuf,
+        #[source]
+        source: datafusion::arrow::error::ArrowError,
+    },
+}
+
+impl LakeError {
+    pub fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| LakeError::Io { op, path, source }
+    }
+}
+
+/// The id of a raw file, a migration or a Parquet part: sha256 of the bytes, hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}

@@ -1,0 +1,77 @@
+//! `tunelake vacuum`: removes files no committed run names — temp files and
+//! the output of crashed runs, staging replaced by a reprocess, star versions
+//! older than the current one. Raw files are never removed.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use super::{LakeError, Layout, Manifest};
+
+#[derive(Debug, Clone, Default)]
+pub struct VacuumMetrics {
+    pub files: Vec<PathBuf>,
+    pub bytes: u64,
+    pub dry_run: bool,
+}
+
+pub fn vacuum(
+    layout: &Layout,
+    manifest: &Manifest,
+    dry_run: bool,
+) -> Result<VacuumMetrics, LakeError> {
+    let live: HashSet<PathBuf> = manifest
+        .live_paths()
+        .iter()
+        .map(|p| layout.abs(p))
+        .collect();
+    let mut metrics = VacuumMetrics {
+        dry_run,
+        ..Default::default()
+    };
+    for top in ["staging", "star"] {
+        walk(&layout.abs(top), &mut |path, len| {
+            if !live.contains(path) {
+                metrics.files.push(path.to_path_buf());
+                metrics.bytes += len;
+            }
+        })?;
+    }
+    // Temp files beside raw files and manifest entries are debris too.
+    for top in ["raw", "_manifest"] {
+        walk(&layout.abs(top), &mut |path, len| {
+            if path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(super::fsio::TMP_PREFIX))
+            {
+                metrics.files.push(path.to_path_buf());
+                metrics.bytes += len;
+            }
+        })?;
+    }
+    metrics.files.sort();
+    if !dry_run {
+        for f in &metrics.files {
+            std::fs::remove_file(f).map_err(LakeError::io("remove", f))?;
+        }
+    }
+    Ok(metrics)
+}
+
+fn walk(dir: &Path, f: &mut dyn FnMut(&Path, u64)) -> Result<(), LakeError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(LakeError::io("list", dir)(e)),
+    };
+    for e in entries {
+        let e = e.map_err(LakeError::io("list", dir))?;
+        let path = e.path();
+        let meta = e.metadata().map_err(LakeError::io("stat", &path))?;
+        if meta.is_dir() {
+            walk(&path, f)?;
+        } else {
+            f(&path, meta.len());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,23 @@
+//! The `tunelake` binary: runs the CLI, prints the error chain once, and
+//! exits with the code of the error's class. A closed stdout (`| head`) is success.
+
+use std::error::Error as _;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    match tunelake::cli::run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(tunelake::Error::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            let mut cause = e.source();
+            while let Some(c) = cause {
+                eprintln!("  caused by: {c}");
+                cause = c.source();
+            }
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}

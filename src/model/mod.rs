@@ -1,0 +1,148 @@
+//! Stage 3: DataFusion over the lake. [`session`] makes a context set up the
+//! way every model and query expects (UTC, plain `Utf8` strings, a memory
+//! limit with spilling to disk); [`build`] runs `sql/model/` over staging
+//! into a new star version; [`query`] runs SQL over the current star tables.
+
+pub mod build;
+pub mod query;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::MemTable;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::error::DataFusionError;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::lake::{LakeError, Layout};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(
+        "nothing to build: staging is empty; ingest something first, e.g. `tunelake ingest sparkify data/sample/sparkify`"
+    )]
+    NothingIngested,
+    #[error("nothing built yet: run `tunelake build` first")]
+    NothingBuilt,
+    #[error("{file}: {what} failed")]
+    Sql {
+        file: String,
+        what: &'static str,
+        #[source]
+        source: DataFusionError,
+    },
+    #[error("query failed")]
+    Query(#[source] DataFusionError),
+    #[error(
+        "{table}: the model's output does not match its contract sql/schema/{table}.sql: {problem}"
+    )]
+    Contract { table: String, problem: String },
+    #[error("unknown named query `{name}`; `tunelake query --list` shows them")]
+    UnknownQuery { name: String },
+    #[error("{path}: cannot register as a table")]
+    Register {
+        path: PathBuf,
+        #[source]
+        source: DataFusionError,
+    },
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+}
+
+/// Memory DataFusion may hold before sorts and aggregations spill to disk.
+pub const DEFAULT_MEMORY_LIMIT: usize = 512 * 1024 * 1024;
+
+/// A DataFusion context as every model and query expects it.
+pub fn session(memory_limit: usize) -> Result<SessionContext, DataFusionError> {
+    let mut config = SessionConfig::new()
+        .with_batch_size(8192)
+        .with_information_schema(true);
+    let opts = config.options_mut();
+    opts.execution.time_zone = Some("UTC".into());
+    opts.sql_parser.map_string_types_to_utf8view = false;
+    opts.execution.parquet.schema_force_view_types = false;
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_limit(memory_limit, 1.0)
+        .build_arc()?;
+    Ok(SessionContext::new_with_config_rt(config, runtime))
+}
+
+/// Registers the Parquet files at `rel_paths` (relative to the lake) as
+/// table `name` with `schema`; no files makes an empty table.
+pub fn register_files(
+    ctx: &SessionContext,
+    layout: &Layout,
+    name: &str,
+    schema: SchemaRef,
+    rel_paths: &[&str],
+) -> Result<(), ModelError> {
+    let provider: Arc<dyn datafusion::catalog::TableProvider> = if rel_paths.is_empty() {
+        Arc::new(MemTable::try_new(schema, vec![vec![]]).map_err(|source| {
+            ModelError::Register {
+                path: name.into(),
+                source,
+            }
+        })?)
+    } else {
+        let urls = rel_paths
+            .iter()
+            .map(|p| {
+                let abs = absolute(&layout.abs(p));
+                ListingTableUrl::parse(abs.to_string_lossy())
+                    .map_err(|source| ModelError::Register { path: abs, source })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let config = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(options)
+            .with_schema(schema);
+        Arc::new(
+            ListingTable::try_new(config).map_err(|source| ModelError::Register {
+                path: name.into(),
+                source,
+            })?,
+        )
+    };
+    ctx.register_table(name, provider)
+        .map_err(|source| ModelError::Register {
+            path: name.into(),
+            source,
+        })?;
+    Ok(())
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// The Arrow schema a `sql/schema/<t>.sql` contract declares.
+pub async fn contract_schema(table: &crate::sql::StarTable) -> Result<SchemaRef, ModelError> {
+    let file = format!("sql/schema/{}.sql", table.name);
+    let ctx = session(64 * 1024 * 1024).map_err(|source| ModelError::Sql {
+        file: file.clone(),
+        what: "session",
+        source,
+    })?;
+    ctx.sql(table.schema.text)
+        .await
+        .map_err(|source| ModelError::Sql {
+            file: file.clone(),
+            what: "CREATE TABLE",
+            source,
+        })?;
+    let df = ctx
+        .table(table.name)
+        .await
+        .map_err(|source| ModelError::Sql {
+            file,
+            what: "reading the contract",
+            source,
+        })?;
+    Ok(Arc::new(df.schema().as_arrow().clone()))
+}

@@ -1,0 +1,71 @@
+//! Stage 4: the star schema into PostgreSQL.
+//!
+//! [`sync`] runs in one transaction: it applies `sql/schema/` and
+//! `sql/postgres/` (each file once, recorded in `tunelake_migrations`), then
+//! for every star partition whose content hash differs from the one recorded
+//! in `tunelake_sync_parts` it COPYs the rows (binary) into a temp table,
+//! deletes what the partition no longer holds and upserts the rest, changing
+//! only rows that differ. The lake version synced is recorded in
+//! `tunelake_syncs` in the same transaction. Readers never see half a sync.
+//!
+//! The `postgres` crate blocks (and panics inside a tokio runtime): call this
+//! outside any runtime.
+
+mod copy;
+mod sync;
+
+pub use sync::{SyncMetrics, SyncOptions, redacted_target, sync};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("nothing built yet: run `tunelake build` before `tunelake sync`")]
+    NothingBuilt,
+    #[error("no database configured: pass --database-url or set DATABASE_URL")]
+    NoDatabase,
+    #[error("the database URL is not valid (it is not shown here, as it may hold a password)")]
+    BadUrl(#[source] postgres::Error),
+    #[error("cannot connect to PostgreSQL at {target}")]
+    Connect {
+        target: String,
+        #[source]
+        source: postgres::Error,
+    },
+    #[error("{what} failed")]
+    Sql {
+        what: String,
+        #[source]
+        source: postgres::Error,
+    },
+    #[error(
+        "{name} changed after it was applied to this database (recorded sha256 {recorded}, now {now}); \
+         schema changes go in a new migration under sql/postgres/"
+    )]
+    MigrationChanged {
+        name: String,
+        recorded: String,
+        now: String,
+    },
+    #[error(
+        "{table}: column `{column}` has Arrow type {data_type}, which the binary COPY cannot send"
+    )]
+    UnsupportedType {
+        table: String,
+        column: String,
+        data_type: String,
+    },
+    #[error("{table}: writing the COPY stream failed")]
+    CopyWrite {
+        table: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Lake(#[from] crate::lake::LakeError),
+}
+
+impl SinkError {
+    pub(crate) fn sql(what: impl Into<String>) -> impl FnOnce(postgres::Error) -> Self {
+        let what = what.into();
+        move |source| SinkError::Sql { what, source }
+    }
+}

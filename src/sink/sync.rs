@@ -1,0 +1,397 @@
+//! The sync itself; see the module docs of `sink` for the protocol.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::str::FromStr;
+
+use datafusion::arrow::record_batch::RecordBatchReader;
+use postgres::{Client, NoTls, Transaction};
+
+use super::{SinkError, copy};
+use crate::lake::manifest::StarPart;
+use crate::lake::{Layout, Manifest, parquet};
+use crate::progress;
+use crate::sql::{POSTGRES_MIGRATIONS, STAR_TABLES, StarTable};
+
+#[derive(Debug, Clone, Default)]
+pub struct SyncOptions {
+    /// Resend every partition, changed or not.
+    pub full: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SyncMetrics {
+    pub lake_version: u64,
+    pub migrations_applied: Vec<String>,
+    pub parts_sent: usize,
+    pub parts_unchanged: usize,
+    pub parts_removed: usize,
+    pub rows_sent: u64,
+    /// Rows inserted or changed, per table.
+    pub rows_changed: BTreeMap<String, u64>,
+    pub rows_deleted: u64,
+    pub target: String,
+}
+
+/// `user@host:port/dbname`, never the password.
+pub fn redacted_target(url: &str) -> String {
+    match postgres::Config::from_str(url) {
+        Ok(c) => {
+            let host = c
+                .get_hosts()
+                .first()
+                .map(|h| match h {
+                    postgres::config::Host::Tcp(h) => h.clone(),
+                    postgres::config::Host::Unix(p) => p.display().to_string(),
+                })
+                .unwrap_or_else(|| "localhost".into());
+            let port = c.get_ports().first().copied().unwrap_or(5432);
+            format!(
+                "{}@{host}:{port}/{}",
+                c.get_user().unwrap_or("?"),
+                c.get_dbname().unwrap_or("?")
+            )
+        }
+        Err(_) => "<invalid database URL>".into(),
+    }
+}
+
+const BOOKKEEPING: &str = "
+CREATE TABLE IF NOT EXISTS tunelake_migrations (
+    name TEXT PRIMARY KEY, sha256 TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now());
+CREATE TABLE IF NOT EXISTS tunelake_sync_parts (
+    table_name TEXT NOT NULL, part TEXT NOT NULL, sha256 TEXT NOT NULL, rows BIGINT NOT NULL,
+    lake_version BIGINT NOT NULL, PRIMARY KEY (table_name, part));
+CREATE TABLE IF NOT EXISTS tunelake_syncs (
+    id BIGSERIAL PRIMARY KEY, lake_version BIGINT NOT NULL, synced_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    parts_sent INT NOT NULL, rows_sent BIGINT NOT NULL);
+";
+
+/// Syncs the current star version into the database at `url`.
+pub fn sync(
+    layout: &Layout,
+    manifest: &Manifest,
+    url: &str,
+    opts: &SyncOptions,
+) -> Result<SyncMetrics, SinkError> {
+    let star = manifest.star().ok_or(SinkError::NothingBuilt)?;
+    let config = postgres::Config::from_str(url).map_err(SinkError::BadUrl)?;
+    let target = redacted_target(url);
+    let mut client: Client = config.connect(NoTls).map_err(|source| SinkError::Connect {
+        target: target.clone(),
+        source,
+    })?;
+    let mut tx = client.transaction().map_err(SinkError::sql("BEGIN"))?;
+    // One sync at a time per database.
+    tx.execute("SELECT pg_advisory_xact_lock(7326157)", &[])
+        .map_err(SinkError::sql("taking the sync lock"))?;
+    tx.batch_execute(BOOKKEEPING)
+        .map_err(SinkError::sql("creating tunelake's bookkeeping tables"))?;
+
+    let mut metrics = SyncMetrics {
+        lake_version: star.version,
+        target,
+        ..Default::default()
+    };
+    let schema_files = STAR_TABLES
+        .iter()
+        .map(|t| (format!("sql/schema/{}.sql", t.name), t.schema.text));
+    let migrations = POSTGRES_MIGRATIONS
+        .iter()
+        .map(|m| (format!("sql/postgres/{}.sql", m.name), m.text));
+    for (name, text) in schema_files.chain(migrations) {
+        if apply_once(&mut tx, &name, text)? {
+            metrics.migrations_applied.push(name);
+        }
+    }
+
+    let total: u64 = star.tables.values().map(|p| p.len() as u64).sum();
+    let bar = progress::bar(total, "sync");
+    for table in STAR_TABLES {
+        let parts: &[StarPart] = star
+            .tables
+            .get(table.name)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        sync_table(
+            &mut tx,
+            layout,
+            table,
+            parts,
+            star.version,
+            opts,
+            &mut metrics,
+            &bar,
+        )?;
+    }
+    bar.finish_and_clear();
+    tx.execute(
+        "INSERT INTO tunelake_syncs (lake_version, parts_sent, rows_sent) VALUES ($1, $2, $3)",
+        &[
+            &(star.version as i64),
+            &(metrics.parts_sent as i32),
+            &(metrics.rows_sent as i64),
+        ],
+    )
+    .map_err(SinkError::sql("recording the sync"))?;
+    tx.commit().map_err(SinkError::sql("COMMIT"))?;
+    Ok(metrics)
+}
+
+/// Runs `text` unless `name` is recorded; refuses a recorded file that changed.
+fn apply_once(tx: &mut Transaction<'_>, name: &str, text: &str) -> Result<bool, SinkError> {
+    let sha = crate::lake::sha256_hex(text.as_bytes());
+    let row = tx
+        .query_opt(
+            "SELECT sha256 FROM tunelake_migrations WHERE name = $1",
+            &[&name],
+        )
+        .map_err(SinkError::sql(format!("reading migration {name}")))?;
+    match row {
+        Some(r) => {
+            let recorded: String = r.get(0);
+            if recorded != sha {
+                return Err(SinkError::MigrationChanged {
+                    name: name.into(),
+                    recorded,
+                    now: sha,
+                });
+            }
+            Ok(false)
+        }
+        None => {
+            tx.batch_execute(text)
+                .map_err(SinkError::sql(format!("applying {name}")))?;
+            tx.execute(
+                "INSERT INTO tunelake_migrations (name, sha256) VALUES ($1, $2)",
+                &[&name, &sha],
+            )
+            .map_err(SinkError::sql(format!("recording migration {name}")))?;
+            Ok(true)
+        }
+    }
+}
+
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// The SQL condition selecting one partition's rows, `TRUE` for a whole table.
+fn partition_predicate(table: &StarTable, part: &str) -> String {
+    let (Some(col), Some(rest)) = (table.month_partition_by, part.strip_prefix("year=")) else {
+        return "TRUE".into();
+    };
+    let (year, month) = rest
+        .split_once("/month=")
+        .expect("partitions are year=YYYY/month=MM");
+    let (y, m): (i32, u32) = (year.parse().expect("year"), month.parse().expect("month"));
+    let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+    format!(
+        "{c} >= TIMESTAMP '{y:04}-{m:02}-01' AND {c} < TIMESTAMP '{ny:04}-{nm:02}-01'",
+        c = quote_ident(col)
+    )
+}
+
+fn primary_key(tx: &mut Transaction<'_>, table: &str) -> Result<Vec<String>, SinkError> {
+    let rows = tx
+        .query(
+            "SELECT a.attname::text FROM pg_index i \
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+             WHERE i.indrelid = $1::text::regclass AND i.indisprimary ORDER BY a.attnum",
+            &[&table],
+        )
+        .map_err(SinkError::sql(format!("{table}: reading the primary key")))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sync_table(
+    tx: &mut Transaction<'_>,
+    layout: &Layout,
+    table: &StarTable,
+    parts: &[StarPart],
+    version: u64,
+    opts: &SyncOptions,
+    metrics: &mut SyncMetrics,
+    bar: &indicatif::ProgressBar,
+) -> Result<(), SinkError> {
+    let name = table.name;
+    let t = quote_ident(name);
+    let synced: BTreeMap<String, String> = tx
+        .query(
+            "SELECT part, sha256 FROM tunelake_sync_parts WHERE table_name = $1",
+            &[&name],
+        )
+        .map_err(SinkError::sql(format!("{name}: reading sync state")))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let key = |p: &StarPart| p.partition.clone().unwrap_or_default();
+
+    // Partitions the lake no longer has.
+    for (part, _) in synced
+        .iter()
+        .filter(|(part, _)| !parts.iter().any(|p| &key(p) == *part))
+    {
+        let n = tx
+            .execute(
+                &format!("DELETE FROM {t} WHERE {}", partition_predicate(table, part)),
+                &[],
+            )
+            .map_err(SinkError::sql(format!("{name}: removing partition {part}")))?;
+        tx.execute(
+            "DELETE FROM tunelake_sync_parts WHERE table_name = $1 AND part = $2",
+            &[&name, part],
+        )
+        .map_err(SinkError::sql(format!("{name}: sync state")))?;
+        metrics.rows_deleted += n;
+        metrics.parts_removed += 1;
+    }
+
+    let changed: Vec<&StarPart> = parts
+        .iter()
+        .filter(|p| opts.full || synced.get(&key(p)) != Some(&p.sha256))
+        .collect();
+    metrics.parts_unchanged += parts.len() - changed.len();
+    bar.inc((parts.len() - changed.len()) as u64);
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let pk = primary_key(tx, name)?;
+    tx.batch_execute(&format!(
+        "DROP TABLE IF EXISTS tl_stage; CREATE TEMP TABLE tl_stage (LIKE {t} INCLUDING DEFAULTS) ON COMMIT DROP"
+    ))
+    .map_err(SinkError::sql(format!("{name}: creating the staging temp table")))?;
+    let mut buf = Vec::with_capacity(8 << 20);
+    for part in changed {
+        let partition = key(part);
+        let path = layout.abs(&part.path);
+        tx.batch_execute("TRUNCATE tl_stage")
+            .map_err(SinkError::sql(format!("{name}: TRUNCATE tl_stage")))?;
+        let reader = parquet::read(&path, 16 * 1024)?;
+        let columns: Vec<String> = reader
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let collist = columns
+            .iter()
+            .map(|c| quote_ident(c))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut writer = tx
+            .copy_in(&format!(
+                "COPY tl_stage ({collist}) FROM STDIN (FORMAT binary)"
+            ))
+            .map_err(SinkError::sql(format!("{name}: starting COPY")))?;
+        let copy_err = |source| SinkError::CopyWrite {
+            table: name.into(),
+            source,
+        };
+        buf.clear();
+        copy::header(&mut buf).map_err(copy_err)?;
+        for batch in reader {
+            let batch = batch.map_err(|source| crate::lake::LakeError::ArrowRead {
+                path: path.clone(),
+                source,
+            })?;
+            copy::check_types(name, &batch)?;
+            copy::encode(&batch, &mut buf);
+            if buf.len() >= 4 << 20 {
+                writer.write_all(&buf).map_err(copy_err)?;
+                buf.clear();
+            }
+        }
+        copy::trailer(&mut buf).map_err(copy_err)?;
+        writer.write_all(&buf).map_err(copy_err)?;
+        let sent = writer
+            .finish()
+            .map_err(SinkError::sql(format!("{name}: COPY of {}", part.path)))?;
+
+        let pred = partition_predicate(table, &partition);
+        let pk_match = pk
+            .iter()
+            .map(|c| format!("s.{0} = t.{0}", quote_ident(c)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let deleted = tx
+            .execute(
+                &format!("DELETE FROM {t} t WHERE {pred} AND NOT EXISTS (SELECT 1 FROM tl_stage s WHERE {pk_match})"),
+                &[],
+            )
+            .map_err(SinkError::sql(format!("{name}: deleting rows the lake no longer has")))?;
+        let non_key: Vec<&String> = columns.iter().filter(|c| !pk.contains(c)).collect();
+        let pk_list = pk
+            .iter()
+            .map(|c| quote_ident(c))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let upsert = if non_key.is_empty() {
+            format!(
+                "INSERT INTO {t} ({collist}) SELECT {collist} FROM tl_stage ON CONFLICT ({pk_list}) DO NOTHING"
+            )
+        } else {
+            let set = non_key
+                .iter()
+                .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(c)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let old = non_key
+                .iter()
+                .map(|c| format!("{t}.{}", quote_ident(c)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let new = non_key
+                .iter()
+                .map(|c| format!("EXCLUDED.{}", quote_ident(c)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!(
+                "INSERT INTO {t} ({collist}) SELECT {collist} FROM tl_stage ON CONFLICT ({pk_list}) \
+                 DO UPDATE SET {set} WHERE ({old}) IS DISTINCT FROM ({new})"
+            )
+        };
+        let changed_rows = tx
+            .execute(&upsert, &[])
+            .map_err(SinkError::sql(format!("{name}: upserting {}", part.path)))?;
+        tx.execute(
+            "INSERT INTO tunelake_sync_parts (table_name, part, sha256, rows, lake_version) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (table_name, part) DO UPDATE SET sha256 = EXCLUDED.sha256, rows = EXCLUDED.rows, \
+             lake_version = EXCLUDED.lake_version",
+            &[&name, &partition, &part.sha256, &(part.rows as i64), &(version as i64)],
+        )
+        .map_err(SinkError::sql(format!("{name}: recording sync state")))?;
+        metrics.parts_sent += 1;
+        metrics.rows_sent += sent;
+        metrics.rows_deleted += deleted;
+        *metrics.rows_changed.entry(name.to_string()).or_default() += changed_rows;
+        bar.inc(1);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_never_shows_the_password() {
+        let t = redacted_target("postgresql://me:s3cr3t-pw@db.example:6543/music");
+        assert_eq!(t, "me@db.example:6543/music");
+        assert!(!redacted_target("host=x password=s3cr3t-pw user=u dbname=d").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn month_partitions_become_time_ranges() {
+        let t = crate::sql::star_table("fact_plays").unwrap();
+        assert_eq!(
+            partition_predicate(t, "year=2018/month=12"),
+            "\"played_at\" >= TIMESTAMP '2018-12-01' AND \"played_at\" < TIMESTAMP '2019-01-01'"
+        );
+        assert_eq!(
+            partition_predicate(crate::sql::star_table("dim_users").unwrap(), ""),
+            "TRUE"
+        );
+    }
+}

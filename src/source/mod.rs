@@ -1,0 +1,394 @@
+//! Stage 1: the only code that knows input formats. Each source turns what
+//! it reads into raw files (exact bytes, content-addressed) and typed staging
+//! Parquet, and commits both with one manifest entry.
+//!
+//! [`ingest_sparkify`] reads a Sparkify folder; [`reprocess`] re-parses every
+//! stored raw file into a fresh staging set, for a parser fix or a new model.
+
+pub mod normalize;
+pub mod sparkify;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use chrono::{NaiveDate, Utc};
+use rayon::prelude::*;
+
+use crate::lake::manifest::{
+    Accounting, MAX_REJECTS_KEPT, RawFile, Reject, Run, RunKind, StagingChange, StagingFile,
+    now_rfc3339,
+};
+use crate::lake::{LakeError, Layout, Manifest, fsio, parquet, sha256_hex};
+use crate::progress;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{path}: cannot read")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not a Sparkify folder: expected `song_data/` and `log_data/` inside it")]
+    NotSparkifyDir { path: PathBuf },
+    #[error(
+        "{path}: raw file is corrupt (sha256 {actual}, expected {expected}); restore it from a backup \
+         or re-ingest the original"
+    )]
+    RawCorrupt {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    #[error("{path}: no parser for raw files of source `{source_name}`, kind `{kind}`")]
+    UnknownKind {
+        path: PathBuf,
+        source_name: String,
+        kind: String,
+    },
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+}
+
+/// What an ingest or reprocess did, for the one-line summary and `status`.
+#[derive(Debug, Clone, Default)]
+pub struct IngestMetrics {
+    pub run: u64,
+    /// False when nothing new was found and no run was committed.
+    pub committed: bool,
+    pub files_new: u64,
+    pub files_already_stored: u64,
+    pub bytes_new: u64,
+    pub accounting: Vec<Accounting>,
+    pub rejects: Vec<Reject>,
+    pub staging_files: usize,
+}
+
+impl IngestMetrics {
+    pub fn stream(&self, stream: &str) -> Accounting {
+        self.accounting
+            .iter()
+            .find(|a| a.stream == stream)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// Gathers what parallel parsing produces into one run's staging change.
+struct Collector {
+    accounting: BTreeMap<(String, String), Accounting>,
+    rejects: Vec<Reject>,
+    files: Vec<StagingFile>,
+    songs: Vec<sparkify::SongRow>,
+}
+
+impl Collector {
+    fn new() -> Self {
+        Collector {
+            accounting: BTreeMap::new(),
+            rejects: vec![],
+            files: vec![],
+            songs: vec![],
+        }
+    }
+
+    fn account(&mut self, acc: Accounting, rejects: Vec<Reject>) {
+        let room = MAX_REJECTS_KEPT.saturating_sub(self.rejects.len());
+        self.rejects.extend(rejects.into_iter().take(room));
+        self.accounting
+            .entry((acc.source.clone(), acc.stream.clone()))
+            .or_insert_with(|| Accounting::new(&acc.source, &acc.stream))
+            .add(&acc);
+    }
+
+    /// Writes the song rows gathered so far and returns the staging change.
+    fn finish(
+        mut self,
+        layout: &Layout,
+        run: u64,
+        date: NaiveDate,
+    ) -> Result<(StagingChange, Vec<Accounting>, Vec<Reject>), LakeError> {
+        // Sorted so that a reprocess writes the same rows in the same order.
+        self.songs.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+        for (n, chunk) in self.songs.chunks(100_000).enumerate() {
+            let rel = Layout::staging_rel(sparkify::STG_SONGS, date, run, n);
+            let batch = sparkify::songs_batch(chunk);
+            let w = parquet::write_batches(&layout.abs(&rel), &batch.schema(), [&batch])?;
+            self.files.push(StagingFile {
+                table: sparkify::STG_SONGS.into(),
+                path: rel,
+                rows: w.rows,
+            });
+        }
+        self.files.sort_by(|a, b| a.path.cmp(&b.path));
+        let change = StagingChange {
+            replace: false,
+            files: self.files,
+        };
+        Ok((
+            change,
+            self.accounting.into_values().collect(),
+            self.rejects,
+        ))
+    }
+}
+
+/// Parses one raw file's bytes and writes its staging files (logs) or keeps
+/// its rows for [`Collector::finish`] (songs, which are small and many).
+fn stage(
+    layout: &Layout,
+    run: u64,
+    index: usize,
+    raw: &RawFile,
+    bytes: &[u8],
+    out: &Mutex<Collector>,
+) -> Result<(), SourceError> {
+    match (raw.source.as_str(), raw.kind.as_str()) {
+        (sparkify::SOURCE, sparkify::KIND_LOG) => {
+            let parsed = sparkify::parse_log(bytes, &raw.sha256, &raw.origin);
+            let mut files = vec![];
+            for (date, batch) in &parsed.by_date {
+                let rel = Layout::staging_rel(sparkify::STG_EVENTS, *date, run, index);
+                let w = parquet::write_batches(&layout.abs(&rel), &batch.schema(), [batch])?;
+                files.push(StagingFile {
+                    table: sparkify::STG_EVENTS.into(),
+                    path: rel,
+                    rows: w.rows,
+                });
+            }
+            let mut c = out.lock().expect("collector lock");
+            c.files.extend(files);
+            c.account(parsed.accounting, parsed.rejects);
+        }
+        (sparkify::SOURCE, sparkify::KIND_SONG) => {
+            let parsed = sparkify::parse_songs(bytes, &raw.sha256, &raw.origin);
+            let mut c = out.lock().expect("collector lock");
+            c.songs.extend(parsed.rows);
+            c.account(parsed.accounting, parsed.rejects);
+        }
+        (s, k) => {
+            return Err(SourceError::UnknownKind {
+                path: layout.abs(&raw.path),
+                source_name: s.into(),
+                kind: k.into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Every `*.json` file under `dir`, sorted, as paths relative to `base`.
+fn json_files(base: &Path, dir: &Path) -> Result<Vec<PathBuf>, SourceError> {
+    let mut out = vec![];
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries = std::fs::read_dir(&d).map_err(|source| SourceError::Read {
+            path: d.clone(),
+            source,
+        })?;
+        for e in entries {
+            let e = e.map_err(|source| SourceError::Read {
+                path: d.clone(),
+                source,
+            })?;
+            let path = e.path();
+            let ft = e.file_type().map_err(|source| SourceError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            if ft.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|x| x == "json") {
+                out.push(path.strip_prefix(base).unwrap_or(&path).to_path_buf());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// `tunelake ingest sparkify <dir>`: stores every new file's bytes under
+/// raw/, parses it into staging, and commits. Files already stored (same
+/// sha256) are skipped and counted.
+pub fn ingest_sparkify(
+    layout: &Layout,
+    manifest: &mut Manifest,
+    dir: &Path,
+    command: &str,
+) -> Result<IngestMetrics, SourceError> {
+    let song_dir = dir.join("song_data");
+    let log_dir = dir.join("log_data");
+    if !song_dir.is_dir() && !log_dir.is_dir() {
+        return Err(SourceError::NotSparkifyDir { path: dir.into() });
+    }
+    let mut inputs: Vec<(PathBuf, &str)> = vec![];
+    if song_dir.is_dir() {
+        inputs.extend(
+            json_files(dir, &song_dir)?
+                .into_iter()
+                .map(|p| (p, sparkify::KIND_SONG)),
+        );
+    }
+    if log_dir.is_dir() {
+        inputs.extend(
+            json_files(dir, &log_dir)?
+                .into_iter()
+                .map(|p| (p, sparkify::KIND_LOG)),
+        );
+    }
+
+    let started = now_rfc3339();
+    let run_id = manifest.next_run_id();
+    let today = Utc::now().date_naive();
+    let known: HashSet<String> = manifest.raw_shas().into_iter().map(String::from).collect();
+    let seen = Mutex::new(known);
+    let raw_added = Mutex::new(Vec::<RawFile>::new());
+    let skipped = Mutex::new(BTreeMap::<&str, u64>::new());
+    let out = Mutex::new(Collector::new());
+    let bar = progress::bar(inputs.len() as u64, "ingest sparkify");
+
+    inputs.par_iter().enumerate().try_for_each(
+        |(index, (rel, kind))| -> Result<(), SourceError> {
+            let path = dir.join(rel);
+            let bytes = std::fs::read(&path).map_err(|source| SourceError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let sha = sha256_hex(&bytes);
+            if !seen.lock().expect("seen lock").insert(sha.clone()) {
+                *skipped
+                    .lock()
+                    .expect("skipped lock")
+                    .entry(kind)
+                    .or_default() += 1;
+                bar.inc(1);
+                return Ok(());
+            }
+            let raw = RawFile {
+                path: Layout::raw_rel(sparkify::SOURCE, today, &sha),
+                sha256: sha,
+                source: sparkify::SOURCE.into(),
+                kind: kind.to_string(),
+                origin: rel.to_string_lossy().into_owned(),
+                bytes: bytes.len() as u64,
+            };
+            fsio::write_atomic(&layout.abs(&raw.path), &bytes)?;
+            stage(layout, run_id, index, &raw, &bytes, &out)?;
+            raw_added.lock().expect("raw lock").push(raw);
+            bar.inc(1);
+            Ok(())
+        },
+    )?;
+    bar.finish_and_clear();
+
+    let mut raw = raw_added.into_inner().expect("raw lock");
+    raw.sort_by(|a, b| a.origin.cmp(&b.origin));
+    let skipped = skipped.into_inner().expect("skipped lock");
+    let (staging, mut accounting, rejects) = out
+        .into_inner()
+        .expect("collector lock")
+        .finish(layout, run_id, today)?;
+    for (kind, n) in &skipped {
+        let stream = if *kind == sparkify::KIND_LOG {
+            "events"
+        } else {
+            "songs"
+        };
+        match accounting.iter_mut().find(|a| a.stream == stream) {
+            Some(a) => a.files_already_stored += n,
+            None => {
+                let mut a = Accounting::new(sparkify::SOURCE, stream);
+                a.files_already_stored = *n;
+                accounting.push(a);
+            }
+        }
+    }
+    let mut metrics = IngestMetrics {
+        run: run_id,
+        committed: false,
+        files_new: raw.len() as u64,
+        files_already_stored: skipped.values().sum(),
+        bytes_new: raw.iter().map(|r| r.bytes).sum(),
+        accounting: accounting.clone(),
+        rejects: rejects.clone(),
+        staging_files: staging.files.len(),
+    };
+    if raw.is_empty() {
+        // Nothing new: nothing to commit, and the lake is left exactly as it was.
+        return Ok(metrics);
+    }
+    let mut run = Run::new(run_id, RunKind::Ingest, command, started);
+    run.raw = raw;
+    run.staging = Some(staging);
+    run.accounting = accounting;
+    run.rejects = rejects;
+    manifest.commit(layout, run)?;
+    metrics.committed = true;
+    Ok(metrics)
+}
+
+/// `tunelake reprocess`: parses every stored raw file again into a new
+/// staging set that replaces the old one. Raw files are checked against
+/// their sha256 first.
+pub fn reprocess(
+    layout: &Layout,
+    manifest: &mut Manifest,
+    command: &str,
+) -> Result<IngestMetrics, SourceError> {
+    let started = now_rfc3339();
+    let run_id = manifest.next_run_id();
+    let today = Utc::now().date_naive();
+    let mut raws: Vec<RawFile> = manifest.raw_files().cloned().collect();
+    raws.sort_by(|a, b| {
+        (a.source.as_str(), a.origin.as_str(), a.sha256.as_str()).cmp(&(
+            b.source.as_str(),
+            b.origin.as_str(),
+            b.sha256.as_str(),
+        ))
+    });
+    let out = Mutex::new(Collector::new());
+    let bar = progress::bar(raws.len() as u64, "reprocess");
+    raws.par_iter()
+        .enumerate()
+        .try_for_each(|(index, raw)| -> Result<(), SourceError> {
+            let path = layout.abs(&raw.path);
+            let bytes = std::fs::read(&path).map_err(|source| SourceError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let actual = sha256_hex(&bytes);
+            if actual != raw.sha256 {
+                return Err(SourceError::RawCorrupt {
+                    path,
+                    expected: raw.sha256.clone(),
+                    actual,
+                });
+            }
+            stage(layout, run_id, index, raw, &bytes, &out)?;
+            bar.inc(1);
+            Ok(())
+        })?;
+    bar.finish_and_clear();
+    let (mut staging, accounting, rejects) = out
+        .into_inner()
+        .expect("collector lock")
+        .finish(layout, run_id, today)?;
+    staging.replace = true;
+    let metrics = IngestMetrics {
+        run: run_id,
+        committed: true,
+        files_new: 0,
+        files_already_stored: raws.len() as u64,
+        bytes_new: 0,
+        accounting: accounting.clone(),
+        rejects: rejects.clone(),
+        staging_files: staging.files.len(),
+    };
+    let mut run = Run::new(run_id, RunKind::Reprocess, command, started);
+    run.staging = Some(staging);
+    run.accounting = accounting;
+    run.rejects = rejects;
+    manifest.commit(layout, run)?;
+    Ok(metrics)
+}

@@ -1,0 +1,92 @@
+//! Text repair and the normalized keys that match names across sources.
+//!
+//! The Sparkify logs hold UTF-8 that was encoded twice ("ErdmÃ\u{83}Â¶bel"):
+//! [`repair_mojibake`] undoes it by reading the characters back as Latin-1
+//! bytes and decoding them as UTF-8, as many times as that keeps succeeding.
+//! [`key`] is what ids are derived from and songs are matched on: repaired,
+//! trimmed, case-folded, Unicode NFC, with the logs' `"_ "` for `", "` undone.
+
+use std::borrow::Cow;
+
+use unicode_normalization::UnicodeNormalization;
+
+/// Undoes double (or triple) UTF-8 encoding. Text that is not mojibake comes
+/// back borrowed and unchanged.
+pub fn repair_mojibake(s: &str) -> Cow<'_, str> {
+    let mut current: Cow<'_, str> = Cow::Borrowed(s);
+    for _ in 0..3 {
+        match undo_once(&current) {
+            Some(fixed) => current = Cow::Owned(fixed),
+            None => break,
+        }
+    }
+    current
+}
+
+/// One round: every char must fit in a byte, at least one must be non-ASCII,
+/// and the bytes must be valid UTF-8 (which Latin-1 prose almost never is).
+fn undo_once(s: &str) -> Option<String> {
+    if s.is_ascii() {
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(s.len());
+    for c in s.chars() {
+        let c = c as u32;
+        if c > 0xFF {
+            return None;
+        }
+        bytes.push(c as u8);
+    }
+    String::from_utf8(bytes).ok()
+}
+
+/// The matching key of a name: repaired, trimmed, lower-cased, NFC, and the
+/// Sparkify logs' comma substitute (`"_ "`) read as a comma.
+pub fn key(s: &str) -> String {
+    let repaired = repair_mojibake(s);
+    let trimmed = repaired.trim();
+    let folded = trimmed.replace("_ ", ", ").to_lowercase();
+    if folded.is_ascii() {
+        folded
+    } else {
+        folded.nfc().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repairs_the_logs_double_encoding() {
+        assert_eq!(
+            repair_mojibake("Erdm\u{c3}\u{83}\u{c2}\u{b6}bel"),
+            "Erdmöbel"
+        );
+        // Encoded once only.
+        assert_eq!(repair_mojibake("Erdm\u{c3}\u{b6}bel"), "Erdmöbel");
+    }
+
+    #[test]
+    fn leaves_correct_text_alone() {
+        for s in [
+            "Erdmöbel",
+            "¿Dónde va Chichi?",
+            "Montserrat Caballé",
+            "plain",
+            "日本語",
+            "",
+        ] {
+            assert_eq!(repair_mojibake(s), s);
+            assert!(matches!(repair_mojibake(s), Cow::Borrowed(_)));
+        }
+    }
+
+    #[test]
+    fn keys_fold_case_space_nfc_and_commas() {
+        assert_eq!(key("  Erdm\u{c3}\u{83}\u{c2}\u{b6}bel "), "erdmöbel");
+        assert_eq!(key("Erdmo\u{308}bel"), "erdmöbel"); // decomposed ö
+        assert_eq!(key("Te lo agradezco_ pero no"), "te lo agradezco, pero no");
+        assert_eq!(key("Te lo agradezco, pero no"), "te lo agradezco, pero no");
+    }
+}

@@ -1,0 +1,171 @@
+//! The SQL files under `sql/`, compiled into the binary so the tool runs from
+//! anywhere. One name is the key everywhere: `sql/schema/<t>.sql` (the
+//! contract, and the PostgreSQL DDL), `sql/model/<t>.sql` (one SELECT),
+//! `star/<t>/` and the PostgreSQL table `<t>`. Model files whose name starts
+//! with `_` are helper views, registered before the tables in the order below.
+
+/// One SQL file.
+#[derive(Debug, Clone, Copy)]
+pub struct SqlFile {
+    pub name: &'static str,
+    pub text: &'static str,
+}
+
+impl SqlFile {
+    /// The first `-- ` comment line, as a one-line description.
+    pub fn description(&self) -> &'static str {
+        self.text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("--"))
+            .map(str::trim)
+            .unwrap_or("")
+    }
+}
+
+macro_rules! sql_file {
+    ($dir:literal, $name:literal) => {
+        SqlFile {
+            name: $name,
+            text: include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/sql/",
+                $dir,
+                "/",
+                $name,
+                ".sql"
+            )),
+        }
+    };
+}
+
+/// A star table: its name and the timestamp column it is partitioned by month on, if any.
+#[derive(Debug, Clone, Copy)]
+pub struct StarTable {
+    pub name: &'static str,
+    pub schema: SqlFile,
+    pub model: SqlFile,
+    pub month_partition_by: Option<&'static str>,
+}
+
+/// Helper views, registered in this order before any table is built.
+pub const MODEL_VIEWS: &[SqlFile] = &[
+    sql_file!("model", "_sparkify_songs"),
+    sql_file!("model", "_sparkify_plays"),
+];
+
+/// Star tables in build order: a model may read the tables built before it.
+pub const STAR_TABLES: &[StarTable] = &[
+    StarTable {
+        name: "fact_plays",
+        schema: sql_file!("schema", "fact_plays"),
+        model: sql_file!("model", "fact_plays"),
+        month_partition_by: Some("played_at"),
+    },
+    StarTable {
+        name: "dim_users",
+        schema: sql_file!("schema", "dim_users"),
+        model: sql_file!("model", "dim_users"),
+        month_partition_by: None,
+    },
+    StarTable {
+        name: "dim_tracks",
+        schema: sql_file!("schema", "dim_tracks"),
+        model: sql_file!("model", "dim_tracks"),
+        month_partition_by: None,
+    },
+    StarTable {
+        name: "dim_artists",
+        schema: sql_file!("schema", "dim_artists"),
+        model: sql_file!("model", "dim_artists"),
+        month_partition_by: None,
+    },
+    StarTable {
+        name: "dim_time",
+        schema: sql_file!("schema", "dim_time"),
+        model: sql_file!("model", "dim_time"),
+        month_partition_by: Some("ts"),
+    },
+];
+
+/// Named analytics queries (`tunelake query --name <q>`).
+pub const QUERIES: &[SqlFile] = &[
+    sql_file!("queries", "listening_by_hour"),
+    sql_file!("queries", "plays_by_level"),
+    sql_file!("queries", "top_artists"),
+    sql_file!("queries", "top_tracks"),
+    sql_file!("queries", "top_users"),
+];
+
+/// PostgreSQL-only migrations, applied once each, in order.
+pub const POSTGRES_MIGRATIONS: &[SqlFile] = &[
+    sql_file!("postgres", "001_indexes"),
+    sql_file!("postgres", "002_course_views"),
+];
+
+pub fn star_table(name: &str) -> Option<&'static StarTable> {
+    STAR_TABLES.iter().find(|t| t.name == name)
+}
+
+pub fn query(name: &str) -> Option<&'static SqlFile> {
+    QUERIES.iter().find(|q| q.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names_on_disk(dir: &str) -> Vec<String> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("sql")
+            .join(dir);
+        let mut names: Vec<String> = std::fs::read_dir(path)
+            .unwrap()
+            .map(|e| {
+                e.unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .trim_end_matches(".sql")
+                    .to_string()
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// A file added under sql/ and not registered here would be silently ignored.
+    #[test]
+    fn every_sql_file_is_registered() {
+        let mut model: Vec<String> = MODEL_VIEWS
+            .iter()
+            .map(|f| f.name.to_string())
+            .chain(STAR_TABLES.iter().map(|t| t.name.to_string()))
+            .collect();
+        model.sort();
+        assert_eq!(names_on_disk("model"), model);
+        let mut schema: Vec<String> = STAR_TABLES.iter().map(|t| t.name.to_string()).collect();
+        schema.sort();
+        assert_eq!(names_on_disk("schema"), schema);
+        assert_eq!(
+            names_on_disk("queries"),
+            QUERIES
+                .iter()
+                .map(|q| q.name.to_string())
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            names_on_disk("postgres"),
+            POSTGRES_MIGRATIONS
+                .iter()
+                .map(|q| q.name.to_string())
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn descriptions_come_from_the_first_comment() {
+        assert_eq!(
+            query("top_tracks").unwrap().description(),
+            "The 20 most played tracks."
+        );
+    }
+}

@@ -1,0 +1,8 @@
+//! The one integration test binary (each extra tests/*.rs would link
+//! DataFusion again). Modules by area; `pg` starts a real PostgreSQL.
+
+mod cli;
+mod common;
+mod pg;
+mod pipeline;
+mod postgres_sync;
