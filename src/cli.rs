@@ -57,31 +57,23 @@ pub enum Command {
     #[command(subcommand)]
     Ingest(IngestSource),
     /// Compute the star schema from staging with the SQL in sql/model/.
-    #[command(
-        after_help = "Examples:\n  tunelake build\n  tunelake build --force --match-tolerance 0.5"
-    )]
+    #[command(after_help = "Examples:\n  tunelake build\n  tunelake build --force --match-tolerance 0.5")]
     Build(BuildArgs),
     /// Run SQL over the star tables, offline.
-    #[command(
-        after_help = "Examples:\n  tunelake query --list\n  tunelake query --name top_artists --format json\n  \
-        tunelake query \"SELECT count(*) FROM fact_plays\""
-    )]
+    #[command(after_help = "Examples:\n  tunelake query --list\n  tunelake query --name top_artists --format json\n  \
+        tunelake query \"SELECT count(*) FROM fact_plays\"")]
     Query(QueryArgs),
     /// Load the star tables into PostgreSQL (COPY + upsert, one transaction).
-    #[command(
-        after_help = "Examples:\n  DATABASE_URL=postgresql://me@localhost/music tunelake sync\n  \
-        tunelake sync --database-url postgresql://me@localhost/music --full"
-    )]
+    #[command(after_help = "Examples:\n  DATABASE_URL=postgresql://me@localhost/music tunelake sync\n  \
+        tunelake sync --database-url postgresql://me@localhost/music --full")]
     Sync(SyncArgs),
     /// Show runs, row counts per table and where every record went.
     Status(StatusArgs),
     /// Rebuild staging from raw alone (after a parser fix), then the star.
     Reprocess(ReprocessArgs),
     /// Ingest every given source, build, and sync when a database is configured.
-    #[command(
-        after_help = "Examples:\n  tunelake run --sparkify data/sample/sparkify\n  \
-        tunelake run --sparkify ../shared/data/sparkify --database-url postgresql://me@localhost/music"
-    )]
+    #[command(after_help = "Examples:\n  tunelake run --sparkify data/sample/sparkify\n  \
+        tunelake run --sparkify ../shared/data/sparkify --database-url postgresql://me@localhost/music")]
     Run(RunArgs),
     /// Remove files no committed run names (debris, replaced versions). Raw is kept.
     Vacuum(VacuumArgs),
@@ -106,7 +98,7 @@ pub struct BuildArgs {
     #[arg(long, default_value_t = 2.0, value_name = "SECONDS")]
     pub match_tolerance: f64,
     /// Memory DataFusion may use before spilling to disk, in MiB.
-    #[arg(long, default_value_t = 512, value_name = "MIB")]
+    #[arg(long, default_value_t = 256, value_name = "MIB")]
     pub memory_mib: usize,
 }
 
@@ -208,17 +200,11 @@ fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("TUNELAKE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(Error::Runtime)
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(Error::Runtime)
 }
 
 /// Runs a parsed command; `command` is what the manifest records.
@@ -254,12 +240,7 @@ pub fn execute(cli: Cli, command: &str) -> Result<()> {
             };
             let _lock = LakeLock::acquire(layout, "build")?;
             let mut manifest = Manifest::load(layout)?;
-            let m = runtime()?.block_on(crate::model::build::build(
-                layout,
-                &mut manifest,
-                &opts,
-                command,
-            ))?;
+            let m = runtime()?.block_on(crate::model::build::build(layout, &mut manifest, &opts, command))?;
             print_build(out, &m).map_err(Error::Output)?;
         }
         Command::Query(a) => {
@@ -271,11 +252,7 @@ pub fn execute(cli: Cli, command: &str) -> Result<()> {
             }
             let text = match (&a.name, &a.sql) {
                 (Some(name), _) => {
-                    sql::query(name)
-                        .ok_or_else(|| crate::model::ModelError::UnknownQuery {
-                            name: name.clone(),
-                        })?
-                        .text
+                    sql::query(name).ok_or_else(|| crate::model::ModelError::UnknownQuery { name: name.clone() })?.text
                 }
                 (None, Some(sql)) => sql.as_str(),
                 (None, None) => unreachable!("clap requires SQL, --name or --list"),
@@ -283,33 +260,22 @@ pub fn execute(cli: Cli, command: &str) -> Result<()> {
             let manifest = Manifest::load(layout)?;
             let rt = runtime()?;
             let batches = rt.block_on(async {
-                let ctx =
-                    query::star_context(layout, &manifest, crate::model::DEFAULT_MEMORY_LIMIT)
-                        .await?;
+                let ctx = query::star_context(layout, &manifest, crate::model::DEFAULT_MEMORY_LIMIT).await?;
                 query::run(&ctx, text).await
             })?;
             query::write(out, &batches, a.format).map_err(Error::Output)?;
         }
         Command::Sync(a) => {
-            let url = settings
-                .database_url
-                .as_ref()
-                .ok_or(SinkError::NoDatabase)?;
+            let url = settings.database_url.as_ref().ok_or(SinkError::NoDatabase)?;
             let _lock = LakeLock::acquire(layout, "sync")?;
             let mut manifest = Manifest::load(layout)?;
-            let m = sink::sync(
-                layout,
-                &manifest,
-                url.expose(),
-                &SyncOptions { full: a.full },
-            )?;
+            let m = sink::sync(layout, &manifest, url.expose(), &SyncOptions { full: a.full })?;
             record_sync(layout, &mut manifest, &m, command)?;
             print_sync(out, &m).map_err(Error::Output)?;
         }
         Command::Status(a) => {
             let manifest = Manifest::load(layout)?;
-            status::render(out, &manifest, &layout.root().display().to_string(), a.runs)
-                .map_err(Error::Output)?;
+            status::render(out, &manifest, &layout.root().display().to_string(), a.runs).map_err(Error::Output)?;
         }
         Command::Reprocess(a) => {
             let _lock = LakeLock::acquire(layout, "reprocess")?;
@@ -339,7 +305,9 @@ pub fn execute(cli: Cli, command: &str) -> Result<()> {
         }
         Command::Run(a) => {
             if a.sparkify.is_empty() {
-                return Err(Error::Usage("nothing to run: give a source, e.g. `tunelake run --sparkify data/sample/sparkify`".into()));
+                return Err(Error::Usage(
+                    "nothing to run: give a source, e.g. `tunelake run --sparkify data/sample/sparkify`".into(),
+                ));
             }
             let _lock = LakeLock::acquire(layout, "run")?;
             let mut manifest = Manifest::load(layout)?;
@@ -348,23 +316,14 @@ pub fn execute(cli: Cli, command: &str) -> Result<()> {
                 print_ingest(out, &m).map_err(Error::Output)?;
             }
             let rt = runtime()?;
-            let m = rt.block_on(crate::model::build::build(
-                layout,
-                &mut manifest,
-                &BuildOptions::default(),
-                command,
-            ))?;
+            let m =
+                rt.block_on(crate::model::build::build(layout, &mut manifest, &BuildOptions::default(), command))?;
             print_build(out, &m).map_err(Error::Output)?;
             let top = rt.block_on(async {
-                let ctx =
-                    query::star_context(layout, &manifest, crate::model::DEFAULT_MEMORY_LIMIT)
-                        .await?;
+                let ctx = query::star_context(layout, &manifest, crate::model::DEFAULT_MEMORY_LIMIT).await?;
                 query::run(
                     &ctx,
-                    &format!(
-                        "SELECT * FROM ({}) LIMIT 5",
-                        sql::query("top_artists").expect("registered").text
-                    ),
+                    &format!("SELECT * FROM ({}) LIMIT 5", sql::query("top_artists").expect("registered").text),
                 )
                 .await
             })?;
@@ -390,17 +349,8 @@ pub fn execute(cli: Cli, command: &str) -> Result<()> {
             let manifest = Manifest::load(layout)?;
             let m = vacuum::vacuum(layout, &manifest, a.dry_run)?;
             for f in &m.files {
-                writeln!(
-                    out,
-                    "{}{}",
-                    if a.dry_run {
-                        "would remove "
-                    } else {
-                        "removed "
-                    },
-                    f.display()
-                )
-                .map_err(Error::Output)?;
+                writeln!(out, "{}{}", if a.dry_run { "would remove " } else { "removed " }, f.display())
+                    .map_err(Error::Output)?;
             }
             writeln!(
                 out,
@@ -415,23 +365,11 @@ pub fn execute(cli: Cli, command: &str) -> Result<()> {
     Ok(())
 }
 
-fn record_sync(
-    layout: &crate::lake::Layout,
-    manifest: &mut Manifest,
-    m: &SyncMetrics,
-    command: &str,
-) -> Result<()> {
-    let mut run = Run::new(
-        manifest.next_run_id(),
-        RunKind::Sync,
-        command,
-        now_rfc3339(),
-    );
-    run.stats
-        .insert("lake_version".into(), m.lake_version.into());
+fn record_sync(layout: &crate::lake::Layout, manifest: &mut Manifest, m: &SyncMetrics, command: &str) -> Result<()> {
+    let mut run = Run::new(manifest.next_run_id(), RunKind::Sync, command, now_rfc3339());
+    run.stats.insert("lake_version".into(), m.lake_version.into());
     run.stats.insert("target".into(), m.target.clone().into());
-    run.stats
-        .insert("parts_sent".into(), (m.parts_sent as u64).into());
+    run.stats.insert("parts_sent".into(), (m.parts_sent as u64).into());
     run.stats.insert("rows_sent".into(), m.rows_sent.into());
     manifest.commit(layout, run)?;
     Ok(())
@@ -462,11 +400,7 @@ fn print_ingest(out: &mut dyn Write, m: &IngestMetrics) -> std::io::Result<()> {
     }
     let total: u64 = m.accounting.iter().map(|a| a.rejected).sum();
     if total > 10 {
-        writeln!(
-            out,
-            "  ... {} more rejects (`tunelake status` lists them)",
-            total - 10
-        )?;
+        writeln!(out, "  ... {} more rejects (`tunelake status` lists them)", total - 10)?;
     }
     Ok(())
 }
@@ -482,19 +416,9 @@ fn print_build(out: &mut dyn Write, m: &BuildMetrics) -> std::io::Result<()> {
         )?;
     }
     for t in &m.tables {
-        writeln!(
-            out,
-            "  {:<12} {:>10} rows  {} file(s), {} unchanged",
-            t.name, t.rows, t.parts, t.parts_unchanged
-        )?;
+        writeln!(out, "  {:<12} {:>10} rows  {} file(s), {} unchanged", t.name, t.rows, t.parts, t.parts_unchanged)?;
     }
-    writeln!(
-        out,
-        "  song match rate: {} of {} plays ({:.2}%)",
-        m.matched,
-        m.plays,
-        100.0 * m.match_rate()
-    )
+    writeln!(out, "  song match rate: {} of {} plays ({:.2}%)", m.matched, m.plays, 100.0 * m.match_rate())
 }
 
 fn print_sync(out: &mut dyn Write, m: &SyncMetrics) -> std::io::Result<()> {
@@ -522,14 +446,8 @@ mod tests {
 
     #[test]
     fn recorded_command_lines_hide_database_urls() {
-        assert_eq!(
-            redact_args("sync --database-url postgresql://u:pw@h/d --full"),
-            "sync --database-url *** --full"
-        );
-        assert_eq!(
-            redact_args("sync --database-url=postgresql://u:pw@h/d"),
-            "sync --database-url=***"
-        );
+        assert_eq!(redact_args("sync --database-url postgresql://u:pw@h/d --full"), "sync --database-url *** --full");
+        assert_eq!(redact_args("sync --database-url=postgresql://u:pw@h/d"), "sync --database-url=***");
     }
 
     #[test]

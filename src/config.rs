@@ -40,9 +40,7 @@ impl Settings {
     pub fn new(lake: PathBuf, database_url: Option<String>) -> Self {
         Settings {
             layout: Layout::new(lake),
-            database_url: database_url
-                .filter(|u| !u.trim().is_empty())
-                .map(Secret::new),
+            database_url: database_url.filter(|u| !u.trim().is_empty()).map(Secret::new),
         }
     }
 }
@@ -55,9 +53,6 @@ mod tests {
     fn debug_never_shows_the_database_url() {
         let s = Settings::new("l".into(), Some("postgresql://u:hunter2-secret@h/d".into()));
         assert!(!format!("{s:?}").contains("hunter2"));
-        assert_eq!(
-            Settings::new("l".into(), Some("  ".into())).database_url,
-            None
-        );
+        assert_eq!(Settings::new("l".into(), Some("  ".into())).database_url, None);
     }
 }

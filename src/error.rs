@@ -44,16 +44,12 @@ impl Error {
             Error::Source(SourceError::NotSparkifyDir { .. }) => exit::USAGE,
             Error::Source(_) => exit::INPUT,
             Error::Lake(_) => exit::LAKE,
-            Error::Model(
-                ModelError::NothingIngested
-                | ModelError::NothingBuilt
-                | ModelError::UnknownQuery { .. },
-            ) => exit::USAGE,
+            Error::Model(ModelError::NothingIngested | ModelError::NothingBuilt | ModelError::UnknownQuery { .. }) => {
+                exit::USAGE
+            }
             Error::Model(ModelError::Query(_)) => exit::USAGE,
             Error::Model(_) => exit::LAKE,
-            Error::Sink(
-                crate::sink::SinkError::NothingBuilt | crate::sink::SinkError::NoDatabase,
-            ) => exit::USAGE,
+            Error::Sink(crate::sink::SinkError::NothingBuilt | crate::sink::SinkError::NoDatabase) => exit::USAGE,
             Error::Sink(_) => exit::DATABASE,
             Error::Output(_) | Error::Runtime(_) => exit::FAILURE,
         }

@@ -7,9 +7,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     match tunelake::cli::run() {
         Ok(()) => ExitCode::SUCCESS,
-        Err(tunelake::Error::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-            ExitCode::SUCCESS
-        }
+        Err(tunelake::Error::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             let mut cause = e.source();

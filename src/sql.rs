@@ -2,7 +2,8 @@
 //! anywhere. One name is the key everywhere: `sql/schema/<t>.sql` (the
 //! contract, and the PostgreSQL DDL), `sql/model/<t>.sql` (one SELECT),
 //! `star/<t>/` and the PostgreSQL table `<t>`. Model files whose name starts
-//! with `_` are helper views, registered before the tables in the order below.
+//! with `_` are helper tables, computed once per build (in the order below)
+//! into temp files that the star models read.
 
 /// One SQL file.
 #[derive(Debug, Clone, Copy)]
@@ -14,11 +15,7 @@ pub struct SqlFile {
 impl SqlFile {
     /// The first `-- ` comment line, as a one-line description.
     pub fn description(&self) -> &'static str {
-        self.text
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("--"))
-            .map(str::trim)
-            .unwrap_or("")
+        self.text.lines().find_map(|l| l.trim().strip_prefix("--")).map(str::trim).unwrap_or("")
     }
 }
 
@@ -26,14 +23,7 @@ macro_rules! sql_file {
     ($dir:literal, $name:literal) => {
         SqlFile {
             name: $name,
-            text: include_str!(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/sql/",
-                $dir,
-                "/",
-                $name,
-                ".sql"
-            )),
+            text: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/", $dir, "/", $name, ".sql")),
         }
     };
 }
@@ -47,11 +37,8 @@ pub struct StarTable {
     pub month_partition_by: Option<&'static str>,
 }
 
-/// Helper views, registered in this order before any table is built.
-pub const MODEL_VIEWS: &[SqlFile] = &[
-    sql_file!("model", "_sparkify_songs"),
-    sql_file!("model", "_sparkify_plays"),
-];
+/// Helper tables, computed in this order before any star table is built.
+pub const MODEL_HELPERS: &[SqlFile] = &[sql_file!("model", "_sparkify_songs"), sql_file!("model", "_sparkify_plays")];
 
 /// Star tables in build order: a model may read the tables built before it.
 pub const STAR_TABLES: &[StarTable] = &[
@@ -97,10 +84,8 @@ pub const QUERIES: &[SqlFile] = &[
 ];
 
 /// PostgreSQL-only migrations, applied once each, in order.
-pub const POSTGRES_MIGRATIONS: &[SqlFile] = &[
-    sql_file!("postgres", "001_indexes"),
-    sql_file!("postgres", "002_course_views"),
-];
+pub const POSTGRES_MIGRATIONS: &[SqlFile] =
+    &[sql_file!("postgres", "001_indexes"), sql_file!("postgres", "002_course_views")];
 
 pub fn star_table(name: &str) -> Option<&'static StarTable> {
     STAR_TABLES.iter().find(|t| t.name == name)
@@ -115,18 +100,10 @@ mod tests {
     use super::*;
 
     fn names_on_disk(dir: &str) -> Vec<String> {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("sql")
-            .join(dir);
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sql").join(dir);
         let mut names: Vec<String> = std::fs::read_dir(path)
             .unwrap()
-            .map(|e| {
-                e.unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .trim_end_matches(".sql")
-                    .to_string()
-            })
+            .map(|e| e.unwrap().file_name().to_string_lossy().trim_end_matches(".sql").to_string())
             .collect();
         names.sort();
         names
@@ -135,7 +112,7 @@ mod tests {
     /// A file added under sql/ and not registered here would be silently ignored.
     #[test]
     fn every_sql_file_is_registered() {
-        let mut model: Vec<String> = MODEL_VIEWS
+        let mut model: Vec<String> = MODEL_HELPERS
             .iter()
             .map(|f| f.name.to_string())
             .chain(STAR_TABLES.iter().map(|t| t.name.to_string()))
@@ -145,27 +122,15 @@ mod tests {
         let mut schema: Vec<String> = STAR_TABLES.iter().map(|t| t.name.to_string()).collect();
         schema.sort();
         assert_eq!(names_on_disk("schema"), schema);
-        assert_eq!(
-            names_on_disk("queries"),
-            QUERIES
-                .iter()
-                .map(|q| q.name.to_string())
-                .collect::<Vec<_>>()
-        );
+        assert_eq!(names_on_disk("queries"), QUERIES.iter().map(|q| q.name.to_string()).collect::<Vec<_>>());
         assert_eq!(
             names_on_disk("postgres"),
-            POSTGRES_MIGRATIONS
-                .iter()
-                .map(|q| q.name.to_string())
-                .collect::<Vec<_>>()
+            POSTGRES_MIGRATIONS.iter().map(|q| q.name.to_string()).collect::<Vec<_>>()
         );
     }
 
     #[test]
     fn descriptions_come_from_the_first_comment() {
-        assert_eq!(
-            query("top_tracks").unwrap().description(),
-            "The 20 most played tracks."
-        );
+        assert_eq!(query("top_tracks").unwrap().description(), "The 20 most played tracks.");
     }
 }

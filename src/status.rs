@@ -34,11 +34,7 @@ pub fn accounting(manifest: &Manifest) -> Vec<Accounting> {
 
 /// Rejects of the live staging set, as kept by name in the manifest.
 pub fn rejects(manifest: &Manifest) -> Vec<&Reject> {
-    let start = manifest
-        .runs
-        .iter()
-        .rposition(|r| r.kind == RunKind::Reprocess)
-        .unwrap_or(0);
+    let start = manifest.runs.iter().rposition(|r| r.kind == RunKind::Reprocess).unwrap_or(0);
     manifest.runs[start..]
         .iter()
         .filter(|r| matches!(r.kind, RunKind::Ingest | RunKind::Reprocess))
@@ -58,51 +54,27 @@ pub fn accounting_line(a: &Accounting) -> String {
             a.rejected
         )
     } else {
-        format!(
-            "{} {}: read {} = kept {} + rejected {}",
-            a.source, a.stream, a.read, a.kept, a.rejected
-        )
+        format!("{} {}: read {} = kept {} + rejected {}", a.source, a.stream, a.read, a.kept, a.rejected)
     }
 }
 
-pub fn render(
-    out: &mut dyn Write,
-    manifest: &Manifest,
-    lake: &str,
-    max_runs: usize,
-) -> std::io::Result<()> {
+pub fn render(out: &mut dyn Write, manifest: &Manifest, lake: &str, max_runs: usize) -> std::io::Result<()> {
     writeln!(out, "lake: {lake}")?;
     if manifest.runs.is_empty() {
-        writeln!(
-            out,
-            "empty: nothing ingested yet (try `tunelake ingest sparkify data/sample/sparkify`)"
-        )?;
+        writeln!(out, "empty: nothing ingested yet (try `tunelake ingest sparkify data/sample/sparkify`)")?;
         return Ok(());
     }
-    writeln!(
-        out,
-        "\nruns ({} in all, latest {}):",
-        manifest.runs.len(),
-        max_runs.min(manifest.runs.len())
-    )?;
+    writeln!(out, "\nruns ({} in all, latest {}):", manifest.runs.len(), max_runs.min(manifest.runs.len()))?;
     for run in manifest.runs.iter().rev().take(max_runs).rev() {
         let what = match run.kind {
             RunKind::Ingest | RunKind::Reprocess => {
                 let read: u64 = run.accounting.iter().map(|a| a.read).sum();
                 let rejected: u64 = run.accounting.iter().map(|a| a.rejected).sum();
-                format!(
-                    "{} raw files, {read} records read, {rejected} rejected",
-                    run.raw.len()
-                )
+                format!("{} raw files, {read} records read, {rejected} rejected", run.raw.len())
             }
             RunKind::Build => {
                 let s = |k: &str| run.stats.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
-                format!(
-                    "star version {}, {} plays, {} matched to songs",
-                    run.id,
-                    s("plays"),
-                    s("matched")
-                )
+                format!("star version {}, {} plays, {} matched to songs", run.id, s("plays"), s("matched"))
             }
             RunKind::Sync => {
                 let s = |k: &str| run.stats.get(k).map(|v| v.to_string()).unwrap_or_default();
@@ -115,14 +87,7 @@ pub fn render(
             }
             RunKind::Vacuum => String::new(),
         };
-        writeln!(
-            out,
-            "  #{:<4} {:<9} {}  {}",
-            run.id,
-            run.kind.to_string(),
-            run.finished_at,
-            what
-        )?;
+        writeln!(out, "  #{:<4} {:<9} {}  {}", run.id, run.kind.to_string(), run.finished_at, what)?;
     }
 
     match manifest.star() {
@@ -130,32 +95,16 @@ pub fn render(
             writeln!(out, "\nstar version {}:", star.version)?;
             for (table, parts) in &star.tables {
                 let rows: u64 = parts.iter().map(|p| p.rows).sum();
-                writeln!(
-                    out,
-                    "  {table:<12} {rows:>10} rows in {} file(s)",
-                    parts.len()
-                )?;
+                writeln!(out, "  {table:<12} {rows:>10} rows in {} file(s)", parts.len())?;
             }
             if let Some(b) = manifest.last_build() {
                 let s = |k: &str| b.stats.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
                 let (plays, matched) = (s("plays"), s("matched"));
-                let rate = if plays == 0 {
-                    0.0
-                } else {
-                    100.0 * matched as f64 / plays as f64
-                };
-                writeln!(
-                    out,
-                    "  song match rate: {matched} of {plays} plays ({rate:.2}%)"
-                )?;
+                let rate = if plays == 0 { 0.0 } else { 100.0 * matched as f64 / plays as f64 };
+                writeln!(out, "  song match rate: {matched} of {plays} plays ({rate:.2}%)")?;
             }
             if manifest.staging_run()
-                > manifest.last_build().map_or(0, |b| {
-                    b.stats
-                        .get("staging_run")
-                        .and_then(|v| v.as_u64())
-                        .unwrap_or(0)
-                })
+                > manifest.last_build().map_or(0, |b| b.stats.get("staging_run").and_then(|v| v.as_u64()).unwrap_or(0))
             {
                 writeln!(out, "  (staging has changed since: run `tunelake build`)")?;
             }
@@ -170,19 +119,11 @@ pub fn render(
             let f: Vec<String> = a.filtered.iter().map(|(k, v)| format!("{k} {v}")).collect();
             writeln!(out, "    filtered: {}", f.join(", "))?;
         }
-        writeln!(
-            out,
-            "    files: {} stored, {} skipped as already stored",
-            a.files, a.files_already_stored
-        )?;
+        writeln!(out, "    files: {} stored, {} skipped as already stored", a.files, a.files_already_stored)?;
     }
     let rejects = rejects(manifest);
     if !rejects.is_empty() {
-        writeln!(
-            out,
-            "\nrejected records (first {} kept by name):",
-            rejects.len().min(20)
-        )?;
+        writeln!(out, "\nrejected records (first {} kept by name):", rejects.len().min(20))?;
         for r in rejects.iter().take(20) {
             writeln!(out, "  {}:{}: {}", r.file, r.line, r.reason)?;
         }
@@ -192,10 +133,7 @@ pub fn render(
             out,
             "\nlast sync: {} (lake version {})",
             sync.finished_at,
-            sync.stats
-                .get("lake_version")
-                .map(|v| v.to_string())
-                .unwrap_or_default()
+            sync.stats.get("lake_version").map(|v| v.to_string()).unwrap_or_default()
         )?;
     }
     Ok(())

@@ -1,25 +1,30 @@
--- Helper view: Sparkify plays (NextSong events, one per natural key) with the
+-- Helper table: Sparkify plays (NextSong events, one per natural key) with the
 -- song they match. A play matches a song when the normalized title and artist
 -- are equal and the durations differ by at most tl_params.duration_tolerance_s;
 -- the closest duration wins. Unmatched plays get ids derived from the
 -- normalized names; their artist is the catalogue's when the name is known.
-WITH plays AS (
-    SELECT DISTINCT ON (event_id) *
-    FROM stg_sparkify_events
-    WHERE page = 'NextSong'
-    ORDER BY event_id, raw_sha256, line
-),
-candidates AS (
-    SELECT p.event_id, s.song_id, s.artist_id, abs(s.duration - p.length) AS diff
-    FROM plays p
-    JOIN _sparkify_songs s ON s.title_key = p.title_key AND s.artist_key = p.artist_key
+--
+-- Shaped to stream: the events probe small hash tables (songs, artists), and
+-- the one global step (picking one copy of an event seen in two raw files,
+-- and its best match) is a window over a sort, which spills to disk.
+WITH candidates AS (
+    SELECT
+        e.event_id, e.ts, e.user_id, e.session_id, e.item_in_session, e.length,
+        e.location, e.user_agent, e.level, e.artist, e.song, e.artist_key, e.title_key,
+        e.raw_sha256, e.line,
+        s.song_id,
+        s.artist_id AS song_artist_id,
+        row_number() OVER (
+            PARTITION BY e.event_id
+            ORDER BY e.raw_sha256, e.line, abs(s.duration - e.length), s.song_id
+        ) AS pick
+    FROM stg_sparkify_events e
     CROSS JOIN tl_params prm
-    WHERE abs(s.duration - p.length) <= prm.duration_tolerance_s
-),
-best AS (
-    SELECT DISTINCT ON (event_id) event_id, song_id, artist_id
-    FROM candidates
-    ORDER BY event_id, diff, song_id
+    LEFT JOIN _sparkify_songs s
+        ON s.title_key = e.title_key
+        AND s.artist_key = e.artist_key
+        AND abs(s.duration - e.length) <= prm.duration_tolerance_s
+    WHERE e.page = 'NextSong'
 ),
 artist_by_key AS (
     SELECT artist_key, min(artist_id) AS artist_id
@@ -27,11 +32,12 @@ artist_by_key AS (
     GROUP BY artist_key
 )
 SELECT
-    p.*,
-    b.song_id IS NOT NULL AS matched,
-    coalesce(b.song_id, 'TLT' || substr(md5(p.artist_key || chr(31) || p.title_key), 1, 16)) AS track_id,
-    coalesce(b.artist_id, a.artist_id, 'TLA' || substr(md5(p.artist_key), 1, 16)) AS artist_id,
-    CASE WHEN b.artist_id IS NULL AND a.artist_id IS NULL THEN 'derived' ELSE 'song_data' END AS artist_origin
-FROM plays p
-LEFT JOIN best b ON b.event_id = p.event_id
-LEFT JOIN artist_by_key a ON a.artist_key = p.artist_key
+    c.event_id, c.ts, c.user_id, c.session_id, c.item_in_session, c.length,
+    c.location, c.user_agent, c.level, c.artist, c.song, c.raw_sha256, c.line,
+    c.song_id IS NOT NULL AS matched,
+    coalesce(c.song_id, 'TLT' || substr(md5(c.artist_key || chr(31) || c.title_key), 1, 16)) AS track_id,
+    coalesce(c.song_artist_id, a.artist_id, 'TLA' || substr(md5(c.artist_key), 1, 16)) AS artist_id,
+    CASE WHEN c.song_artist_id IS NULL AND a.artist_id IS NULL THEN 'derived' ELSE 'song_data' END AS artist_origin
+FROM candidates c
+LEFT JOIN artist_by_key a ON a.artist_key = c.artist_key
+WHERE c.pick = 1

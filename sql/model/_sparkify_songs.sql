@@ -1,4 +1,4 @@
--- Helper view: the song catalogue, one row per song_id (the first record
+-- Helper table: the song catalogue, one row per song_id (the first record
 -- seen, by raw file and position, so the choice never depends on file order).
 SELECT DISTINCT ON (song_id)
     song_id, title, artist_id, artist_name, artist_location, artist_latitude,

@@ -14,9 +14,7 @@ pub const TMP_PREFIX: &str = ".tmp-";
 
 /// Writes `bytes` to `path` atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), LakeError> {
-    write_atomic_with(path, |w| {
-        w.write_all(bytes).map_err(LakeError::io("write", path))
-    })
+    write_atomic_with(path, |w| w.write_all(bytes).map_err(LakeError::io("write", path)))
 }
 
 /// Writes `path` atomically with `fill`, which gets a buffered writer over the
@@ -34,11 +32,7 @@ pub fn write_atomic_with<T>(
     let (file, tmp_path) = tmp.into_parts();
     let mut w = BufWriter::with_capacity(1 << 20, file);
     let value = fill(&mut w)?;
-    let file = w.into_inner().map_err(|e| LakeError::Io {
-        op: "write",
-        path: path.into(),
-        source: e.into_error(),
-    })?;
+    let file = w.into_inner().map_err(|e| LakeError::Io { op: "write", path: path.into(), source: e.into_error() })?;
     file.sync_all().map_err(LakeError::io("fsync", path))?;
     tmp_path.persist(path).map_err(|e| LakeError::Io {
         op: "rename into place",
@@ -51,9 +45,7 @@ pub fn write_atomic_with<T>(
 
 /// fsyncs a directory so a rename in it survives a crash.
 pub fn sync_dir(dir: &Path) -> Result<(), LakeError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(LakeError::io("fsync directory", dir))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(LakeError::io("fsync directory", dir))
 }
 
 /// Writes `bytes` to `path` atomically with mode 0600 (tokens, secrets).
@@ -61,9 +53,7 @@ pub fn sync_dir(dir: &Path) -> Result<(), LakeError> {
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), LakeError> {
     use std::os::unix::fs::PermissionsExt;
     write_atomic_with(path, |w| {
-        w.get_ref()
-            .set_permissions(fs::Permissions::from_mode(0o600))
-            .map_err(LakeError::io("chmod 0600", path))?;
+        w.get_ref().set_permissions(fs::Permissions::from_mode(0o600)).map_err(LakeError::io("chmod 0600", path))?;
         w.write_all(bytes).map_err(LakeError::io("write", path))
     })
 }

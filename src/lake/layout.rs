@@ -71,22 +71,13 @@ mod tests {
     #[test]
     fn paths_are_hive_style() {
         let d = NaiveDate::from_ymd_opt(2018, 11, 3).unwrap();
-        assert_eq!(
-            Layout::raw_rel("sparkify", d, "ab"),
-            "raw/sparkify/ingest_date=2018-11-03/ab.json"
-        );
-        assert_eq!(
-            Layout::staging_rel("stg_x", d, 7, 2),
-            "staging/stg_x/date=2018-11-03/part-00000007-00002.parquet"
-        );
+        assert_eq!(Layout::raw_rel("sparkify", d, "ab"), "raw/sparkify/ingest_date=2018-11-03/ab.json");
+        assert_eq!(Layout::staging_rel("stg_x", d, 7, 2), "staging/stg_x/date=2018-11-03/part-00000007-00002.parquet");
         let p = Layout::month_partition(2018, 11);
         assert_eq!(
             Layout::star_rel("fact_plays", Some(&p), 9),
             "star/fact_plays/year=2018/month=11/part-00000009.parquet"
         );
-        assert_eq!(
-            Layout::star_rel("dim_users", None, 9),
-            "star/dim_users/part-00000009.parquet"
-        );
+        assert_eq!(Layout::star_rel("dim_users", None, 9), "star/dim_users/part-00000009.parquet");
     }
 }

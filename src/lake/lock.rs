@@ -35,11 +35,7 @@ impl LakeLock {
                 return Err(LakeError::Locked {
                     lake: layout.root().to_path_buf(),
                     lock: path,
-                    holder: if holder.is_empty() {
-                        "unknown".into()
-                    } else {
-                        holder.into()
-                    },
+                    holder: if holder.is_empty() { "unknown".into() } else { holder.into() },
                 });
             }
             Err(TryLockError::Error(e)) => return Err(LakeError::io("lock", &path)(e)),

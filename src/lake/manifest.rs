@@ -96,11 +96,7 @@ pub struct Accounting {
 
 impl Accounting {
     pub fn new(source: &str, stream: &str) -> Self {
-        Accounting {
-            source: source.into(),
-            stream: stream.into(),
-            ..Default::default()
-        }
+        Accounting { source: source.into(), stream: stream.into(), ..Default::default() }
     }
 
     pub fn add(&mut self, other: &Accounting) {
@@ -173,9 +169,7 @@ impl Run {
 }
 
 pub fn now_rfc3339() -> String {
-    chrono::Utc::now()
-        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
-        .to_string()
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
 /// All committed runs, in order, and the state they add up to.
@@ -210,8 +204,7 @@ impl Manifest {
         for id in ids {
             let path = layout.run_entry(id);
             let bytes = fs::read(&path).map_err(LakeError::io("read", &path))?;
-            let run: Run = serde_json::from_slice(&bytes)
-                .map_err(|source| LakeError::BadManifest { path, source })?;
+            let run: Run = serde_json::from_slice(&bytes).map_err(|source| LakeError::BadManifest { path, source })?;
             runs.push(run);
         }
         Ok(Manifest { runs })
@@ -256,11 +249,7 @@ impl Manifest {
 
     /// The id of the last run that changed staging (0 if none).
     pub fn staging_run(&self) -> u64 {
-        self.runs
-            .iter()
-            .rev()
-            .find(|r| r.staging.is_some())
-            .map_or(0, |r| r.id)
+        self.runs.iter().rev().find(|r| r.staging.is_some()).map_or(0, |r| r.id)
     }
 
     /// The current star version, if anything was built.
@@ -305,32 +294,18 @@ mod tests {
         let layout = Layout::new(dir.path());
         let mut m = Manifest::load(&layout).unwrap();
         assert_eq!(m.next_run_id(), 1);
-        let file = |p: &str| StagingFile {
-            table: "t".into(),
-            path: p.into(),
-            rows: 1,
-        };
+        let file = |p: &str| StagingFile { table: "t".into(), path: p.into(), rows: 1 };
         let mut r1 = Run::new(1, RunKind::Ingest, "ingest", now_rfc3339());
-        r1.staging = Some(StagingChange {
-            replace: false,
-            files: vec![file("a"), file("b")],
-        });
+        r1.staging = Some(StagingChange { replace: false, files: vec![file("a"), file("b")] });
         m.commit(&layout, r1).unwrap();
         let mut r2 = Run::new(2, RunKind::Reprocess, "reprocess", now_rfc3339());
-        r2.staging = Some(StagingChange {
-            replace: true,
-            files: vec![file("c")],
-        });
+        r2.staging = Some(StagingChange { replace: true, files: vec![file("c")] });
         m.commit(&layout, r2).unwrap();
         // A temp file left by a crash is not an entry.
         fs::write(layout.manifest_dir().join(".tmp-xyz"), b"{").unwrap();
         let m = Manifest::load(&layout).unwrap();
         assert_eq!(m.runs.len(), 2);
-        let live: Vec<_> = m
-            .staging_files("t")
-            .iter()
-            .map(|f| f.path.clone())
-            .collect();
+        let live: Vec<_> = m.staging_files("t").iter().map(|f| f.path.clone()).collect();
         assert_eq!(live, vec!["c"]);
         assert_eq!(m.next_run_id(), 3);
     }

@@ -39,11 +39,7 @@ pub enum LakeError {
         "the lake at {lake} is locked by another run ({holder}); wait for it to finish, \
          or remove {lock} if that process is gone"
     )]
-    Locked {
-        lake: PathBuf,
-        lock: PathBuf,
-        holder: String,
-    },
+    Locked { lake: PathBuf, lock: PathBuf, holder: String },
     #[error("{path}: manifest entry is not valid")]
     BadManifest {
         path: PathBuf,

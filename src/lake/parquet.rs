@@ -10,9 +10,7 @@ use std::path::Path;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::parquet::arrow::ArrowWriter;
-use datafusion::parquet::arrow::arrow_reader::{
-    ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
-};
+use datafusion::parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
 use sha2::{Digest, Sha256};
@@ -68,21 +66,13 @@ pub fn write_batches<'a>(
 pub struct FileWriter {
     path: std::path::PathBuf,
     schema: SchemaRef,
-    inner: Option<(
-        tempfile::NamedTempFile,
-        ArrowWriter<HashingWriter<std::io::BufWriter<File>>>,
-    )>,
+    inner: Option<(tempfile::NamedTempFile, ArrowWriter<HashingWriter<std::io::BufWriter<File>>>)>,
     rows: u64,
 }
 
 impl FileWriter {
     pub fn create(path: &Path, schema: SchemaRef) -> Self {
-        FileWriter {
-            path: path.into(),
-            schema,
-            inner: None,
-            rows: 0,
-        }
+        FileWriter { path: path.into(), schema, inner: None, rows: 0 }
     }
 
     fn open(&mut self) -> Result<(), LakeError> {
@@ -93,16 +83,9 @@ impl FileWriter {
             .tempfile_in(dir)
             .map_err(LakeError::io("create temp file in", dir))?;
         let file = tmp.reopen().map_err(LakeError::io("open", tmp.path()))?;
-        let hw = HashingWriter {
-            inner: std::io::BufWriter::with_capacity(1 << 20, file),
-            hasher: Sha256::new(),
-        };
-        let w = ArrowWriter::try_new(hw, self.schema.clone(), Some(props())).map_err(|source| {
-            LakeError::ParquetWrite {
-                path: self.path.clone(),
-                source,
-            }
-        })?;
+        let hw = HashingWriter { inner: std::io::BufWriter::with_capacity(1 << 20, file), hasher: Sha256::new() };
+        let w = ArrowWriter::try_new(hw, self.schema.clone(), Some(props()))
+            .map_err(|source| LakeError::ParquetWrite { path: self.path.clone(), source })?;
         self.inner = Some((tmp, w));
         Ok(())
     }
@@ -115,10 +98,7 @@ impl FileWriter {
             self.open()?;
         }
         let (_, w) = self.inner.as_mut().expect("opened above");
-        w.write(batch).map_err(|source| LakeError::ParquetWrite {
-            path: self.path.clone(),
-            source,
-        })?;
+        w.write(batch).map_err(|source| LakeError::ParquetWrite { path: self.path.clone(), source })?;
         self.rows += batch.num_rows() as u64;
         Ok(())
     }
@@ -134,10 +114,7 @@ impl FileWriter {
         }
         let (tmp, w) = self.inner.take().expect("opened above");
         let path = self.path.clone();
-        let hw = w.into_inner().map_err(|source| LakeError::ParquetWrite {
-            path: path.clone(),
-            source,
-        })?;
+        let hw = w.into_inner().map_err(|source| LakeError::ParquetWrite { path: path.clone(), source })?;
         let HashingWriter { inner, hasher } = hw;
         let file = inner.into_inner().map_err(|e| LakeError::Io {
             op: "write",
@@ -152,10 +129,7 @@ impl FileWriter {
             source: e.error,
         })?;
         fsio::sync_dir(path.parent().unwrap_or(Path::new(".")))?;
-        Ok(Written {
-            rows: self.rows,
-            sha256: hex::encode(hasher.finalize()),
-        })
+        Ok(Written { rows: self.rows, sha256: hex::encode(hasher.finalize()) })
     }
 }
 
@@ -164,10 +138,7 @@ pub fn read(path: &Path, batch_size: usize) -> Result<ParquetRecordBatchReader, 
     let file = File::open(path).map_err(LakeError::io("open", path))?;
     ParquetRecordBatchReaderBuilder::try_new(file)
         .and_then(|b| b.with_batch_size(batch_size).build())
-        .map_err(|source| LakeError::ParquetRead {
-            path: path.into(),
-            source,
-        })
+        .map_err(|source| LakeError::ParquetRead { path: path.into(), source })
 }
 
 #[cfg(test)]
@@ -186,26 +157,18 @@ mod tests {
         ]));
         let batch = RecordBatch::try_new(
             schema.clone(),
-            vec![
-                Arc::new(Int64Array::from(vec![1, 2])),
-                Arc::new(StringArray::from(vec![Some("a"), None])),
-            ],
+            vec![Arc::new(Int64Array::from(vec![1, 2])), Arc::new(StringArray::from(vec![Some("a"), None]))],
         )
         .unwrap();
         let a = write_batches(&dir.path().join("x/a.parquet"), &schema, [&batch]).unwrap();
         let b = write_batches(&dir.path().join("x/b.parquet"), &schema, [&batch]).unwrap();
         assert_eq!(a.rows, 2);
         assert_eq!(a.sha256, b.sha256);
-        let back: Vec<RecordBatch> = read(&dir.path().join("x/a.parquet"), 1024)
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let back: Vec<RecordBatch> =
+            read(&dir.path().join("x/a.parquet"), 1024).unwrap().collect::<Result<_, _>>().unwrap();
         assert_eq!(back, vec![batch]);
         // No temp debris is left behind.
-        let names: Vec<_> = std::fs::read_dir(dir.path().join("x"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("x")).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names.len(), 2);
     }
 }

@@ -65,8 +65,5 @@ pub static SPARKIFY_SONGS: LazyLock<SchemaRef> = LazyLock::new(|| {
 
 /// Every staging table with its schema.
 pub fn tables() -> [(&'static str, SchemaRef); 2] {
-    [
-        (STG_SPARKIFY_EVENTS, SPARKIFY_EVENTS.clone()),
-        (STG_SPARKIFY_SONGS, SPARKIFY_SONGS.clone()),
-    ]
+    [(STG_SPARKIFY_EVENTS, SPARKIFY_EVENTS.clone()), (STG_SPARKIFY_SONGS, SPARKIFY_SONGS.clone())]
 }

@@ -14,20 +14,9 @@ pub struct VacuumMetrics {
     pub dry_run: bool,
 }
 
-pub fn vacuum(
-    layout: &Layout,
-    manifest: &Manifest,
-    dry_run: bool,
-) -> Result<VacuumMetrics, LakeError> {
-    let live: HashSet<PathBuf> = manifest
-        .live_paths()
-        .iter()
-        .map(|p| layout.abs(p))
-        .collect();
-    let mut metrics = VacuumMetrics {
-        dry_run,
-        ..Default::default()
-    };
+pub fn vacuum(layout: &Layout, manifest: &Manifest, dry_run: bool) -> Result<VacuumMetrics, LakeError> {
+    let live: HashSet<PathBuf> = manifest.live_paths().iter().map(|p| layout.abs(p)).collect();
+    let mut metrics = VacuumMetrics { dry_run, ..Default::default() };
     for top in ["staging", "star"] {
         walk(&layout.abs(top), &mut |path, len| {
             if !live.contains(path) {
@@ -39,10 +28,7 @@ pub fn vacuum(
     // Temp files beside raw files and manifest entries are debris too.
     for top in ["raw", "_manifest"] {
         walk(&layout.abs(top), &mut |path, len| {
-            if path
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with(super::fsio::TMP_PREFIX))
-            {
+            if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with(super::fsio::TMP_PREFIX)) {
                 metrics.files.push(path.to_path_buf());
                 metrics.bytes += len;
             }

@@ -16,12 +16,12 @@ use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
-use super::{ModelError, register_files, session};
+use super::{ModelError, register_files, register_lake_files, session};
 use crate::lake::manifest::{Run, RunKind, StarPart, StarVersion, now_rfc3339};
 use crate::lake::parquet::FileWriter;
 use crate::lake::{Layout, Manifest, staging};
 use crate::progress;
-use crate::sql::{MODEL_VIEWS, STAR_TABLES, StarTable};
+use crate::sql::{MODEL_HELPERS, STAR_TABLES, StarTable};
 
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
@@ -34,11 +34,7 @@ pub struct BuildOptions {
 
 impl Default for BuildOptions {
     fn default() -> Self {
-        BuildOptions {
-            duration_tolerance_s: 2.0,
-            memory_limit: super::DEFAULT_MEMORY_LIMIT,
-            force: false,
-        }
+        BuildOptions { duration_tolerance_s: 2.0, memory_limit: super::DEFAULT_MEMORY_LIMIT, force: false }
     }
 }
 
@@ -63,18 +59,11 @@ pub struct BuildMetrics {
 
 impl BuildMetrics {
     pub fn match_rate(&self) -> f64 {
-        if self.plays == 0 {
-            0.0
-        } else {
-            self.matched as f64 / self.plays as f64
-        }
+        if self.plays == 0 { 0.0 } else { self.matched as f64 / self.plays as f64 }
     }
 
     pub fn rows(&self, table: &str) -> u64 {
-        self.tables
-            .iter()
-            .find(|t| t.name == table)
-            .map_or(0, |t| t.rows)
+        self.tables.iter().find(|t| t.name == table).map_or(0, |t| t.rows)
     }
 
     fn from_run(run: &Run) -> Self {
@@ -102,10 +91,7 @@ impl BuildMetrics {
 /// A fingerprint of everything that decides the star's rows besides staging.
 fn model_hash(opts: &BuildOptions) -> String {
     let mut h = Sha256::new();
-    for f in MODEL_VIEWS
-        .iter()
-        .chain(STAR_TABLES.iter().flat_map(|t| [&t.schema, &t.model]))
-    {
+    for f in MODEL_HELPERS.iter().chain(STAR_TABLES.iter().flat_map(|t| [&t.schema, &t.model])) {
         h.update(f.name.as_bytes());
         h.update(f.text.as_bytes());
     }
@@ -126,10 +112,8 @@ pub async fn build(
     let fingerprint = model_hash(opts);
     if !opts.force {
         if let Some(last) = manifest.last_build() {
-            let same_staging =
-                last.stats.get("staging_run").and_then(|v| v.as_u64()) == Some(staging_run);
-            let same_model =
-                last.stats.get("model_hash").and_then(|v| v.as_str()) == Some(fingerprint.as_str());
+            let same_staging = last.stats.get("staging_run").and_then(|v| v.as_u64()) == Some(staging_run);
+            let same_model = last.stats.get("model_hash").and_then(|v| v.as_str()) == Some(fingerprint.as_str());
             if same_staging && same_model {
                 return Ok(BuildMetrics::from_run(last));
             }
@@ -144,33 +128,26 @@ pub async fn build(
         source,
     })?;
     for (name, schema) in staging::tables() {
-        let files: Vec<&str> = manifest
-            .staging_files(name)
-            .iter()
-            .map(|f| f.path.as_str())
-            .collect();
-        register_files(&ctx, layout, name, schema, &files)?;
+        register_lake_files(&ctx, layout, name, schema, manifest.staging_files(name).iter().map(|f| f.path.as_str()))?;
     }
     let params = RecordBatch::try_from_iter([(
         "duration_tolerance_s",
         Arc::new(Float64Array::from(vec![opts.duration_tolerance_s])) as _,
     )])
     .expect("one column");
-    ctx.register_batch("tl_params", params)
-        .map_err(|source| ModelError::Sql {
-            file: "tl_params".into(),
-            what: "register",
-            source,
-        })?;
-    for view in MODEL_VIEWS {
-        let file = format!("sql/model/{}.sql", view.name);
-        ctx.sql(&format!("CREATE VIEW {} AS {}", view.name, view.text))
-            .await
-            .map_err(|source| ModelError::Sql {
-                file,
-                what: "CREATE VIEW",
-                source,
-            })?;
+    ctx.register_batch("tl_params", params).map_err(|source| ModelError::Sql {
+        file: "tl_params".into(),
+        what: "register",
+        source,
+    })?;
+    // Helper tables are computed once into temp Parquet files that the star
+    // models then read (each may be read several times).
+    let scratch = tempfile::Builder::new()
+        .prefix("tunelake-build-")
+        .tempdir()
+        .map_err(crate::lake::LakeError::io("create a temp dir in", std::env::temp_dir()))?;
+    for helper in MODEL_HELPERS {
+        materialize(&ctx, helper, &scratch.path().join(format!("{}.parquet", helper.name))).await?;
     }
 
     let previous: HashMap<(String, Option<String>), StarPart> = manifest
@@ -178,38 +155,25 @@ pub async fn build(
         .map(|s| {
             s.tables
                 .iter()
-                .flat_map(|(t, parts)| {
-                    parts
-                        .iter()
-                        .map(move |p| ((t.clone(), p.partition.clone()), p.clone()))
-                })
+                .flat_map(|(t, parts)| parts.iter().map(move |p| ((t.clone(), p.partition.clone()), p.clone())))
                 .collect()
         })
         .unwrap_or_default();
 
     let bar = progress::bar(STAR_TABLES.len() as u64, "build");
-    let mut star = StarVersion {
-        version,
-        tables: BTreeMap::new(),
-    };
-    let mut metrics = BuildMetrics {
-        version,
-        committed: true,
-        ..Default::default()
-    };
+    let mut star = StarVersion { version, tables: BTreeMap::new() };
+    let mut metrics = BuildMetrics { version, committed: true, ..Default::default() };
     for table in STAR_TABLES {
         bar.set_message(format!("build {}", table.name));
         let (parts, tm) = build_table(&ctx, layout, table, version, &previous).await?;
         let schema = super::contract_schema(table).await?;
-        let paths: Vec<&str> = parts.iter().map(|p| p.path.as_str()).collect();
         // Later models may read the tables built before them (dim_time reads fact_plays).
-        ctx.deregister_table(table.name)
-            .map_err(|source| ModelError::Sql {
-                file: table.name.into(),
-                what: "deregister",
-                source,
-            })?;
-        register_files(&ctx, layout, table.name, schema, &paths)?;
+        ctx.deregister_table(table.name).map_err(|source| ModelError::Sql {
+            file: table.name.into(),
+            what: "deregister",
+            source,
+        })?;
+        register_lake_files(&ctx, layout, table.name, schema, parts.iter().map(|p| p.path.as_str()))?;
         metrics.tables.push(tm);
         star.tables.insert(table.name.to_string(), parts);
         bar.inc(1);
@@ -226,12 +190,35 @@ pub async fn build(
     run.stats.insert("model_hash".into(), fingerprint.into());
     run.stats.insert("plays".into(), plays.into());
     run.stats.insert("matched".into(), matched.into());
-    run.stats.insert(
-        "duration_tolerance_s".into(),
-        opts.duration_tolerance_s.into(),
-    );
+    run.stats.insert("duration_tolerance_s".into(), opts.duration_tolerance_s.into());
     manifest.commit(layout, run)?;
     Ok(metrics)
+}
+
+/// Runs a helper model into `path` and registers it under its name.
+async fn materialize(
+    ctx: &SessionContext,
+    helper: &crate::sql::SqlFile,
+    path: &std::path::Path,
+) -> Result<(), ModelError> {
+    let file = format!("sql/model/{}.sql", helper.name);
+    let df = ctx.sql(helper.text).await.map_err(|source| ModelError::Sql {
+        file: file.clone(),
+        what: "planning",
+        source,
+    })?;
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let mut stream = df.execute_stream().await.map_err(|source| ModelError::Sql {
+        file: file.clone(),
+        what: "execution",
+        source,
+    })?;
+    let mut writer = FileWriter::create(path, schema.clone());
+    while let Some(batch) = stream.next().await {
+        writer.write(&batch.map_err(|source| ModelError::Sql { file: file.clone(), what: "execution", source })?)?;
+    }
+    writer.finish()?;
+    register_files(ctx, helper.name, schema, &[path.to_path_buf()])
 }
 
 /// Plays, and plays whose track came from the song catalogue.
@@ -239,23 +226,12 @@ async fn match_counts(ctx: &SessionContext) -> Result<(u64, u64), ModelError> {
     let sql = "SELECT count(*) AS plays, \
                CAST(coalesce(sum(CASE WHEN t.origin = 'song_data' THEN 1 ELSE 0 END), 0) AS BIGINT) AS matched \
                FROM fact_plays f LEFT JOIN dim_tracks t ON t.track_id = f.track_id";
-    let err = |source| ModelError::Sql {
-        file: "match rate".into(),
-        what: "query",
-        source,
-    };
-    let batches = ctx
-        .sql(sql)
-        .await
-        .map_err(err)?
-        .collect()
-        .await
-        .map_err(err)?;
+    let err = |source| ModelError::Sql { file: "match rate".into(), what: "query", source };
+    let batches = ctx.sql(sql).await.map_err(err)?.collect().await.map_err(err)?;
     let b = &batches[0];
     let get = |i: usize| {
         let c = cast(b.column(i), &DataType::Int64).expect("counts cast to Int64");
-        c.as_primitive::<datafusion::arrow::datatypes::Int64Type>()
-            .value(0) as u64
+        c.as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0) as u64
     };
     Ok((get(0), get(1)))
 }
@@ -269,23 +245,17 @@ async fn build_table(
 ) -> Result<(Vec<StarPart>, TableMetrics), ModelError> {
     let file = format!("sql/model/{}.sql", table.name);
     let contract = super::contract_schema(table).await?;
-    let df = ctx
-        .sql(table.model.text)
-        .await
-        .map_err(|source| ModelError::Sql {
-            file: file.clone(),
-            what: "planning",
-            source,
-        })?;
+    let df = ctx.sql(table.model.text).await.map_err(|source| ModelError::Sql {
+        file: file.clone(),
+        what: "planning",
+        source,
+    })?;
     check_schema(table.name, &contract, df.schema().as_arrow())?;
-    let mut stream = df
-        .execute_stream()
-        .await
-        .map_err(|source| ModelError::Sql {
-            file: file.clone(),
-            what: "execution",
-            source,
-        })?;
+    let mut stream = df.execute_stream().await.map_err(|source| ModelError::Sql {
+        file: file.clone(),
+        what: "execution",
+        source,
+    })?;
     let partition_col = match table.month_partition_by {
         Some(c) => Some(contract.index_of(c).map_err(|_| ModelError::Contract {
             table: table.name.into(),
@@ -306,11 +276,7 @@ async fn build_table(
         previous,
     };
     while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(|source| ModelError::Sql {
-            file: file.clone(),
-            what: "execution",
-            source,
-        })?;
+        let batch = batch.map_err(|source| ModelError::Sql { file: file.clone(), what: "execution", source })?;
         let batch = conform(table.name, &contract, batch)?;
         writer.write(batch)?;
     }
@@ -325,29 +291,17 @@ async fn build_table(
 }
 
 fn same_family(a: &DataType, b: &DataType) -> bool {
-    let string =
-        |t: &DataType| matches!(t, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8);
+    let string = |t: &DataType| matches!(t, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8);
     a == b || (string(a) && string(b))
 }
 
 /// Names, order and types must match the contract (string encodings aside).
 fn check_schema(table: &str, contract: &Schema, got: &Schema) -> Result<(), ModelError> {
-    let problem = |p: String| ModelError::Contract {
-        table: table.into(),
-        problem: p,
-    };
-    let want: Vec<&str> = contract
-        .fields()
-        .iter()
-        .map(|f| f.name().as_str())
-        .collect();
+    let problem = |p: String| ModelError::Contract { table: table.into(), problem: p };
+    let want: Vec<&str> = contract.fields().iter().map(|f| f.name().as_str()).collect();
     let have: Vec<&str> = got.fields().iter().map(|f| f.name().as_str()).collect();
     if want != have {
-        return Err(problem(format!(
-            "columns are [{}], the contract has [{}]",
-            have.join(", "),
-            want.join(", ")
-        )));
+        return Err(problem(format!("columns are [{}], the contract has [{}]", have.join(", "), want.join(", "))));
     }
     for (w, g) in contract.fields().iter().zip(got.fields()) {
         if !same_family(w.data_type(), g.data_type()) {
@@ -363,11 +317,7 @@ fn check_schema(table: &str, contract: &Schema, got: &Schema) -> Result<(), Mode
 }
 
 /// Casts a model batch to the contract's exact types and checks NOT NULL.
-fn conform(
-    table: &str,
-    contract: &SchemaRef,
-    batch: RecordBatch,
-) -> Result<RecordBatch, ModelError> {
+fn conform(table: &str, contract: &SchemaRef, batch: RecordBatch) -> Result<RecordBatch, ModelError> {
     let mut cols = Vec::with_capacity(batch.num_columns());
     for (field, col) in contract.fields().iter().zip(batch.columns()) {
         if !field.is_nullable() && col.null_count() > 0 {
@@ -389,10 +339,8 @@ fn conform(
             })?
         });
     }
-    RecordBatch::try_new(contract.clone(), cols).map_err(|e| ModelError::Contract {
-        table: table.into(),
-        problem: e.to_string(),
-    })
+    RecordBatch::try_new(contract.clone(), cols)
+        .map_err(|e| ModelError::Contract { table: table.into(), problem: e.to_string() })
 }
 
 /// Writes one table's stream into one file per month partition (or one file).
@@ -411,8 +359,7 @@ struct PartitionedWriter<'a> {
 
 fn month_of(micros: i64) -> (i32, u32) {
     let days = micros.div_euclid(86_400_000_000);
-    let date = NaiveDate::from_num_days_from_ce_opt(days as i32 + 719_163)
-        .expect("timestamp within chrono's range");
+    let date = NaiveDate::from_num_days_from_ce_opt(days as i32 + 719_163).expect("timestamp within chrono's range");
     (date.year(), date.month())
 }
 
@@ -421,10 +368,7 @@ impl PartitionedWriter<'_> {
         let Some(col) = self.partition_col else {
             return self.route(None, &batch);
         };
-        let ts = batch
-            .column(col)
-            .as_primitive::<TimestampMicrosecondType>()
-            .clone();
+        let ts = batch.column(col).as_primitive::<TimestampMicrosecondType>().clone();
         let mut start = 0;
         while start < batch.num_rows() {
             let month = month_of(ts.value(start));
@@ -473,12 +417,7 @@ impl PartitionedWriter<'_> {
                 self.parts.push(prev.clone());
                 self.unchanged += 1;
             }
-            _ => self.parts.push(StarPart {
-                partition,
-                path: rel,
-                rows: written.rows,
-                sha256: written.sha256,
-            }),
+            _ => self.parts.push(StarPart { partition, path: rel, rows: written.rows, sha256: written.sha256 }),
         }
         Ok(())
     }
@@ -497,19 +436,12 @@ mod tests {
 
     #[test]
     fn every_star_table_has_a_valid_contract() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         for t in STAR_TABLES {
             let s = rt.block_on(super::super::contract_schema(t)).unwrap();
             assert!(s.fields().len() > 2, "{}", t.name);
             if let Some(c) = t.month_partition_by {
-                assert_eq!(
-                    s.field_with_name(c).unwrap().data_type(),
-                    &staging::ts_type(),
-                    "{}",
-                    t.name
-                );
+                assert_eq!(s.field_with_name(c).unwrap().data_type(), &staging::ts_type(), "{}", t.name);
             }
         }
     }

@@ -12,10 +12,9 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::error::DataFusionError;
+use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
@@ -38,9 +37,7 @@ pub enum ModelError {
     },
     #[error("query failed")]
     Query(#[source] DataFusionError),
-    #[error(
-        "{table}: the model's output does not match its contract sql/schema/{table}.sql: {problem}"
-    )]
+    #[error("{table}: the model's output does not match its contract sql/schema/{table}.sql: {problem}")]
     Contract { table: String, problem: String },
     #[error("unknown named query `{name}`; `tunelake query --list` shows them")]
     UnknownQuery { name: String },
@@ -55,66 +52,61 @@ pub enum ModelError {
 }
 
 /// Memory DataFusion may hold before sorts and aggregations spill to disk.
-pub const DEFAULT_MEMORY_LIMIT: usize = 512 * 1024 * 1024;
+pub const DEFAULT_MEMORY_LIMIT: usize = 256 * 1024 * 1024;
 
 /// A DataFusion context as every model and query expects it.
 pub fn session(memory_limit: usize) -> Result<SessionContext, DataFusionError> {
-    let mut config = SessionConfig::new()
-        .with_batch_size(8192)
-        .with_information_schema(true);
+    let mut config = SessionConfig::new().with_batch_size(8192).with_information_schema(true);
     let opts = config.options_mut();
     opts.execution.time_zone = Some("UTC".into());
     opts.sql_parser.map_string_types_to_utf8view = false;
     opts.execution.parquet.schema_force_view_types = false;
-    let runtime = RuntimeEnvBuilder::new()
-        .with_memory_limit(memory_limit, 1.0)
-        .build_arc()?;
+    // A fair pool gives every spilling operator (sort, aggregate) a share and makes it spill past it.
+    let pool = Arc::new(FairSpillPool::new(memory_limit));
+    let runtime = RuntimeEnvBuilder::new().with_memory_pool(pool).build_arc()?;
     Ok(SessionContext::new_with_config_rt(config, runtime))
 }
 
-/// Registers the Parquet files at `rel_paths` (relative to the lake) as
-/// table `name` with `schema`; no files makes an empty table.
+/// Registers the Parquet files at `paths` as table `name` with `schema`;
+/// no files makes an empty table.
 pub fn register_files(
     ctx: &SessionContext,
-    layout: &Layout,
     name: &str,
     schema: SchemaRef,
-    rel_paths: &[&str],
+    paths: &[PathBuf],
 ) -> Result<(), ModelError> {
-    let provider: Arc<dyn datafusion::catalog::TableProvider> = if rel_paths.is_empty() {
-        Arc::new(MemTable::try_new(schema, vec![vec![]]).map_err(|source| {
-            ModelError::Register {
-                path: name.into(),
-                source,
-            }
-        })?)
+    let provider: Arc<dyn datafusion::catalog::TableProvider> = if paths.is_empty() {
+        Arc::new(
+            MemTable::try_new(schema, vec![vec![]])
+                .map_err(|source| ModelError::Register { path: name.into(), source })?,
+        )
     } else {
-        let urls = rel_paths
+        let urls = paths
             .iter()
             .map(|p| {
-                let abs = absolute(&layout.abs(p));
+                let abs = absolute(p);
                 ListingTableUrl::parse(abs.to_string_lossy())
                     .map_err(|source| ModelError::Register { path: abs, source })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let options =
-            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-        let config = ListingTableConfig::new_with_multi_paths(urls)
-            .with_listing_options(options)
-            .with_schema(schema);
-        Arc::new(
-            ListingTable::try_new(config).map_err(|source| ModelError::Register {
-                path: name.into(),
-                source,
-            })?,
-        )
+        let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema);
+        Arc::new(ListingTable::try_new(config).map_err(|source| ModelError::Register { path: name.into(), source })?)
     };
-    ctx.register_table(name, provider)
-        .map_err(|source| ModelError::Register {
-            path: name.into(),
-            source,
-        })?;
+    ctx.register_table(name, provider).map_err(|source| ModelError::Register { path: name.into(), source })?;
     Ok(())
+}
+
+/// Registers lake files (paths relative to the lake root).
+pub fn register_lake_files<'a>(
+    ctx: &SessionContext,
+    layout: &Layout,
+    name: &str,
+    schema: SchemaRef,
+    rel_paths: impl IntoIterator<Item = &'a str>,
+) -> Result<(), ModelError> {
+    let paths: Vec<PathBuf> = rel_paths.into_iter().map(|p| layout.abs(p)).collect();
+    register_files(ctx, name, schema, &paths)
 }
 
 fn absolute(p: &Path) -> PathBuf {
@@ -124,25 +116,14 @@ fn absolute(p: &Path) -> PathBuf {
 /// The Arrow schema a `sql/schema/<t>.sql` contract declares.
 pub async fn contract_schema(table: &crate::sql::StarTable) -> Result<SchemaRef, ModelError> {
     let file = format!("sql/schema/{}.sql", table.name);
-    let ctx = session(64 * 1024 * 1024).map_err(|source| ModelError::Sql {
+    let ctx =
+        session(64 * 1024 * 1024).map_err(|source| ModelError::Sql { file: file.clone(), what: "session", source })?;
+    ctx.sql(table.schema.text).await.map_err(|source| ModelError::Sql {
         file: file.clone(),
-        what: "session",
+        what: "CREATE TABLE",
         source,
     })?;
-    ctx.sql(table.schema.text)
-        .await
-        .map_err(|source| ModelError::Sql {
-            file: file.clone(),
-            what: "CREATE TABLE",
-            source,
-        })?;
-    let df = ctx
-        .table(table.name)
-        .await
-        .map_err(|source| ModelError::Sql {
-            file,
-            what: "reading the contract",
-            source,
-        })?;
+    let df =
+        ctx.table(table.name).await.map_err(|source| ModelError::Sql { file, what: "reading the contract", source })?;
     Ok(Arc::new(df.schema().as_arrow().clone()))
 }

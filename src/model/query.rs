@@ -9,7 +9,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::prelude::SessionContext;
 
-use super::{ModelError, contract_schema, register_files, session};
+use super::{ModelError, contract_schema, register_lake_files, session};
 use crate::lake::{Layout, Manifest};
 use crate::sql::STAR_TABLES;
 
@@ -30,19 +30,12 @@ pub async fn star_context(
     memory_limit: usize,
 ) -> Result<SessionContext, ModelError> {
     let star = manifest.star().ok_or(ModelError::NothingBuilt)?;
-    let ctx = session(memory_limit).map_err(|source| ModelError::Sql {
-        file: "session".into(),
-        what: "setup",
-        source,
-    })?;
+    let ctx =
+        session(memory_limit).map_err(|source| ModelError::Sql { file: "session".into(), what: "setup", source })?;
     for table in STAR_TABLES {
         let schema = contract_schema(table).await?;
-        let paths: Vec<&str> = star
-            .tables
-            .get(table.name)
-            .map(|parts| parts.iter().map(|p| p.path.as_str()).collect())
-            .unwrap_or_default();
-        register_files(&ctx, layout, table.name, schema, &paths)?;
+        let parts = star.tables.get(table.name).map(Vec::as_slice).unwrap_or_default();
+        register_lake_files(&ctx, layout, table.name, schema, parts.iter().map(|p| p.path.as_str()))?;
     }
     Ok(ctx)
 }
@@ -54,11 +47,7 @@ pub async fn run(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, Mo
 }
 
 /// Writes `batches` to `out` in `format`.
-pub fn write(
-    out: &mut dyn Write,
-    batches: &[RecordBatch],
-    format: Format,
-) -> Result<(), std::io::Error> {
+pub fn write(out: &mut dyn Write, batches: &[RecordBatch], format: Format) -> Result<(), std::io::Error> {
     let to_io = |e: datafusion::arrow::error::ArrowError| std::io::Error::other(e.to_string());
     match format {
         Format::Table => {
@@ -66,9 +55,7 @@ pub fn write(
             writeln!(out, "{table}")?;
         }
         Format::Csv => {
-            let mut w = datafusion::arrow::csv::WriterBuilder::new()
-                .with_header(true)
-                .build(&mut *out);
+            let mut w = datafusion::arrow::csv::WriterBuilder::new().with_header(true).build(&mut *out);
             for b in batches {
                 w.write(b).map_err(to_io)?;
             }

@@ -6,9 +6,7 @@
 use std::io::Write;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::arrow::datatypes::{
-    DataType, Float64Type, Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType,
-};
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType};
 
 use super::SinkError;
 
@@ -29,11 +27,7 @@ pub fn trailer(out: &mut impl Write) -> std::io::Result<()> {
 pub fn check_types(table: &str, batch: &RecordBatch) -> Result<(), SinkError> {
     for (f, _) in batch.schema().fields().iter().zip(batch.columns()) {
         match f.data_type() {
-            DataType::Utf8
-            | DataType::Int64
-            | DataType::Int32
-            | DataType::Float64
-            | DataType::Boolean => {}
+            DataType::Utf8 | DataType::Int64 | DataType::Int32 | DataType::Float64 | DataType::Boolean => {}
             DataType::Timestamp(TimeUnit::Microsecond, None) => {}
             other => {
                 return Err(SinkError::UnsupportedType {
@@ -66,29 +60,22 @@ pub fn encode(batch: &RecordBatch, buf: &mut Vec<u8>) {
                 }
                 DataType::Int64 => {
                     buf.extend_from_slice(&8i32.to_be_bytes());
-                    buf.extend_from_slice(
-                        &col.as_primitive::<Int64Type>().value(row).to_be_bytes(),
-                    );
+                    buf.extend_from_slice(&col.as_primitive::<Int64Type>().value(row).to_be_bytes());
                 }
                 DataType::Int32 => {
                     buf.extend_from_slice(&4i32.to_be_bytes());
-                    buf.extend_from_slice(
-                        &col.as_primitive::<Int32Type>().value(row).to_be_bytes(),
-                    );
+                    buf.extend_from_slice(&col.as_primitive::<Int32Type>().value(row).to_be_bytes());
                 }
                 DataType::Float64 => {
                     buf.extend_from_slice(&8i32.to_be_bytes());
-                    buf.extend_from_slice(
-                        &col.as_primitive::<Float64Type>().value(row).to_be_bytes(),
-                    );
+                    buf.extend_from_slice(&col.as_primitive::<Float64Type>().value(row).to_be_bytes());
                 }
                 DataType::Boolean => {
                     buf.extend_from_slice(&1i32.to_be_bytes());
                     buf.push(col.as_boolean().value(row) as u8);
                 }
                 DataType::Timestamp(TimeUnit::Microsecond, None) => {
-                    let us = col.as_primitive::<TimestampMicrosecondType>().value(row)
-                        - PG_EPOCH_OFFSET_US;
+                    let us = col.as_primitive::<TimestampMicrosecondType>().value(row) - PG_EPOCH_OFFSET_US;
                     buf.extend_from_slice(&8i32.to_be_bytes());
                     buf.extend_from_slice(&us.to_be_bytes());
                 }
@@ -101,27 +88,16 @@ pub fn encode(batch: &RecordBatch, buf: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::{
-        BooleanArray, Int64Array, StringArray, TimestampMicrosecondArray,
-    };
+    use datafusion::arrow::array::{BooleanArray, Int64Array, StringArray, TimestampMicrosecondArray};
     use std::sync::Arc;
 
     #[test]
     fn encodes_nulls_strings_ints_bools_and_timestamps() {
         let batch = RecordBatch::try_from_iter([
-            (
-                "s",
-                Arc::new(StringArray::from(vec![Some("ab"), None])) as _,
-            ),
+            ("s", Arc::new(StringArray::from(vec![Some("ab"), None])) as _),
             ("i", Arc::new(Int64Array::from(vec![1, -1])) as _),
             ("b", Arc::new(BooleanArray::from(vec![true, false])) as _),
-            (
-                "t",
-                Arc::new(TimestampMicrosecondArray::from(vec![
-                    PG_EPOCH_OFFSET_US + 1,
-                    0,
-                ])) as _,
-            ),
+            ("t", Arc::new(TimestampMicrosecondArray::from(vec![PG_EPOCH_OFFSET_US + 1, 0])) as _),
         ])
         .unwrap();
         check_types("t", &batch).unwrap();

@@ -40,19 +40,9 @@ pub enum SinkError {
         "{name} changed after it was applied to this database (recorded sha256 {recorded}, now {now}); \
          schema changes go in a new migration under sql/postgres/"
     )]
-    MigrationChanged {
-        name: String,
-        recorded: String,
-        now: String,
-    },
-    #[error(
-        "{table}: column `{column}` has Arrow type {data_type}, which the binary COPY cannot send"
-    )]
-    UnsupportedType {
-        table: String,
-        column: String,
-        data_type: String,
-    },
+    MigrationChanged { name: String, recorded: String, now: String },
+    #[error("{table}: column `{column}` has Arrow type {data_type}, which the binary COPY cannot send")]
+    UnsupportedType { table: String, column: String, data_type: String },
     #[error("{table}: writing the COPY stream failed")]
     CopyWrite {
         table: String,

@@ -46,11 +46,7 @@ pub fn redacted_target(url: &str) -> String {
                 })
                 .unwrap_or_else(|| "localhost".into());
             let port = c.get_ports().first().copied().unwrap_or(5432);
-            format!(
-                "{}@{host}:{port}/{}",
-                c.get_user().unwrap_or("?"),
-                c.get_dbname().unwrap_or("?")
-            )
+            format!("{}@{host}:{port}/{}", c.get_user().unwrap_or("?"), c.get_dbname().unwrap_or("?"))
         }
         Err(_) => "<invalid database URL>".into(),
     }
@@ -68,37 +64,20 @@ CREATE TABLE IF NOT EXISTS tunelake_syncs (
 ";
 
 /// Syncs the current star version into the database at `url`.
-pub fn sync(
-    layout: &Layout,
-    manifest: &Manifest,
-    url: &str,
-    opts: &SyncOptions,
-) -> Result<SyncMetrics, SinkError> {
+pub fn sync(layout: &Layout, manifest: &Manifest, url: &str, opts: &SyncOptions) -> Result<SyncMetrics, SinkError> {
     let star = manifest.star().ok_or(SinkError::NothingBuilt)?;
     let config = postgres::Config::from_str(url).map_err(SinkError::BadUrl)?;
     let target = redacted_target(url);
-    let mut client: Client = config.connect(NoTls).map_err(|source| SinkError::Connect {
-        target: target.clone(),
-        source,
-    })?;
+    let mut client: Client =
+        config.connect(NoTls).map_err(|source| SinkError::Connect { target: target.clone(), source })?;
     let mut tx = client.transaction().map_err(SinkError::sql("BEGIN"))?;
     // One sync at a time per database.
-    tx.execute("SELECT pg_advisory_xact_lock(7326157)", &[])
-        .map_err(SinkError::sql("taking the sync lock"))?;
-    tx.batch_execute(BOOKKEEPING)
-        .map_err(SinkError::sql("creating tunelake's bookkeeping tables"))?;
+    tx.execute("SELECT pg_advisory_xact_lock(7326157)", &[]).map_err(SinkError::sql("taking the sync lock"))?;
+    tx.batch_execute(BOOKKEEPING).map_err(SinkError::sql("creating tunelake's bookkeeping tables"))?;
 
-    let mut metrics = SyncMetrics {
-        lake_version: star.version,
-        target,
-        ..Default::default()
-    };
-    let schema_files = STAR_TABLES
-        .iter()
-        .map(|t| (format!("sql/schema/{}.sql", t.name), t.schema.text));
-    let migrations = POSTGRES_MIGRATIONS
-        .iter()
-        .map(|m| (format!("sql/postgres/{}.sql", m.name), m.text));
+    let mut metrics = SyncMetrics { lake_version: star.version, target, ..Default::default() };
+    let schema_files = STAR_TABLES.iter().map(|t| (format!("sql/schema/{}.sql", t.name), t.schema.text));
+    let migrations = POSTGRES_MIGRATIONS.iter().map(|m| (format!("sql/postgres/{}.sql", m.name), m.text));
     for (name, text) in schema_files.chain(migrations) {
         if apply_once(&mut tx, &name, text)? {
             metrics.migrations_applied.push(name);
@@ -108,30 +87,13 @@ pub fn sync(
     let total: u64 = star.tables.values().map(|p| p.len() as u64).sum();
     let bar = progress::bar(total, "sync");
     for table in STAR_TABLES {
-        let parts: &[StarPart] = star
-            .tables
-            .get(table.name)
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
-        sync_table(
-            &mut tx,
-            layout,
-            table,
-            parts,
-            star.version,
-            opts,
-            &mut metrics,
-            &bar,
-        )?;
+        let parts: &[StarPart] = star.tables.get(table.name).map(Vec::as_slice).unwrap_or(&[]);
+        sync_table(&mut tx, layout, table, parts, star.version, opts, &mut metrics, &bar)?;
     }
     bar.finish_and_clear();
     tx.execute(
         "INSERT INTO tunelake_syncs (lake_version, parts_sent, rows_sent) VALUES ($1, $2, $3)",
-        &[
-            &(star.version as i64),
-            &(metrics.parts_sent as i32),
-            &(metrics.rows_sent as i64),
-        ],
+        &[&(star.version as i64), &(metrics.parts_sent as i32), &(metrics.rows_sent as i64)],
     )
     .map_err(SinkError::sql("recording the sync"))?;
     tx.commit().map_err(SinkError::sql("COMMIT"))?;
@@ -142,31 +104,20 @@ pub fn sync(
 fn apply_once(tx: &mut Transaction<'_>, name: &str, text: &str) -> Result<bool, SinkError> {
     let sha = crate::lake::sha256_hex(text.as_bytes());
     let row = tx
-        .query_opt(
-            "SELECT sha256 FROM tunelake_migrations WHERE name = $1",
-            &[&name],
-        )
+        .query_opt("SELECT sha256 FROM tunelake_migrations WHERE name = $1", &[&name])
         .map_err(SinkError::sql(format!("reading migration {name}")))?;
     match row {
         Some(r) => {
             let recorded: String = r.get(0);
             if recorded != sha {
-                return Err(SinkError::MigrationChanged {
-                    name: name.into(),
-                    recorded,
-                    now: sha,
-                });
+                return Err(SinkError::MigrationChanged { name: name.into(), recorded, now: sha });
             }
             Ok(false)
         }
         None => {
-            tx.batch_execute(text)
-                .map_err(SinkError::sql(format!("applying {name}")))?;
-            tx.execute(
-                "INSERT INTO tunelake_migrations (name, sha256) VALUES ($1, $2)",
-                &[&name, &sha],
-            )
-            .map_err(SinkError::sql(format!("recording migration {name}")))?;
+            tx.batch_execute(text).map_err(SinkError::sql(format!("applying {name}")))?;
+            tx.execute("INSERT INTO tunelake_migrations (name, sha256) VALUES ($1, $2)", &[&name, &sha])
+                .map_err(SinkError::sql(format!("recording migration {name}")))?;
             Ok(true)
         }
     }
@@ -181,15 +132,10 @@ fn partition_predicate(table: &StarTable, part: &str) -> String {
     let (Some(col), Some(rest)) = (table.month_partition_by, part.strip_prefix("year=")) else {
         return "TRUE".into();
     };
-    let (year, month) = rest
-        .split_once("/month=")
-        .expect("partitions are year=YYYY/month=MM");
+    let (year, month) = rest.split_once("/month=").expect("partitions are year=YYYY/month=MM");
     let (y, m): (i32, u32) = (year.parse().expect("year"), month.parse().expect("month"));
     let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
-    format!(
-        "{c} >= TIMESTAMP '{y:04}-{m:02}-01' AND {c} < TIMESTAMP '{ny:04}-{nm:02}-01'",
-        c = quote_ident(col)
-    )
+    format!("{c} >= TIMESTAMP '{y:04}-{m:02}-01' AND {c} < TIMESTAMP '{ny:04}-{nm:02}-01'", c = quote_ident(col))
 }
 
 fn primary_key(tx: &mut Transaction<'_>, table: &str) -> Result<Vec<String>, SinkError> {
@@ -218,10 +164,7 @@ fn sync_table(
     let name = table.name;
     let t = quote_ident(name);
     let synced: BTreeMap<String, String> = tx
-        .query(
-            "SELECT part, sha256 FROM tunelake_sync_parts WHERE table_name = $1",
-            &[&name],
-        )
+        .query("SELECT part, sha256 FROM tunelake_sync_parts WHERE table_name = $1", &[&name])
         .map_err(SinkError::sql(format!("{name}: reading sync state")))?
         .iter()
         .map(|r| (r.get(0), r.get(1)))
@@ -229,29 +172,18 @@ fn sync_table(
     let key = |p: &StarPart| p.partition.clone().unwrap_or_default();
 
     // Partitions the lake no longer has.
-    for (part, _) in synced
-        .iter()
-        .filter(|(part, _)| !parts.iter().any(|p| &key(p) == *part))
-    {
+    for (part, _) in synced.iter().filter(|(part, _)| !parts.iter().any(|p| &key(p) == *part)) {
         let n = tx
-            .execute(
-                &format!("DELETE FROM {t} WHERE {}", partition_predicate(table, part)),
-                &[],
-            )
+            .execute(&format!("DELETE FROM {t} WHERE {}", partition_predicate(table, part)), &[])
             .map_err(SinkError::sql(format!("{name}: removing partition {part}")))?;
-        tx.execute(
-            "DELETE FROM tunelake_sync_parts WHERE table_name = $1 AND part = $2",
-            &[&name, part],
-        )
-        .map_err(SinkError::sql(format!("{name}: sync state")))?;
+        tx.execute("DELETE FROM tunelake_sync_parts WHERE table_name = $1 AND part = $2", &[&name, part])
+            .map_err(SinkError::sql(format!("{name}: sync state")))?;
         metrics.rows_deleted += n;
         metrics.parts_removed += 1;
     }
 
-    let changed: Vec<&StarPart> = parts
-        .iter()
-        .filter(|p| opts.full || synced.get(&key(p)) != Some(&p.sha256))
-        .collect();
+    let changed: Vec<&StarPart> =
+        parts.iter().filter(|p| opts.full || synced.get(&key(p)) != Some(&p.sha256)).collect();
     metrics.parts_unchanged += parts.len() - changed.len();
     bar.inc((parts.len() - changed.len()) as u64);
     if changed.is_empty() {
@@ -266,36 +198,18 @@ fn sync_table(
     for part in changed {
         let partition = key(part);
         let path = layout.abs(&part.path);
-        tx.batch_execute("TRUNCATE tl_stage")
-            .map_err(SinkError::sql(format!("{name}: TRUNCATE tl_stage")))?;
+        tx.batch_execute("TRUNCATE tl_stage").map_err(SinkError::sql(format!("{name}: TRUNCATE tl_stage")))?;
         let reader = parquet::read(&path, 16 * 1024)?;
-        let columns: Vec<String> = reader
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
-        let collist = columns
-            .iter()
-            .map(|c| quote_ident(c))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let columns: Vec<String> = reader.schema().fields().iter().map(|f| f.name().clone()).collect();
+        let collist = columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
         let mut writer = tx
-            .copy_in(&format!(
-                "COPY tl_stage ({collist}) FROM STDIN (FORMAT binary)"
-            ))
+            .copy_in(&format!("COPY tl_stage ({collist}) FROM STDIN (FORMAT binary)"))
             .map_err(SinkError::sql(format!("{name}: starting COPY")))?;
-        let copy_err = |source| SinkError::CopyWrite {
-            table: name.into(),
-            source,
-        };
+        let copy_err = |source| SinkError::CopyWrite { table: name.into(), source };
         buf.clear();
         copy::header(&mut buf).map_err(copy_err)?;
         for batch in reader {
-            let batch = batch.map_err(|source| crate::lake::LakeError::ArrowRead {
-                path: path.clone(),
-                source,
-            })?;
+            let batch = batch.map_err(|source| crate::lake::LakeError::ArrowRead { path: path.clone(), source })?;
             copy::check_types(name, &batch)?;
             copy::encode(&batch, &mut buf);
             if buf.len() >= 4 << 20 {
@@ -305,16 +219,10 @@ fn sync_table(
         }
         copy::trailer(&mut buf).map_err(copy_err)?;
         writer.write_all(&buf).map_err(copy_err)?;
-        let sent = writer
-            .finish()
-            .map_err(SinkError::sql(format!("{name}: COPY of {}", part.path)))?;
+        let sent = writer.finish().map_err(SinkError::sql(format!("{name}: COPY of {}", part.path)))?;
 
         let pred = partition_predicate(table, &partition);
-        let pk_match = pk
-            .iter()
-            .map(|c| format!("s.{0} = t.{0}", quote_ident(c)))
-            .collect::<Vec<_>>()
-            .join(" AND ");
+        let pk_match = pk.iter().map(|c| format!("s.{0} = t.{0}", quote_ident(c))).collect::<Vec<_>>().join(" AND ");
         let deleted = tx
             .execute(
                 &format!("DELETE FROM {t} t WHERE {pred} AND NOT EXISTS (SELECT 1 FROM tl_stage s WHERE {pk_match})"),
@@ -322,39 +230,21 @@ fn sync_table(
             )
             .map_err(SinkError::sql(format!("{name}: deleting rows the lake no longer has")))?;
         let non_key: Vec<&String> = columns.iter().filter(|c| !pk.contains(c)).collect();
-        let pk_list = pk
-            .iter()
-            .map(|c| quote_ident(c))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let pk_list = pk.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
         let upsert = if non_key.is_empty() {
-            format!(
-                "INSERT INTO {t} ({collist}) SELECT {collist} FROM tl_stage ON CONFLICT ({pk_list}) DO NOTHING"
-            )
+            format!("INSERT INTO {t} ({collist}) SELECT {collist} FROM tl_stage ON CONFLICT ({pk_list}) DO NOTHING")
         } else {
-            let set = non_key
-                .iter()
-                .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(c)))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let old = non_key
-                .iter()
-                .map(|c| format!("{t}.{}", quote_ident(c)))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let new = non_key
-                .iter()
-                .map(|c| format!("EXCLUDED.{}", quote_ident(c)))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let set =
+                non_key.iter().map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(c))).collect::<Vec<_>>().join(", ");
+            let old = non_key.iter().map(|c| format!("{t}.{}", quote_ident(c))).collect::<Vec<_>>().join(", ");
+            let new = non_key.iter().map(|c| format!("EXCLUDED.{}", quote_ident(c))).collect::<Vec<_>>().join(", ");
             format!(
                 "INSERT INTO {t} ({collist}) SELECT {collist} FROM tl_stage ON CONFLICT ({pk_list}) \
                  DO UPDATE SET {set} WHERE ({old}) IS DISTINCT FROM ({new})"
             )
         };
-        let changed_rows = tx
-            .execute(&upsert, &[])
-            .map_err(SinkError::sql(format!("{name}: upserting {}", part.path)))?;
+        let changed_rows =
+            tx.execute(&upsert, &[]).map_err(SinkError::sql(format!("{name}: upserting {}", part.path)))?;
         tx.execute(
             "INSERT INTO tunelake_sync_parts (table_name, part, sha256, rows, lake_version) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (table_name, part) DO UPDATE SET sha256 = EXCLUDED.sha256, rows = EXCLUDED.rows, \
@@ -389,9 +279,6 @@ mod tests {
             partition_predicate(t, "year=2018/month=12"),
             "\"played_at\" >= TIMESTAMP '2018-12-01' AND \"played_at\" < TIMESTAMP '2019-01-01'"
         );
-        assert_eq!(
-            partition_predicate(crate::sql::star_table("dim_users").unwrap(), ""),
-            "TRUE"
-        );
+        assert_eq!(partition_predicate(crate::sql::star_table("dim_users").unwrap(), ""), "TRUE");
     }
 }

@@ -16,8 +16,7 @@ use chrono::{NaiveDate, Utc};
 use rayon::prelude::*;
 
 use crate::lake::manifest::{
-    Accounting, MAX_REJECTS_KEPT, RawFile, Reject, Run, RunKind, StagingChange, StagingFile,
-    now_rfc3339,
+    Accounting, MAX_REJECTS_KEPT, RawFile, Reject, Run, RunKind, StagingChange, StagingFile, now_rfc3339,
 };
 use crate::lake::{LakeError, Layout, Manifest, fsio, parquet, sha256_hex};
 use crate::progress;
@@ -36,17 +35,9 @@ pub enum SourceError {
         "{path}: raw file is corrupt (sha256 {actual}, expected {expected}); restore it from a backup \
          or re-ingest the original"
     )]
-    RawCorrupt {
-        path: PathBuf,
-        expected: String,
-        actual: String,
-    },
+    RawCorrupt { path: PathBuf, expected: String, actual: String },
     #[error("{path}: no parser for raw files of source `{source_name}`, kind `{kind}`")]
-    UnknownKind {
-        path: PathBuf,
-        source_name: String,
-        kind: String,
-    },
+    UnknownKind { path: PathBuf, source_name: String, kind: String },
     #[error(transparent)]
     Lake(#[from] LakeError),
 }
@@ -67,11 +58,7 @@ pub struct IngestMetrics {
 
 impl IngestMetrics {
     pub fn stream(&self, stream: &str) -> Accounting {
-        self.accounting
-            .iter()
-            .find(|a| a.stream == stream)
-            .cloned()
-            .unwrap_or_default()
+        self.accounting.iter().find(|a| a.stream == stream).cloned().unwrap_or_default()
     }
 }
 
@@ -85,12 +72,7 @@ struct Collector {
 
 impl Collector {
     fn new() -> Self {
-        Collector {
-            accounting: BTreeMap::new(),
-            rejects: vec![],
-            files: vec![],
-            songs: vec![],
-        }
+        Collector { accounting: BTreeMap::new(), rejects: vec![], files: vec![], songs: vec![] }
     }
 
     fn account(&mut self, acc: Accounting, rejects: Vec<Reject>) {
@@ -115,22 +97,11 @@ impl Collector {
             let rel = Layout::staging_rel(sparkify::STG_SONGS, date, run, n);
             let batch = sparkify::songs_batch(chunk);
             let w = parquet::write_batches(&layout.abs(&rel), &batch.schema(), [&batch])?;
-            self.files.push(StagingFile {
-                table: sparkify::STG_SONGS.into(),
-                path: rel,
-                rows: w.rows,
-            });
+            self.files.push(StagingFile { table: sparkify::STG_SONGS.into(), path: rel, rows: w.rows });
         }
         self.files.sort_by(|a, b| a.path.cmp(&b.path));
-        let change = StagingChange {
-            replace: false,
-            files: self.files,
-        };
-        Ok((
-            change,
-            self.accounting.into_values().collect(),
-            self.rejects,
-        ))
+        let change = StagingChange { replace: false, files: self.files };
+        Ok((change, self.accounting.into_values().collect(), self.rejects))
     }
 }
 
@@ -151,11 +122,7 @@ fn stage(
             for (date, batch) in &parsed.by_date {
                 let rel = Layout::staging_rel(sparkify::STG_EVENTS, *date, run, index);
                 let w = parquet::write_batches(&layout.abs(&rel), &batch.schema(), [batch])?;
-                files.push(StagingFile {
-                    table: sparkify::STG_EVENTS.into(),
-                    path: rel,
-                    rows: w.rows,
-                });
+                files.push(StagingFile { table: sparkify::STG_EVENTS.into(), path: rel, rows: w.rows });
             }
             let mut c = out.lock().expect("collector lock");
             c.files.extend(files);
@@ -183,20 +150,11 @@ fn json_files(base: &Path, dir: &Path) -> Result<Vec<PathBuf>, SourceError> {
     let mut out = vec![];
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let entries = std::fs::read_dir(&d).map_err(|source| SourceError::Read {
-            path: d.clone(),
-            source,
-        })?;
+        let entries = std::fs::read_dir(&d).map_err(|source| SourceError::Read { path: d.clone(), source })?;
         for e in entries {
-            let e = e.map_err(|source| SourceError::Read {
-                path: d.clone(),
-                source,
-            })?;
+            let e = e.map_err(|source| SourceError::Read { path: d.clone(), source })?;
             let path = e.path();
-            let ft = e.file_type().map_err(|source| SourceError::Read {
-                path: path.clone(),
-                source,
-            })?;
+            let ft = e.file_type().map_err(|source| SourceError::Read { path: path.clone(), source })?;
             if ft.is_dir() {
                 stack.push(path);
             } else if path.extension().is_some_and(|x| x == "json") {
@@ -224,18 +182,10 @@ pub fn ingest_sparkify(
     }
     let mut inputs: Vec<(PathBuf, &str)> = vec![];
     if song_dir.is_dir() {
-        inputs.extend(
-            json_files(dir, &song_dir)?
-                .into_iter()
-                .map(|p| (p, sparkify::KIND_SONG)),
-        );
+        inputs.extend(json_files(dir, &song_dir)?.into_iter().map(|p| (p, sparkify::KIND_SONG)));
     }
     if log_dir.is_dir() {
-        inputs.extend(
-            json_files(dir, &log_dir)?
-                .into_iter()
-                .map(|p| (p, sparkify::KIND_LOG)),
-        );
+        inputs.extend(json_files(dir, &log_dir)?.into_iter().map(|p| (p, sparkify::KIND_LOG)));
     }
 
     let started = now_rfc3339();
@@ -248,53 +198,37 @@ pub fn ingest_sparkify(
     let out = Mutex::new(Collector::new());
     let bar = progress::bar(inputs.len() as u64, "ingest sparkify");
 
-    inputs.par_iter().enumerate().try_for_each(
-        |(index, (rel, kind))| -> Result<(), SourceError> {
-            let path = dir.join(rel);
-            let bytes = std::fs::read(&path).map_err(|source| SourceError::Read {
-                path: path.clone(),
-                source,
-            })?;
-            let sha = sha256_hex(&bytes);
-            if !seen.lock().expect("seen lock").insert(sha.clone()) {
-                *skipped
-                    .lock()
-                    .expect("skipped lock")
-                    .entry(kind)
-                    .or_default() += 1;
-                bar.inc(1);
-                return Ok(());
-            }
-            let raw = RawFile {
-                path: Layout::raw_rel(sparkify::SOURCE, today, &sha),
-                sha256: sha,
-                source: sparkify::SOURCE.into(),
-                kind: kind.to_string(),
-                origin: rel.to_string_lossy().into_owned(),
-                bytes: bytes.len() as u64,
-            };
-            fsio::write_atomic(&layout.abs(&raw.path), &bytes)?;
-            stage(layout, run_id, index, &raw, &bytes, &out)?;
-            raw_added.lock().expect("raw lock").push(raw);
+    inputs.par_iter().enumerate().try_for_each(|(index, (rel, kind))| -> Result<(), SourceError> {
+        let path = dir.join(rel);
+        let bytes = std::fs::read(&path).map_err(|source| SourceError::Read { path: path.clone(), source })?;
+        let sha = sha256_hex(&bytes);
+        if !seen.lock().expect("seen lock").insert(sha.clone()) {
+            *skipped.lock().expect("skipped lock").entry(kind).or_default() += 1;
             bar.inc(1);
-            Ok(())
-        },
-    )?;
+            return Ok(());
+        }
+        let raw = RawFile {
+            path: Layout::raw_rel(sparkify::SOURCE, today, &sha),
+            sha256: sha,
+            source: sparkify::SOURCE.into(),
+            kind: kind.to_string(),
+            origin: rel.to_string_lossy().into_owned(),
+            bytes: bytes.len() as u64,
+        };
+        fsio::write_atomic(&layout.abs(&raw.path), &bytes)?;
+        stage(layout, run_id, index, &raw, &bytes, &out)?;
+        raw_added.lock().expect("raw lock").push(raw);
+        bar.inc(1);
+        Ok(())
+    })?;
     bar.finish_and_clear();
 
     let mut raw = raw_added.into_inner().expect("raw lock");
     raw.sort_by(|a, b| a.origin.cmp(&b.origin));
     let skipped = skipped.into_inner().expect("skipped lock");
-    let (staging, mut accounting, rejects) = out
-        .into_inner()
-        .expect("collector lock")
-        .finish(layout, run_id, today)?;
+    let (staging, mut accounting, rejects) = out.into_inner().expect("collector lock").finish(layout, run_id, today)?;
     for (kind, n) in &skipped {
-        let stream = if *kind == sparkify::KIND_LOG {
-            "events"
-        } else {
-            "songs"
-        };
+        let stream = if *kind == sparkify::KIND_LOG { "events" } else { "songs" };
         match accounting.iter_mut().find(|a| a.stream == stream) {
             Some(a) => a.files_already_stored += n,
             None => {
@@ -331,11 +265,7 @@ pub fn ingest_sparkify(
 /// `tunelake reprocess`: parses every stored raw file again into a new
 /// staging set that replaces the old one. Raw files are checked against
 /// their sha256 first.
-pub fn reprocess(
-    layout: &Layout,
-    manifest: &mut Manifest,
-    command: &str,
-) -> Result<IngestMetrics, SourceError> {
+pub fn reprocess(layout: &Layout, manifest: &mut Manifest, command: &str) -> Result<IngestMetrics, SourceError> {
     let started = now_rfc3339();
     let run_id = manifest.next_run_id();
     let today = Utc::now().date_naive();
@@ -349,31 +279,19 @@ pub fn reprocess(
     });
     let out = Mutex::new(Collector::new());
     let bar = progress::bar(raws.len() as u64, "reprocess");
-    raws.par_iter()
-        .enumerate()
-        .try_for_each(|(index, raw)| -> Result<(), SourceError> {
-            let path = layout.abs(&raw.path);
-            let bytes = std::fs::read(&path).map_err(|source| SourceError::Read {
-                path: path.clone(),
-                source,
-            })?;
-            let actual = sha256_hex(&bytes);
-            if actual != raw.sha256 {
-                return Err(SourceError::RawCorrupt {
-                    path,
-                    expected: raw.sha256.clone(),
-                    actual,
-                });
-            }
-            stage(layout, run_id, index, raw, &bytes, &out)?;
-            bar.inc(1);
-            Ok(())
-        })?;
+    raws.par_iter().enumerate().try_for_each(|(index, raw)| -> Result<(), SourceError> {
+        let path = layout.abs(&raw.path);
+        let bytes = std::fs::read(&path).map_err(|source| SourceError::Read { path: path.clone(), source })?;
+        let actual = sha256_hex(&bytes);
+        if actual != raw.sha256 {
+            return Err(SourceError::RawCorrupt { path, expected: raw.sha256.clone(), actual });
+        }
+        stage(layout, run_id, index, raw, &bytes, &out)?;
+        bar.inc(1);
+        Ok(())
+    })?;
     bar.finish_and_clear();
-    let (mut staging, accounting, rejects) = out
-        .into_inner()
-        .expect("collector lock")
-        .finish(layout, run_id, today)?;
+    let (mut staging, accounting, rejects) = out.into_inner().expect("collector lock").finish(layout, run_id, today)?;
     staging.replace = true;
     let metrics = IngestMetrics {
         run: run_id,

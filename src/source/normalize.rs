@@ -46,11 +46,7 @@ pub fn key(s: &str) -> String {
     let repaired = repair_mojibake(s);
     let trimmed = repaired.trim();
     let folded = trimmed.replace("_ ", ", ").to_lowercase();
-    if folded.is_ascii() {
-        folded
-    } else {
-        folded.nfc().collect()
-    }
+    if folded.is_ascii() { folded } else { folded.nfc().collect() }
 }
 
 #[cfg(test)]
@@ -59,24 +55,14 @@ mod tests {
 
     #[test]
     fn repairs_the_logs_double_encoding() {
-        assert_eq!(
-            repair_mojibake("Erdm\u{c3}\u{83}\u{c2}\u{b6}bel"),
-            "Erdmöbel"
-        );
+        assert_eq!(repair_mojibake("Erdm\u{c3}\u{83}\u{c2}\u{b6}bel"), "Erdmöbel");
         // Encoded once only.
         assert_eq!(repair_mojibake("Erdm\u{c3}\u{b6}bel"), "Erdmöbel");
     }
 
     #[test]
     fn leaves_correct_text_alone() {
-        for s in [
-            "Erdmöbel",
-            "¿Dónde va Chichi?",
-            "Montserrat Caballé",
-            "plain",
-            "日本語",
-            "",
-        ] {
+        for s in ["Erdmöbel", "¿Dónde va Chichi?", "Montserrat Caballé", "plain", "日本語", ""] {
             assert_eq!(repair_mojibake(s), s);
             assert!(matches!(repair_mojibake(s), Cow::Borrowed(_)));
         }

@@ -12,9 +12,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate};
-use datafusion::arrow::array::{
-    ArrayRef, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
-};
+use datafusion::arrow::array::{ArrayRef, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
 use datafusion::arrow::record_batch::RecordBatch;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
@@ -27,9 +25,7 @@ pub const SOURCE: &str = "sparkify";
 pub const KIND_SONG: &str = "song";
 pub const KIND_LOG: &str = "log";
 use crate::lake::staging::{SPARKIFY_EVENTS as EVENTS_SCHEMA, SPARKIFY_SONGS as SONGS_SCHEMA};
-pub use crate::lake::staging::{
-    STG_SPARKIFY_EVENTS as STG_EVENTS, STG_SPARKIFY_SONGS as STG_SONGS,
-};
+pub use crate::lake::staging::{STG_SPARKIFY_EVENTS as STG_EVENTS, STG_SPARKIFY_SONGS as STG_SONGS};
 /// The page whose events are plays.
 pub const PLAY_PAGE: &str = "NextSong";
 
@@ -147,11 +143,7 @@ impl EventColumns {
     }
 
     fn push(&mut self, e: &Event<'_>, user_id: Option<&str>, raw_sha256: &str, line: u64) {
-        self.event_id.append_value(event_id(
-            user_id.unwrap_or(""),
-            e.session_id,
-            e.item_in_session,
-        ));
+        self.event_id.append_value(event_id(user_id.unwrap_or(""), e.session_id, e.item_in_session));
         self.ts.append_value(e.ts * 1000);
         let fields = [
             user_id,
@@ -171,8 +163,7 @@ impl EventColumns {
         self.status.append_option(e.status);
         self.session_id.append_value(e.session_id);
         self.item_in_session.append_value(e.item_in_session);
-        self.registration_ms
-            .append_option(e.registration.map(|r| r.round() as i64));
+        self.registration_ms.append_option(e.registration.map(|r| r.round() as i64));
         let artist = e.artist.as_deref().map(repair_mojibake);
         let song = e.song.as_deref().map(repair_mojibake);
         self.artist_key.append_option(artist.as_deref().map(key));
@@ -185,20 +176,8 @@ impl EventColumns {
     }
 
     fn finish(mut self) -> RecordBatch {
-        let [
-            user_id,
-            auth,
-            first,
-            last,
-            gender,
-            level,
-            location,
-            agent,
-            page,
-        ] = self
-            .strings
-            .each_mut()
-            .map(|b| Arc::new(b.finish()) as ArrayRef);
+        let [user_id, auth, first, last, gender, level, location, agent, page] =
+            self.strings.each_mut().map(|b| Arc::new(b.finish()) as ArrayRef);
         let cols: Vec<ArrayRef> = vec![
             Arc::new(self.event_id.finish()),
             Arc::new(self.ts.finish()),
@@ -246,11 +225,7 @@ pub struct ParsedLog {
 }
 
 fn reject(file: &str, line: u64, reason: impl Into<String>) -> Reject {
-    Reject {
-        file: file.into(),
-        line,
-        reason: reason.into(),
-    }
+    Reject { file: file.into(), line, reason: reason.into() }
 }
 
 /// Parses an NDJSON event log. `label` names the file in rejects.
@@ -270,11 +245,7 @@ pub fn parse_log(bytes: &[u8], raw_sha256: &str, label: &str) -> ParsedLog {
             Ok(t) => t,
             Err(e) => {
                 acc.rejected += 1;
-                rejects.push(reject(
-                    label,
-                    lineno,
-                    format!("not valid UTF-8 at byte {}", e.valid_up_to()),
-                ));
+                rejects.push(reject(label, lineno, format!("not valid UTF-8 at byte {}", e.valid_up_to())));
                 continue;
             }
         };
@@ -309,31 +280,19 @@ pub fn parse_log(bytes: &[u8], raw_sha256: &str, label: &str) -> ParsedLog {
             .map(|t| t.date_naive())
         else {
             acc.rejected += 1;
-            rejects.push(reject(
-                label,
-                lineno,
-                format!("ts {} is out of range", event.ts),
-            ));
+            rejects.push(reject(label, lineno, format!("ts {} is out of range", event.ts)));
             continue;
         };
         if is_play {
             acc.plays += 1;
         } else {
-            *acc.filtered
-                .entry(format!("page={}", event.page))
-                .or_default() += 1;
+            *acc.filtered.entry(format!("page={}", event.page)).or_default() += 1;
         }
         acc.kept += 1;
-        cols.entry(date)
-            .or_insert_with(EventColumns::new)
-            .push(&event, user_id, raw_sha256, lineno);
+        cols.entry(date).or_insert_with(EventColumns::new).push(&event, user_id, raw_sha256, lineno);
     }
     let by_date = cols.into_iter().map(|(d, c)| (d, c.finish())).collect();
-    ParsedLog {
-        by_date,
-        accounting: acc,
-        rejects,
-    }
+    ParsedLog { by_date, accounting: acc, rejects }
 }
 
 // ---------------------------------------------------------------- songs
@@ -379,61 +338,40 @@ pub fn parse_songs(bytes: &[u8], raw_sha256: &str, label: &str) -> ParsedSongs {
     let mut rejects = vec![];
     let mut rows = vec![];
     let sha: Arc<str> = raw_sha256.into();
-    let line_at = |offset: usize| {
-        bytes[..offset.min(bytes.len())]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count() as u64
-            + 1
-    };
-    let trimmed_start = bytes
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(bytes.len());
-    let values: Vec<(u64, Result<serde_json::Value, serde_json::Error>)> =
-        if bytes.get(trimmed_start) == Some(&b'[') {
-            match serde_json::from_slice::<Vec<serde_json::Value>>(bytes) {
-                Ok(vs) => vs
-                    .into_iter()
-                    .map(|v| (line_at(trimmed_start), Ok(v)))
-                    .collect(),
-                Err(e) => vec![(e.line() as u64, Err(e))],
-            }
-        } else {
-            let mut out = vec![];
-            let mut stream =
-                serde_json::Deserializer::from_slice(bytes).into_iter::<serde_json::Value>();
-            loop {
-                let start = stream.byte_offset();
-                match stream.next() {
-                    None => break,
-                    Some(Ok(v)) => {
-                        let first = bytes[start..]
-                            .iter()
-                            .position(|b| !b.is_ascii_whitespace())
-                            .unwrap_or(0);
-                        out.push((line_at(start + first), Ok(v)));
-                    }
-                    Some(Err(e)) => {
-                        // The stream cannot resynchronise after a syntax error: the rest is one reject.
-                        out.push((e.line() as u64, Err(e)));
-                        break;
-                    }
+    let line_at = |offset: usize| bytes[..offset.min(bytes.len())].iter().filter(|&&b| b == b'\n').count() as u64 + 1;
+    let trimmed_start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
+    let values: Vec<(u64, Result<serde_json::Value, serde_json::Error>)> = if bytes.get(trimmed_start) == Some(&b'[') {
+        match serde_json::from_slice::<Vec<serde_json::Value>>(bytes) {
+            Ok(vs) => vs.into_iter().map(|v| (line_at(trimmed_start), Ok(v))).collect(),
+            Err(e) => vec![(e.line() as u64, Err(e))],
+        }
+    } else {
+        let mut out = vec![];
+        let mut stream = serde_json::Deserializer::from_slice(bytes).into_iter::<serde_json::Value>();
+        loop {
+            let start = stream.byte_offset();
+            match stream.next() {
+                None => break,
+                Some(Ok(v)) => {
+                    let first = bytes[start..].iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(0);
+                    out.push((line_at(start + first), Ok(v)));
+                }
+                Some(Err(e)) => {
+                    // The stream cannot resynchronise after a syntax error: the rest is one reject.
+                    out.push((e.line() as u64, Err(e)));
+                    break;
                 }
             }
-            out
-        };
+        }
+        out
+    };
     for (record, (line, value)) in values.into_iter().enumerate() {
         acc.read += 1;
         let parsed = value.and_then(serde_json::from_value::<SongJson>);
         match parsed {
             Ok(json) if !json.song_id.is_empty() && !json.artist_id.is_empty() => {
                 acc.kept += 1;
-                rows.push(SongRow {
-                    json,
-                    raw_sha256: sha.clone(),
-                    record: record as u64 + 1,
-                });
+                rows.push(SongRow { json, raw_sha256: sha.clone(), record: record as u64 + 1 });
             }
             Ok(_) => {
                 acc.rejected += 1;
@@ -445,11 +383,7 @@ pub fn parse_songs(bytes: &[u8], raw_sha256: &str, label: &str) -> ParsedSongs {
             }
         }
     }
-    ParsedSongs {
-        rows,
-        accounting: acc,
-        rejects,
-    }
+    ParsedSongs { rows, accounting: acc, rejects }
 }
 
 /// Song rows as one staging batch.
@@ -553,10 +487,7 @@ mod tests {
         let p = parse_songs(concat.as_bytes(), "sha", "f");
         assert_eq!((p.accounting.kept, p.accounting.rejected), (2, 1));
         let b = songs_batch(&parse_songs(one.as_bytes(), "sha", "f").rows);
-        assert!(
-            b.column_by_name("year").unwrap().is_null(0),
-            "year 0 means unknown"
-        );
+        assert!(b.column_by_name("year").unwrap().is_null(0), "year 0 means unknown");
         assert!(b.column_by_name("artist_location").unwrap().is_null(0));
     }
 }

@@ -7,10 +7,7 @@ use crate::common::{TestLake, sample, stderr, stdout, tunelake_cmd};
 fn help_shows_examples_for_every_command() {
     let out = tunelake_cmd().arg("--help").output().unwrap();
     let text = stdout(&out);
-    assert!(
-        text.contains("Examples:") && text.contains("tunelake run --sparkify data/sample/sparkify"),
-        "{text}"
-    );
+    assert!(text.contains("Examples:") && text.contains("tunelake run --sparkify data/sample/sparkify"), "{text}");
     for cmd in ["build", "query", "sync", "run"] {
         let text = stdout(&tunelake_cmd().args([cmd, "--help"]).output().unwrap());
         assert!(text.contains("Examples:"), "{cmd}: {text}");
@@ -27,16 +24,10 @@ fn the_readme_main_command_runs_on_the_sample_without_a_database() {
     assert!(text.contains("fact_plays"), "{text}");
     assert!(text.contains("song match rate: 1 of"), "{text}");
     assert!(text.contains("top artists:"), "{text}");
-    assert!(
-        text.contains("no database configured: skipped sync"),
-        "{text}"
-    );
+    assert!(text.contains("no database configured: skipped sync"), "{text}");
     // Again: nothing new, the star is up to date.
     let text = stdout(&lake.cli(&["run", "--sparkify", sample().to_str().unwrap()]));
-    assert!(
-        text.contains("nothing new: all 75 files are already stored"),
-        "{text}"
-    );
+    assert!(text.contains("nothing new: all 75 files are already stored"), "{text}");
     assert!(text.contains("is up to date"), "{text}");
 }
 
@@ -46,10 +37,7 @@ fn queries_come_out_as_table_csv_or_json() {
     lake.ingest(&sample());
     lake.build();
     let list = stdout(&lake.cli(&["query", "--list"]));
-    assert!(
-        list.contains("top_tracks") && list.contains("The 20 most played tracks."),
-        "{list}"
-    );
+    assert!(list.contains("top_tracks") && list.contains("The 20 most played tracks."), "{list}");
     let csv = stdout(&lake.cli(&[
         "query",
         "SELECT level, count(*) AS n FROM fact_plays GROUP BY level ORDER BY level",
@@ -59,27 +47,13 @@ fn queries_come_out_as_table_csv_or_json() {
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines[0], "level,n");
     assert_eq!(lines.len(), 3, "{csv}");
-    let total: i64 = lines[1..]
-        .iter()
-        .map(|l| l.split(',').nth(1).unwrap().parse::<i64>().unwrap())
-        .sum();
+    let total: i64 = lines[1..].iter().map(|l| l.split(',').nth(1).unwrap().parse::<i64>().unwrap()).sum();
     assert_eq!(total, lake.star_rows("fact_plays").len() as i64);
     let json = stdout(&lake.cli(&["query", "--name", "listening_by_hour", "--format", "json"]));
-    let rows: Vec<serde_json::Value> = json
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert!(
-        !rows.is_empty()
-            && rows
-                .iter()
-                .all(|r| r.get("hour").is_some() && r.get("plays").is_some())
-    );
+    let rows: Vec<serde_json::Value> = json.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(!rows.is_empty() && rows.iter().all(|r| r.get("hour").is_some() && r.get("plays").is_some()));
     let table = stdout(&lake.cli(&["query", "--name", "top_tracks"]));
-    assert!(
-        table.contains("| title") && table.contains("plays"),
-        "{table}"
-    );
+    assert!(table.contains("| title") && table.contains("plays"), "{table}");
     // A bad query is a usage error naming the problem.
     let out = lake.cli(&["query", "SELECT nope FROM fact_plays"]);
     assert_eq!(out.status.code(), Some(2));
@@ -91,31 +65,15 @@ fn clear_errors_with_exit_codes() {
     let lake = TestLake::new();
     let out = lake.cli(&["ingest", "sparkify", "/nonexistent/folder"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("/nonexistent/folder: not a Sparkify folder"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("/nonexistent/folder: not a Sparkify folder"), "{}", stderr(&out));
     let out = lake.cli(&["build"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("nothing to build"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("nothing to build"), "{}", stderr(&out));
     let out = lake.cli(&["query", "--name", "nope"]);
-    assert!(
-        stderr(&out).contains("unknown named query `nope`"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("unknown named query `nope`"), "{}", stderr(&out));
     let out = lake.cli(&["sync"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("no database configured"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("no database configured"), "{}", stderr(&out));
 }
 
 #[test]
@@ -125,8 +83,5 @@ fn a_second_writer_is_told_who_holds_the_lake() {
     let out = lake.cli(&["ingest", "sparkify", sample().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(4));
     let err = stderr(&out);
-    assert!(
-        err.contains("is locked by another run") && err.contains("tunelake ingest sparkify x"),
-        "{err}"
-    );
+    assert!(err.contains("is locked by another run") && err.contains("tunelake ingest sparkify x"), "{err}");
 }

@@ -65,13 +65,7 @@ impl TestLake {
     pub fn build_with(&self, opts: &BuildOptions) -> BuildMetrics {
         let mut m = self.manifest();
         let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(tunelake::model::build::build(
-            &self.layout,
-            &mut m,
-            opts,
-            "test build",
-        ))
-        .unwrap()
+        rt.block_on(tunelake::model::build::build(&self.layout, &mut m, opts, "test build")).unwrap()
     }
 
     pub fn build(&self) -> BuildMetrics {
@@ -91,9 +85,7 @@ impl TestLake {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let m = self.manifest();
         rt.block_on(async {
-            let ctx = tunelake::model::query::star_context(&self.layout, &m, 256 << 20)
-                .await
-                .unwrap();
+            let ctx = tunelake::model::query::star_context(&self.layout, &m, 256 << 20).await.unwrap();
             tunelake::model::query::run(&ctx, sql).await.unwrap()
         })
     }
@@ -101,10 +93,7 @@ impl TestLake {
     /// One integer from a query's single cell.
     pub fn scalar(&self, sql: &str) -> i64 {
         let b = self.query(sql);
-        array_value_to_string(b[0].column(0), 0)
-            .unwrap()
-            .parse()
-            .unwrap()
+        array_value_to_string(b[0].column(0), 0).unwrap().parse().unwrap()
     }
 
     /// Every row of a star table, read from the files of the current
@@ -124,20 +113,13 @@ impl TestLake {
 
     /// Runs the binary on this lake.
     pub fn cli(&self, args: &[&str]) -> Output {
-        tunelake_cmd()
-            .arg("--lake")
-            .arg(self.layout.root())
-            .args(args)
-            .output()
-            .unwrap()
+        tunelake_cmd().arg("--lake").arg(self.layout.root()).args(args).output().unwrap()
     }
 }
 
 pub fn tunelake_cmd() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tunelake"));
-    c.env_remove("DATABASE_URL")
-        .env_remove("TUNELAKE_LAKE")
-        .env("TUNELAKE_LOG", "warn");
+    c.env_remove("DATABASE_URL").env_remove("TUNELAKE_LAKE").env("TUNELAKE_LOG", "warn");
     c
 }
 
@@ -147,13 +129,7 @@ pub fn render_rows(batch: &RecordBatch) -> Vec<String> {
             batch
                 .columns()
                 .iter()
-                .map(|c| {
-                    if c.is_null(r) {
-                        "NULL".to_string()
-                    } else {
-                        array_value_to_string(c, r).unwrap()
-                    }
-                })
+                .map(|c| if c.is_null(r) { "NULL".to_string() } else { array_value_to_string(c, r).unwrap() })
                 .collect::<Vec<_>>()
                 .join("|")
         })

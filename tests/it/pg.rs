@@ -75,15 +75,12 @@ fn start() -> Result<PgServer, String> {
         None => builder.tempdir(),
         Some(_) => builder.tempdir_in("/tmp"),
     };
-    let dir = tmp
-        .map_err(|e| format!("cannot create a temp dir: {e}"))?
-        .keep();
+    let dir = tmp.map_err(|e| format!("cannot create a temp dir: {e}"))?.keep();
     let dir_s = dir.to_str().ok_or("temp dir path is not UTF-8")?.to_owned();
     let (data, log) = (format!("{dir_s}/data"), format!("{dir_s}/log"));
     spawn_watchdog(&tools, &dir_s, &data)?;
 
-    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))
-        .map_err(|e| format!("cannot chmod {dir_s}: {e}"))?;
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).map_err(|e| format!("cannot chmod {dir_s}: {e}"))?;
     if tools.switch.is_some() {
         run(&strings(&["chown", "-R", "postgres", &dir_s]), &dir)?;
     }
@@ -151,9 +148,7 @@ fn run(argv: &[String], cwd: &Path) -> Result<(), String> {
     let shown = argv.join(" ");
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..]).current_dir(cwd).stdin(Stdio::null());
-    let out = cmd
-        .output()
-        .map_err(|e| format!("cannot run `{shown}`: {e}"))?;
+    let out = cmd.output().map_err(|e| format!("cannot run `{shown}`: {e}"))?;
     if out.status.success() {
         return Ok(());
     }
@@ -184,17 +179,11 @@ while kill -0 "$pid" 2>/dev/null; do sleep 1; done
 /// A directory with `initdb` and `pg_ctl`, and `postgres` beside the real `pg_ctl`:
 /// `PATH` first, then `/usr/lib/postgresql/<version>/bin`, newest version first.
 fn find_bin_dir() -> Option<PathBuf> {
-    let installed = fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten();
+    let installed = fs::read_dir("/usr/lib/postgresql").into_iter().flatten().flatten();
     let mut versions: Vec<(Vec<u32>, PathBuf)> = installed
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
-            let version = name
-                .split('.')
-                .map(|p| p.parse().ok())
-                .collect::<Option<_>>()?;
+            let version = name.split('.').map(|p| p.parse().ok()).collect::<Option<_>>()?;
             Some((version, e.path().join("bin")))
         })
         .collect();

@@ -8,13 +8,7 @@ use postgres::{Client, NoTls};
 use crate::common::{TestLake, copy_dir, sample, sparkify_dataset};
 use crate::pg;
 
-const STAR: [&str; 5] = [
-    "fact_plays",
-    "dim_users",
-    "dim_tracks",
-    "dim_artists",
-    "dim_time",
-];
+const STAR: [&str; 5] = ["fact_plays", "dim_users", "dim_tracks", "dim_artists", "dim_time"];
 
 fn connect(url: &str) -> Client {
     Client::connect(url, NoTls).unwrap()
@@ -29,9 +23,9 @@ fn render(row: &postgres::Row, i: usize) -> String {
         Type::INT4 => row.get::<_, Option<i32>>(i).map(|v| v.to_string()),
         Type::FLOAT8 => row.get::<_, Option<f64>>(i).map(|v| v.to_string()),
         Type::BOOL => row.get::<_, Option<bool>>(i).map(|v| v.to_string()),
-        Type::TIMESTAMP => row
-            .get::<_, Option<chrono::NaiveDateTime>>(i)
-            .map(|v| v.format("%Y-%m-%dT%H:%M:%S%.f").to_string()),
+        Type::TIMESTAMP => {
+            row.get::<_, Option<chrono::NaiveDateTime>>(i).map(|v| v.format("%Y-%m-%dT%H:%M:%S%.f").to_string())
+        }
         ref other => panic!("unexpected column type {other}"),
     };
     s.unwrap_or_else(|| "NULL".into())
@@ -42,12 +36,7 @@ fn pg_rows(client: &mut Client, table: &str) -> Vec<String> {
         .query(&format!("SELECT * FROM {table}"), &[])
         .unwrap()
         .iter()
-        .map(|r| {
-            (0..r.len())
-                .map(|i| render(r, i))
-                .collect::<Vec<_>>()
-                .join("|")
-        })
+        .map(|r| (0..r.len()).map(|i| render(r, i)).collect::<Vec<_>>().join("|"))
         .collect();
     rows.sort();
     rows
@@ -57,11 +46,7 @@ fn assert_pg_equals_lake(lake: &TestLake, client: &mut Client) {
     for t in STAR {
         let (want, got) = (lake.star_rows(t), pg_rows(client, t));
         assert_eq!(want.len(), got.len(), "{t}: row count");
-        assert!(
-            want == got,
-            "{t}: first difference {:?}",
-            want.iter().zip(&got).find(|(a, b)| a != b)
-        );
+        assert!(want == got, "{t}: first difference {:?}", want.iter().zip(&got).find(|(a, b)| a != b));
     }
 }
 
@@ -77,12 +62,7 @@ fn sync_equals_the_lake_row_for_row_and_reruns_add_nothing() {
     lake.build();
     let first = lake.sync(&url);
     assert_eq!(first.parts_unchanged, 0);
-    assert!(
-        first
-            .migrations_applied
-            .iter()
-            .any(|m| m == "sql/postgres/002_course_views.sql")
-    );
+    assert!(first.migrations_applied.iter().any(|m| m == "sql/postgres/002_course_views.sql"));
     let mut client = connect(&url);
     assert_pg_equals_lake(&lake, &mut client);
     assert_eq!(count(&mut client, "SELECT count(*) FROM fact_plays"), 6820);
@@ -96,27 +76,14 @@ fn sync_equals_the_lake_row_for_row_and_reruns_add_nothing() {
     assert!(second.migrations_applied.is_empty());
     assert_pg_equals_lake(&lake, &mut client);
     assert_eq!(count(&mut client, "SELECT count(*) FROM songplays"), 6820);
-    let version: i64 = client
-        .query_one("SELECT max(lake_version) FROM tunelake_syncs", &[])
-        .unwrap()
-        .get(0);
+    let version: i64 = client.query_one("SELECT max(lake_version) FROM tunelake_syncs", &[]).unwrap().get(0);
     assert_eq!(version as u64, lake.manifest().star().unwrap().version);
 
     // --full resends everything and still changes no row.
-    let full = tunelake::sink::sync(
-        &lake.layout,
-        &lake.manifest(),
-        &url,
-        &tunelake::sink::SyncOptions { full: true },
-    )
-    .unwrap();
+    let full = tunelake::sink::sync(&lake.layout, &lake.manifest(), &url, &tunelake::sink::SyncOptions { full: true })
+        .unwrap();
     assert!(full.parts_sent >= 5);
-    assert_eq!(
-        full.rows_changed.values().sum::<u64>(),
-        0,
-        "{:?}",
-        full.rows_changed
-    );
+    assert_eq!(full.rows_changed.values().sum::<u64>(), 0, "{:?}", full.rows_changed);
     assert_pg_equals_lake(&lake, &mut client);
 }
 
@@ -143,49 +110,33 @@ fn course_views_have_the_course_columns_and_answers() {
     let v = |s: &str| s.split(", ").map(String::from).collect::<Vec<_>>();
     assert_eq!(
         columns(&mut client, "songplays"),
-        v(
-            "songplay_id integer, start_time timestamp without time zone, user_id integer, level character varying, \
+        v("songplay_id integer, start_time timestamp without time zone, user_id integer, level character varying, \
            song_id character varying, artist_id character varying, session_id integer, location character varying, \
-           user_agent character varying"
-        )
+           user_agent character varying")
     );
     assert_eq!(
         columns(&mut client, "users"),
-        v(
-            "user_id integer, first_name character varying, last_name character varying, gender character varying, \
-           level character varying"
-        )
+        v("user_id integer, first_name character varying, last_name character varying, gender character varying, \
+           level character varying")
     );
     assert_eq!(
         columns(&mut client, "songs"),
-        v(
-            "song_id character varying, title character varying, artist_id character varying, year integer, \
-           duration double precision"
-        )
+        v("song_id character varying, title character varying, artist_id character varying, year integer, \
+           duration double precision")
     );
     assert_eq!(
         columns(&mut client, "artists"),
-        v(
-            "artist_id character varying, name character varying, location character varying, \
-           latitude double precision, longitude double precision"
-        )
+        v("artist_id character varying, name character varying, location character varying, \
+           latitude double precision, longitude double precision")
     );
     assert_eq!(
         columns(&mut client, "time"),
-        v(
-            "start_time timestamp without time zone, hour integer, day integer, week integer, month integer, \
-           year integer, weekday integer"
-        )
+        v("start_time timestamp without time zone, hour integer, day integer, week integer, month integer, \
+           year integer, weekday integer")
     );
     // The course's own questions, unchanged.
     assert_eq!(count(&mut client, "SELECT count(*) FROM songplays"), 6820);
-    assert_eq!(
-        count(
-            &mut client,
-            "SELECT count(*) FROM songplays WHERE song_id IS NOT NULL"
-        ),
-        1
-    );
+    assert_eq!(count(&mut client, "SELECT count(*) FROM songplays WHERE song_id IS NOT NULL"), 1);
     assert_eq!(count(&mut client, "SELECT count(*) FROM users"), 97);
     assert_eq!(count(&mut client, "SELECT count(*) FROM songs"), 71);
     assert_eq!(count(&mut client, "SELECT count(*) FROM artists"), 69);
@@ -198,17 +149,8 @@ fn course_views_have_the_course_columns_and_answers() {
             .unwrap();
         (r.get(0), r.get(1))
     };
-    assert_eq!(
-        (song.as_str(), artist.as_str()),
-        ("Setanta matins", "Elena")
-    );
-    assert_eq!(
-        count(
-            &mut client,
-            "SELECT count(*) FROM users WHERE level = 'paid'"
-        ),
-        22
-    );
+    assert_eq!((song.as_str(), artist.as_str()), ("Setanta matins", "Elena"));
+    assert_eq!(count(&mut client, "SELECT count(*) FROM users WHERE level = 'paid'"), 22);
 }
 
 #[test]
@@ -229,17 +171,11 @@ fn a_new_day_sends_only_what_changed() {
     assert_eq!(m.files_new, 1);
     lake.build();
     let second = lake.sync(&url);
-    assert!(
-        second.parts_sent < first.parts_sent + 1 && second.parts_sent > 0,
-        "{second:?}"
-    );
+    assert!(second.parts_sent < first.parts_sent + 1 && second.parts_sent > 0, "{second:?}");
     // The dimension without changes (tracks from song_data stay; derived ones change) is checked by hash.
     let mut client = connect(&url);
     assert_pg_equals_lake(&lake, &mut client);
-    assert_eq!(
-        count(&mut client, "SELECT count(*) FROM fact_plays"),
-        lake.star_rows("fact_plays").len() as i64
-    );
+    assert_eq!(count(&mut client, "SELECT count(*) FROM fact_plays"), lake.star_rows("fact_plays").len() as i64);
 }
 
 #[test]
@@ -252,21 +188,14 @@ fn rows_the_lake_drops_are_deleted_from_postgres() {
     lake.sync(&url);
     let mut client = connect(&url);
     // Delete a row behind tunelake's back and add a stray one: --full repairs both.
-    client
-        .batch_execute("DELETE FROM dim_users WHERE user_id = (SELECT min(user_id) FROM dim_users)")
-        .unwrap();
+    client.batch_execute("DELETE FROM dim_users WHERE user_id = (SELECT min(user_id) FROM dim_users)").unwrap();
     client
         .batch_execute(
             "INSERT INTO dim_users (user_id, first_seen, last_seen, source) VALUES ('stray', now(), now(), 'x')",
         )
         .unwrap();
-    let m = tunelake::sink::sync(
-        &lake.layout,
-        &lake.manifest(),
-        &url,
-        &tunelake::sink::SyncOptions { full: true },
-    )
-    .unwrap();
+    let m = tunelake::sink::sync(&lake.layout, &lake.manifest(), &url, &tunelake::sink::SyncOptions { full: true })
+        .unwrap();
     assert_eq!(m.rows_deleted, 1);
     assert_eq!(m.rows_changed["dim_users"], 1);
     assert_pg_equals_lake(&lake, &mut client);
@@ -279,12 +208,7 @@ fn the_cli_syncs_and_never_prints_the_password() {
     let with_pw = url.replace("postgres@", "postgres:Sup3rSecretPw@");
     let lake = TestLake::new();
     let out = crate::common::tunelake_cmd()
-        .args([
-            "--lake",
-            lake.layout.root().to_str().unwrap(),
-            "run",
-            "--sparkify",
-        ])
+        .args(["--lake", lake.layout.root().to_str().unwrap(), "run", "--sparkify"])
         .arg(sample())
         .env("DATABASE_URL", &with_pw)
         .output()
@@ -297,10 +221,7 @@ fn the_cli_syncs_and_never_prints_the_password() {
         .unwrap()
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
         .collect();
-    assert!(
-        !manifest_text.contains("Sup3rSecretPw"),
-        "the manifest must not record the password"
-    );
+    assert!(!manifest_text.contains("Sup3rSecretPw"), "the manifest must not record the password");
     let mut client = connect(&url);
     assert_pg_equals_lake(&lake, &mut client);
 
@@ -309,9 +230,6 @@ fn the_cli_syncs_and_never_prints_the_password() {
     let out = lake.cli(&["sync", "--database-url", &bad]);
     let se = crate::common::stderr(&out);
     assert_eq!(out.status.code(), Some(5), "{se}");
-    assert!(
-        se.contains("cannot connect to PostgreSQL at postgres@127.0.0.1:1/"),
-        "{se}"
-    );
+    assert!(se.contains("cannot connect to PostgreSQL at postgres@127.0.0.1:1/"), "{se}");
     assert!(!se.contains("Sup3rSecretPw"), "{se}");
 }
