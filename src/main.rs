@@ -9,10 +9,16 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(tunelake::Error::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            let mut printed = e.to_string();
+            eprintln!("error: {printed}");
             let mut cause = e.source();
             while let Some(c) = cause {
-                eprintln!("  caused by: {c}");
+                // Some libraries repeat their source in their own message: say each thing once.
+                let text = c.to_string();
+                if !printed.contains(&text) {
+                    eprintln!("  caused by: {text}");
+                    printed.push_str(&text);
+                }
                 cause = c.source();
             }
             ExitCode::from(e.exit_code() as u8)

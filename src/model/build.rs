@@ -147,6 +147,7 @@ pub async fn build(
         .tempdir()
         .map_err(crate::lake::LakeError::io("create a temp dir in", std::env::temp_dir()))?;
     for helper in MODEL_HELPERS {
+        tracing::info!(helper = helper.name, "computing helper table");
         materialize(&ctx, helper, &scratch.path().join(format!("{}.parquet", helper.name))).await?;
     }
 
@@ -165,7 +166,16 @@ pub async fn build(
     let mut metrics = BuildMetrics { version, committed: true, ..Default::default() };
     for table in STAR_TABLES {
         bar.set_message(format!("build {}", table.name));
+        let t0 = std::time::Instant::now();
         let (parts, tm) = build_table(&ctx, layout, table, version, &previous).await?;
+        tracing::info!(
+            table = table.name,
+            rows = tm.rows,
+            files = tm.parts,
+            unchanged = tm.parts_unchanged,
+            seconds = t0.elapsed().as_secs_f64(),
+            "built"
+        );
         let schema = super::contract_schema(table).await?;
         // Later models may read the tables built before them (dim_time reads fact_plays).
         ctx.deregister_table(table.name).map_err(|source| ModelError::Sql {

@@ -190,38 +190,37 @@ fn sync_table(
         return Ok(());
     }
     let pk = primary_key(tx, name)?;
-    tx.batch_execute(&format!(
-        "DROP TABLE IF EXISTS tl_stage; CREATE TEMP TABLE tl_stage (LIKE {t} INCLUDING DEFAULTS) ON COMMIT DROP"
-    ))
-    .map_err(SinkError::sql(format!("{name}: creating the staging temp table")))?;
     let mut buf = Vec::with_capacity(8 << 20);
+    let mut have_stage = false;
     for part in changed {
         let partition = key(part);
         let path = layout.abs(&part.path);
-        tx.batch_execute("TRUNCATE tl_stage").map_err(SinkError::sql(format!("{name}: TRUNCATE tl_stage")))?;
-        let reader = parquet::read(&path, 16 * 1024)?;
-        let columns: Vec<String> = reader.schema().fields().iter().map(|f| f.name().clone()).collect();
-        let collist = columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
-        let mut writer = tx
-            .copy_in(&format!("COPY tl_stage ({collist}) FROM STDIN (FORMAT binary)"))
-            .map_err(SinkError::sql(format!("{name}: starting COPY")))?;
-        let copy_err = |source| SinkError::CopyWrite { table: name.into(), source };
-        buf.clear();
-        copy::header(&mut buf).map_err(copy_err)?;
-        for batch in reader {
-            let batch = batch.map_err(|source| crate::lake::LakeError::ArrowRead { path: path.clone(), source })?;
-            copy::check_types(name, &batch)?;
-            copy::encode(&batch, &mut buf);
-            if buf.len() >= 4 << 20 {
-                writer.write_all(&buf).map_err(copy_err)?;
-                buf.clear();
-            }
-        }
-        copy::trailer(&mut buf).map_err(copy_err)?;
-        writer.write_all(&buf).map_err(copy_err)?;
-        let sent = writer.finish().map_err(SinkError::sql(format!("{name}: COPY of {}", part.path)))?;
-
         let pred = partition_predicate(table, &partition);
+        let occupied: bool = tx
+            .query_one(&format!("SELECT EXISTS (SELECT 1 FROM {t} WHERE {pred})"), &[])
+            .map_err(SinkError::sql(format!("{name}: probing partition {partition}")))?
+            .get(0);
+        tracing::info!(table = name, partition = %partition, rows = part.rows, direct = !occupied, "sending");
+        if !occupied {
+            // Nothing of this partition in the database yet (a first sync): COPY straight into the table.
+            let (sent, _) = copy_file(tx, &t, name, &path, &mut buf)?;
+            record_part(tx, name, &partition, part, version)?;
+            metrics.parts_sent += 1;
+            metrics.rows_sent += sent;
+            *metrics.rows_changed.entry(name.to_string()).or_default() += sent;
+            bar.inc(1);
+            continue;
+        }
+        if !have_stage {
+            tx.batch_execute(&format!(
+                "DROP TABLE IF EXISTS tl_stage; CREATE TEMP TABLE tl_stage (LIKE {t} INCLUDING DEFAULTS) ON COMMIT DROP"
+            ))
+            .map_err(SinkError::sql(format!("{name}: creating the staging temp table")))?;
+            have_stage = true;
+        }
+        tx.batch_execute("TRUNCATE tl_stage").map_err(SinkError::sql(format!("{name}: TRUNCATE tl_stage")))?;
+        let (sent, columns) = copy_file(tx, "tl_stage", name, &path, &mut buf)?;
+        let collist = columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
         let pk_match = pk.iter().map(|c| format!("s.{0} = t.{0}", quote_ident(c))).collect::<Vec<_>>().join(" AND ");
         let deleted = tx
             .execute(
@@ -245,19 +244,64 @@ fn sync_table(
         };
         let changed_rows =
             tx.execute(&upsert, &[]).map_err(SinkError::sql(format!("{name}: upserting {}", part.path)))?;
-        tx.execute(
-            "INSERT INTO tunelake_sync_parts (table_name, part, sha256, rows, lake_version) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (table_name, part) DO UPDATE SET sha256 = EXCLUDED.sha256, rows = EXCLUDED.rows, \
-             lake_version = EXCLUDED.lake_version",
-            &[&name, &partition, &part.sha256, &(part.rows as i64), &(version as i64)],
-        )
-        .map_err(SinkError::sql(format!("{name}: recording sync state")))?;
+        record_part(tx, name, &partition, part, version)?;
         metrics.parts_sent += 1;
         metrics.rows_sent += sent;
         metrics.rows_deleted += deleted;
         *metrics.rows_changed.entry(name.to_string()).or_default() += changed_rows;
         bar.inc(1);
     }
+    Ok(())
+}
+
+/// Sends one Parquet file with binary COPY into `target`; returns the rows
+/// sent and the file's columns.
+fn copy_file(
+    tx: &mut Transaction<'_>,
+    target: &str,
+    table: &str,
+    path: &std::path::Path,
+    buf: &mut Vec<u8>,
+) -> Result<(u64, Vec<String>), SinkError> {
+    let reader = parquet::read(path, 16 * 1024)?;
+    let columns: Vec<String> = reader.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let collist = columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
+    let mut writer = tx
+        .copy_in(&format!("COPY {target} ({collist}) FROM STDIN (FORMAT binary)"))
+        .map_err(SinkError::sql(format!("{table}: starting COPY")))?;
+    let copy_err = |source| SinkError::CopyWrite { table: table.into(), source };
+    buf.clear();
+    copy::header(buf).map_err(copy_err)?;
+    for batch in reader {
+        let batch = batch.map_err(|source| crate::lake::LakeError::ArrowRead { path: path.into(), source })?;
+        copy::check_types(table, &batch)?;
+        copy::encode(&batch, buf);
+        if buf.len() >= 4 << 20 {
+            writer.write_all(buf).map_err(copy_err)?;
+            buf.clear();
+        }
+    }
+    copy::trailer(buf).map_err(copy_err)?;
+    writer.write_all(buf).map_err(copy_err)?;
+    let rows = writer.finish().map_err(SinkError::sql(format!("{table}: COPY of {}", path.display())))?;
+    Ok((rows, columns))
+}
+
+/// Records that `part` of `table` is in the database as of lake `version`.
+fn record_part(
+    tx: &mut Transaction<'_>,
+    table: &str,
+    partition: &str,
+    part: &StarPart,
+    version: u64,
+) -> Result<(), SinkError> {
+    tx.execute(
+        "INSERT INTO tunelake_sync_parts (table_name, part, sha256, rows, lake_version) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (table_name, part) DO UPDATE SET sha256 = EXCLUDED.sha256, rows = EXCLUDED.rows, \
+         lake_version = EXCLUDED.lake_version",
+        &[&table, &partition, &part.sha256, &(part.rows as i64), &(version as i64)],
+    )
+    .map_err(SinkError::sql(format!("{table}: recording sync state")))?;
     Ok(())
 }
 

@@ -188,6 +188,7 @@ pub fn ingest_sparkify(
         inputs.extend(json_files(dir, &log_dir)?.into_iter().map(|p| (p, sparkify::KIND_LOG)));
     }
 
+    tracing::info!(dir = %dir.display(), files = inputs.len(), "ingest sparkify: reading");
     let started = now_rfc3339();
     let run_id = manifest.next_run_id();
     let today = Utc::now().date_naive();
