@@ -87,6 +87,19 @@ pub enum IngestSource {
         /// The folder holding song_data/ and log_data/.
         dir: PathBuf,
     },
+    /// Spotify's "Download your data" export: the zip, its folder, or one history file.
+    #[command(after_help = "Examples:\n  tunelake ingest spotify-export my_spotify_data.zip\n  \
+        tunelake ingest spotify-export ~/Downloads/Spotify\\ Extended\\ Streaming\\ History --user alice")]
+    SpotifyExport {
+        /// The export: a .zip, a folder, or a single history .json file.
+        path: PathBuf,
+        /// Whose history it is, when the export does not say (no Userdata.json, no `username` in the records).
+        #[arg(long, value_name = "SPOTIFY_USERNAME")]
+        user: Option<String>,
+        /// Only store and stage; do not rebuild the star (which reports duplicates).
+        #[arg(long)]
+        no_build: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -226,6 +239,21 @@ pub fn execute(cli: Cli, command: &str) -> Result<()> {
             let mut manifest = Manifest::load(layout)?;
             let m = source::ingest_sparkify(layout, &mut manifest, &dir, command)?;
             print_ingest(out, &m).map_err(Error::Output)?;
+        }
+        Command::Ingest(IngestSource::SpotifyExport { path, user, no_build }) => {
+            let _lock = LakeLock::acquire(layout, "ingest spotify-export")?;
+            let mut manifest = Manifest::load(layout)?;
+            let m = source::ingest_spotify_export(layout, &mut manifest, &path, user.as_deref(), command)?;
+            print_export(out, &m).map_err(Error::Output)?;
+            if !no_build {
+                let b = runtime()?.block_on(crate::model::build::build(
+                    layout,
+                    &mut manifest,
+                    &BuildOptions::default(),
+                    command,
+                ))?;
+                print_build(out, &b).map_err(Error::Output)?;
+            }
         }
         Command::Build(a) => {
             if !(a.match_tolerance >= 0.0 && a.match_tolerance.is_finite()) {
@@ -406,6 +434,45 @@ fn print_ingest(out: &mut dyn Write, m: &IngestMetrics) -> std::io::Result<()> {
     Ok(())
 }
 
+fn print_export(out: &mut dyn Write, m: &IngestMetrics) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "ingest spotify-export: {} history files: {} new ({:.1} MB), {} already stored",
+        m.files.len(),
+        m.files_new,
+        m.bytes_new as f64 / 1e6,
+        m.files_already_stored
+    )?;
+    for f in &m.files {
+        if f.already_stored {
+            writeln!(out, "  {:<60} already stored", f.origin)?;
+        } else {
+            writeln!(
+                out,
+                "  {:<60} read {:>7}  imported {:>7}  plays {:>7}  rejected {:>4}  {} .. {}",
+                f.origin,
+                f.read,
+                f.kept,
+                f.plays,
+                f.rejected,
+                f.first.as_deref().unwrap_or("-"),
+                f.last.as_deref().unwrap_or("-")
+            )?;
+        }
+    }
+    for acc in &m.accounting {
+        writeln!(out, "  {}", status::accounting_line(acc))?;
+    }
+    for r in m.rejects.iter().take(10) {
+        writeln!(out, "  rejected {}: {}", r.file, r.reason)?;
+    }
+    let total: u64 = m.accounting.iter().map(|a| a.rejected).sum();
+    if total > 10 {
+        writeln!(out, "  ... {} more rejects (`tunelake status` lists them)", total - 10)?;
+    }
+    Ok(())
+}
+
 fn print_build(out: &mut dyn Write, m: &BuildMetrics) -> std::io::Result<()> {
     if m.committed {
         writeln!(out, "build: star version {}", m.version)?;
@@ -417,9 +484,21 @@ fn print_build(out: &mut dyn Write, m: &BuildMetrics) -> std::io::Result<()> {
         )?;
     }
     for t in &m.tables {
-        writeln!(out, "  {:<12} {:>10} rows  {} file(s), {} unchanged", t.name, t.rows, t.parts, t.parts_unchanged)?;
+        writeln!(out, "  {:<14} {:>10} rows  {} file(s), {} unchanged", t.name, t.rows, t.parts, t.parts_unchanged)?;
     }
-    writeln!(out, "  song match rate: {} of {} plays ({:.2}%)", m.matched, m.plays, 100.0 * m.match_rate())
+    for (what, n) in m.duplicates.iter().filter(|(_, n)| **n > 0) {
+        writeln!(out, "  duplicates: {n} ({what})")?;
+    }
+    if m.plays > 0 {
+        writeln!(
+            out,
+            "  song match rate: {} of {} Sparkify plays ({:.2}%)",
+            m.matched,
+            m.plays,
+            100.0 * m.match_rate()
+        )?;
+    }
+    Ok(())
 }
 
 fn print_sync(out: &mut dyn Write, m: &SyncMetrics) -> std::io::Result<()> {

@@ -38,7 +38,12 @@ pub struct StarTable {
 }
 
 /// Helper tables, computed in this order before any star table is built.
-pub const MODEL_HELPERS: &[SqlFile] = &[sql_file!("model", "_sparkify_songs"), sql_file!("model", "_sparkify_plays")];
+pub const MODEL_HELPERS: &[SqlFile] = &[
+    sql_file!("model", "_sparkify_songs"),
+    sql_file!("model", "_sparkify_plays"),
+    sql_file!("model", "_spotify_unique"),
+    sql_file!("model", "_spotify_streams"),
+];
 
 /// Star tables in build order: a model may read the tables built before it.
 pub const STAR_TABLES: &[StarTable] = &[
@@ -67,6 +72,24 @@ pub const STAR_TABLES: &[StarTable] = &[
         month_partition_by: None,
     },
     StarTable {
+        name: "dim_albums",
+        schema: sql_file!("schema", "dim_albums"),
+        model: sql_file!("model", "dim_albums"),
+        month_partition_by: None,
+    },
+    StarTable {
+        name: "dim_episodes",
+        schema: sql_file!("schema", "dim_episodes"),
+        model: sql_file!("model", "dim_episodes"),
+        month_partition_by: None,
+    },
+    StarTable {
+        name: "dim_audiobooks",
+        schema: sql_file!("schema", "dim_audiobooks"),
+        model: sql_file!("model", "dim_audiobooks"),
+        month_partition_by: None,
+    },
+    StarTable {
         name: "dim_time",
         schema: sql_file!("schema", "dim_time"),
         model: sql_file!("model", "dim_time"),
@@ -77,6 +100,7 @@ pub const STAR_TABLES: &[StarTable] = &[
 /// Named analytics queries (`tunelake query --name <q>`).
 pub const QUERIES: &[SqlFile] = &[
     sql_file!("queries", "listening_by_hour"),
+    sql_file!("queries", "listening_time_by_month"),
     sql_file!("queries", "plays_by_level"),
     sql_file!("queries", "top_artists"),
     sql_file!("queries", "top_tracks"),
@@ -131,6 +155,6 @@ mod tests {
 
     #[test]
     fn descriptions_come_from_the_first_comment() {
-        assert_eq!(query("top_tracks").unwrap().description(), "The 20 most played tracks.");
+        assert_eq!(query("top_tracks").unwrap().description(), "The 20 most played tracks (plays of 30 s or more).");
     }
 }

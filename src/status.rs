@@ -54,7 +54,15 @@ pub fn accounting_line(a: &Accounting) -> String {
             a.rejected
         )
     } else {
-        format!("{} {}: read {} = kept {} + rejected {}", a.source, a.stream, a.read, a.kept, a.rejected)
+        let mut line =
+            format!("{} {}: read {} = kept {} + rejected {}", a.source, a.stream, a.read, a.kept, a.rejected);
+        if a.source == crate::source::spotify_export::SOURCE {
+            line.push_str(&format!(" ({} of 30 s or more)", a.plays));
+        }
+        if let (Some(first), Some(last)) = (&a.first, &a.last) {
+            line.push_str(&format!(", {first} .. {last}"));
+        }
+        line
     }
 }
 
@@ -95,13 +103,20 @@ pub fn render(out: &mut dyn Write, manifest: &Manifest, lake: &str, max_runs: us
             writeln!(out, "\nstar version {}:", star.version)?;
             for (table, parts) in &star.tables {
                 let rows: u64 = parts.iter().map(|p| p.rows).sum();
-                writeln!(out, "  {table:<12} {rows:>10} rows in {} file(s)", parts.len())?;
+                writeln!(out, "  {table:<14} {rows:>10} rows in {} file(s)", parts.len())?;
             }
             if let Some(b) = manifest.last_build() {
                 let s = |k: &str| b.stats.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
                 let (plays, matched) = (s("plays"), s("matched"));
                 let rate = if plays == 0 { 0.0 } else { 100.0 * matched as f64 / plays as f64 };
-                writeln!(out, "  song match rate: {matched} of {plays} plays ({rate:.2}%)")?;
+                if plays > 0 {
+                    writeln!(out, "  song match rate: {matched} of {plays} Sparkify plays ({rate:.2}%)")?;
+                }
+                if let Some(dups) = b.stats.get("duplicates").and_then(|d| d.as_object()) {
+                    for (what, n) in dups.iter().filter(|(_, n)| n.as_u64().unwrap_or(0) > 0) {
+                        writeln!(out, "  duplicates: {n} ({what})")?;
+                    }
+                }
             }
             if manifest.staging_run()
                 > manifest.last_build().map_or(0, |b| b.stats.get("staging_run").and_then(|v| v.as_u64()).unwrap_or(0))

@@ -1,19 +1,26 @@
--- Catalogue songs, plus the tracks seen only in plays (ids derived from names).
-WITH derived AS (
-    SELECT
-        track_id,
-        first_value(song ORDER BY raw_sha256, line)      AS title,
-        first_value(artist_id ORDER BY raw_sha256, line) AS artist_id,
-        min(length)                                      AS duration_s
+-- One row per track id from every source. An id two sources share (a track
+-- derived from the same names) is one row: the catalogue's row first, then
+-- Spotify's, then the first seen.
+WITH candidates AS (
+    SELECT song_id AS track_id, title, artist_id, CAST(NULL AS VARCHAR) AS album_id,
+           duration AS duration_s, year, 'song_data' AS origin, 'sparkify' AS source,
+           1 AS priority, song_id AS pos1, CAST(0 AS BIGINT) AS pos2
+    FROM _sparkify_songs
+    UNION ALL
+    SELECT track_id, song, artist_id, CAST(NULL AS VARCHAR), length, CAST(NULL AS BIGINT),
+           'derived', 'sparkify', 3, raw_sha256, line
     FROM _sparkify_plays
     WHERE NOT matched
-    GROUP BY track_id
+    UNION ALL
+    SELECT track_id, track_name, artist_id, album_id, CAST(NULL AS DOUBLE), CAST(NULL AS BIGINT),
+           track_origin, 'spotify_export', CASE WHEN track_origin = 'spotify' THEN 2 ELSE 3 END, raw_sha256, record
+    FROM _spotify_streams
+    WHERE content_type = 'track' AND track_name IS NOT NULL AND artist_id IS NOT NULL
 )
-SELECT song_id AS track_id, title, artist_id, CAST(NULL AS VARCHAR) AS album_id,
-       duration AS duration_s, year, 'song_data' AS origin, 'sparkify' AS source
-FROM _sparkify_songs
-UNION ALL
-SELECT track_id, title, artist_id, CAST(NULL AS VARCHAR), duration_s, CAST(NULL AS BIGINT),
-       'derived', 'sparkify'
-FROM derived
+SELECT track_id, title, artist_id, album_id, duration_s, year, origin, source
+FROM (
+    SELECT *, row_number() OVER (PARTITION BY track_id ORDER BY priority, pos1, pos2) AS pick
+    FROM candidates
+)
+WHERE pick = 1
 ORDER BY track_id

@@ -1,16 +1,25 @@
--- One row per user: name, gender, level and location from their latest event
--- of any page (by time, then session position, never by file order).
-WITH latest AS (
-    SELECT DISTINCT ON (user_id)
-        user_id, first_name, last_name, gender, level, location, registration_ms
+-- One row per user: name, gender, level, location and country from their
+-- latest event (by time, then session position, never by file order).
+WITH events AS (
+    SELECT user_id, ts, session_id AS pos1, item_in_session AS pos2, first_name, last_name, gender, level,
+           location, CAST(NULL AS VARCHAR) AS country, registration_ms, 'sparkify' AS source
     FROM stg_sparkify_events
     WHERE user_id IS NOT NULL
-    ORDER BY user_id, ts DESC, session_id DESC, item_in_session DESC
+    UNION ALL
+    SELECT account, ts, CAST(0 AS BIGINT), record, CAST(NULL AS VARCHAR), CAST(NULL AS VARCHAR),
+           CAST(NULL AS VARCHAR), CAST(NULL AS VARCHAR), CAST(NULL AS VARCHAR), country, CAST(NULL AS BIGINT),
+           'spotify_export'
+    FROM stg_spotify_streams
+),
+latest AS (
+    SELECT DISTINCT ON (user_id)
+        user_id, first_name, last_name, gender, level, location, country, registration_ms, source
+    FROM events
+    ORDER BY user_id, ts DESC, pos1 DESC, pos2 DESC, source
 ),
 span AS (
     SELECT user_id, min(ts) AS first_seen, max(ts) AS last_seen
-    FROM stg_sparkify_events
-    WHERE user_id IS NOT NULL
+    FROM events
     GROUP BY user_id
 )
 SELECT
@@ -20,10 +29,11 @@ SELECT
     l.gender,
     l.level,
     l.location,
+    l.country,
     CAST(to_timestamp_micros(l.registration_ms * 1000) AS TIMESTAMP(6)) AS registered_at,
     s.first_seen,
     s.last_seen,
-    'sparkify' AS source
+    l.source
 FROM latest l
 JOIN span s ON s.user_id = l.user_id
 ORDER BY l.user_id

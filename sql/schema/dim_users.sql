@@ -6,6 +6,7 @@ CREATE TABLE dim_users (
     gender        VARCHAR,
     level         VARCHAR,
     location      VARCHAR,
+    country       VARCHAR,
     registered_at TIMESTAMP(6),
     first_seen    TIMESTAMP(6) NOT NULL,
     last_seen     TIMESTAMP(6) NOT NULL,

@@ -1,5 +1,7 @@
--- One row per play. The contract sql/model/fact_plays.sql must produce, and
--- the PostgreSQL DDL. Timestamps are UTC, microseconds.
+-- One row per play (a stream, for Spotify exports: every stream is a row with
+-- its ms_played; counts_as_play marks those of 30 s or more, and reports use
+-- it). The contract sql/model/fact_plays.sql must produce, and the PostgreSQL
+-- DDL. Timestamps are UTC, microseconds; played_at is the end of the play.
 CREATE TABLE fact_plays (
     play_id         VARCHAR NOT NULL PRIMARY KEY,
     played_at       TIMESTAMP(6) NOT NULL,
@@ -20,6 +22,11 @@ CREATE TABLE fact_plays (
     user_agent      VARCHAR,
     level           VARCHAR,
     context_uri     VARCHAR,
+    episode_id      VARCHAR,
+    chapter_id      VARCHAR,
+    offline         BOOLEAN,
+    incognito       BOOLEAN,
+    counts_as_play  BOOLEAN NOT NULL,
     content_type    VARCHAR NOT NULL,
     source          VARCHAR NOT NULL
 );

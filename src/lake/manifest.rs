@@ -43,9 +43,12 @@ pub struct RawFile {
     pub source: String,
     /// What the bytes are, for the parser: `song`, `log`, ...
     pub kind: String,
-    /// Where it came from (the path inside the ingested folder).
+    /// Where it came from (the path inside the ingested folder or zip).
     pub origin: String,
     pub bytes: u64,
+    /// Whose history the file is, when its records do not say (Spotify exports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -92,6 +95,11 @@ pub struct Accounting {
     pub plays: u64,
     pub filtered: BTreeMap<String, u64>,
     pub rejected: u64,
+    /// The earliest and latest time among the kept records (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<String>,
 }
 
 impl Accounting {
@@ -109,6 +117,9 @@ impl Accounting {
         for (k, v) in &other.filtered {
             *self.filtered.entry(k.clone()).or_default() += v;
         }
+        // RFC 3339 UTC strings of one format order as the times do.
+        self.first = [self.first.take(), other.first.clone()].into_iter().flatten().min();
+        self.last = [self.last.take(), other.last.clone()].into_iter().flatten().max();
     }
 
     pub fn filtered_total(&self) -> u64 {

@@ -55,6 +55,8 @@ pub struct BuildMetrics {
     pub tables: Vec<TableMetrics>,
     pub plays: u64,
     pub matched: u64,
+    /// Records that are a second sighting of a play, by kind; none becomes a fact row.
+    pub duplicates: BTreeMap<String, u64>,
 }
 
 impl BuildMetrics {
@@ -84,6 +86,11 @@ impl BuildMetrics {
                 .collect(),
             plays: stat("plays"),
             matched: stat("matched"),
+            duplicates: run
+                .stats
+                .get("duplicates")
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .unwrap_or_default(),
         }
     }
 }
@@ -193,6 +200,7 @@ pub async fn build(
     let (plays, matched) = match_counts(&ctx).await?;
     metrics.plays = plays;
     metrics.matched = matched;
+    metrics.duplicates = duplicate_counts(&ctx).await?;
 
     let mut run = Run::new(version, RunKind::Build, command, started);
     run.star = Some(star);
@@ -201,6 +209,7 @@ pub async fn build(
     run.stats.insert("plays".into(), plays.into());
     run.stats.insert("matched".into(), matched.into());
     run.stats.insert("duration_tolerance_s".into(), opts.duration_tolerance_s.into());
+    run.stats.insert("duplicates".into(), serde_json::to_value(&metrics.duplicates).expect("counts serialize"));
     manifest.commit(layout, run)?;
     Ok(metrics)
 }
@@ -231,11 +240,38 @@ async fn materialize(
     register_files(ctx, helper.name, schema, &[path.to_path_buf()])
 }
 
-/// Plays, and plays whose track came from the song catalogue.
+/// The records the helpers recognised as second sightings of a play.
+async fn duplicate_counts(ctx: &SessionContext) -> Result<BTreeMap<String, u64>, ModelError> {
+    let checks = [
+        (
+            "sparkify: the same event in two raw files",
+            "SELECT (SELECT count(*) FROM stg_sparkify_events WHERE page = 'NextSong') - (SELECT count(*) FROM _sparkify_plays)",
+        ),
+        (
+            "spotify_export: the same stream in two raw files",
+            "SELECT (SELECT count(*) FROM stg_spotify_streams) - (SELECT count(*) FROM _spotify_unique)",
+        ),
+        (
+            "spotify_export: account-data rows also in extended history",
+            "SELECT count(*) FROM _spotify_streams WHERE duplicate_of IS NOT NULL",
+        ),
+    ];
+    let mut out = BTreeMap::new();
+    for (what, sql) in checks {
+        let err = |source| ModelError::Sql { file: "duplicate counts".into(), what: "query", source };
+        let batches = ctx.sql(sql).await.map_err(err)?.collect().await.map_err(err)?;
+        let c = cast(batches[0].column(0), &DataType::Int64).expect("counts cast to Int64");
+        let n = c.as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0);
+        out.insert(what.to_string(), n.max(0) as u64);
+    }
+    Ok(out)
+}
+
+/// Sparkify plays, and those whose track came from the song catalogue.
 async fn match_counts(ctx: &SessionContext) -> Result<(u64, u64), ModelError> {
     let sql = "SELECT count(*) AS plays, \
                CAST(coalesce(sum(CASE WHEN t.origin = 'song_data' THEN 1 ELSE 0 END), 0) AS BIGINT) AS matched \
-               FROM fact_plays f LEFT JOIN dim_tracks t ON t.track_id = f.track_id";
+               FROM fact_plays f LEFT JOIN dim_tracks t ON t.track_id = f.track_id WHERE f.source = 'sparkify'";
     let err = |source| ModelError::Sql { file: "match rate".into(), what: "query", source };
     let batches = ctx.sql(sql).await.map_err(err)?.collect().await.map_err(err)?;
     let b = &batches[0];

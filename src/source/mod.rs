@@ -7,6 +7,7 @@
 
 pub mod normalize;
 pub mod sparkify;
+pub mod spotify_export;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -38,6 +39,22 @@ pub enum SourceError {
     RawCorrupt { path: PathBuf, expected: String, actual: String },
     #[error("{path}: no parser for raw files of source `{source_name}`, kind `{kind}`")]
     UnknownKind { path: PathBuf, source_name: String, kind: String },
+    #[error("{path}: cannot read the zip")]
+    Zip {
+        path: PathBuf,
+        #[source]
+        source: zip::result::ZipError,
+    },
+    #[error(
+        "{path}: no streaming history found: expected files such as Streaming_History_Audio_*.json, \
+         endsong_N.json or StreamingHistory_music_N.json (anywhere inside the zip or folder)"
+    )]
+    NoHistory { path: PathBuf },
+    #[error(
+        "{path}: cannot tell whose history this is (no Userdata.json, no `username` in the records); \
+         pass --user <your Spotify username>"
+    )]
+    NoAccount { path: PathBuf },
     #[error(transparent)]
     Lake(#[from] LakeError),
 }
@@ -54,6 +71,8 @@ pub struct IngestMetrics {
     pub accounting: Vec<Accounting>,
     pub rejects: Vec<Reject>,
     pub staging_files: usize,
+    /// Per input file, for sources whose report lists files (Spotify exports).
+    pub files: Vec<FileReport>,
 }
 
 impl IngestMetrics {
@@ -68,11 +87,42 @@ struct Collector {
     rejects: Vec<Reject>,
     files: Vec<StagingFile>,
     songs: Vec<sparkify::SongRow>,
+    per_file: Vec<FileReport>,
+}
+
+/// One input file in an import report: what was read from it and what became of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileReport {
+    pub origin: String,
+    pub kind: String,
+    pub already_stored: bool,
+    pub read: u64,
+    pub kept: u64,
+    pub plays: u64,
+    pub rejected: u64,
+    pub first: Option<String>,
+    pub last: Option<String>,
+}
+
+impl FileReport {
+    fn new(raw: &RawFile, acc: &Accounting, already_stored: bool) -> Self {
+        FileReport {
+            origin: raw.origin.clone(),
+            kind: raw.kind.clone(),
+            already_stored,
+            read: acc.read,
+            kept: acc.kept,
+            plays: acc.plays,
+            rejected: acc.rejected,
+            first: acc.first.clone(),
+            last: acc.last.clone(),
+        }
+    }
 }
 
 impl Collector {
     fn new() -> Self {
-        Collector { accounting: BTreeMap::new(), rejects: vec![], files: vec![], songs: vec![] }
+        Collector { accounting: BTreeMap::new(), rejects: vec![], files: vec![], songs: vec![], per_file: vec![] }
     }
 
     fn account(&mut self, acc: Accounting, rejects: Vec<Reject>) {
@@ -85,12 +135,7 @@ impl Collector {
     }
 
     /// Writes the song rows gathered so far and returns the staging change.
-    fn finish(
-        mut self,
-        layout: &Layout,
-        run: u64,
-        date: NaiveDate,
-    ) -> Result<(StagingChange, Vec<Accounting>, Vec<Reject>), LakeError> {
+    fn finish(mut self, layout: &Layout, run: u64, date: NaiveDate) -> Result<Staged, LakeError> {
         // Sorted so that a reprocess writes the same rows in the same order.
         self.songs.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
         for (n, chunk) in self.songs.chunks(100_000).enumerate() {
@@ -101,8 +146,21 @@ impl Collector {
         }
         self.files.sort_by(|a, b| a.path.cmp(&b.path));
         let change = StagingChange { replace: false, files: self.files };
-        Ok((change, self.accounting.into_values().collect(), self.rejects))
+        Ok(Staged {
+            change,
+            accounting: self.accounting.into_values().collect(),
+            rejects: self.rejects,
+            files: self.per_file,
+        })
     }
+}
+
+/// What a batch of raw files became in staging.
+struct Staged {
+    change: StagingChange,
+    accounting: Vec<Accounting>,
+    rejects: Vec<Reject>,
+    files: Vec<FileReport>,
 }
 
 /// Parses one raw file's bytes and writes its staging files (logs) or keeps
@@ -132,6 +190,21 @@ fn stage(
             let parsed = sparkify::parse_songs(bytes, &raw.sha256, &raw.origin);
             let mut c = out.lock().expect("collector lock");
             c.songs.extend(parsed.rows);
+            c.account(parsed.accounting, parsed.rejects);
+        }
+        (spotify_export::SOURCE, kind) => {
+            let account = raw.account.as_deref().unwrap_or_default();
+            let parsed = spotify_export::parse(kind, bytes, account, &raw.sha256, &raw.origin);
+            let mut file = None;
+            if parsed.batch.num_rows() > 0 {
+                let date = Utc::now().date_naive();
+                let rel = Layout::staging_rel(spotify_export::STG_STREAMS, date, run, index);
+                let w = parquet::write_batches(&layout.abs(&rel), &parsed.batch.schema(), [&parsed.batch])?;
+                file = Some(StagingFile { table: spotify_export::STG_STREAMS.into(), path: rel, rows: w.rows });
+            }
+            let mut c = out.lock().expect("collector lock");
+            c.files.extend(file);
+            c.per_file.push(FileReport::new(raw, &parsed.accounting, false));
             c.account(parsed.accounting, parsed.rejects);
         }
         (s, k) => {
@@ -215,6 +288,7 @@ pub fn ingest_sparkify(
             kind: kind.to_string(),
             origin: rel.to_string_lossy().into_owned(),
             bytes: bytes.len() as u64,
+            account: None,
         };
         fsio::write_atomic(&layout.abs(&raw.path), &bytes)?;
         stage(layout, run_id, index, &raw, &bytes, &out)?;
@@ -227,7 +301,8 @@ pub fn ingest_sparkify(
     let mut raw = raw_added.into_inner().expect("raw lock");
     raw.sort_by(|a, b| a.origin.cmp(&b.origin));
     let skipped = skipped.into_inner().expect("skipped lock");
-    let (staging, mut accounting, rejects) = out.into_inner().expect("collector lock").finish(layout, run_id, today)?;
+    let Staged { change: staging, mut accounting, rejects, .. } =
+        out.into_inner().expect("collector lock").finish(layout, run_id, today)?;
     for (kind, n) in &skipped {
         let stream = if *kind == sparkify::KIND_LOG { "events" } else { "songs" };
         match accounting.iter_mut().find(|a| a.stream == stream) {
@@ -248,6 +323,7 @@ pub fn ingest_sparkify(
         accounting: accounting.clone(),
         rejects: rejects.clone(),
         staging_files: staging.files.len(),
+        files: vec![],
     };
     if raw.is_empty() {
         // Nothing new: nothing to commit, and the lake is left exactly as it was.
@@ -292,7 +368,8 @@ pub fn reprocess(layout: &Layout, manifest: &mut Manifest, command: &str) -> Res
         Ok(())
     })?;
     bar.finish_and_clear();
-    let (mut staging, accounting, rejects) = out.into_inner().expect("collector lock").finish(layout, run_id, today)?;
+    let Staged { change: mut staging, accounting, rejects, files } =
+        out.into_inner().expect("collector lock").finish(layout, run_id, today)?;
     staging.replace = true;
     let metrics = IngestMetrics {
         run: run_id,
@@ -303,6 +380,7 @@ pub fn reprocess(layout: &Layout, manifest: &mut Manifest, command: &str) -> Res
         accounting: accounting.clone(),
         rejects: rejects.clone(),
         staging_files: staging.files.len(),
+        files,
     };
     let mut run = Run::new(run_id, RunKind::Reprocess, command, started);
     run.staging = Some(staging);
@@ -310,4 +388,194 @@ pub fn reprocess(layout: &Layout, manifest: &mut Manifest, command: &str) -> Res
     run.rejects = rejects;
     manifest.commit(layout, run)?;
     Ok(metrics)
+}
+
+/// A history file found in an export, and how to read it.
+enum ExportEntry {
+    File(PathBuf),
+    Zip(usize),
+}
+
+/// Files of an export: a `.zip`, a folder, or one `.json` file.
+struct Export {
+    path: PathBuf,
+    /// (name inside the export, kind, where to read it), sorted by name.
+    history: Vec<(String, &'static str, ExportEntry)>,
+    userdata: Option<ExportEntry>,
+    zip: Option<zip::ZipArchive<std::fs::File>>,
+}
+
+impl Export {
+    fn open(path: &Path) -> Result<Self, SourceError> {
+        let read_err = |source| SourceError::Read { path: path.into(), source };
+        let mut export = Export { path: path.into(), history: vec![], userdata: None, zip: None };
+        let add = |name: String, entry: ExportEntry, export: &mut Export| match spotify_export::classify(&name) {
+            Some(spotify_export::FileKind::History(kind)) => export.history.push((name, kind, entry)),
+            Some(spotify_export::FileKind::Userdata) => export.userdata = Some(entry),
+            None => {}
+        };
+        if path.is_dir() {
+            let mut stack = vec![path.to_path_buf()];
+            while let Some(d) = stack.pop() {
+                for e in std::fs::read_dir(&d).map_err(|source| SourceError::Read { path: d.clone(), source })? {
+                    let p = e.map_err(|source| SourceError::Read { path: d.clone(), source })?.path();
+                    if p.is_dir() {
+                        stack.push(p);
+                    } else {
+                        let name = p.strip_prefix(path).unwrap_or(&p).to_string_lossy().into_owned();
+                        add(name, ExportEntry::File(p), &mut export);
+                    }
+                }
+            }
+        } else if path.extension().is_some_and(|x| x.eq_ignore_ascii_case("zip")) {
+            let file = std::fs::File::open(path).map_err(read_err)?;
+            let mut zip = zip::ZipArchive::new(file).map_err(|e| SourceError::Zip { path: path.into(), source: e })?;
+            for i in 0..zip.len() {
+                let f = zip.by_index(i).map_err(|e| SourceError::Zip { path: path.into(), source: e })?;
+                if f.is_file() {
+                    let name = f.name().map_err(|e| SourceError::Zip { path: path.into(), source: e })?.into_owned();
+                    add(name, ExportEntry::Zip(i), &mut export);
+                }
+            }
+            export.zip = Some(zip);
+        } else if path.is_file() {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            add(name, ExportEntry::File(path.into()), &mut export);
+        } else {
+            return Err(read_err(std::io::Error::from(std::io::ErrorKind::NotFound)));
+        }
+        export.history.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(export)
+    }
+
+    fn read(&mut self, entry: &ExportEntry) -> Result<Vec<u8>, SourceError> {
+        match entry {
+            ExportEntry::File(p) => std::fs::read(p).map_err(|source| SourceError::Read { path: p.clone(), source }),
+            ExportEntry::Zip(i) => {
+                let zip = self.zip.as_mut().expect("zip entries come from a zip");
+                let mut f = zip.by_index(*i).map_err(|e| SourceError::Zip { path: self.path.clone(), source: e })?;
+                let mut bytes = Vec::with_capacity(f.size() as usize);
+                std::io::Read::read_to_end(&mut f, &mut bytes)
+                    .map_err(|source| SourceError::Read { path: self.path.clone(), source })?;
+                Ok(bytes)
+            }
+        }
+    }
+}
+
+/// Files committed together: an interrupted import keeps what it committed
+/// and the next run skips those files (they are stored) and does the rest.
+const EXPORT_FILES_PER_COMMIT: usize = 4;
+
+/// `tunelake ingest spotify-export <zip | folder | file>`.
+pub fn ingest_spotify_export(
+    layout: &Layout,
+    manifest: &mut Manifest,
+    path: &Path,
+    user: Option<&str>,
+    command: &str,
+) -> Result<IngestMetrics, SourceError> {
+    let mut export = Export::open(path)?;
+    if export.history.is_empty() {
+        return Err(SourceError::NoHistory { path: path.into() });
+    }
+    tracing::info!(path = %path.display(), files = export.history.len(), "ingest spotify-export: reading");
+    let account = match user {
+        Some(u) => Some(u.to_string()),
+        None => match export.userdata.take() {
+            Some(entry) => spotify_export::userdata_username(&export.read(&entry)?),
+            None => None,
+        },
+    };
+
+    let today = Utc::now().date_naive();
+    let history = std::mem::take(&mut export.history);
+    let bar = progress::bar(history.len() as u64, "ingest export");
+    let mut known: HashSet<String> = manifest.raw_shas().into_iter().map(String::from).collect();
+    let mut metrics = IngestMetrics::default();
+    let mut pending: Vec<RawFile> = vec![];
+    let mut out = Mutex::new(Collector::new());
+    let mut run_id = manifest.next_run_id();
+    let mut started = now_rfc3339();
+
+    let commit = |manifest: &mut Manifest,
+                  pending: &mut Vec<RawFile>,
+                  out: &mut Mutex<Collector>,
+                  run_id: &mut u64,
+                  started: &mut String,
+                  metrics: &mut IngestMetrics|
+     -> Result<(), SourceError> {
+        let collector = std::mem::replace(out, Mutex::new(Collector::new()));
+        let staged = collector.into_inner().expect("collector lock").finish(layout, *run_id, today)?;
+        merge_into(metrics, &staged);
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let mut run = Run::new(*run_id, RunKind::Ingest, command, std::mem::take(started));
+        run.raw = std::mem::take(pending);
+        run.staging = Some(staged.change);
+        run.accounting = staged.accounting;
+        run.rejects = staged.rejects;
+        run.stats.insert("files".into(), serde_json::to_value(&staged.files).expect("reports serialize"));
+        manifest.commit(layout, run)?;
+        metrics.committed = true;
+        metrics.run = *run_id;
+        *run_id = manifest.next_run_id();
+        *started = now_rfc3339();
+        Ok(())
+    };
+
+    for (index, (name, kind, entry)) in history.iter().enumerate() {
+        bar.set_message(name.rsplit('/').next().unwrap_or(name).to_string());
+        let bytes = export.read(entry)?;
+        let sha = sha256_hex(&bytes);
+        let account = match &account {
+            Some(a) => a.clone(),
+            None => spotify_export::first_username(&bytes)
+                .ok_or_else(|| SourceError::NoAccount { path: path.join(name) })?,
+        };
+        let raw = RawFile {
+            path: Layout::raw_rel(spotify_export::SOURCE, today, &sha),
+            sha256: sha.clone(),
+            source: spotify_export::SOURCE.into(),
+            kind: kind.to_string(),
+            origin: name.clone(),
+            bytes: bytes.len() as u64,
+            account: Some(account),
+        };
+        if !known.insert(sha) {
+            metrics.files_already_stored += 1;
+            metrics
+                .files
+                .push(FileReport { already_stored: true, ..FileReport::new(&raw, &Accounting::default(), true) });
+            bar.inc(1);
+            continue;
+        }
+        fsio::write_atomic(&layout.abs(&raw.path), &bytes)?;
+        stage(layout, run_id, index, &raw, &bytes, &out)?;
+        metrics.files_new += 1;
+        metrics.bytes_new += raw.bytes;
+        pending.push(raw);
+        if pending.len() >= EXPORT_FILES_PER_COMMIT {
+            commit(manifest, &mut pending, &mut out, &mut run_id, &mut started, &mut metrics)?;
+        }
+        bar.inc(1);
+    }
+    commit(manifest, &mut pending, &mut out, &mut run_id, &mut started, &mut metrics)?;
+    bar.finish_and_clear();
+    Ok(metrics)
+}
+
+/// Adds one committed chunk's figures to the whole import's.
+fn merge_into(metrics: &mut IngestMetrics, staged: &Staged) {
+    for acc in &staged.accounting {
+        match metrics.accounting.iter_mut().find(|a| a.source == acc.source && a.stream == acc.stream) {
+            Some(a) => a.add(acc),
+            None => metrics.accounting.push(acc.clone()),
+        }
+    }
+    let room = MAX_REJECTS_KEPT.saturating_sub(metrics.rejects.len());
+    metrics.rejects.extend(staged.rejects.iter().take(room).cloned());
+    metrics.staging_files += staged.change.files.len();
+    metrics.files.extend(staged.files.iter().cloned());
 }

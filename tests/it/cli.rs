@@ -22,7 +22,7 @@ fn the_readme_main_command_runs_on_the_sample_without_a_database() {
     assert!(out.status.success(), "{text}\n{}", stderr(&out));
     assert!(text.contains("ingest: run 1: 75 new files"), "{text}");
     assert!(text.contains("fact_plays"), "{text}");
-    assert!(text.contains("song match rate: 1 of"), "{text}");
+    assert!(text.contains("song match rate: 1 of 703 Sparkify plays"), "{text}");
     assert!(text.contains("top artists:"), "{text}");
     assert!(text.contains("no database configured: skipped sync"), "{text}");
     // Again: nothing new, the star is up to date.
@@ -37,7 +37,10 @@ fn queries_come_out_as_table_csv_or_json() {
     lake.ingest(&sample());
     lake.build();
     let list = stdout(&lake.cli(&["query", "--list"]));
-    assert!(list.contains("top_tracks") && list.contains("The 20 most played tracks."), "{list}");
+    assert!(
+        list.contains("top_tracks") && list.contains("The 20 most played tracks (plays of 30 s or more)."),
+        "{list}"
+    );
     let csv = stdout(&lake.cli(&[
         "query",
         "SELECT level, count(*) AS n FROM fact_plays GROUP BY level ORDER BY level",

@@ -6,3 +6,4 @@ mod common;
 mod pg;
 mod pipeline;
 mod postgres_sync;
+mod spotify_export;

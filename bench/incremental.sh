@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# bench/incremental.sh [N...]   (also: bench/run.sh incremental [N...])
+#
+# The daily case: a lake and a database already hold N events; one more day
+# of ~1,000 new events arrives. For each N (default: 100000 1000000):
+#   1. base: fresh lake + fresh empty database, tunelake ingest, build, sync of
+#      $OUT/data-N (the same generated set as run.sh; timed, reported as base *)
+#   2. INC_REPS times (default 3), each time a NEW day: gen_sparkify.py
+#      1000 events --days 1 starting the day after the previous set ends,
+#      --seed 7, 8, 9, ... (other ids), --users = the main set's U (returning
+#      users), --songs 71 (a few new catalogue songs); then timed: ingest,
+#      build, sync. The reps accumulate (rep 2 runs on N + 1 day).
+#   3. once: build and sync again with nothing new (the no-op cost).
+# Checks (untimed): fact_plays grows by the new NextSong plays. The generator
+# restarts sessionId at 1 in every set, so a new play can share tunelake's
+# natural key (userId, sessionId, itemInSession) with an older one; the
+# expected growth counts new distinct keys only (report.py newkeys).
+# Rows go to $OUT/incremental.jsonl; the table is printed and saved as
+# $OUT/incremental.md. Knobs: see lib.sh; INC_REPS=3, INC_EVENTS=1000, KEEP=1.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+NS=("$@")
+[ ${#NS[@]} -gt 0 ] || NS=(100000 1000000)
+REPS=${INC_REPS:-3}
+NEW=${INC_EVENTS:-1000}
+RES=$OUT/incremental.jsonl
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+BENCH="inc-$STAMP"
+LOGS=$OUT/logs/$BENCH
+mkdir -p "$OUT" "$LOGS"
+
+ensure_tools
+pg_start
+trap pg_stop_if_started EXIT
+env_info | tee "$LOGS/env.txt" >&2
+
+# tl FILE STAGE N REP NEW_EVENTS cmd-args... : one timed tunelake command, one row
+tl() {
+  local f=$1 stage=$2 n=$3 rep=$4 new=$5; shift 5
+  log "N=$n rep $rep: tunelake $*"
+  timed "$f" "$TUNELAKE" --lake "$LAKE" --progress off "$@"
+  record "$RES" tunelake "$stage" "$rep" "$n" bench="$BENCH" n="$n" new_events="$new" \
+    seconds="$T_SECS" rss_kb="$T_RSS_KB" rc="$T_RC" log="$f.log"
+  sed 's/^/    /' "$f.log" >&2
+  if [ "$T_RC" != 0 ]; then log "FAILED (exit $T_RC)"; return 1; fi
+  LAST_SECS=$T_SECS
+}
+plays() { psql_db "$DB" -At -c "SELECT count(*) FROM fact_plays"; }
+
+for n in "${NS[@]}"; do
+  DATA=$OUT/data-$n
+  gen_data "$n" "$DATA"
+  LAKE=$OUT/lake-inc-$n
+  DB=tl_inc_$n
+  URL=$(db_url "$DB")
+  dir=$LOGS/n$n; mkdir -p "$dir"
+  rm -rf "$LAKE"; fresh_db "$DB"; settle
+
+  # 1. base state
+  tl "$dir/base-ingest" "base ingest" "$n" 0 "$n" ingest sparkify "$DATA" || continue
+  tl "$dir/base-build" "base build" "$n" 0 "$n" build || continue
+  tl "$dir/base-sync" "base sync" "$n" 0 "$n" sync --database-url "$URL" || continue
+  prior=("$DATA")
+
+  # 2. one more day, REPS times
+  start=$(manifest_get "$DATA" args.start)
+  days=$(manifest_get "$DATA" args.days)
+  users=$(manifest_get "$DATA" args.users)
+  ok=1
+  for rep in $(seq 1 "$REPS"); do
+    day=$(date -u -d "$start + $((days + rep - 1)) days" +%F)
+    extra=$OUT/extra-$n-$day
+    gen_data "$NEW" "$extra" --start "$day" --days 1 --seed $((6 + rep)) --users "$users"
+    new_ns=$(manifest_get "$extra" log_events)
+    before=$(plays)
+    settle
+    tl "$dir/r$rep-ingest" ingest "$n" "$rep" "$new_ns" ingest sparkify "$extra" || { ok=0; break; }
+    s_ing=$LAST_SECS
+    tl "$dir/r$rep-build" build "$n" "$rep" "$new_ns" build || { ok=0; break; }
+    s_build=$LAST_SECS
+    tl "$dir/r$rep-sync" sync "$n" "$rep" "$new_ns" sync --database-url "$URL" || { ok=0; break; }
+    s_sync=$LAST_SECS
+    record "$RES" tunelake "build+sync" "$rep" "$n" bench="$BENCH" n="$n" new_events="$new_ns" \
+      seconds="$(python3 -c "print(round($s_build + $s_sync, 2))")"
+    record "$RES" tunelake "ingest+build+sync" "$rep" "$n" bench="$BENCH" n="$n" new_events="$new_ns" \
+      seconds="$(python3 -c "print(round($s_ing + $s_build + $s_sync, 2))")"
+    # untimed check of what reached PostgreSQL
+    after=$(plays)
+    expect=$(python3 "$HERE/report.py" newkeys "$extra" "${prior[@]}")
+    note="fact_plays $before -> $after (+$((after - before))); new NextSong plays with a new natural key: $expect; $(manifest_get "$extra" nextsong_events) NextSong events in the new day ($day)"
+    log "check: $note"
+    record "$RES" tunelake check "$rep" "$n" bench="$BENCH" n="$n" note="\"$note\""
+    prior+=("$extra")
+  done
+
+  # 3. nothing new: build and sync again
+  if [ $ok = 1 ]; then
+    settle
+    tl "$dir/noop-build" "no-op build" "$n" 1 0 build || true
+    tl "$dir/noop-sync" "no-op sync" "$n" 1 0 sync --database-url "$URL" || true
+  fi
+  if [ "${KEEP:-0}" != 1 ]; then rm -rf "$LAKE"; drop_db "$DB"; fi
+done
+
+python3 "$HERE/report.py" "$RES" --incremental --bench "$BENCH" | tee "$OUT/incremental.md"
+log "results: $RES (bench=$BENCH), logs: $LOGS"
