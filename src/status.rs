@@ -32,6 +32,18 @@ pub fn accounting(manifest: &Manifest) -> Vec<Accounting> {
     acc.into_values().collect()
 }
 
+/// The per-file import reports kept by export imports (and the last reprocess).
+pub fn import_files(manifest: &Manifest) -> Vec<crate::source::FileReport> {
+    let start = manifest.runs.iter().rposition(|r| r.kind == RunKind::Reprocess).unwrap_or(0);
+    manifest.runs[start..]
+        .iter()
+        .filter_map(|r| r.stats.get("files"))
+        .filter_map(|v| serde_json::from_value::<Vec<crate::source::FileReport>>(v.clone()).ok())
+        .flatten()
+        .filter(|f| !f.already_stored)
+        .collect()
+}
+
 /// Rejects of the live staging set, as kept by name in the manifest.
 pub fn rejects(manifest: &Manifest) -> Vec<&Reject> {
     let start = manifest.runs.iter().rposition(|r| r.kind == RunKind::Reprocess).unwrap_or(0);
@@ -135,6 +147,23 @@ pub fn render(out: &mut dyn Write, manifest: &Manifest, lake: &str, max_runs: us
             writeln!(out, "    filtered: {}", f.join(", "))?;
         }
         writeln!(out, "    files: {} stored, {} skipped as already stored", a.files, a.files_already_stored)?;
+    }
+    let files = import_files(manifest);
+    if !files.is_empty() {
+        writeln!(out, "\nimported files (Spotify exports):")?;
+        for f in &files {
+            writeln!(
+                out,
+                "  {}: read {}, imported {}, plays {}, rejected {}, {} .. {}",
+                f.origin,
+                f.read,
+                f.kept,
+                f.plays,
+                f.rejected,
+                f.first.as_deref().unwrap_or("-"),
+                f.last.as_deref().unwrap_or("-")
+            )?;
+        }
     }
     let rejects = rejects(manifest);
     if !rejects.is_empty() {

@@ -383,6 +383,9 @@ pub fn reprocess(layout: &Layout, manifest: &mut Manifest, command: &str) -> Res
         files,
     };
     let mut run = Run::new(run_id, RunKind::Reprocess, command, started);
+    if !metrics.files.is_empty() {
+        run.stats.insert("files".into(), serde_json::to_value(&metrics.files).expect("reports serialize"));
+    }
     run.staging = Some(staging);
     run.accounting = accounting;
     run.rejects = rejects;
