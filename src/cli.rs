@@ -16,6 +16,7 @@ use crate::model::build::{BuildMetrics, BuildOptions};
 use crate::model::query::{self, Format};
 use crate::progress::{self, ProgressMode};
 use crate::sink::{self, SinkError, SyncMetrics, SyncOptions};
+use crate::source::spotify_auth::SpotifyConfig;
 use crate::source::{self, IngestMetrics};
 use crate::{sql, status};
 
@@ -53,6 +54,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Log in to a service once; the tokens are kept in the lake's state/ (mode 0600).
+    #[command(subcommand)]
+    Auth(AuthTarget),
     /// Store a source's data in the lake: raw bytes plus typed staging.
     #[command(subcommand)]
     Ingest(IngestSource),
@@ -80,7 +84,92 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum AuthTarget {
+    /// Spotify: OAuth 2.0 with PKCE in your browser (or by pasting, with --no-browser).
+    #[command(after_help = "Examples:\n  SPOTIFY_CLIENT_ID=<your app's client id> tunelake auth spotify\n  \
+        tunelake auth spotify --no-browser          on a headless server: paste the redirect URL back\n\n\
+        Register http://127.0.0.1:8888/callback (or your --port) as a redirect URI of your Spotify app.")]
+    Spotify {
+        #[command(flatten)]
+        spotify: SpotifyArgs,
+        /// Print the login URL and read the redirect URL from stdin instead of opening a browser.
+        #[arg(long)]
+        no_browser: bool,
+        /// The loopback port of the redirect URI http://127.0.0.1:<port>/callback.
+        #[arg(long, default_value_t = 8888)]
+        port: u16,
+    },
+}
+
+/// Where Spotify is and who we are to it.
+#[derive(Debug, Clone, Args)]
+pub struct SpotifyArgs {
+    /// Your Spotify app's client id.
+    #[arg(long = "spotify-client-id", env = "SPOTIFY_CLIENT_ID", value_name = "ID")]
+    pub client_id: Option<String>,
+    /// The app's client secret; optional with PKCE, never printed.
+    #[arg(
+        long = "spotify-client-secret",
+        env = "SPOTIFY_CLIENT_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    pub client_secret: Option<String>,
+    /// The Web API's base URL.
+    #[arg(long = "spotify-api-url", env = "TUNELAKE_SPOTIFY_API_URL", default_value = SpotifyConfig::DEFAULT_API_URL, value_name = "URL")]
+    pub api_url: String,
+    /// The accounts service's base URL.
+    #[arg(long = "spotify-accounts-url", env = "TUNELAKE_SPOTIFY_ACCOUNTS_URL", default_value = SpotifyConfig::DEFAULT_ACCOUNTS_URL, value_name = "URL")]
+    pub accounts_url: String,
+    /// The longest Retry-After (seconds) a rate-limited run waits; past it the run stops and resumes next time.
+    #[arg(long = "spotify-max-wait", env = "TUNELAKE_SPOTIFY_MAX_WAIT", default_value_t = 60, value_name = "SECONDS")]
+    pub max_wait: u64,
+    /// Seconds before a request to Spotify times out (and is retried).
+    #[arg(long = "spotify-timeout", env = "TUNELAKE_SPOTIFY_TIMEOUT", default_value_t = 30, value_name = "SECONDS")]
+    pub timeout: u64,
+}
+
+impl SpotifyArgs {
+    fn config(&self, port: u16) -> Result<SpotifyConfig> {
+        let client_id = self.client_id.clone().filter(|c| !c.trim().is_empty()).ok_or_else(|| {
+            Error::Usage(
+                "SPOTIFY_CLIENT_ID is not set: create an app at https://developer.spotify.com/dashboard, \
+                 add the redirect URI http://127.0.0.1:8888/callback, and export SPOTIFY_CLIENT_ID=<its client id>"
+                    .into(),
+            )
+        })?;
+        for url in [&self.api_url, &self.accounts_url] {
+            if !(url.starts_with("https://")
+                || url.starts_with("http://127.0.0.1")
+                || url.starts_with("http://localhost"))
+            {
+                return Err(Error::Usage(format!("{url}: Spotify URLs must be https (or a local test server)")));
+            }
+        }
+        Ok(SpotifyConfig {
+            client_id,
+            client_secret: self.client_secret.clone().filter(|s| !s.is_empty()).map(crate::config::Secret::new),
+            accounts_url: self.accounts_url.clone(),
+            api_url: self.api_url.clone(),
+            redirect_port: port,
+            max_retry_after: std::time::Duration::from_secs(self.max_wait),
+            timeout: std::time::Duration::from_secs(self.timeout.max(1)),
+        })
+    }
+}
+
+#[derive(Debug, Subcommand)]
 pub enum IngestSource {
+    /// Your recently played tracks from the Spotify Web API (run `tunelake auth spotify` once first).
+    #[command(after_help = "Examples:\n  tunelake ingest spotify\n  tunelake ingest spotify --max-enrich 200\n\n\
+        The API keeps only your last 50 plays: pull at least every few hours (`tunelake run --every 6h`).")]
+    Spotify {
+        #[command(flatten)]
+        spotify: SpotifyArgs,
+        /// At most this many track/artist/album lookups per run; the rest continue next run.
+        #[arg(long, default_value_t = 50)]
+        max_enrich: usize,
+    },
     /// A folder in the Sparkify course format: song_data/ and log_data/ inside.
     #[command(after_help = "Example:\n  tunelake ingest sparkify ../shared/data/sparkify")]
     Sparkify {
@@ -165,8 +254,38 @@ pub struct RunArgs {
     /// A Sparkify folder to ingest (song_data/ and log_data/ inside).
     #[arg(long, value_name = "DIR")]
     pub sparkify: Vec<PathBuf>,
+    /// A Spotify data export (zip, folder or file) to import.
+    #[arg(long, value_name = "PATH")]
+    pub spotify_export: Vec<PathBuf>,
+    /// Do not pull the Spotify Web API even though `tunelake auth spotify` was run.
+    #[arg(long)]
+    pub no_spotify: bool,
+    /// Repeat every DURATION (e.g. 30m, 6h, 1d) until SIGTERM or Ctrl-C, finishing the step in progress.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub every: Option<std::time::Duration>,
     #[command(flatten)]
     pub db: DbArgs,
+    #[command(flatten)]
+    pub spotify: SpotifyArgs,
+}
+
+/// `90s`, `30m`, `6h`, `1d`.
+pub fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("`{s}` is not a duration like 30m, 6h or 1d"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" | "min" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(format!("`{s}`: the unit must be s, m, h or d")),
+    };
+    if secs == 0 {
+        return Err("the interval must be longer than zero".into());
+    }
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 #[derive(Debug, Args)]
@@ -255,6 +374,25 @@ pub fn execute(cli: Cli, command: &str) -> Result<()> {
                 print_build(out, &b).map_err(Error::Output)?;
             }
         }
+        Command::Auth(AuthTarget::Spotify { spotify, no_browser, port }) => {
+            let cfg = spotify.config(port)?;
+            std::fs::create_dir_all(layout.state_dir())
+                .map_err(|e| crate::lake::LakeError::io("create directory", layout.state_dir())(e))?;
+            let stdin = std::io::stdin();
+            let mut input = stdin.lock();
+            let mut say = std::io::stderr();
+            source::spotify_auth::login(&cfg, layout, no_browser, &mut input, &mut say)?;
+            writeln!(out, "logged in to Spotify; tokens saved in {} (mode 0600)", layout.spotify_token().display())
+                .map_err(Error::Output)?;
+        }
+        Command::Ingest(IngestSource::Spotify { spotify, max_enrich }) => {
+            let cfg = spotify.config(8888)?;
+            let _lock = LakeLock::acquire(layout, "ingest spotify")?;
+            let mut manifest = Manifest::load(layout)?;
+            let opts = source::spotify_api::PullOptions { max_enrich };
+            let m = source::spotify_api::pull(layout, &mut manifest, &cfg, &opts, command, &std::thread::sleep)?;
+            print_pull(out, &m).map_err(Error::Output)?;
+        }
         Command::Build(a) => {
             if !(a.match_tolerance >= 0.0 && a.match_tolerance.is_finite()) {
                 return Err(Error::Usage(format!(
@@ -333,44 +471,41 @@ pub fn execute(cli: Cli, command: &str) -> Result<()> {
             }
         }
         Command::Run(a) => {
-            if a.sparkify.is_empty() {
+            let spotify_on = !a.no_spotify && layout.spotify_token().exists();
+            if a.sparkify.is_empty() && a.spotify_export.is_empty() && !spotify_on {
                 return Err(Error::Usage(
-                    "nothing to run: give a source, e.g. `tunelake run --sparkify data/sample/sparkify`".into(),
+                    "nothing to run: give a source (e.g. `tunelake run --sparkify data/sample/sparkify`) \
+                     or log in with `tunelake auth spotify`"
+                        .into(),
                 ));
             }
-            let _lock = LakeLock::acquire(layout, "run")?;
-            let mut manifest = Manifest::load(layout)?;
-            for dir in &a.sparkify {
-                let m = source::ingest_sparkify(layout, &mut manifest, dir, command)?;
-                print_ingest(out, &m).map_err(Error::Output)?;
+            let spotify = if spotify_on { Some(a.spotify.config(8888)?) } else { None };
+            let Some(every) = a.every else {
+                return run_cycle(&settings, &a, spotify.as_ref(), command, out);
+            };
+            // Until SIGTERM or Ctrl-C: the step in progress finishes, a second Ctrl-C stops at once.
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+                signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone()).map_err(Error::Runtime)?;
+                signal_hook::flag::register(sig, stop.clone()).map_err(Error::Runtime)?;
             }
-            let rt = runtime()?;
-            let m =
-                rt.block_on(crate::model::build::build(layout, &mut manifest, &BuildOptions::default(), command))?;
-            print_build(out, &m).map_err(Error::Output)?;
-            let top = rt.block_on(async {
-                let ctx = query::star_context(layout, &manifest, crate::model::DEFAULT_MEMORY_LIMIT).await?;
-                query::run(
-                    &ctx,
-                    &format!("SELECT * FROM ({}) LIMIT 5", sql::query("top_artists").expect("registered").text),
-                )
-                .await
-            })?;
-            drop(rt);
-            writeln!(out, "\ntop artists:").map_err(Error::Output)?;
-            query::write(out, &top, Format::Table).map_err(Error::Output)?;
-            match &settings.database_url {
-                Some(url) => {
-                    let m = sink::sync(layout, &manifest, url.expose(), &SyncOptions::default())?;
-                    record_sync(layout, &mut manifest, &m, command)?;
-                    print_sync(out, &m).map_err(Error::Output)?;
+            let stopping = || stop.load(std::sync::atomic::Ordering::Relaxed);
+            loop {
+                let started = std::time::Instant::now();
+                writeln!(out, "--- cycle at {}", now_rfc3339()).map_err(Error::Output)?;
+                if let Err(e) = run_cycle(&settings, &a, spotify.as_ref(), command, out) {
+                    // A failed cycle is logged and tried again at the next tick.
+                    tracing::error!(error = %error_chain(&e), "cycle failed; retrying at the next tick");
+                    eprintln!("error: {}", error_chain(&e));
                 }
-                None => writeln!(
-                    out,
-                    "\nno database configured: skipped sync (set DATABASE_URL or --database-url to load PostgreSQL)\n\
-                     next: `tunelake query --list`, `tunelake status`"
-                )
-                .map_err(Error::Output)?,
+                out.flush().map_err(Error::Output)?;
+                while !stopping() && started.elapsed() < every {
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+                if stopping() {
+                    writeln!(out, "stopped").map_err(Error::Output)?;
+                    break;
+                }
             }
         }
         Command::Vacuum(a) => {
@@ -390,6 +525,99 @@ pub fn execute(cli: Cli, command: &str) -> Result<()> {
             )
             .map_err(Error::Output)?;
         }
+    }
+    Ok(())
+}
+
+/// One error and its causes on one line.
+fn error_chain(e: &Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let t = c.to_string();
+        if !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+/// `tunelake run` once: ingest every configured source, build, sync when a database is configured.
+fn run_cycle(
+    settings: &Settings,
+    a: &RunArgs,
+    spotify: Option<&SpotifyConfig>,
+    command: &str,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let layout = &settings.layout;
+    let _lock = LakeLock::acquire(layout, "run")?;
+    let mut manifest = Manifest::load(layout)?;
+    for dir in &a.sparkify {
+        let m = source::ingest_sparkify(layout, &mut manifest, dir, command)?;
+        print_ingest(out, &m).map_err(Error::Output)?;
+    }
+    for path in &a.spotify_export {
+        let m = source::ingest_spotify_export(layout, &mut manifest, path, None, command)?;
+        print_export(out, &m).map_err(Error::Output)?;
+    }
+    if let Some(cfg) = spotify {
+        let opts = source::spotify_api::PullOptions { max_enrich: 50 };
+        let m = source::spotify_api::pull(layout, &mut manifest, cfg, &opts, command, &std::thread::sleep)?;
+        print_pull(out, &m).map_err(Error::Output)?;
+    }
+    let rt = runtime()?;
+    let m = rt.block_on(crate::model::build::build(layout, &mut manifest, &BuildOptions::default(), command))?;
+    print_build(out, &m).map_err(Error::Output)?;
+    let top = rt.block_on(async {
+        let ctx = query::star_context(layout, &manifest, crate::model::DEFAULT_MEMORY_LIMIT).await?;
+        query::run(&ctx, &format!("SELECT * FROM ({}) LIMIT 5", sql::query("top_artists").expect("registered").text))
+            .await
+    })?;
+    drop(rt);
+    writeln!(out, "\ntop artists:").map_err(Error::Output)?;
+    query::write(out, &top, Format::Table).map_err(Error::Output)?;
+    match &settings.database_url {
+        Some(url) => {
+            let m = sink::sync(layout, &manifest, url.expose(), &SyncOptions::default())?;
+            record_sync(layout, &mut manifest, &m, command)?;
+            print_sync(out, &m).map_err(Error::Output)?;
+        }
+        None => writeln!(
+            out,
+            "\nno database configured: skipped sync (set DATABASE_URL or --database-url to load PostgreSQL)\n\
+             next: `tunelake query --list`, `tunelake status`"
+        )
+        .map_err(Error::Output)?,
+    }
+    Ok(())
+}
+
+fn print_pull(out: &mut dyn Write, m: &source::spotify_api::PullMetrics) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "ingest spotify: user {}: {} page(s), {} items, {} new plays, {} rejected; {} looked up, {} left for next time; {} requests",
+        m.user, m.pages, m.items, m.plays_new, m.rejected, m.enriched, m.enrich_left, m.requests
+    )?;
+    for g in &m.gaps {
+        writeln!(
+            out,
+            "  coverage gap: plays between {} and {} may be lost (the API keeps only the last 50; pull more often)",
+            g.from, g.to
+        )?;
+    }
+    match &m.stopped {
+        Some(source::spotify_api::Stop::QuotaExceeded) => writeln!(
+            out,
+            "  stopped: Spotify says QUOTA_EXCEEDED for this app; what was received is stored, the rest waits for the next run"
+        )?,
+        Some(source::spotify_api::Stop::RateLimited { retry_after_s }) => writeln!(
+            out,
+            "  stopped: rate limited (Retry-After {retry_after_s} s is past --spotify-max-wait); the next run resumes"
+        )?,
+        None => {}
     }
     Ok(())
 }

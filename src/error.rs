@@ -41,7 +41,15 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Usage(_) => exit::USAGE,
-            Error::Source(SourceError::NotSparkifyDir { .. }) => exit::USAGE,
+            Error::Source(SourceError::NotSparkifyDir { .. } | SourceError::Config(_)) => exit::USAGE,
+            Error::Source(
+                SourceError::NotLoggedIn
+                | SourceError::Reauth
+                | SourceError::Auth(_)
+                | SourceError::Http { .. }
+                | SourceError::Api { .. },
+            ) => exit::NETWORK,
+            Error::Source(SourceError::Lake(_)) => exit::LAKE,
             Error::Source(_) => exit::INPUT,
             Error::Lake(_) => exit::LAKE,
             Error::Model(ModelError::NothingIngested | ModelError::NothingBuilt | ModelError::UnknownQuery { .. }) => {

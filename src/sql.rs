@@ -43,6 +43,7 @@ pub const MODEL_HELPERS: &[SqlFile] = &[
     sql_file!("model", "_sparkify_plays"),
     sql_file!("model", "_spotify_unique"),
     sql_file!("model", "_spotify_streams"),
+    sql_file!("model", "_spotify_api_plays"),
 ];
 
 /// Star tables in build order: a model may read the tables built before it.
@@ -63,6 +64,12 @@ pub const STAR_TABLES: &[StarTable] = &[
         name: "dim_tracks",
         schema: sql_file!("schema", "dim_tracks"),
         model: sql_file!("model", "dim_tracks"),
+        month_partition_by: None,
+    },
+    StarTable {
+        name: "bridge_track_artists",
+        schema: sql_file!("schema", "bridge_track_artists"),
+        model: sql_file!("model", "bridge_track_artists"),
         month_partition_by: None,
     },
     StarTable {

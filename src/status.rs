@@ -165,6 +165,15 @@ pub fn render(out: &mut dyn Write, manifest: &Manifest, lake: &str, max_runs: us
             )?;
         }
     }
+    let gaps: Vec<&serde_json::Value> =
+        manifest.runs.iter().filter_map(|r| r.stats.get("spotify_gaps").and_then(|g| g.as_array())).flatten().collect();
+    if !gaps.is_empty() {
+        writeln!(out, "\ncoverage gaps (Spotify Web API: plays in these spans may be missing; an export fills them):")?;
+        for g in gaps {
+            let f = |k: &str| g.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_string();
+            writeln!(out, "  {}: {} .. {}", f("user"), f("from"), f("to"))?;
+        }
+    }
     let rejects = rejects(manifest);
     if !rejects.is_empty() {
         writeln!(out, "\nrejected records (first {} kept by name):", rejects.len().min(20))?;

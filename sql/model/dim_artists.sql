@@ -1,21 +1,30 @@
--- One row per artist id from every source; the catalogue's row wins.
+-- One row per artist id from every source; the catalogue's row wins, then
+-- the Web API's (with genres once the artist has been looked up).
 WITH candidates AS (
     SELECT artist_id, artist_name AS name, artist_location AS location,
-           artist_latitude AS latitude, artist_longitude AS longitude,
+           artist_latitude AS latitude, artist_longitude AS longitude, CAST(NULL AS VARCHAR) AS genres,
            'song_data' AS origin, 'sparkify' AS source, 1 AS priority, song_id AS pos1, CAST(0 AS BIGINT) AS pos2
     FROM _sparkify_songs
     UNION ALL
-    SELECT artist_id, artist, CAST(NULL AS VARCHAR), CAST(NULL AS DOUBLE), CAST(NULL AS DOUBLE),
-           'derived', 'sparkify', 2, raw_sha256, line
+    SELECT artist_id, artist, CAST(NULL AS VARCHAR), CAST(NULL AS DOUBLE), CAST(NULL AS DOUBLE), CAST(NULL AS VARCHAR),
+           'derived', 'sparkify', 3, raw_sha256, line
     FROM _sparkify_plays
     WHERE artist_origin = 'derived'
     UNION ALL
-    SELECT artist_id, artist_name, CAST(NULL AS VARCHAR), CAST(NULL AS DOUBLE), CAST(NULL AS DOUBLE),
-           'derived', 'spotify_export', 2, raw_sha256, record
+    SELECT artist_id, artist_name, CAST(NULL AS VARCHAR), CAST(NULL AS DOUBLE), CAST(NULL AS DOUBLE), CAST(NULL AS VARCHAR),
+           'derived', 'spotify_export', 3, raw_sha256, record
     FROM _spotify_streams
     WHERE content_type = 'track' AND artist_name IS NOT NULL
+    UNION ALL
+    SELECT a.artist_id, a.artist_name, CAST(NULL AS VARCHAR), CAST(NULL AS DOUBLE), CAST(NULL AS DOUBLE), e.genres,
+           'spotify', 'spotify_api', 2, a.raw_sha256, a.record
+    FROM stg_spotify_api_plays a
+    LEFT JOIN (
+        SELECT DISTINCT ON (id) id, genres FROM stg_spotify_api_entities WHERE kind = 'artist' ORDER BY id, raw_sha256
+    ) e ON e.id = a.artist_id
+    WHERE a.artist_id IS NOT NULL
 )
-SELECT artist_id, name, location, latitude, longitude, origin, source
+SELECT artist_id, name, location, latitude, longitude, genres, origin, source
 FROM (
     SELECT *, row_number() OVER (PARTITION BY artist_id ORDER BY priority, pos1, pos2) AS pick
     FROM candidates

@@ -1,6 +1,7 @@
 -- One row per play from every source, ordered by time (the writer
 -- partitions by month). Sparkify's NextSong events are plays by definition;
--- a Spotify export stream counts as a play from 30 s of listening.
+-- a Spotify export stream counts as a play from 30 s of listening; a Web API
+-- play is one Spotify itself lists as played (ms_played unknown).
 SELECT * FROM (
     SELECT
         event_id                                   AS play_id,
@@ -59,6 +60,36 @@ SELECT * FROM (
         content_type,
         'spotify_export'
     FROM _spotify_streams
+    WHERE duplicate_of IS NULL
+    UNION ALL
+    SELECT
+        play_id,
+        played_at,
+        user_id,
+        track_id,
+        artist_id,
+        album_id,
+        CAST(NULL AS BIGINT),
+        CAST(NULL AS BIGINT),
+        CAST(NULL AS BIGINT),                      -- the API does not say how long
+        CAST(NULL AS BOOLEAN),
+        CAST(NULL AS BOOLEAN),
+        CAST(NULL AS VARCHAR),
+        CAST(NULL AS VARCHAR),
+        CAST(NULL AS VARCHAR),
+        country,
+        CAST(NULL AS VARCHAR),
+        CAST(NULL AS VARCHAR),
+        product,
+        context_uri,
+        CAST(NULL AS VARCHAR),
+        CAST(NULL AS VARCHAR),
+        CAST(NULL AS BOOLEAN),
+        CAST(NULL AS BOOLEAN),
+        TRUE,                                      -- Spotify lists a track once it counts as played
+        'track',
+        'spotify_api'
+    FROM _spotify_api_plays
     WHERE duplicate_of IS NULL
 )
 ORDER BY played_at, play_id

@@ -5,6 +5,7 @@ CREATE TABLE dim_artists (
     location  VARCHAR,
     latitude  DOUBLE PRECISION,
     longitude DOUBLE PRECISION,
+    genres    VARCHAR,
     origin    VARCHAR NOT NULL,
     source    VARCHAR NOT NULL
 );

@@ -7,6 +7,7 @@ CREATE TABLE dim_users (
     level         VARCHAR,
     location      VARCHAR,
     country       VARCHAR,
+    display_name  VARCHAR,
     registered_at TIMESTAMP(6),
     first_seen    TIMESTAMP(6) NOT NULL,
     last_seen     TIMESTAMP(6) NOT NULL,

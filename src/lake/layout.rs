@@ -40,6 +40,11 @@ impl Layout {
         self.root.join("state")
     }
 
+    /// The Spotify token cache (mode 0600).
+    pub fn spotify_token(&self) -> PathBuf {
+        self.state_dir().join("spotify_token.json")
+    }
+
     /// `raw/<source>/ingest_date=YYYY-MM-DD/<sha256>.json`, relative.
     pub fn raw_rel(source: &str, ingest_date: NaiveDate, sha256: &str) -> String {
         format!("raw/{source}/ingest_date={ingest_date}/{sha256}.json")

@@ -10,6 +10,9 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 pub const STG_SPARKIFY_EVENTS: &str = "stg_sparkify_events";
 pub const STG_SPARKIFY_SONGS: &str = "stg_sparkify_songs";
 pub const STG_SPOTIFY_STREAMS: &str = "stg_spotify_streams";
+pub const STG_SPOTIFY_API_PLAYS: &str = "stg_spotify_api_plays";
+pub const STG_SPOTIFY_API_ENTITIES: &str = "stg_spotify_api_entities";
+pub const STG_SPOTIFY_API_USERS: &str = "stg_spotify_api_users";
 
 /// Timestamps in the lake: UTC, microseconds, no zone attached.
 pub fn ts_type() -> DataType {
@@ -104,11 +107,69 @@ pub static SPOTIFY_STREAMS: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
+/// Recently-played items from the Spotify Web API, one row per (play,
+/// artist of its track): `artist_position` 0 is the primary artist.
+pub static SPOTIFY_API_PLAYS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let s = |n: &str| Field::new(n, DataType::Utf8, true);
+    Arc::new(Schema::new(vec![
+        Field::new("play_id", DataType::Utf8, false),
+        Field::new("user_id", DataType::Utf8, false),
+        Field::new("played_at", ts_type(), false),
+        Field::new("track_id", DataType::Utf8, false),
+        Field::new("track_name", DataType::Utf8, false),
+        Field::new("duration_ms", DataType::Int64, true),
+        Field::new("explicit", DataType::Boolean, true),
+        s("album_id"),
+        s("album_name"),
+        s("album_release_date"),
+        Field::new("artist_position", DataType::Int64, false),
+        s("artist_id"),
+        s("artist_name"),
+        s("context_type"),
+        s("context_uri"),
+        Field::new("raw_sha256", DataType::Utf8, false),
+        Field::new("record", DataType::Int64, false),
+    ]))
+});
+
+/// `/v1/me` as fetched, in fetch order (`seq`): the latest says the user's level.
+pub static SPOTIFY_API_USERS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let s = |n: &str| Field::new(n, DataType::Utf8, true);
+    Arc::new(Schema::new(vec![
+        Field::new("user_id", DataType::Utf8, false),
+        s("display_name"),
+        s("country"),
+        s("product"),
+        Field::new("seq", DataType::Int64, false),
+        Field::new("raw_sha256", DataType::Utf8, false),
+    ]))
+});
+
+/// Tracks, artists and albums fetched one by one to enrich the model.
+pub static SPOTIFY_API_ENTITIES: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let s = |n: &str| Field::new(n, DataType::Utf8, true);
+    Arc::new(Schema::new(vec![
+        Field::new("kind", DataType::Utf8, true),
+        s("id"),
+        s("name"),
+        Field::new("popularity", DataType::Int64, true),
+        s("genres"),
+        s("release_date"),
+        s("album_type"),
+        Field::new("duration_ms", DataType::Int64, true),
+        s("label"),
+        s("raw_sha256"),
+    ]))
+});
+
 /// Every staging table with its schema.
-pub fn tables() -> [(&'static str, SchemaRef); 3] {
+pub fn tables() -> [(&'static str, SchemaRef); 6] {
     [
         (STG_SPARKIFY_EVENTS, SPARKIFY_EVENTS.clone()),
         (STG_SPARKIFY_SONGS, SPARKIFY_SONGS.clone()),
         (STG_SPOTIFY_STREAMS, SPOTIFY_STREAMS.clone()),
+        (STG_SPOTIFY_API_PLAYS, SPOTIFY_API_PLAYS.clone()),
+        (STG_SPOTIFY_API_ENTITIES, SPOTIFY_API_ENTITIES.clone()),
+        (STG_SPOTIFY_API_USERS, SPOTIFY_API_USERS.clone()),
     ]
 }

@@ -255,6 +255,15 @@ async fn duplicate_counts(ctx: &SessionContext) -> Result<BTreeMap<String, u64>,
             "spotify_export: account-data rows also in extended history",
             "SELECT count(*) FROM _spotify_streams WHERE duplicate_of IS NOT NULL",
         ),
+        (
+            "spotify_api: the same play in two pages",
+            "SELECT (SELECT count(*) FROM stg_spotify_api_plays WHERE artist_position = 0) \
+             - (SELECT count(*) FROM _spotify_api_plays)",
+        ),
+        (
+            "spotify_api: plays a Spotify export also has",
+            "SELECT count(*) FROM _spotify_api_plays WHERE duplicate_of IS NOT NULL",
+        ),
     ];
     let mut out = BTreeMap::new();
     for (what, sql) in checks {

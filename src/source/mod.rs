@@ -7,6 +7,8 @@
 
 pub mod normalize;
 pub mod sparkify;
+pub mod spotify_api;
+pub mod spotify_auth;
 pub mod spotify_export;
 
 use std::collections::{BTreeMap, HashSet};
@@ -19,7 +21,7 @@ use rayon::prelude::*;
 use crate::lake::manifest::{
     Accounting, MAX_REJECTS_KEPT, RawFile, Reject, Run, RunKind, StagingChange, StagingFile, now_rfc3339,
 };
-use crate::lake::{LakeError, Layout, Manifest, fsio, parquet, sha256_hex};
+use crate::lake::{LakeError, Layout, Manifest, fsio, parquet, sha256_hex, staging};
 use crate::progress;
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +57,21 @@ pub enum SourceError {
          pass --user <your Spotify username>"
     )]
     NoAccount { path: PathBuf },
+    #[error("{0}")]
+    Config(String),
+    #[error("not logged in to Spotify: run `tunelake auth spotify` first")]
+    NotLoggedIn,
+    #[error(
+        "Spotify no longer accepts the saved login (refresh tokens expire six months after consent): \
+         run `tunelake auth spotify` again"
+    )]
+    Reauth,
+    #[error("Spotify login failed: {0}")]
+    Auth(String),
+    #[error("{endpoint}: request failed: {message}")]
+    Http { endpoint: String, message: String },
+    #[error("{endpoint}: Spotify answered HTTP {status}")]
+    Api { endpoint: String, status: u16 },
     #[error(transparent)]
     Lake(#[from] LakeError),
 }
@@ -88,6 +105,8 @@ struct Collector {
     files: Vec<StagingFile>,
     songs: Vec<sparkify::SongRow>,
     per_file: Vec<FileReport>,
+    /// Rows of small per-response tables (the API's), written as one file per table.
+    batches: BTreeMap<&'static str, Vec<datafusion::arrow::record_batch::RecordBatch>>,
 }
 
 /// One input file in an import report: what was read from it and what became of it.
@@ -122,7 +141,14 @@ impl FileReport {
 
 impl Collector {
     fn new() -> Self {
-        Collector { accounting: BTreeMap::new(), rejects: vec![], files: vec![], songs: vec![], per_file: vec![] }
+        Collector {
+            accounting: BTreeMap::new(),
+            rejects: vec![],
+            files: vec![],
+            songs: vec![],
+            per_file: vec![],
+            batches: BTreeMap::new(),
+        }
     }
 
     fn account(&mut self, acc: Accounting, rejects: Vec<Reject>) {
@@ -143,6 +169,11 @@ impl Collector {
             let batch = sparkify::songs_batch(chunk);
             let w = parquet::write_batches(&layout.abs(&rel), &batch.schema(), [&batch])?;
             self.files.push(StagingFile { table: sparkify::STG_SONGS.into(), path: rel, rows: w.rows });
+        }
+        for (table, batches) in &self.batches {
+            let rel = Layout::staging_rel(table, date, run, 0);
+            let w = parquet::write_batches(&layout.abs(&rel), &batches[0].schema(), batches.iter())?;
+            self.files.push(StagingFile { table: table.to_string(), path: rel, rows: w.rows });
         }
         self.files.sort_by(|a, b| a.path.cmp(&b.path));
         let change = StagingChange { replace: false, files: self.files };
@@ -206,6 +237,57 @@ fn stage(
             c.files.extend(file);
             c.per_file.push(FileReport::new(raw, &parsed.accounting, false));
             c.account(parsed.accounting, parsed.rejects);
+        }
+        (spotify_api::SOURCE, kind) => {
+            let mut acc = Accounting::new(spotify_api::SOURCE, kind);
+            acc.files = 1;
+            let mut rejects = vec![];
+            let (table, batch) = match kind {
+                spotify_api::KIND_ME => match spotify_api::parse_me(bytes, index as i64, &raw.sha256) {
+                    Ok((_, b)) => (staging::STG_SPOTIFY_API_USERS, Some(b)),
+                    Err(reason) => {
+                        rejects.push(Reject { file: raw.origin.clone(), line: 1, reason });
+                        (staging::STG_SPOTIFY_API_USERS, None)
+                    }
+                },
+                spotify_api::KIND_RECENT => {
+                    let user = raw.account.as_deref().unwrap_or_default();
+                    match spotify_api::parse_page(bytes, user, &raw.sha256) {
+                        Ok(page) => {
+                            acc.read = (page.played_ms.len() + page.rejected.len()) as u64;
+                            acc.plays = page.played_ms.len() as u64;
+                            rejects.extend(page.rejected.into_iter().map(|(line, reason)| Reject {
+                                file: raw.origin.clone(),
+                                line,
+                                reason,
+                            }));
+                            (staging::STG_SPOTIFY_API_PLAYS, Some(page.plays))
+                        }
+                        Err(reason) => {
+                            acc.read = 1;
+                            rejects.push(Reject { file: raw.origin.clone(), line: 0, reason });
+                            (staging::STG_SPOTIFY_API_PLAYS, None)
+                        }
+                    }
+                }
+                _ => match spotify_api::parse_entity(kind, bytes, &raw.sha256) {
+                    Ok(b) => (staging::STG_SPOTIFY_API_ENTITIES, Some(b)),
+                    Err(reason) => {
+                        rejects.push(Reject { file: raw.origin.clone(), line: 1, reason });
+                        (staging::STG_SPOTIFY_API_ENTITIES, None)
+                    }
+                },
+            };
+            if kind != spotify_api::KIND_RECENT {
+                acc.read = 1;
+            }
+            acc.rejected = rejects.len() as u64;
+            acc.kept = acc.read - acc.rejected;
+            let mut c = out.lock().expect("collector lock");
+            if let Some(b) = batch.filter(|b| b.num_rows() > 0) {
+                c.batches.entry(table).or_default().push(b);
+            }
+            c.account(acc, rejects);
         }
         (s, k) => {
             return Err(SourceError::UnknownKind {
@@ -346,14 +428,8 @@ pub fn reprocess(layout: &Layout, manifest: &mut Manifest, command: &str) -> Res
     let started = now_rfc3339();
     let run_id = manifest.next_run_id();
     let today = Utc::now().date_naive();
-    let mut raws: Vec<RawFile> = manifest.raw_files().cloned().collect();
-    raws.sort_by(|a, b| {
-        (a.source.as_str(), a.origin.as_str(), a.sha256.as_str()).cmp(&(
-            b.source.as_str(),
-            b.origin.as_str(),
-            b.sha256.as_str(),
-        ))
-    });
+    // In commit order: a raw file's position is its sequence number (the API's /v1/me fetches use it).
+    let raws: Vec<RawFile> = manifest.raw_files().cloned().collect();
     let out = Mutex::new(Collector::new());
     let bar = progress::bar(raws.len() as u64, "reprocess");
     raws.par_iter().enumerate().try_for_each(|(index, raw)| -> Result<(), SourceError> {
@@ -581,4 +657,88 @@ fn merge_into(metrics: &mut IngestMetrics, staged: &Staged) {
     metrics.rejects.extend(staged.rejects.iter().take(room).cloned());
     metrics.staging_files += staged.change.files.len();
     metrics.files.extend(staged.files.iter().cloned());
+}
+
+/// Raw responses stored one by one and committed together (the API source):
+/// each is written to raw/ and staged as it arrives; the manifest entry, with
+/// whatever `stats` the caller adds (a cursor), is the commit.
+pub(crate) struct RawBatch<'a> {
+    layout: &'a Layout,
+    command: String,
+    run: u64,
+    started: String,
+    raws: Vec<RawFile>,
+    next_index: usize,
+    out: Mutex<Collector>,
+    pub stats: BTreeMap<String, serde_json::Value>,
+    /// Commit even with no new raw file (to record stats such as ids found missing).
+    pub force: bool,
+}
+
+pub(crate) struct Committed {
+    pub run: Option<u64>,
+    pub accounting: Vec<Accounting>,
+}
+
+impl<'a> RawBatch<'a> {
+    pub fn new(layout: &'a Layout, manifest: &Manifest, command: &str) -> Self {
+        RawBatch {
+            layout,
+            command: command.into(),
+            run: manifest.next_run_id(),
+            started: now_rfc3339(),
+            raws: vec![],
+            next_index: manifest.raw_files().count(),
+            out: Mutex::new(Collector::new()),
+            stats: BTreeMap::new(),
+            force: false,
+        }
+    }
+
+    /// Stores and stages one response, unless the same bytes are stored already.
+    pub fn add(
+        &mut self,
+        manifest: &Manifest,
+        source: &str,
+        kind: &str,
+        origin: &str,
+        account: Option<&str>,
+        bytes: &[u8],
+    ) -> Result<(), SourceError> {
+        let sha = sha256_hex(bytes);
+        if self.raws.iter().any(|r| r.sha256 == sha) || manifest.raw_files().any(|r| r.sha256 == sha) {
+            return Ok(());
+        }
+        let raw = RawFile {
+            path: Layout::raw_rel(source, Utc::now().date_naive(), &sha),
+            sha256: sha,
+            source: source.into(),
+            kind: kind.into(),
+            origin: origin.into(),
+            bytes: bytes.len() as u64,
+            account: account.map(String::from),
+        };
+        fsio::write_atomic(&self.layout.abs(&raw.path), bytes)?;
+        stage(self.layout, self.run, self.next_index, &raw, bytes, &self.out)?;
+        self.next_index += 1;
+        self.raws.push(raw);
+        Ok(())
+    }
+
+    pub fn commit(self, manifest: &mut Manifest) -> Result<Committed, SourceError> {
+        let staged =
+            self.out.into_inner().expect("collector lock").finish(self.layout, self.run, Utc::now().date_naive())?;
+        if self.raws.is_empty() && !self.force && self.stats.is_empty() {
+            return Ok(Committed { run: None, accounting: staged.accounting });
+        }
+        let mut run = Run::new(self.run, RunKind::Ingest, &self.command, self.started);
+        run.raw = self.raws;
+        // A run that staged nothing leaves staging as it was (and the star up to date).
+        run.staging = (!staged.change.files.is_empty()).then_some(staged.change);
+        run.accounting = staged.accounting.clone();
+        run.rejects = staged.rejects;
+        run.stats = self.stats;
+        manifest.commit(self.layout, run)?;
+        Ok(Committed { run: Some(self.run), accounting: staged.accounting })
+    }
 }

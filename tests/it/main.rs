@@ -3,7 +3,9 @@
 
 mod cli;
 mod common;
+mod fake_spotify;
 mod pg;
 mod pipeline;
 mod postgres_sync;
+mod spotify_api;
 mod spotify_export;
