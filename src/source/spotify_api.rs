@@ -476,18 +476,25 @@ pub fn pull(
     // 2. What they played: pages after the committed cursor.
     let (mut cursor, mut last_played) = committed_cursor(manifest, &me.id);
     let mut new_ids: Vec<String> = vec![];
+    let mut failed = None;
     for _ in 0..5 {
         let path = match cursor {
             Some(c) => format!("/v1/me/player/recently-played?limit={PAGE_LIMIT}&after={c}"),
             None => format!("/v1/me/player/recently-played?limit={PAGE_LIMIT}"),
         };
-        let bytes = match api.get(&path)? {
-            Fetched::Body(b) => b,
-            Fetched::NotFound => {
-                return Err(SourceError::Api { endpoint: "/v1/me/player/recently-played".into(), status: 404 });
+        let bytes = match api.get(&path) {
+            Ok(Fetched::Body(b)) => b,
+            Ok(Fetched::NotFound) => {
+                failed = Some(SourceError::Api { endpoint: "/v1/me/player/recently-played".into(), status: 404 });
+                break;
             }
-            Fetched::Stopped(stop) => {
+            Ok(Fetched::Stopped(stop)) => {
                 metrics.stopped = Some(stop);
+                break;
+            }
+            // What was received before the fault is committed first: no play is lost.
+            Err(e) => {
+                failed = Some(e);
                 break;
             }
         };
@@ -535,6 +542,9 @@ pub fn pull(
     let staged = batch.commit(manifest)?;
     metrics.rejected = staged.accounting.iter().map(|a| a.rejected).sum();
     metrics.runs.extend(staged.run);
+    if let Some(e) = failed {
+        return Err(e);
+    }
 
     // 3. Enrichment of what the lake has not fetched yet, in its own commit.
     if metrics.stopped.is_none() {
@@ -584,6 +594,7 @@ fn enrich(
     let total = wanted.len();
     let mut batch = super::RawBatch::new(layout, manifest, command);
     let mut not_found = vec![];
+    let mut failed = None;
     for path in wanted.into_iter().take(opts.max_enrich) {
         let kind = if path.starts_with("/v1/tracks/") {
             KIND_TRACK
@@ -592,19 +603,23 @@ fn enrich(
         } else {
             KIND_ARTIST
         };
-        match api.get(&path)? {
-            Fetched::Body(bytes) => {
+        match api.get(&path) {
+            Ok(Fetched::Body(bytes)) => {
                 batch.add(manifest, SOURCE, kind, &path, None, &bytes)?;
                 metrics.enriched += 1;
             }
-            Fetched::NotFound => not_found.push(path),
-            Fetched::Stopped(stop) => {
+            Ok(Fetched::NotFound) => not_found.push(path),
+            Ok(Fetched::Stopped(stop)) => {
                 metrics.stopped = Some(stop);
+                break;
+            }
+            Err(e) => {
+                failed = Some(e);
                 break;
             }
         }
     }
-    metrics.enrich_left = (total - metrics.enriched as usize - not_found.len()) as u64;
+    metrics.enrich_left = total.saturating_sub(metrics.enriched as usize + not_found.len()) as u64;
     batch.stats.insert("spotify_enriched".into(), metrics.enriched.into());
     if !not_found.is_empty() {
         batch.stats.insert("spotify_not_found".into(), not_found.into());
@@ -612,5 +627,5 @@ fn enrich(
     }
     let staged = batch.commit(manifest)?;
     metrics.runs.extend(staged.run);
-    Ok(())
+    failed.map_or(Ok(()), Err)
 }

@@ -356,3 +356,49 @@ fn run_every_repeats_until_sigterm_and_finishes_the_step() {
     assert!(text.contains("stopped"), "{text}");
     assert!(text.contains("6 new plays") && text.contains("0 new plays"), "{text}");
 }
+
+#[test]
+fn a_fault_that_ends_the_run_keeps_what_was_received() {
+    // Page one arrives, then the API dies for good on the lookups: the plays are committed anyway.
+    let server = FakeSpotify::start(plays(8, NOW_MS, 0));
+    let lake = logged_in(&server);
+    for _ in 0..5 {
+        server.inject("/v1/albums/", Fault::Status(502));
+    }
+    let out = cmd(&lake, &server).args(["ingest", "spotify"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    assert!(stderr(&out).contains("/v1/albums/"), "{}", stderr(&out));
+    lake.build();
+    assert_eq!(rows(&lake, "SELECT count(*) FROM fact_plays"), vec!["8"]);
+    // The next run continues the lookups and adds no play twice.
+    let text = ingest(&lake, &server, &["--max-enrich", "1000"]);
+    assert!(text.contains("0 new plays") && text.contains("0 left for next time"), "{text}");
+    lake.build();
+    assert_eq!(rows(&lake, "SELECT count(*) FROM fact_plays"), vec!["8"]);
+}
+
+#[test]
+fn the_browser_login_arrives_on_the_loopback_callback() {
+    // A stand-in browser: `xdg-open URL` follows Spotify's redirect to the loopback port.
+    let server = FakeSpotify::start(plays(2, NOW_MS, 0));
+    let lake = TestLake::new();
+    let bin = lake.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let opener = bin.join("xdg-open");
+    std::fs::write(&opener, "#!/bin/sh\nexec curl -s -o /dev/null -L \"$1\"\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&opener, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(Command::new("curl").arg("--version").output().is_ok(), "this test needs curl: apt-get install curl");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let out = cmd(&lake, &server)
+        .env("PATH", path)
+        .args(["auth", "spotify", "--port", &port.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(lake.layout.spotify_token().exists());
+    let text = ingest(&lake, &server, &[]);
+    assert!(text.contains("2 new plays"), "{text}");
+}
