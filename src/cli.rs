@@ -672,21 +672,7 @@ fn print_export(out: &mut dyn Write, m: &IngestMetrics) -> std::io::Result<()> {
         m.files_already_stored
     )?;
     for f in &m.files {
-        if f.already_stored {
-            writeln!(out, "  {:<60} already stored", f.origin)?;
-        } else {
-            writeln!(
-                out,
-                "  {:<60} read {:>7}  imported {:>7}  plays {:>7}  rejected {:>4}  {} .. {}",
-                f.origin,
-                f.read,
-                f.kept,
-                f.plays,
-                f.rejected,
-                f.first.as_deref().unwrap_or("-"),
-                f.last.as_deref().unwrap_or("-")
-            )?;
-        }
+        writeln!(out, "  {}: {f}", f.origin)?;
     }
     for acc in &m.accounting {
         writeln!(out, "  {}", status::accounting_line(acc))?;

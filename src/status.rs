@@ -152,17 +152,7 @@ pub fn render(out: &mut dyn Write, manifest: &Manifest, lake: &str, max_runs: us
     if !files.is_empty() {
         writeln!(out, "\nimported files (Spotify exports):")?;
         for f in &files {
-            writeln!(
-                out,
-                "  {}: read {}, imported {}, plays {}, rejected {}, {} .. {}",
-                f.origin,
-                f.read,
-                f.kept,
-                f.plays,
-                f.rejected,
-                f.first.as_deref().unwrap_or("-"),
-                f.last.as_deref().unwrap_or("-")
-            )?;
+            writeln!(out, "  {}: {f}", f.origin)?;
         }
     }
     let gaps: Vec<&serde_json::Value> =

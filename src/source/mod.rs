@@ -123,6 +123,25 @@ pub struct FileReport {
     pub last: Option<String>,
 }
 
+impl std::fmt::Display for FileReport {
+    /// `read 5, imported 2, plays 2, rejected 3, <first> .. <last>`
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.already_stored {
+            return f.write_str("already stored");
+        }
+        write!(
+            f,
+            "read {}, imported {}, plays {}, rejected {}, {} .. {}",
+            self.read,
+            self.kept,
+            self.plays,
+            self.rejected,
+            self.first.as_deref().unwrap_or("-"),
+            self.last.as_deref().unwrap_or("-")
+        )
+    }
+}
+
 impl FileReport {
     fn new(raw: &RawFile, acc: &Accounting, already_stored: bool) -> Self {
         FileReport {
