@@ -436,7 +436,7 @@ pub fn execute(cli: Cli, command: &str) -> Result<()> {
             let url = settings.database_url.as_ref().ok_or(SinkError::NoDatabase)?;
             let _lock = LakeLock::acquire(layout, "sync")?;
             let mut manifest = Manifest::load(layout)?;
-            let m = sink::sync(layout, &manifest, url.expose(), &SyncOptions { full: a.full })?;
+            let m = sink::sync(layout, &manifest, url.expose(), &SyncOptions { full: a.full, ..Default::default() })?;
             record_sync(layout, &mut manifest, &m, command)?;
             print_sync(out, &m).map_err(Error::Output)?;
         }

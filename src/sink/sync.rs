@@ -13,10 +13,18 @@ use crate::lake::{Layout, Manifest, parquet};
 use crate::progress;
 use crate::sql::{POSTGRES_MIGRATIONS, STAR_TABLES, StarTable};
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SyncOptions {
     /// Resend every partition, changed or not.
     pub full: bool,
+    /// From this many rows, a load into an empty table drops its indexes and builds them once afterwards.
+    pub bulk_load_rows: u64,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions { full: false, bulk_load_rows: 50_000 }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -190,6 +198,14 @@ fn sync_table(
         return Ok(());
     }
     let pk = primary_key(tx, name)?;
+    let rows: u64 = changed.iter().map(|p| p.rows).sum();
+    let empty: bool = tx
+        .query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {t})"), &[])
+        .map_err(SinkError::sql(format!("{name}: probing")))?
+        .get(0);
+    // A big load into an empty table builds its indexes once afterwards, which is
+    // much faster than keeping them up to date row by row.
+    let rebuild = if empty && rows >= opts.bulk_load_rows { drop_indexes(tx, name)? } else { vec![] };
     let mut buf = Vec::with_capacity(8 << 20);
     let mut have_stage = false;
     for part in changed {
@@ -251,7 +267,43 @@ fn sync_table(
         *metrics.rows_changed.entry(name.to_string()).or_default() += changed_rows;
         bar.inc(1);
     }
+    for statement in rebuild {
+        tx.batch_execute(&statement).map_err(SinkError::sql(format!("{name}: rebuilding an index: {statement}")))?;
+    }
     Ok(())
+}
+
+/// Drops `table`'s indexes (its primary key included) and returns the
+/// statements that recreate them. Runs inside the sync's transaction, so no
+/// reader ever sees the table without them.
+fn drop_indexes(tx: &mut Transaction<'_>, table: &str) -> Result<Vec<String>, SinkError> {
+    let rows = tx
+        .query(
+            "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid), c.conname::text, \
+                    pg_get_constraintdef(c.oid) \
+             FROM pg_index i LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid \
+             WHERE i.indrelid = $1::text::regclass",
+            &[&table],
+        )
+        .map_err(SinkError::sql(format!("{table}: reading its indexes")))?;
+    let t = quote_ident(table);
+    let mut rebuild = vec![];
+    for r in rows {
+        let index: String = r.get(0);
+        let indexdef: String = r.get(1);
+        let constraint: Option<String> = r.get(2);
+        let constraintdef: Option<String> = r.get(3);
+        let (drop, create) = match (constraint, constraintdef) {
+            (Some(c), Some(def)) => (
+                format!("ALTER TABLE {t} DROP CONSTRAINT {}", quote_ident(&c)),
+                format!("ALTER TABLE {t} ADD CONSTRAINT {} {def}", quote_ident(&c)),
+            ),
+            _ => (format!("DROP INDEX {index}"), indexdef),
+        };
+        tx.batch_execute(&drop).map_err(SinkError::sql(format!("{table}: {drop}")))?;
+        rebuild.push(create);
+    }
+    Ok(rebuild)
 }
 
 /// Sends one Parquet file with binary COPY into `target`; returns the rows

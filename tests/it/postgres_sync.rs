@@ -78,8 +78,13 @@ fn sync_equals_the_lake_row_for_row_and_reruns_add_nothing() {
     assert_eq!(version as u64, lake.manifest().star().unwrap().version);
 
     // --full resends everything and still changes no row.
-    let full = tunelake::sink::sync(&lake.layout, &lake.manifest(), &url, &tunelake::sink::SyncOptions { full: true })
-        .unwrap();
+    let full = tunelake::sink::sync(
+        &lake.layout,
+        &lake.manifest(),
+        &url,
+        &tunelake::sink::SyncOptions { full: true, ..Default::default() },
+    )
+    .unwrap();
     assert!(full.parts_sent >= 5, "{full:?}");
     assert_eq!(full.rows_changed.values().sum::<u64>(), 0, "{:?}", full.rows_changed);
     assert_pg_equals_lake(&lake, &mut client);
@@ -192,8 +197,13 @@ fn rows_the_lake_drops_are_deleted_from_postgres() {
             "INSERT INTO dim_users (user_id, first_seen, last_seen, source) VALUES ('stray', now(), now(), 'x')",
         )
         .unwrap();
-    let m = tunelake::sink::sync(&lake.layout, &lake.manifest(), &url, &tunelake::sink::SyncOptions { full: true })
-        .unwrap();
+    let m = tunelake::sink::sync(
+        &lake.layout,
+        &lake.manifest(),
+        &url,
+        &tunelake::sink::SyncOptions { full: true, ..Default::default() },
+    )
+    .unwrap();
     assert_eq!(m.rows_deleted, 1);
     assert_eq!(m.rows_changed["dim_users"], 1);
     assert_pg_equals_lake(&lake, &mut client);
@@ -257,4 +267,30 @@ fn an_export_and_sparkify_sync_together_and_no_ip_address_reaches_postgres() {
     for ip in ["203.0.113.7", "198.51.100.2", "192.0.2.1"] {
         assert!(!dump.contains(ip), "{ip} reached PostgreSQL");
     }
+}
+
+#[test]
+fn a_bulk_load_into_empty_tables_rebuilds_every_index() {
+    let url = pg::server().create_database("bulk_load");
+    let lake = TestLake::new();
+    lake.ingest(&sample());
+    lake.build();
+    let opts = tunelake::sink::SyncOptions { bulk_load_rows: 0, ..Default::default() };
+    tunelake::sink::sync(&lake.layout, &lake.manifest(), &url, &opts).unwrap();
+    let mut client = connect(&url);
+    assert_pg_equals_lake(&lake, &mut client);
+    let indexes: Vec<String> = client
+        .query("SELECT indexname::text FROM pg_indexes WHERE tablename = 'fact_plays' ORDER BY 1", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        indexes,
+        vec!["fact_plays_pkey", "fact_plays_played_at_idx", "fact_plays_track_idx", "fact_plays_user_idx"]
+    );
+    // The key is a key again: a duplicate is refused.
+    let dup = client.batch_execute("INSERT INTO fact_plays SELECT * FROM fact_plays LIMIT 1");
+    let err = dup.unwrap_err();
+    assert!(err.as_db_error().unwrap().message().contains("duplicate key"), "{err:?}");
 }
