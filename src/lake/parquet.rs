@@ -43,7 +43,7 @@ impl<W: Write> Write for HashingWriter<W> {
 fn props() -> WriterProperties {
     WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
-        .set_max_row_group_row_count(Some(256 * 1024))
+        .set_max_row_group_row_count(Some(128 * 1024))
         .build()
 }
 
