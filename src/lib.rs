@@ -1,15 +1,17 @@
 //! tunelake keeps listening history in a file-based lake and exports it to PostgreSQL.
 //!
 //! ```text
-//!  sources               lake (files on disk)                             outputs
-//!  sparkify logs ─ingest─► raw/      exact bytes, content-addressed
-//!  (source/)              staging/  typed Parquet by date ─build─► star/ Parquet ─┬─ query (model/)
-//!                         _manifest/ one entry per run: the commit point            └─ sync ─► PostgreSQL (sink/)
-//!                         (lake/)     (model/: DataFusion over sql/model/)
+//!  sources (source/)          lake (lake/)                                    outputs
+//!  spotify web api  ─┐
+//!  spotify export    ├ingest─► raw/       exact bytes, content-addressed
+//!  sparkify logs    ─┘         staging/   typed Parquet ─build (model/)─► star/ Parquet ─┬─ query (model/)
+//!                              _manifest/ one entry per run: the commit point             └─ sync (sink/) ─► PostgreSQL
+//!                              state/     Spotify tokens (0600)
 //! ```
 //!
 //! Stages talk only through the lake: `source`, `model` and `sink` use
-//! `lake`, never each other; `cli` wires them together.
+//! `lake`, never each other; `cli` wires them together. The SQL that builds
+//! and describes the star schema lives in `sql/` ([`sql`]).
 
 pub mod cli;
 pub mod config;

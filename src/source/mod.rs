@@ -391,7 +391,8 @@ pub fn ingest_sparkify(
             bytes: bytes.len() as u64,
             account: None,
         };
-        fsio::write_atomic(&layout.abs(&raw.path), &bytes)?;
+        // Made durable all at once before the commit (one syncfs, not 15,000 fsyncs).
+        fsio::write_atomic_deferred(&layout.abs(&raw.path), &bytes)?;
         stage(layout, run_id, index, &raw, &bytes, &out)?;
         raw_added.lock().expect("raw lock").push(raw);
         bar.inc(1);
@@ -430,6 +431,7 @@ pub fn ingest_sparkify(
         // Nothing new: nothing to commit, and the lake is left exactly as it was.
         return Ok(metrics);
     }
+    fsio::sync_filesystem(layout.root())?;
     let mut run = Run::new(run_id, RunKind::Ingest, command, started);
     run.raw = raw;
     run.staging = Some(staging);
