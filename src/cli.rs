@@ -200,7 +200,7 @@ pub struct BuildArgs {
     #[arg(long, default_value_t = 2.0, value_name = "SECONDS")]
     pub match_tolerance: f64,
     /// Memory DataFusion may use before spilling to disk, in MiB.
-    #[arg(long, default_value_t = 192, value_name = "MIB")]
+    #[arg(long, default_value_t = 384, value_name = "MIB")]
     pub memory_mib: usize,
 }
 

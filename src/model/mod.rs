@@ -52,7 +52,7 @@ pub enum ModelError {
 }
 
 /// Memory DataFusion may hold before sorts and aggregations spill to disk.
-pub const DEFAULT_MEMORY_LIMIT: usize = 192 * 1024 * 1024;
+pub const DEFAULT_MEMORY_LIMIT: usize = 384 * 1024 * 1024;
 
 /// A DataFusion context as every model and query expects it.
 pub fn session(memory_limit: usize) -> Result<SessionContext, DataFusionError> {
