@@ -15,7 +15,7 @@ WITH candidates AS (
         s.song_id,
         s.artist_id AS song_artist_id,
         row_number() OVER (
-            PARTITION BY e.event_id
+            PARTITION BY e.user_id, e.session_id, e.item_in_session
             ORDER BY e.raw_sha256, e.line, abs(s.duration - e.length), s.song_id
         ) AS pick
     FROM stg_sparkify_events e
