@@ -79,7 +79,7 @@ pub enum Command {
     #[command(after_help = "Examples:\n  tunelake run --sparkify data/sample/sparkify\n  \
         tunelake run --sparkify ../shared/data/sparkify --database-url postgresql://me@localhost/music")]
     Run(RunArgs),
-    /// Remove files no committed run names (debris, replaced versions). Raw is kept.
+    /// Remove files no committed run names (debris, replaced versions). Committed raw files are kept.
     Vacuum(VacuumArgs),
 }
 

@@ -43,19 +43,25 @@ pub fn write_atomic_with<T>(
     Ok(value)
 }
 
-/// Writes `bytes` to `path` by temp file and rename, without fsync: for
-/// many small files at once (15,000 song files), whose durability one
-/// [`sync_filesystem`] before the manifest commit provides.
-pub fn write_atomic_deferred(path: &Path, bytes: &[u8]) -> Result<(), LakeError> {
+/// Writes `bytes` straight to `path`, without temp file or fsync: for many
+/// small content-addressed files at once (15,000 song files), where a temp
+/// file and a rename each would double the directory updates. Until a
+/// manifest entry names the file it is debris, so a torn write is harmless:
+/// the next ingest writes it again and `vacuum` removes it. Durability comes
+/// from one [`sync_filesystem`] before the commit.
+pub fn write_deferred(path: &Path, bytes: &[u8]) -> Result<(), LakeError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(LakeError::io("create directory", dir))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(TMP_PREFIX)
-        .tempfile_in(dir)
-        .map_err(LakeError::io("create temp file in", dir))?;
-    tmp.write_all(bytes).map_err(LakeError::io("write", path))?;
-    tmp.persist(path).map_err(|e| LakeError::Io { op: "rename into place", path: path.into(), source: e.error })?;
-    Ok(())
+    let write = || -> std::io::Result<()> {
+        let mut f = File::create(path)?;
+        f.write_all(bytes)
+    };
+    match write() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fs::create_dir_all(dir).map_err(LakeError::io("create directory", dir))?;
+            write().map_err(LakeError::io("write", path))
+        }
+        r => r.map_err(LakeError::io("write", path)),
+    }
 }
 
 /// Makes everything written under `root` durable: one `syncfs` on Linux.

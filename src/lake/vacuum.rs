@@ -1,6 +1,6 @@
 //! `tunelake vacuum`: removes files no committed run names — temp files and
 //! the output of crashed runs, staging replaced by a reprocess, star versions
-//! older than the current one. Raw files are never removed.
+//! older than the current one. A raw file a committed run names is never removed.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -25,15 +25,20 @@ pub fn vacuum(layout: &Layout, manifest: &Manifest, dry_run: bool) -> Result<Vac
             }
         })?;
     }
-    // Temp files beside raw files and manifest entries are debris too.
-    for top in ["raw", "_manifest"] {
-        walk(&layout.abs(top), &mut |path, len| {
-            if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with(super::fsio::TMP_PREFIX)) {
-                metrics.files.push(path.to_path_buf());
-                metrics.bytes += len;
-            }
-        })?;
-    }
+    // A raw file no entry names was written by a run that never committed.
+    walk(&layout.abs("raw"), &mut |path, len| {
+        if !live.contains(path) {
+            metrics.files.push(path.to_path_buf());
+            metrics.bytes += len;
+        }
+    })?;
+    // Temp files beside manifest entries are debris too.
+    walk(&layout.manifest_dir(), &mut |path, len| {
+        if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with(super::fsio::TMP_PREFIX)) {
+            metrics.files.push(path.to_path_buf());
+            metrics.bytes += len;
+        }
+    })?;
     metrics.files.sort();
     if !dry_run {
         for f in &metrics.files {

@@ -392,7 +392,7 @@ pub fn ingest_sparkify(
             account: None,
         };
         // Made durable all at once before the commit (one syncfs, not 15,000 fsyncs).
-        fsio::write_atomic_deferred(&layout.abs(&raw.path), &bytes)?;
+        fsio::write_deferred(&layout.abs(&raw.path), &bytes)?;
         stage(layout, run_id, index, &raw, &bytes, &out)?;
         raw_added.lock().expect("raw lock").push(raw);
         bar.inc(1);

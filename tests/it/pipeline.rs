@@ -153,13 +153,18 @@ fn debris_of_a_crashed_run_is_invisible_and_vacuumed() {
     let debris = lake.layout.abs(&live.replace("part-", "part-99"));
     fs::copy(lake.layout.abs(live), &debris).unwrap();
     fs::write(lake.layout.abs("_manifest/.tmp-crashed"), b"{\"id\": ").unwrap();
+    let torn_raw = lake.layout.abs("raw/sparkify/ingest_date=2000-01-01/deadbeef.json");
+    fs::create_dir_all(torn_raw.parent().unwrap()).unwrap();
+    fs::write(&torn_raw, b"{\"artist\": \"half").unwrap();
     let b2 = lake.build_with(&tunelake::model::build::BuildOptions { force: true, ..Default::default() });
     assert_eq!(b2.rows("fact_plays"), plays, "debris is not read");
     let out = crate::common::stdout(&lake.cli(&["vacuum", "--dry-run"]));
     assert!(out.contains(&debris.display().to_string()), "{out}");
     assert!(debris.exists(), "a dry run removes nothing");
     let out = crate::common::stdout(&lake.cli(&["vacuum"]));
-    assert!(out.contains("vacuum: 2 files"), "{out}");
-    assert!(!debris.exists());
+    assert!(out.contains("vacuum: 3 files"), "{out}");
+    assert!(!debris.exists() && !torn_raw.exists());
+    // Every committed raw file is still there.
+    assert!(lake.manifest().raw_files().all(|r| lake.layout.abs(&r.path).exists()));
     assert_eq!(lake.star_rows("fact_plays").len() as u64, plays);
 }
