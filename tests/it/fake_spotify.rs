@@ -112,7 +112,7 @@ impl FakeSpotify {
         let state = Arc::new(Mutex::new(State {
             client_id: "test-client-id".into(),
             codes: HashMap::new(),
-            access_token: "AQ-never-valid-yet".into(),
+            access_token: "AQ-not-yet".into(),
             refresh_token: "AQ-refresh-0".into(),
             rotate_refresh: false,
             invalid_grant: false,

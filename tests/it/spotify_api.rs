@@ -38,6 +38,14 @@ fn logged_in(server: &FakeSpotify) -> TestLake {
     lake
 }
 
+/// Marks the cached access token expired (as an hour later); returns the cache as it was.
+fn expire_token(lake: &TestLake) -> tunelake::source::spotify_auth::TokenCache {
+    let mut cache = tunelake::source::spotify_auth::load(&lake.layout).unwrap();
+    cache.expires_at = 0;
+    tunelake::source::spotify_auth::save(&lake.layout, &cache).unwrap();
+    cache
+}
+
 fn ingest(lake: &TestLake, server: &FakeSpotify, extra: &[&str]) -> String {
     let out = cmd(lake, server).args(["ingest", "spotify"]).args(extra).output().unwrap();
     let text = format!("{}{}", stdout(&out), stderr(&out));
@@ -144,9 +152,7 @@ fn login_with_pkce_then_pulls_advance_the_cursor_into_the_star() {
 fn an_expired_token_is_refreshed_and_a_new_refresh_token_replaces_the_old() {
     let server = FakeSpotify::start(plays(5, NOW_MS, 0));
     let lake = logged_in(&server);
-    let mut cache = tunelake::source::spotify_auth::load(&lake.layout).unwrap();
-    cache.expires_at = 0;
-    tunelake::source::spotify_auth::save(&lake.layout, &cache).unwrap();
+    let cache = expire_token(&lake);
     server.state.lock().unwrap().rotate_refresh = true;
     ingest(&lake, &server, &[]);
     let saved = tunelake::source::spotify_auth::load(&lake.layout).unwrap();
@@ -197,9 +203,7 @@ fn a_long_rate_limit_stops_cleanly_and_the_next_run_resumes() {
 fn an_expired_refresh_token_asks_for_a_new_login() {
     let server = FakeSpotify::start(plays(3, NOW_MS, 0));
     let lake = logged_in(&server);
-    let mut cache = tunelake::source::spotify_auth::load(&lake.layout).unwrap();
-    cache.expires_at = 0;
-    tunelake::source::spotify_auth::save(&lake.layout, &cache).unwrap();
+    expire_token(&lake);
     server.state.lock().unwrap().invalid_grant = true;
     let out = cmd(&lake, &server).args(["ingest", "spotify"]).output().unwrap();
     assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
@@ -292,9 +296,7 @@ fn secrets_never_reach_help_logs_or_errors() {
         cmd(&lake, &server).env("SPOTIFY_CLIENT_SECRET", secret).args(["auth", "spotify", "--help"]).output().unwrap();
     assert!(!stdout(&help).contains(secret) && stdout(&help).contains("--spotify-client-secret"));
     // Debug logging of a pull that refreshes and fails over.
-    let mut cache = tunelake::source::spotify_auth::load(&lake.layout).unwrap();
-    cache.expires_at = 0;
-    tunelake::source::spotify_auth::save(&lake.layout, &cache).unwrap();
+    let cache = expire_token(&lake);
     server.inject("/v1/me/player", Fault::Status(500));
     let out = cmd(&lake, &server)
         .env("SPOTIFY_CLIENT_SECRET", secret)
@@ -319,9 +321,7 @@ fn secrets_never_reach_help_logs_or_errors() {
     assert!(!manifest.contains(&access) && !manifest.contains(secret));
     // An error path: a refused refresh names no token.
     server.state.lock().unwrap().invalid_grant = true;
-    let mut c = tunelake::source::spotify_auth::load(&lake.layout).unwrap();
-    c.expires_at = 0;
-    tunelake::source::spotify_auth::save(&lake.layout, &c).unwrap();
+    let c = expire_token(&lake);
     let out =
         cmd(&lake, &server).env("SPOTIFY_CLIENT_SECRET", secret).args(["-vv", "ingest", "spotify"]).output().unwrap();
     let all = format!("{}{}", stdout(&out), stderr(&out));
