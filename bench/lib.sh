@@ -160,7 +160,10 @@ env_info() {
   echo "load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "tunelake: $TUNELAKE (built $(date -u -r "$TUNELAKE" +%FT%TZ))"
   echo "repo HEAD: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')" \
-       "($(git -C "$REPO" status --porcelain -- src sql Cargo.toml Cargo.lock 2>/dev/null | wc -l) changed files under src/ sql/ Cargo.*)"
+       "($(git -C "$REPO" status --porcelain -- src sql Cargo.toml Cargo.lock 2>/dev/null | wc -l) uncommitted changes under src/ sql/ Cargo.*)"
+  # the binary is not rebuilt when it exists: say which source commits are newer than it
+  echo "commits to src/ sql/ Cargo.* after the binary was built:" \
+       "$(git -C "$REPO" log --since="$(date -u -r "$TUNELAKE" +%FT%TZ)" --format=%h -- src sql Cargo.toml Cargo.lock 2>/dev/null | tr '\n' ' ')"
   echo "duckdb: $("$VENV/bin/python" -c 'import duckdb; print(duckdb.__version__)')"
   echo "postgres: $("$PGBIN/postgres" --version)"
   echo "python: $(python3 --version 2>&1)"

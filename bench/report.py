@@ -147,31 +147,31 @@ def comparison(rows, bench):
 
 def incremental(rows, bench):
     out = [f"bench `{bench}`", ""]
-    out.append("| lake holds N events | step | new events | median s | range s | peak RSS MB | reps |")
-    out.append("|---:|---|---:|---:|---:|---:|---:|")
-    ns = sorted({r["n"] for r in rows})
+    out.append("| lake holds N events | new day | step | events | median s | range s | peak RSS MB | reps |")
+    out.append("|---:|---|---|---:|---:|---:|---:|---:|")
+    cases = sorted({(r["n"], r.get("variant", "")) for r in rows}, key=lambda c: (c[0], c[1]))
     order = ["base ingest", "base build", "base sync", "ingest", "build", "sync", "build+sync",
              "ingest+build+sync", "no-op build", "no-op sync"]
-    for n in ns:
+    for n, v in cases:
+        case = [r for r in rows if r["n"] == n and r.get("variant", "") == v]
         for st in order:
-            rs = [r for r in rows if r["n"] == n and r["stage"] == st and r.get("rc", 0) == 0
-                  and r.get("seconds") is not None]
+            rs = [r for r in case if r["stage"] == st and r.get("rc", 0) == 0 and r.get("seconds") is not None]
             if not rs:
                 continue
             secs = [r["seconds"] for r in rs]
             rss = max((r["rss_kb"] for r in rs if r.get("rss_kb")), default=None)
             new = rs[0].get("new_events")
             lab = f"**{st}**" if st == "build+sync" else st
-            out.append(f"| {n:,} | {lab} | {fmt_int(new)} | {fmt_s(med(secs))} | {rng(secs)} | "
+            out.append(f"| {n:,} | {v} | {lab} | {fmt_int(new)} | {fmt_s(med(secs))} | {rng(secs)} | "
                        f"{'—' if rss is None else f'{rss / 1024:,.0f}'} | {len(rs)} |")
-        for r in rows:
-            if r["n"] == n and r.get("rc", 0) != 0:
-                out.append(f"| {n:,} | {r['stage']} FAILED (exit {r['rc']}) | | | | | |")
+        for r in case:
+            if r.get("rc", 0) != 0:
+                out.append(f"| {n:,} | {v} | {r['stage']} FAILED (exit {r['rc']}) | | | | | |")
     checks = [r for r in rows if r["stage"] == "check"]
     if checks:
         out.append("")
         for r in checks:
-            out.append(f"- N={r['n']:,} rep {r['run']}: {r['note']}")
+            out.append(f"- N={r['n']:,} {r.get('variant', '')} rep {r['run']}: {r['note']}")
     return "\n".join(out)
 
 
