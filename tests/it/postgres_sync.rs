@@ -285,10 +285,7 @@ fn a_bulk_load_into_empty_tables_rebuilds_every_index() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(
-        indexes,
-        vec!["fact_plays_pkey", "fact_plays_played_at_idx"]
-    );
+    assert_eq!(indexes, vec!["fact_plays_pkey", "fact_plays_played_at_idx"]);
     // The key is a key again: a duplicate is refused.
     let dup = client.batch_execute("INSERT INTO fact_plays SELECT * FROM fact_plays LIMIT 1");
     let err = dup.unwrap_err();
