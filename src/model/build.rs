@@ -168,6 +168,16 @@ pub async fn build(
         })
         .unwrap_or_default();
 
+    // The star tables come out sorted (by month, for the partitioned writer).
+    // One partition sorts with spilling and a bounded merge; with two, the
+    // final merge of both sorted halves cannot spill and ran out of memory at
+    // 5M events.
+    for setting in [
+        "SET datafusion.execution.target_partitions = 1",
+        "SET datafusion.execution.sort_spill_reservation_bytes = 33554432",
+    ] {
+        ctx.sql(setting).await.map_err(|source| ModelError::Sql { file: "settings".into(), what: "SET", source })?;
+    }
     let bar = progress::bar(STAR_TABLES.len() as u64, "build");
     let mut star = StarVersion { version, tables: BTreeMap::new() };
     let mut metrics = BuildMetrics { version, committed: true, ..Default::default() };
