@@ -1,8 +1,13 @@
 -- The 20 most played artists.
-SELECT a.name AS artist, count(*) AS plays, count(DISTINCT f.user_id) AS listeners
-FROM fact_plays f
-JOIN dim_artists a ON a.artist_id = f.artist_id
-WHERE f.counts_as_play
-GROUP BY a.name
+-- Plays and listeners come from one grouping by (artist, user): cheaper than count(DISTINCT).
+SELECT artist, sum(plays) AS plays, count(*) AS listeners
+FROM (
+    SELECT a.name AS artist, f.user_id, count(*) AS plays
+    FROM fact_plays f
+    JOIN dim_artists a ON a.artist_id = f.artist_id
+    WHERE f.counts_as_play
+    GROUP BY a.name, f.user_id
+)
+GROUP BY artist
 ORDER BY plays DESC, artist
 LIMIT 20
