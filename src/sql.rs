@@ -28,6 +28,18 @@ macro_rules! sql_file {
     };
 }
 
+/// A star table from its `sql/schema/` and `sql/model/` files of the same name.
+macro_rules! star_table {
+    ($name:literal, $month_partition_by:expr) => {
+        StarTable {
+            name: $name,
+            schema: sql_file!("schema", $name),
+            model: sql_file!("model", $name),
+            month_partition_by: $month_partition_by,
+        }
+    };
+}
+
 /// A star table: its name and the timestamp column it is partitioned by month on, if any.
 #[derive(Debug, Clone, Copy)]
 pub struct StarTable {
@@ -48,60 +60,15 @@ pub const MODEL_HELPERS: &[SqlFile] = &[
 
 /// Star tables in build order: a model may read the tables built before it.
 pub const STAR_TABLES: &[StarTable] = &[
-    StarTable {
-        name: "fact_plays",
-        schema: sql_file!("schema", "fact_plays"),
-        model: sql_file!("model", "fact_plays"),
-        month_partition_by: Some("played_at"),
-    },
-    StarTable {
-        name: "dim_users",
-        schema: sql_file!("schema", "dim_users"),
-        model: sql_file!("model", "dim_users"),
-        month_partition_by: None,
-    },
-    StarTable {
-        name: "dim_tracks",
-        schema: sql_file!("schema", "dim_tracks"),
-        model: sql_file!("model", "dim_tracks"),
-        month_partition_by: None,
-    },
-    StarTable {
-        name: "bridge_track_artists",
-        schema: sql_file!("schema", "bridge_track_artists"),
-        model: sql_file!("model", "bridge_track_artists"),
-        month_partition_by: None,
-    },
-    StarTable {
-        name: "dim_artists",
-        schema: sql_file!("schema", "dim_artists"),
-        model: sql_file!("model", "dim_artists"),
-        month_partition_by: None,
-    },
-    StarTable {
-        name: "dim_albums",
-        schema: sql_file!("schema", "dim_albums"),
-        model: sql_file!("model", "dim_albums"),
-        month_partition_by: None,
-    },
-    StarTable {
-        name: "dim_episodes",
-        schema: sql_file!("schema", "dim_episodes"),
-        model: sql_file!("model", "dim_episodes"),
-        month_partition_by: None,
-    },
-    StarTable {
-        name: "dim_audiobooks",
-        schema: sql_file!("schema", "dim_audiobooks"),
-        model: sql_file!("model", "dim_audiobooks"),
-        month_partition_by: None,
-    },
-    StarTable {
-        name: "dim_time",
-        schema: sql_file!("schema", "dim_time"),
-        model: sql_file!("model", "dim_time"),
-        month_partition_by: Some("ts"),
-    },
+    star_table!("fact_plays", Some("played_at")),
+    star_table!("dim_users", None),
+    star_table!("dim_tracks", None),
+    star_table!("bridge_track_artists", None),
+    star_table!("dim_artists", None),
+    star_table!("dim_albums", None),
+    star_table!("dim_episodes", None),
+    star_table!("dim_audiobooks", None),
+    star_table!("dim_time", Some("ts")),
 ];
 
 /// Named analytics queries (`tunelake query --name <q>`).

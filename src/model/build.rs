@@ -184,7 +184,7 @@ pub async fn build(
     for table in STAR_TABLES {
         bar.set_message(format!("build {}", table.name));
         let t0 = std::time::Instant::now();
-        let (parts, tm) = build_table(&ctx, layout, table, version, &previous).await?;
+        let (parts, tm, schema) = build_table(&ctx, layout, table, version, &previous).await?;
         tracing::info!(
             table = table.name,
             rows = tm.rows,
@@ -193,7 +193,6 @@ pub async fn build(
             seconds = t0.elapsed().as_secs_f64(),
             "built"
         );
-        let schema = super::contract_schema(table).await?;
         // Later models may read the tables built before them (dim_time reads fact_plays).
         ctx.deregister_table(table.name).map_err(|source| ModelError::Sql {
             file: table.name.into(),
@@ -307,7 +306,7 @@ async fn build_table(
     table: &StarTable,
     version: u64,
     previous: &HashMap<(String, Option<String>), StarPart>,
-) -> Result<(Vec<StarPart>, TableMetrics), ModelError> {
+) -> Result<(Vec<StarPart>, TableMetrics, SchemaRef), ModelError> {
     let file = format!("sql/model/{}.sql", table.name);
     let contract = super::contract_schema(table).await?;
     let df = ctx.sql(table.model.text).await.map_err(|source| ModelError::Sql {
@@ -352,7 +351,7 @@ async fn build_table(
         parts: writer.parts.len(),
         parts_unchanged: writer.unchanged,
     };
-    Ok((writer.parts, tm))
+    Ok((writer.parts, tm, contract))
 }
 
 fn same_family(a: &DataType, b: &DataType) -> bool {

@@ -689,16 +689,13 @@ pub(crate) struct RawBatch<'a> {
     run: u64,
     started: String,
     raws: Vec<RawFile>,
+    /// sha256 of every raw file stored before and in this batch.
+    known: HashSet<String>,
     next_index: usize,
     out: Mutex<Collector>,
     pub stats: BTreeMap<String, serde_json::Value>,
     /// Commit even with no new raw file (to record stats such as ids found missing).
     pub force: bool,
-}
-
-pub(crate) struct Committed {
-    pub run: Option<u64>,
-    pub accounting: Vec<Accounting>,
 }
 
 impl<'a> RawBatch<'a> {
@@ -709,6 +706,7 @@ impl<'a> RawBatch<'a> {
             run: manifest.next_run_id(),
             started: now_rfc3339(),
             raws: vec![],
+            known: manifest.raw_shas().into_iter().map(String::from).collect(),
             next_index: manifest.raw_files().count(),
             out: Mutex::new(Collector::new()),
             stats: BTreeMap::new(),
@@ -719,7 +717,6 @@ impl<'a> RawBatch<'a> {
     /// Stores and stages one response, unless the same bytes are stored already.
     pub fn add(
         &mut self,
-        manifest: &Manifest,
         source: &str,
         kind: &str,
         origin: &str,
@@ -727,7 +724,7 @@ impl<'a> RawBatch<'a> {
         bytes: &[u8],
     ) -> Result<(), SourceError> {
         let sha = sha256_hex(bytes);
-        if self.raws.iter().any(|r| r.sha256 == sha) || manifest.raw_files().any(|r| r.sha256 == sha) {
+        if !self.known.insert(sha.clone()) {
             return Ok(());
         }
         let raw = RawFile {
@@ -746,11 +743,12 @@ impl<'a> RawBatch<'a> {
         Ok(())
     }
 
-    pub fn commit(self, manifest: &mut Manifest) -> Result<Committed, SourceError> {
+    /// Commits the batch (unless it holds nothing to record); returns its accounting.
+    pub fn commit(self, manifest: &mut Manifest) -> Result<Vec<Accounting>, SourceError> {
         let staged =
             self.out.into_inner().expect("collector lock").finish(self.layout, self.run, Utc::now().date_naive())?;
         if self.raws.is_empty() && !self.force && self.stats.is_empty() {
-            return Ok(Committed { run: None, accounting: staged.accounting });
+            return Ok(staged.accounting);
         }
         let mut run = Run::new(self.run, RunKind::Ingest, &self.command, self.started);
         run.raw = self.raws;
@@ -760,6 +758,6 @@ impl<'a> RawBatch<'a> {
         run.rejects = staged.rejects;
         run.stats = self.stats;
         manifest.commit(self.layout, run)?;
-        Ok(Committed { run: Some(self.run), accounting: staged.accounting })
+        Ok(staged.accounting)
     }
 }

@@ -417,7 +417,6 @@ pub struct PullMetrics {
     pub enrich_left: u64,
     pub stopped: Option<Stop>,
     pub requests: u64,
-    pub runs: Vec<u64>,
 }
 
 fn rfc3339_ms(ms: i64) -> String {
@@ -470,7 +469,7 @@ pub fn pull(
     };
     let me: Me = serde_json::from_slice(&me_bytes)
         .map_err(|e| SourceError::Auth(format!("/v1/me answered something that is not a user: {e}")))?;
-    batch.add(manifest, SOURCE, KIND_ME, "/v1/me", Some(&me.id), &me_bytes)?;
+    batch.add(SOURCE, KIND_ME, "/v1/me", Some(&me.id), &me_bytes)?;
     metrics.user = me.id.clone();
 
     // 2. What they played: pages after the committed cursor.
@@ -501,7 +500,7 @@ pub fn pull(
         metrics.pages += 1;
         // Parsed here for the cursor and the gap check; staged by the shared path.
         let page = parse_page(&bytes, &me.id, "");
-        batch.add(manifest, SOURCE, KIND_RECENT, &path, Some(&me.id), &bytes)?;
+        batch.add(SOURCE, KIND_RECENT, &path, Some(&me.id), &bytes)?;
         let Ok(page) = page else { break };
         metrics.items += (page.played_ms.len() + page.rejected.len()) as u64;
         let oldest = page.played_ms.iter().min().copied();
@@ -539,9 +538,8 @@ pub fn pull(
     if let Some(stop) = &metrics.stopped {
         batch.stats.insert("stopped".into(), format!("{stop:?}").into());
     }
-    let staged = batch.commit(manifest)?;
-    metrics.rejected = staged.accounting.iter().map(|a| a.rejected).sum();
-    metrics.runs.extend(staged.run);
+    let accounting = batch.commit(manifest)?;
+    metrics.rejected = accounting.iter().map(|a| a.rejected).sum();
     if let Some(e) = failed {
         return Err(e);
     }
@@ -605,7 +603,7 @@ fn enrich(
         };
         match api.get(&path) {
             Ok(Fetched::Body(bytes)) => {
-                batch.add(manifest, SOURCE, kind, &path, None, &bytes)?;
+                batch.add(SOURCE, kind, &path, None, &bytes)?;
                 metrics.enriched += 1;
             }
             Ok(Fetched::NotFound) => not_found.push(path),
@@ -625,7 +623,6 @@ fn enrich(
         batch.stats.insert("spotify_not_found".into(), not_found.into());
         batch.force = true;
     }
-    let staged = batch.commit(manifest)?;
-    metrics.runs.extend(staged.run);
+    batch.commit(manifest)?;
     failed.map_or(Ok(()), Err)
 }

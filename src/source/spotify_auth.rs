@@ -11,7 +11,6 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use oauth2::basic::{BasicClient, BasicErrorResponseType};
@@ -328,11 +327,6 @@ pub fn refresh(cfg: &SpotifyConfig, layout: &Layout, cache: &TokenCache) -> Resu
 pub fn access_token(cfg: &SpotifyConfig, layout: &Layout) -> Result<TokenCache, SourceError> {
     let cache = load(layout)?;
     if cache.expires_at - 60 > now() { Ok(cache) } else { refresh(cfg, layout, &cache) }
-}
-
-/// The token cache's path, for messages.
-pub fn token_path(layout: &Layout) -> PathBuf {
-    layout.spotify_token()
 }
 
 #[cfg(test)]
