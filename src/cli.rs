@@ -404,6 +404,7 @@ pub fn execute(cli: Cli, command: &str) -> Result<()> {
                 duration_tolerance_s: a.match_tolerance,
                 memory_limit: a.memory_mib << 20,
                 force: a.force,
+                ..BuildOptions::default()
             };
             let _lock = LakeLock::acquire(layout, "build")?;
             let mut manifest = Manifest::load(layout)?;
@@ -696,6 +697,16 @@ fn print_build(out: &mut dyn Write, m: &BuildMetrics) -> std::io::Result<()> {
             "build: star version {} is up to date (staging and model unchanged; --force rebuilds)",
             m.version
         )?;
+    }
+    if m.committed {
+        match &m.full_reason {
+            Some(why) => writeln!(out, "  computed all {} months ({why})", m.months)?,
+            None => writeln!(
+                out,
+                "  computed {} of {} months (the others kept their files); dimensions recomputed",
+                m.months_computed, m.months
+            )?,
+        }
     }
     for t in &m.tables {
         writeln!(out, "  {:<14} {:>10} rows  {} file(s), {} unchanged", t.name, t.rows, t.parts, t.parts_unchanged)?;

@@ -2,8 +2,8 @@
 //! anywhere. One name is the key everywhere: `sql/schema/<t>.sql` (the
 //! contract, and the PostgreSQL DDL), `sql/model/<t>.sql` (one SELECT),
 //! `star/<t>/` and the PostgreSQL table `<t>`. Model files whose name starts
-//! with `_` are helper tables, computed once per build (in the order below)
-//! into temp files that the star models read.
+//! with `_` are helper tables or monthly summaries (see the lists below);
+//! `tunelake build` explains the order they run in.
 
 /// One SQL file.
 #[derive(Debug, Clone, Copy)]
@@ -49,16 +49,42 @@ pub struct StarTable {
     pub month_partition_by: Option<&'static str>,
 }
 
-/// Helper tables, computed in this order before any star table is built.
-pub const MODEL_HELPERS: &[SqlFile] = &[
-    sql_file!("model", "_sparkify_songs"),
-    sql_file!("model", "_sparkify_plays"),
-    sql_file!("model", "_spotify_unique"),
-    sql_file!("model", "_spotify_streams"),
-    sql_file!("model", "_spotify_api_plays"),
+/// Helper tables over all of staging, computed once per build into temp
+/// files: lookups that span the whole history (the song catalogue, the URIs
+/// extended history gives each pair of names).
+pub const GLOBAL_HELPERS: &[SqlFile] =
+    &[sql_file!("model", "_sparkify_songs"), sql_file!("model", "_spotify_track_uris")];
+
+/// A helper computed for each slice of months, over that slice's staging.
+#[derive(Debug, Clone, Copy)]
+pub struct SliceHelper {
+    pub file: SqlFile,
+    /// Kept in the star by month (for the dimensions to read): the timestamp
+    /// column that picks the month, and the key that orders rows within it.
+    pub kept: Option<(&'static str, &'static str)>,
+}
+
+/// Helpers computed per slice of months, in this order, before the monthly star tables.
+pub const SLICE_HELPERS: &[SliceHelper] = &[
+    SliceHelper { file: sql_file!("model", "_sparkify_plays"), kept: None },
+    SliceHelper { file: sql_file!("model", "_spotify_unique"), kept: None },
+    SliceHelper { file: sql_file!("model", "_spotify_streams"), kept: Some(("ts", "stream_id")) },
+    SliceHelper { file: sql_file!("model", "_spotify_api_plays"), kept: Some(("played_at", "play_id")) },
 ];
 
+/// Monthly summaries: computed per slice after the monthly star tables, kept
+/// in the star by their `month` column, read by the dimensions instead of
+/// every play. Not synced.
+pub const SUMMARIES: &[SqlFile] = &[sql_file!("model", "_sparkify_unmatched"), sql_file!("model", "_users_by_month")];
+
+/// Every model file that is not a star table, in the order a build runs them.
+pub fn internal_models() -> impl Iterator<Item = &'static SqlFile> {
+    GLOBAL_HELPERS.iter().chain(SLICE_HELPERS.iter().map(|h| &h.file)).chain(SUMMARIES.iter())
+}
+
 /// Star tables in build order: a model may read the tables built before it.
+/// Those partitioned by month are computed per slice of months (from the
+/// slice helpers); the others once, from the monthly summaries and helpers.
 pub const STAR_TABLES: &[StarTable] = &[
     star_table!("fact_plays", Some("played_at")),
     star_table!("dim_users", None),
@@ -110,8 +136,7 @@ mod tests {
     /// A file added under sql/ and not registered here would be silently ignored.
     #[test]
     fn every_sql_file_is_registered() {
-        let mut model: Vec<String> = MODEL_HELPERS
-            .iter()
+        let mut model: Vec<String> = internal_models()
             .map(|f| f.name.to_string())
             .chain(STAR_TABLES.iter().map(|t| t.name.to_string()))
             .collect();

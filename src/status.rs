@@ -113,7 +113,8 @@ pub fn render(out: &mut dyn Write, manifest: &Manifest, lake: &str, max_runs: us
     match manifest.star() {
         Some(star) => {
             writeln!(out, "\nstar version {}:", star.version)?;
-            for (table, parts) in &star.tables {
+            // Tables named `_…` are the build's monthly bookkeeping, not part of the star.
+            for (table, parts) in star.tables.iter().filter(|(t, _)| !t.starts_with('_')) {
                 let rows: u64 = parts.iter().map(|p| p.rows).sum();
                 writeln!(out, "  {table:<14} {rows:>10} rows in {} file(s)", parts.len())?;
             }

@@ -1,5 +1,5 @@
--- Helper table: Sparkify plays (NextSong events, one per natural key) with the
--- song they match. A play matches a song when the normalized title and artist
+-- Helper table: Sparkify plays (NextSong events, one per event id: the
+-- natural key and the time) with the song they match. A play matches a song when the normalized title and artist
 -- are equal and the durations differ by at most tl_params.duration_tolerance_s;
 -- the closest duration wins. Unmatched plays get ids derived from the
 -- normalized names; their artist is the catalogue's when the name is known.
@@ -15,7 +15,7 @@ WITH candidates AS (
         s.song_id,
         s.artist_id AS song_artist_id,
         row_number() OVER (
-            PARTITION BY e.user_id, e.session_id, e.item_in_session
+            PARTITION BY e.user_id, e.session_id, e.item_in_session, e.ts
             ORDER BY e.raw_sha256, e.line, abs(s.duration - e.length), s.song_id
         ) AS pick
     FROM stg_sparkify_events e

@@ -2,7 +2,9 @@
 -- _spotify_unique) with their ids. An account-data row (minute precision, no URI) that extended history also has
 -- (same account, names and ms_played, within the minute) is a duplicate:
 -- duplicate_of names the extended stream, and the fact leaves it out.
--- Genuine repeats minutes apart have other keys and stay.
+-- Genuine repeats minutes apart have other keys and stay. An account row
+-- without a URI takes the URI extended history has for the same names
+-- (_spotify_track_uris, over every export).
 WITH extended AS (
     SELECT stream_id, account, ts, ms_played, content_type, artist_key, title_key, track_uri
     FROM _spotify_unique
@@ -21,12 +23,6 @@ covered AS (
         AND e.ts >= a.ts - INTERVAL '1 minute'
         AND e.ts < a.ts + INTERVAL '2 minutes'
     GROUP BY a.stream_id
-),
-uri_by_name AS (
-    SELECT artist_key, title_key, min(track_uri) AS track_uri
-    FROM extended
-    WHERE track_uri IS NOT NULL
-    GROUP BY artist_key, title_key
 )
 SELECT
     s.*,
@@ -56,4 +52,4 @@ SELECT
     ) END AS audiobook_id
 FROM _spotify_unique s
 LEFT JOIN covered c ON c.stream_id = s.stream_id
-LEFT JOIN uri_by_name n ON n.artist_key = s.artist_key AND n.title_key = s.title_key AND s.track_uri IS NULL
+LEFT JOIN _spotify_track_uris n ON n.artist_key = s.artist_key AND n.title_key = s.title_key AND s.track_uri IS NULL

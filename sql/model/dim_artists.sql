@@ -8,7 +8,7 @@ WITH candidates AS (
     UNION ALL
     SELECT artist_id, artist, CAST(NULL AS VARCHAR), CAST(NULL AS DOUBLE), CAST(NULL AS DOUBLE), CAST(NULL AS VARCHAR),
            'derived', 'sparkify', 3, raw_sha256, line
-    FROM _sparkify_plays
+    FROM _sparkify_unmatched
     WHERE artist_origin = 'derived'
     UNION ALL
     SELECT artist_id, artist_name, CAST(NULL AS VARCHAR), CAST(NULL AS DOUBLE), CAST(NULL AS DOUBLE), CAST(NULL AS VARCHAR),

@@ -10,8 +10,7 @@ WITH candidates AS (
     UNION ALL
     SELECT track_id, song, artist_id, CAST(NULL AS VARCHAR), length, CAST(NULL AS BIGINT),
            'derived', 'sparkify', 4, raw_sha256, line
-    FROM _sparkify_plays
-    WHERE NOT matched
+    FROM _sparkify_unmatched
     UNION ALL
     SELECT track_id, track_name, artist_id, album_id, CAST(NULL AS DOUBLE), CAST(NULL AS BIGINT),
            track_origin, 'spotify_export', CASE WHEN track_origin = 'spotify' THEN 3 ELSE 4 END, raw_sha256, record

@@ -1,33 +1,17 @@
 -- One row per user: name, gender, level, location and country from their
 -- latest event (by time, then session position, never by file order); for a
 -- Spotify Web API user, level (product), country and display name come from
--- the latest /v1/me.
-WITH events AS (
-    SELECT user_id, ts, session_id AS pos1, item_in_session AS pos2, first_name, last_name, gender, level,
-           location, CAST(NULL AS VARCHAR) AS country, registration_ms, 'sparkify' AS source
-    FROM stg_sparkify_events
-    WHERE user_id IS NOT NULL
-    UNION ALL
-    SELECT account, ts, CAST(0 AS BIGINT), record, CAST(NULL AS VARCHAR), CAST(NULL AS VARCHAR),
-           CAST(NULL AS VARCHAR), CAST(NULL AS VARCHAR), CAST(NULL AS VARCHAR), country, CAST(NULL AS BIGINT),
-           'spotify_export'
-    FROM stg_spotify_streams
-    UNION ALL
-    SELECT user_id, played_at, CAST(0 AS BIGINT), record, CAST(NULL AS VARCHAR), CAST(NULL AS VARCHAR),
-           CAST(NULL AS VARCHAR), CAST(NULL AS VARCHAR), CAST(NULL AS VARCHAR), CAST(NULL AS VARCHAR),
-           CAST(NULL AS BIGINT), 'spotify_api'
-    FROM stg_spotify_api_plays
-    WHERE artist_position = 0
-),
-latest AS (
+-- the latest /v1/me. Reads the monthly summaries (_users_by_month), not
+-- every event.
+WITH latest AS (
     SELECT DISTINCT ON (user_id)
         user_id, first_name, last_name, gender, level, location, country, registration_ms, source
-    FROM events
+    FROM _users_by_month
     ORDER BY user_id, ts DESC, pos1 DESC, pos2 DESC, source
 ),
 span AS (
-    SELECT user_id, min(ts) AS first_seen, max(ts) AS last_seen
-    FROM events
+    SELECT user_id, min(first_seen) AS first_seen, max(last_seen) AS last_seen
+    FROM _users_by_month
     GROUP BY user_id
 ),
 profile AS (

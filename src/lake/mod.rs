@@ -58,6 +58,8 @@ pub enum LakeError {
         #[source]
         source: datafusion::parquet::errors::ParquetError,
     },
+    #[error("{path}: {what}; `tunelake reprocess` rewrites staging from raw")]
+    Corrupt { path: PathBuf, what: String },
     #[error("{path}: cannot read Parquet batch")]
     ArrowRead {
         path: PathBuf,

@@ -1,42 +1,96 @@
-//! `tunelake build`: staging → star. Registers the live staging files and the
-//! helper views, runs each `sql/model/<t>.sql` as a stream, checks every batch
-//! against the `sql/schema/<t>.sql` contract, and writes the table as a new
-//! version (by month where the table is partitioned). A partition whose bytes
-//! equal the previous version's is not kept twice: the new version points at
-//! the old file, and sync sees an unchanged hash and sends nothing.
+//! `tunelake build`: staging → star, a slice of months at a time.
+//!
+//! 1. Global helpers (`sql::GLOBAL_HELPERS`: the song catalogue, export track
+//!    URIs) are computed once over all of staging.
+//! 2. The months to compute are planned: all of them on a first build, a
+//!    model change, a reprocess or new staging whose effect reaches every
+//!    month (see [`STAGING`]); otherwise only the months new staging files
+//!    fall in. A month not recomputed keeps its files.
+//! 3. Each slice of those months (consecutive months up to
+//!    [`BuildOptions::slice_rows`] staging rows) registers staging restricted
+//!    to its time range (plus [`MARGIN_US`] each side, for the duplicate
+//!    checks that look a few minutes around a play), computes the slice
+//!    helpers, and writes the monthly star tables, the kept helpers and the
+//!    monthly summaries, by month. Memory follows the slice, not the history.
+//! 4. The dimensions run once, over the monthly summaries of every month.
+//!
+//! Every table is checked against its `sql/schema/<t>.sql` contract. A
+//! partition whose bytes equal the previous version's is not kept twice: the
+//! new version points at the old file, and sync sees an unchanged hash.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::{Datelike, NaiveDate};
 use datafusion::arrow::array::{Array, AsArray, Float64Array, RecordBatch};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef, TimestampMicrosecondType};
-use datafusion::prelude::SessionContext;
+use datafusion::arrow::datatypes::{DataType, Int64Type, Schema, SchemaRef, TimestampMicrosecondType};
+use datafusion::common::ScalarValue;
+use datafusion::prelude::{DataFrame, SessionContext, col, lit};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
-use super::{ModelError, register_files, register_lake_files, session};
+use super::{ModelError, files_provider, register_files, register_lake_files, session};
 use crate::lake::manifest::{Run, RunKind, StarPart, StarVersion, now_rfc3339};
 use crate::lake::parquet::FileWriter;
 use crate::lake::{Layout, Manifest, staging};
 use crate::progress;
-use crate::sql::{MODEL_HELPERS, STAR_TABLES, StarTable};
+use crate::sql::{GLOBAL_HELPERS, SLICE_HELPERS, STAR_TABLES, SUMMARIES, SqlFile, StarTable};
 
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
     /// Largest difference in seconds between a play's length and a song's duration that still matches.
     pub duration_tolerance_s: f64,
     pub memory_limit: usize,
-    /// Rebuild even when staging and the model are unchanged since the last build.
+    /// Rebuild every month even when staging and the model are unchanged since the last build.
     pub force: bool,
+    /// Staging rows one slice of months may hold (a single month larger than this is still one slice).
+    pub slice_rows: u64,
 }
 
 impl Default for BuildOptions {
     fn default() -> Self {
-        BuildOptions { duration_tolerance_s: 2.0, memory_limit: super::DEFAULT_MEMORY_LIMIT, force: false }
+        BuildOptions {
+            duration_tolerance_s: 2.0,
+            memory_limit: super::DEFAULT_MEMORY_LIMIT,
+            force: false,
+            slice_rows: 1_000_000,
+        }
     }
 }
+
+/// How far around a slice its staging reaches: the widest window a model
+/// compares plays in (an account-data row and its extended stream: 2 min).
+pub const MARGIN_US: i64 = 3_600_000_000;
+
+/// Which months new files of a staging table make a build recompute.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Reach {
+    /// The months their rows fall in.
+    TheirMonths,
+    /// Every month; the string says why.
+    AllMonths(&'static str),
+    /// None: only the dimensions read them.
+    Dimensions,
+}
+
+/// Every staging table: the timestamp column slices restrict it by (None: read whole), and its reach.
+const STAGING: &[(&str, Option<&str>, Reach)] = &[
+    (staging::STG_SPARKIFY_EVENTS, Some("ts"), Reach::TheirMonths),
+    (staging::STG_SPOTIFY_API_PLAYS, Some("played_at"), Reach::TheirMonths),
+    (
+        staging::STG_SPOTIFY_STREAMS,
+        Some("ts"),
+        Reach::AllMonths("a new export can give any month's streams a track URI"),
+    ),
+    (staging::STG_SPARKIFY_SONGS, None, Reach::AllMonths("new catalogue songs can match plays of any month")),
+    (staging::STG_SPOTIFY_API_USERS, None, Reach::AllMonths("every Web API play takes its user's latest level")),
+    (staging::STG_SPOTIFY_API_ENTITIES, None, Reach::Dimensions),
+];
+
+/// Bumped when the build's bookkeeping changes; part of the model fingerprint.
+const BUILD_FORMAT: &str = "monthly-1";
 
 #[derive(Debug, Clone, Default)]
 pub struct TableMetrics {
@@ -57,6 +111,11 @@ pub struct BuildMetrics {
     pub matched: u64,
     /// Records that are a second sighting of a play, by kind; none becomes a fact row.
     pub duplicates: BTreeMap<String, u64>,
+    /// Months with plays, and how many of them this build computed.
+    pub months: usize,
+    pub months_computed: usize,
+    /// Why every month was computed, when it was.
+    pub full_reason: Option<String>,
 }
 
 impl BuildMetrics {
@@ -74,11 +133,11 @@ impl BuildMetrics {
         BuildMetrics {
             version: star.version,
             committed: false,
-            tables: star
-                .tables
+            tables: STAR_TABLES
                 .iter()
+                .filter_map(|t| star.tables.get(t.name).map(|parts| (t.name, parts)))
                 .map(|(name, parts)| TableMetrics {
-                    name: name.clone(),
+                    name: name.to_string(),
                     rows: parts.iter().map(|p| p.rows).sum(),
                     parts: parts.len(),
                     parts_unchanged: parts.len(),
@@ -91,6 +150,9 @@ impl BuildMetrics {
                 .get("duplicates")
                 .and_then(|v| serde_json::from_value(v.clone()).ok())
                 .unwrap_or_default(),
+            months: month_stats_of(run).len(),
+            months_computed: 0,
+            full_reason: None,
         }
     }
 }
@@ -98,12 +160,244 @@ impl BuildMetrics {
 /// A fingerprint of everything that decides the star's rows besides staging.
 fn model_hash(opts: &BuildOptions) -> String {
     let mut h = Sha256::new();
-    for f in MODEL_HELPERS.iter().chain(STAR_TABLES.iter().flat_map(|t| [&t.schema, &t.model])) {
+    h.update(BUILD_FORMAT.as_bytes());
+    for f in crate::sql::internal_models().chain(STAR_TABLES.iter().flat_map(|t| [&t.schema, &t.model])) {
         h.update(f.name.as_bytes());
         h.update(f.text.as_bytes());
     }
     h.update(opts.duration_tolerance_s.to_le_bytes());
     hex::encode(h.finalize())
+}
+
+/// A month, as (year, month).
+type Month = (i32, u32);
+
+fn month_of(micros: i64) -> Month {
+    let days = micros.div_euclid(86_400_000_000);
+    let date = NaiveDate::from_num_days_from_ce_opt(days as i32 + 719_163).expect("timestamp within chrono's range");
+    (date.year(), date.month())
+}
+
+fn month_start(m: Month) -> i64 {
+    let date = NaiveDate::from_ymd_opt(m.0, m.1, 1).expect("a valid month");
+    date.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_micros()
+}
+
+fn next_month(m: Month) -> Month {
+    if m.1 == 12 { (m.0 + 1, 1) } else { (m.0, m.1 + 1) }
+}
+
+fn partition_of(m: Month) -> String {
+    Layout::month_partition(m.0, m.1)
+}
+
+/// The months from the one holding `first` to the one holding `last`.
+fn months_between(first: i64, last: i64) -> Vec<Month> {
+    let (mut m, end) = (month_of(first), month_of(last));
+    let mut out = vec![m];
+    while m < end {
+        m = next_month(m);
+        out.push(m);
+    }
+    out
+}
+
+/// A live staging file of a table restricted by time, with the time its rows span.
+#[derive(Debug, Clone)]
+struct Span {
+    table: &'static str,
+    path: String,
+    rows: u64,
+    first: i64,
+    last: i64,
+}
+
+/// The smallest and largest value of timestamp `column` in a Parquet file,
+/// from its footer statistics (None for a file without rows).
+fn time_range(path: &Path, column: &str) -> Result<Option<(i64, i64)>, ModelError> {
+    use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+    use datafusion::parquet::file::statistics::Statistics;
+    let bad = |what: String| ModelError::Lake(crate::lake::LakeError::Corrupt { path: path.to_path_buf(), what });
+    let file = std::fs::File::open(path).map_err(crate::lake::LakeError::io("open", path))?;
+    let reader = SerializedFileReader::new(file).map_err(|e| bad(format!("unreadable Parquet footer: {e}")))?;
+    let meta = reader.metadata();
+    let Some(idx) = meta.file_metadata().schema_descr().columns().iter().position(|c| c.name() == column) else {
+        return Err(bad(format!("no column `{column}`")));
+    };
+    let mut range: Option<(i64, i64)> = None;
+    for rg in meta.row_groups() {
+        if rg.num_rows() == 0 {
+            continue;
+        }
+        let (lo, hi) = match rg.column(idx).statistics() {
+            Some(Statistics::Int64(s)) => match (s.min_opt(), s.max_opt()) {
+                (Some(lo), Some(hi)) => (*lo, *hi),
+                _ => return Err(bad(format!("no min/max statistics for `{column}`"))),
+            },
+            _ => return Err(bad(format!("no Int64 statistics for `{column}`"))),
+        };
+        range = Some(range.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+    }
+    Ok(range)
+}
+
+/// What a build computes.
+struct Plan {
+    /// Why every month is computed (None: only the months of new staging).
+    full: Option<String>,
+    /// Slices of months to compute, each consecutive.
+    slices: Vec<Vec<Month>>,
+    /// Every month staging has rows in.
+    months: BTreeSet<Month>,
+    spans: Vec<Span>,
+}
+
+impl Plan {
+    fn computed(&self) -> BTreeSet<String> {
+        self.slices.iter().flatten().map(|m| partition_of(*m)).collect()
+    }
+}
+
+fn plan(layout: &Layout, manifest: &Manifest, fingerprint: &str, opts: &BuildOptions) -> Result<Plan, ModelError> {
+    let previous = manifest.last_build();
+    let since = previous.and_then(|r| r.stats.get("staging_run")).and_then(|v| v.as_u64()).unwrap_or(0);
+    let new_files: HashSet<&str> = manifest
+        .runs
+        .iter()
+        .filter(|r| r.id > since)
+        .filter_map(|r| r.staging.as_ref())
+        .flat_map(|c| c.files.iter().map(|f| f.path.as_str()))
+        .collect();
+    let mut full = None;
+    if opts.force {
+        full = Some("--force".to_string());
+    } else if let Some(prev) = previous {
+        if prev.stats.get("model_hash").and_then(|v| v.as_str()) != Some(fingerprint) {
+            full = Some("the model changed since the last build".into());
+        } else if !prev.stats.contains_key("months") {
+            full = Some("the last build kept no monthly bookkeeping".into());
+        } else if manifest.runs.iter().any(|r| r.id > since && r.staging.as_ref().is_some_and(|c| c.replace)) {
+            full = Some("staging was reprocessed".into());
+        }
+    } else {
+        full = Some("first build".into());
+    }
+
+    let mut spans = vec![];
+    let mut dirty: BTreeSet<Month> = BTreeSet::new();
+    let mut months: BTreeSet<Month> = BTreeSet::new();
+    for &(table, time, reach) in STAGING {
+        let files = manifest.staging_files(table);
+        let new = files.iter().any(|f| new_files.contains(f.path.as_str()));
+        if let (true, Reach::AllMonths(why), None) = (new, reach, &full) {
+            full = Some(format!("new {table}: {why}"));
+        }
+        let Some(column) = time else { continue };
+        for f in files {
+            let Some((first, last)) = time_range(&layout.abs(&f.path), column)? else { continue };
+            months.extend(months_between(first, last));
+            if new_files.contains(f.path.as_str()) && reach == Reach::TheirMonths {
+                dirty.extend(months_between(first - MARGIN_US, last + MARGIN_US));
+            }
+            spans.push(Span { table, path: f.path.clone(), rows: f.rows, first, last });
+        }
+    }
+    let wanted: BTreeSet<Month> = if full.is_some() { months.clone() } else { &dirty & &months };
+    // Rows per month, a file's rows spread evenly over the months it spans.
+    let mut estimate: BTreeMap<Month, f64> = BTreeMap::new();
+    for s in &spans {
+        let ms = months_between(s.first, s.last);
+        for m in &ms {
+            *estimate.entry(*m).or_default() += s.rows as f64 / ms.len() as f64;
+        }
+    }
+    let mut slices: Vec<Vec<Month>> = vec![];
+    let mut current: Vec<Month> = vec![];
+    let mut rows = 0.0;
+    for m in &months {
+        let est = estimate.get(m).copied().unwrap_or(0.0);
+        if !wanted.contains(m) || (!current.is_empty() && rows + est > opts.slice_rows as f64) {
+            if !current.is_empty() {
+                slices.push(std::mem::take(&mut current));
+            }
+            rows = 0.0;
+        }
+        if wanted.contains(m) {
+            current.push(*m);
+            rows += est;
+        }
+    }
+    if !current.is_empty() {
+        slices.push(current);
+    }
+    Ok(Plan { full, slices, months, spans })
+}
+
+/// The per-month counts a build run recorded (empty before monthly builds).
+fn month_stats_of(run: &Run) -> BTreeMap<String, BTreeMap<String, i64>> {
+    run.stats.get("months").and_then(|v| serde_json::from_value(v.clone()).ok()).unwrap_or_default()
+}
+
+/// Per-month counts behind the match rate and the duplicate report: (name, rows counted, their time column).
+const MONTH_COUNTS: &[(&str, &str, &str)] = &[
+    ("sparkify_events", "stg_sparkify_events WHERE page = 'NextSong'", "ts"),
+    ("sparkify_plays", "_sparkify_plays", "ts"),
+    ("sparkify_matched", "_sparkify_plays WHERE matched", "ts"),
+    ("export_streams", "stg_spotify_streams", "ts"),
+    ("export_unique", "_spotify_unique", "ts"),
+    ("export_covered", "_spotify_streams WHERE duplicate_of IS NOT NULL", "ts"),
+    ("api_rows", "stg_spotify_api_plays WHERE artist_position = 0", "played_at"),
+    ("api_unique", "_spotify_api_plays", "played_at"),
+    ("api_in_export", "_spotify_api_plays WHERE duplicate_of IS NOT NULL", "played_at"),
+];
+
+/// The duplicate report from the summed month counts.
+fn duplicates_of(c: &BTreeMap<String, i64>) -> BTreeMap<String, u64> {
+    let g = |k: &str| c.get(k).copied().unwrap_or(0);
+    [
+        ("sparkify: the same event in two raw files", g("sparkify_events") - g("sparkify_plays")),
+        ("spotify_export: the same stream in two raw files", g("export_streams") - g("export_unique")),
+        ("spotify_export: account-data rows also in extended history", g("export_covered")),
+        ("spotify_api: the same play in two pages", g("api_rows") - g("api_unique")),
+        ("spotify_api: plays a Spotify export also has", g("api_in_export")),
+    ]
+    .into_iter()
+    .map(|(k, n)| (k.to_string(), n.max(0) as u64))
+    .collect()
+}
+
+fn ts_lit(micros: i64) -> datafusion::prelude::Expr {
+    lit(ScalarValue::TimestampMicrosecond(Some(micros), None))
+}
+
+fn in_range(column: &str, lo: i64, hi: i64) -> datafusion::prelude::Expr {
+    col(column).gt_eq(ts_lit(lo)).and(col(column).lt(ts_lit(hi)))
+}
+
+fn sql_err(
+    file: impl Into<String>,
+    what: &'static str,
+) -> impl FnOnce(datafusion::error::DataFusionError) -> ModelError {
+    let file = file.into();
+    move |source| ModelError::Sql { file, what, source }
+}
+
+async fn run_sql(ctx: &SessionContext, file: &str, sql: &str) -> Result<DataFrame, ModelError> {
+    ctx.sql(sql).await.map_err(sql_err(file, "planning"))
+}
+
+fn replace_table(
+    ctx: &SessionContext,
+    name: &str,
+    provider: Arc<dyn datafusion::catalog::TableProvider>,
+) -> Result<(), ModelError> {
+    ctx.deregister_table(name).map_err(sql_err(name, "deregister"))?;
+    ctx.register_table(name, provider).map_err(|source| ModelError::Register { path: name.into(), source })?;
+    Ok(())
+}
+
+fn set_partitions(ctx: &SessionContext, n: usize) {
+    ctx.state_ref().write().config_mut().options_mut().execution.target_partitions = n;
 }
 
 pub async fn build(
@@ -129,11 +423,19 @@ pub async fn build(
 
     let started = now_rfc3339();
     let version = manifest.next_run_id();
-    let ctx = session(opts.memory_limit).map_err(|source| ModelError::Sql {
-        file: "session".into(),
-        what: "setup",
-        source,
-    })?;
+    let plan = plan(layout, manifest, &fingerprint, opts)?;
+    let computed = plan.computed();
+    tracing::info!(
+        months = plan.months.len(),
+        computed = computed.len(),
+        slices = plan.slices.len(),
+        full = plan.full.as_deref().unwrap_or("no"),
+        "build plan"
+    );
+    let ctx = session(opts.memory_limit).map_err(sql_err("session", "setup"))?;
+    ctx.sql("SET datafusion.execution.sort_spill_reservation_bytes = 33554432")
+        .await
+        .map_err(sql_err("settings", "SET"))?;
     for (name, schema) in staging::tables() {
         register_lake_files(&ctx, layout, name, schema, manifest.staging_files(name).iter().map(|f| f.path.as_str()))?;
     }
@@ -142,105 +444,283 @@ pub async fn build(
         Arc::new(Float64Array::from(vec![opts.duration_tolerance_s])) as _,
     )])
     .expect("one column");
-    ctx.register_batch("tl_params", params).map_err(|source| ModelError::Sql {
-        file: "tl_params".into(),
-        what: "register",
-        source,
-    })?;
-    // Helper tables are computed once into temp Parquet files that the star
-    // models then read (each may be read several times).
+    ctx.register_batch("tl_params", params).map_err(sql_err("tl_params", "register"))?;
     let scratch = tempfile::Builder::new()
         .prefix("tunelake-build-")
         .tempdir()
         .map_err(crate::lake::LakeError::io("create a temp dir in", std::env::temp_dir()))?;
-    for helper in MODEL_HELPERS {
-        tracing::info!(helper = helper.name, "computing helper table");
+    for helper in GLOBAL_HELPERS {
+        tracing::info!(helper = helper.name, "computing global helper");
         materialize(&ctx, helper, &scratch.path().join(format!("{}.parquet", helper.name))).await?;
     }
+    // The schema of every monthly table, from planning alone (a table may have no rows).
+    let schemas = monthly_schemas(&ctx).await?;
 
-    let previous: HashMap<(String, Option<String>), StarPart> = manifest
-        .star()
-        .map(|s| {
-            s.tables
-                .iter()
-                .flat_map(|(t, parts)| parts.iter().map(move |p| ((t.clone(), p.partition.clone()), p.clone())))
-                .collect()
-        })
-        .unwrap_or_default();
+    let previous_star = manifest.star().cloned().unwrap_or_default();
+    let previous: HashMap<(String, Option<String>), StarPart> = previous_star
+        .tables
+        .iter()
+        .flat_map(|(t, parts)| parts.iter().map(move |p| ((t.clone(), p.partition.clone()), p.clone())))
+        .collect();
+    let previous_months = manifest.last_build().map(month_stats_of).unwrap_or_default();
 
-    // The star tables come out sorted (by month, for the partitioned writer).
-    // One partition sorts with spilling and a bounded merge; with two, the
-    // final merge of both sorted halves cannot spill and ran out of memory at
-    // 5M events.
-    for setting in [
-        "SET datafusion.execution.target_partitions = 1",
-        "SET datafusion.execution.sort_spill_reservation_bytes = 33554432",
-    ] {
-        ctx.sql(setting).await.map_err(|source| ModelError::Sql { file: "settings".into(), what: "SET", source })?;
-    }
-    let bar = progress::bar(STAR_TABLES.len() as u64, "build");
+    // Months not computed keep their parts and their counts.
     let mut star = StarVersion { version, tables: BTreeMap::new() };
-    let mut metrics = BuildMetrics { version, committed: true, ..Default::default() };
-    for table in STAR_TABLES {
+    let mut unchanged: HashMap<String, usize> = HashMap::new();
+    let mut month_counts: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+    if plan.full.is_none() {
+        for (name, _) in &schemas {
+            let kept: Vec<StarPart> = previous_star
+                .tables
+                .get(name)
+                .into_iter()
+                .flatten()
+                .filter(|p| p.partition.as_ref().is_some_and(|m| !computed.contains(m)))
+                .cloned()
+                .collect();
+            *unchanged.entry(name.clone()).or_default() += kept.len();
+            star.tables.insert(name.clone(), kept);
+        }
+        month_counts = previous_months.into_iter().filter(|(m, _)| !computed.contains(m)).collect();
+    }
+
+    let global_tables: Vec<&StarTable> = STAR_TABLES.iter().filter(|t| t.month_partition_by.is_none()).collect();
+    let bar = progress::bar((plan.slices.len() + global_tables.len()) as u64, "build");
+    for (i, months) in plan.slices.iter().enumerate() {
+        let lo = month_start(months[0]);
+        let hi = month_start(next_month(*months.last().expect("a slice has a month")));
+        bar.set_message(format!("build {} to {}", partition_of(months[0]), partition_of(*months.last().unwrap())));
+        let t0 = std::time::Instant::now();
+        let written = build_slice(&ctx, layout, &plan, &schemas, scratch.path(), i, lo, hi, version, &previous).await?;
+        for (name, (parts, same)) in written.parts {
+            *unchanged.entry(name.clone()).or_default() += same;
+            star.tables.entry(name).or_default().extend(parts);
+        }
+        month_counts.extend(written.counts);
+        tracing::info!(slice = i, months = months.len(), seconds = t0.elapsed().as_secs_f64(), "slice built");
+        bar.inc(1);
+    }
+    for parts in star.tables.values_mut() {
+        parts.sort_by(|a, b| a.partition.cmp(&b.partition));
+    }
+
+    // The dimensions, over every month: staging whole, the monthly tables from all their parts.
+    set_partitions(&ctx, 1);
+    for (name, schema) in staging::tables() {
+        let paths: Vec<PathBuf> = manifest.staging_files(name).iter().map(|f| layout.abs(&f.path)).collect();
+        replace_table(&ctx, name, files_provider(name, schema, &paths)?)?;
+    }
+    for (name, schema) in &schemas {
+        let paths: Vec<PathBuf> = star.tables.get(name).into_iter().flatten().map(|p| layout.abs(&p.path)).collect();
+        replace_table(&ctx, name, files_provider(name, schema.clone(), &paths)?)?;
+    }
+    let mut metrics = BuildMetrics {
+        version,
+        committed: true,
+        months: plan.months.len(),
+        months_computed: computed.len(),
+        full_reason: plan.full.clone(),
+        ..Default::default()
+    };
+    for table in global_tables {
         bar.set_message(format!("build {}", table.name));
         let t0 = std::time::Instant::now();
-        let (parts, tm, schema) = build_table(&ctx, layout, table, version, &previous).await?;
-        tracing::info!(
-            table = table.name,
-            rows = tm.rows,
-            files = tm.parts,
-            unchanged = tm.parts_unchanged,
-            seconds = t0.elapsed().as_secs_f64(),
-            "built"
-        );
-        // Later models may read the tables built before them (dim_time reads fact_plays).
-        ctx.deregister_table(table.name).map_err(|source| ModelError::Sql {
-            file: table.name.into(),
-            what: "deregister",
-            source,
-        })?;
-        register_lake_files(&ctx, layout, table.name, schema, parts.iter().map(|p| p.path.as_str()))?;
-        metrics.tables.push(tm);
+        let df = run_sql(&ctx, &format!("sql/model/{}.sql", table.name), table.model.text).await?;
+        let contract = super::contract_schema(table).await?;
+        let (parts, same) =
+            write_table(&ctx, layout, table.name, df, Some(&contract), None, version, &previous).await?;
+        tracing::info!(table = table.name, seconds = t0.elapsed().as_secs_f64(), "built");
+        *unchanged.entry(table.name.to_string()).or_default() += same;
+        // Later models may read the tables built before them (bridge_track_artists reads dim_tracks).
+        let paths: Vec<PathBuf> = parts.iter().map(|p| layout.abs(&p.path)).collect();
+        replace_table(&ctx, table.name, files_provider(table.name, contract, &paths)?)?;
         star.tables.insert(table.name.to_string(), parts);
         bar.inc(1);
     }
     bar.finish_and_clear();
 
-    let (plays, matched) = match_counts(&ctx).await?;
-    metrics.plays = plays;
-    metrics.matched = matched;
-    metrics.duplicates = duplicate_counts(&ctx).await?;
+    for table in STAR_TABLES {
+        let parts = star.tables.entry(table.name.to_string()).or_default();
+        metrics.tables.push(TableMetrics {
+            name: table.name.into(),
+            rows: parts.iter().map(|p| p.rows).sum(),
+            parts: parts.len(),
+            parts_unchanged: unchanged.get(table.name).copied().unwrap_or(0),
+        });
+    }
+    let mut totals: BTreeMap<String, i64> = BTreeMap::new();
+    for counts in month_counts.values() {
+        for (k, n) in counts {
+            *totals.entry(k.clone()).or_default() += n;
+        }
+    }
+    metrics.plays = totals.get("sparkify_plays").copied().unwrap_or(0).max(0) as u64;
+    metrics.matched = totals.get("sparkify_matched").copied().unwrap_or(0).max(0) as u64;
+    metrics.duplicates = duplicates_of(&totals);
 
     let mut run = Run::new(version, RunKind::Build, command, started);
     run.star = Some(star);
     run.stats.insert("staging_run".into(), staging_run.into());
     run.stats.insert("model_hash".into(), fingerprint.into());
-    run.stats.insert("plays".into(), plays.into());
-    run.stats.insert("matched".into(), matched.into());
+    run.stats.insert("plays".into(), metrics.plays.into());
+    run.stats.insert("matched".into(), metrics.matched.into());
     run.stats.insert("duration_tolerance_s".into(), opts.duration_tolerance_s.into());
     run.stats.insert("duplicates".into(), serde_json::to_value(&metrics.duplicates).expect("counts serialize"));
+    run.stats.insert("months_computed".into(), computed.len().into());
+    if let Some(why) = &plan.full {
+        run.stats.insert("all_months_because".into(), why.clone().into());
+    }
+    run.stats.insert("months".into(), serde_json::to_value(&month_counts).expect("counts serialize"));
     manifest.commit(layout, run)?;
     Ok(metrics)
 }
 
-/// Runs a helper model into `path` and registers it under its name.
-async fn materialize(
+/// The monthly tables a build keeps by month (monthly star tables, kept
+/// helpers, summaries) and their schemas, found by planning each model over
+/// empty stand-ins of the helpers before it.
+async fn monthly_schemas(ctx: &SessionContext) -> Result<Vec<(String, SchemaRef)>, ModelError> {
+    let mut out = vec![];
+    for h in SLICE_HELPERS {
+        let df = run_sql(ctx, &format!("sql/model/{}.sql", h.file.name), h.file.text).await?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        replace_table(ctx, h.file.name, files_provider(h.file.name, schema.clone(), &[])?)?;
+        if h.kept.is_some() {
+            out.push((h.file.name.to_string(), schema));
+        }
+    }
+    for t in STAR_TABLES.iter().filter(|t| t.month_partition_by.is_some()) {
+        let schema = super::contract_schema(t).await?;
+        replace_table(ctx, t.name, files_provider(t.name, schema.clone(), &[])?)?;
+        out.push((t.name.to_string(), schema));
+    }
+    for s in SUMMARIES {
+        let df = run_sql(ctx, &format!("sql/model/{}.sql", s.name), s.text).await?;
+        out.push((s.name.to_string(), Arc::new(df.schema().as_arrow().clone())));
+    }
+    Ok(out)
+}
+
+/// What one slice wrote: parts per table (with how many were unchanged) and counts per month.
+struct SliceOutput {
+    parts: BTreeMap<String, (Vec<StarPart>, usize)>,
+    counts: BTreeMap<String, BTreeMap<String, i64>>,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn build_slice(
     ctx: &SessionContext,
-    helper: &crate::sql::SqlFile,
-    path: &std::path::Path,
-) -> Result<(), ModelError> {
+    layout: &Layout,
+    plan: &Plan,
+    schemas: &[(String, SchemaRef)],
+    scratch: &Path,
+    slice: usize,
+    lo: i64,
+    hi: i64,
+    version: u64,
+    previous: &HashMap<(String, Option<String>), StarPart>,
+) -> Result<SliceOutput, ModelError> {
+    // Staging restricted to the slice and its margin: only files that overlap it, filtered by time.
+    for (name, schema) in staging::tables() {
+        let Some(column) = STAGING.iter().find(|s| s.0 == name).and_then(|s| s.1) else { continue };
+        let (from, to) = (lo - MARGIN_US, hi + MARGIN_US);
+        let paths: Vec<PathBuf> = plan
+            .spans
+            .iter()
+            .filter(|s| s.table == name && s.last >= from && s.first < to)
+            .map(|s| layout.abs(&s.path))
+            .collect();
+        let provider = files_provider(name, schema, &paths)?;
+        let view = ctx
+            .read_table(provider)
+            .and_then(|df| df.filter(in_range(column, from, to)))
+            .map_err(sql_err(name, "restricting to a slice"))?
+            .into_view();
+        replace_table(ctx, name, view)?;
+    }
+    set_partitions(ctx, 2);
+    for h in SLICE_HELPERS {
+        let path = scratch.join(format!("{}-{slice}.parquet", h.file.name));
+        ctx.deregister_table(h.file.name).map_err(sql_err(h.file.name, "deregister"))?;
+        materialize(ctx, &h.file, &path).await?;
+    }
+    // Sorted output in one partition: a spilling sort with a bounded merge.
+    set_partitions(ctx, 1);
+    let schema_of = |name: &str| schemas.iter().find(|(n, _)| n == name).map(|(_, s)| s.clone());
+    let mut out = SliceOutput { parts: BTreeMap::new(), counts: BTreeMap::new() };
+    for h in SLICE_HELPERS {
+        let Some((by, key)) = h.kept else { continue };
+        let df = run_sql(ctx, h.file.name, &format!("SELECT * FROM {} ORDER BY {by}, {key}", h.file.name)).await?;
+        let df = df.filter(in_range(by, lo, hi)).map_err(sql_err(h.file.name, "planning"))?;
+        let written = write_table(ctx, layout, h.file.name, df, None, Some(by), version, previous).await?;
+        out.parts.insert(h.file.name.to_string(), written);
+    }
+    for t in STAR_TABLES {
+        let Some(by) = t.month_partition_by else { continue };
+        let file = format!("sql/model/{}.sql", t.name);
+        let contract = schema_of(t.name).expect("planned");
+        let df = run_sql(ctx, &file, t.model.text).await?;
+        let df = df.filter(in_range(by, lo, hi)).map_err(sql_err(file, "planning"))?;
+        let (parts, same) = write_table(ctx, layout, t.name, df, Some(&contract), Some(by), version, previous).await?;
+        // dim_time reads the fact rows just written.
+        let paths: Vec<PathBuf> = parts.iter().map(|p| layout.abs(&p.path)).collect();
+        replace_table(ctx, t.name, files_provider(t.name, contract, &paths)?)?;
+        out.parts.insert(t.name.to_string(), (parts, same));
+    }
+    for s in SUMMARIES {
+        let file = format!("sql/model/{}.sql", s.name);
+        let df = run_sql(ctx, &file, s.text).await?;
+        let df = df.filter(in_range("month", lo, hi)).map_err(sql_err(file, "planning"))?;
+        let written = write_table(ctx, layout, s.name, df, None, Some("month"), version, previous).await?;
+        out.parts.insert(s.name.to_string(), written);
+    }
+    out.counts = count_months(ctx, lo, hi).await?;
+    for h in SLICE_HELPERS {
+        let path = scratch.join(format!("{}-{slice}.parquet", h.file.name));
+        std::fs::remove_file(&path).map_err(crate::lake::LakeError::io("remove", path))?;
+    }
+    Ok(out)
+}
+
+/// [`MONTH_COUNTS`] for the months of `lo..hi`, by month partition.
+async fn count_months(
+    ctx: &SessionContext,
+    lo: i64,
+    hi: i64,
+) -> Result<BTreeMap<String, BTreeMap<String, i64>>, ModelError> {
+    let sql = MONTH_COUNTS
+        .iter()
+        .map(|(what, rows, t)| {
+            let cond = if rows.contains(" WHERE ") { " AND" } else { " WHERE" };
+            format!(
+                "SELECT '{what}' AS what, CAST(date_trunc('month', {t}) AS TIMESTAMP(6)) AS month, count(*) AS n \
+                 FROM {rows}{cond} {t} >= to_timestamp_micros({lo}) AND {t} < to_timestamp_micros({hi}) GROUP BY 2"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    let batches =
+        run_sql(ctx, "month counts", &sql).await?.collect().await.map_err(sql_err("month counts", "query"))?;
+    let mut out: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+    for b in batches {
+        let what = cast(b.column(0), &DataType::Utf8).expect("names cast to Utf8");
+        let what = what.as_string::<i32>();
+        let month = b.column(1).as_primitive::<TimestampMicrosecondType>();
+        let n = cast(b.column(2), &DataType::Int64).expect("counts cast to Int64");
+        let n = n.as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            let m = partition_of(month_of(month.value(i)));
+            *out.entry(m).or_default().entry(what.value(i).to_string()).or_default() += n.value(i);
+        }
+    }
+    Ok(out)
+}
+
+/// Runs a helper model into `path` and registers it under its name.
+async fn materialize(ctx: &SessionContext, helper: &SqlFile, path: &std::path::Path) -> Result<(), ModelError> {
     let file = format!("sql/model/{}.sql", helper.name);
-    let df = ctx.sql(helper.text).await.map_err(|source| ModelError::Sql {
-        file: file.clone(),
-        what: "planning",
-        source,
-    })?;
+    let df = run_sql(ctx, &file, helper.text).await?;
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-    let mut stream = df.execute_stream().await.map_err(|source| ModelError::Sql {
-        file: file.clone(),
-        what: "execution",
-        source,
-    })?;
+    let mut stream = df.execute_stream().await.map_err(sql_err(file.clone(), "execution"))?;
     let mut writer = FileWriter::create(path, schema.clone());
     while let Some(batch) = stream.next().await {
         writer.write(&batch.map_err(|source| ModelError::Sql { file: file.clone(), what: "execution", source })?)?;
@@ -249,89 +729,42 @@ async fn materialize(
     register_files(ctx, helper.name, schema, &[path.to_path_buf()])
 }
 
-/// The records the helpers recognised as second sightings of a play.
-async fn duplicate_counts(ctx: &SessionContext) -> Result<BTreeMap<String, u64>, ModelError> {
-    let checks = [
-        (
-            "sparkify: the same event in two raw files",
-            "SELECT (SELECT count(*) FROM stg_sparkify_events WHERE page = 'NextSong') - (SELECT count(*) FROM _sparkify_plays)",
-        ),
-        (
-            "spotify_export: the same stream in two raw files",
-            "SELECT (SELECT count(*) FROM stg_spotify_streams) - (SELECT count(*) FROM _spotify_unique)",
-        ),
-        (
-            "spotify_export: account-data rows also in extended history",
-            "SELECT count(*) FROM _spotify_streams WHERE duplicate_of IS NOT NULL",
-        ),
-        (
-            "spotify_api: the same play in two pages",
-            "SELECT (SELECT count(*) FROM stg_spotify_api_plays WHERE artist_position = 0) \
-             - (SELECT count(*) FROM _spotify_api_plays)",
-        ),
-        (
-            "spotify_api: plays a Spotify export also has",
-            "SELECT count(*) FROM _spotify_api_plays WHERE duplicate_of IS NOT NULL",
-        ),
-    ];
-    let mut out = BTreeMap::new();
-    for (what, sql) in checks {
-        let err = |source| ModelError::Sql { file: "duplicate counts".into(), what: "query", source };
-        let batches = ctx.sql(sql).await.map_err(err)?.collect().await.map_err(err)?;
-        let c = cast(batches[0].column(0), &DataType::Int64).expect("counts cast to Int64");
-        let n = c.as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0);
-        out.insert(what.to_string(), n.max(0) as u64);
-    }
-    Ok(out)
-}
-
-/// Sparkify plays, and those whose track came from the song catalogue.
-async fn match_counts(ctx: &SessionContext) -> Result<(u64, u64), ModelError> {
-    let sql = "SELECT count(*) AS plays, \
-               CAST(coalesce(sum(CASE WHEN t.origin = 'song_data' THEN 1 ELSE 0 END), 0) AS BIGINT) AS matched \
-               FROM fact_plays f LEFT JOIN dim_tracks t ON t.track_id = f.track_id WHERE f.source = 'sparkify'";
-    let err = |source| ModelError::Sql { file: "match rate".into(), what: "query", source };
-    let batches = ctx.sql(sql).await.map_err(err)?.collect().await.map_err(err)?;
-    let b = &batches[0];
-    let get = |i: usize| {
-        let c = cast(b.column(i), &DataType::Int64).expect("counts cast to Int64");
-        c.as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0) as u64
-    };
-    Ok((get(0), get(1)))
-}
-
-async fn build_table(
-    ctx: &SessionContext,
+/// Writes a model's output as table `name` of star version `version`, by
+/// month of column `by` when given. With a contract, the output's columns
+/// are checked against it and cast to its exact types. Returns the parts and
+/// how many of them equal the previous version's.
+#[allow(clippy::too_many_arguments)]
+async fn write_table(
+    _ctx: &SessionContext,
     layout: &Layout,
-    table: &StarTable,
+    name: &str,
+    df: DataFrame,
+    contract: Option<&SchemaRef>,
+    by: Option<&str>,
     version: u64,
     previous: &HashMap<(String, Option<String>), StarPart>,
-) -> Result<(Vec<StarPart>, TableMetrics, SchemaRef), ModelError> {
-    let file = format!("sql/model/{}.sql", table.name);
-    let contract = super::contract_schema(table).await?;
-    let df = ctx.sql(table.model.text).await.map_err(|source| ModelError::Sql {
-        file: file.clone(),
-        what: "planning",
-        source,
-    })?;
-    check_schema(table.name, &contract, df.schema().as_arrow())?;
-    let mut stream = df.execute_stream().await.map_err(|source| ModelError::Sql {
-        file: file.clone(),
-        what: "execution",
-        source,
-    })?;
-    let partition_col = match table.month_partition_by {
-        Some(c) => Some(contract.index_of(c).map_err(|_| ModelError::Contract {
-            table: table.name.into(),
+) -> Result<(Vec<StarPart>, usize), ModelError> {
+    let file = format!("sql/model/{name}.sql");
+    let schema: SchemaRef = match contract {
+        Some(c) => {
+            check_schema(name, c, df.schema().as_arrow())?;
+            c.clone()
+        }
+        None => Arc::new(df.schema().as_arrow().clone()),
+    };
+    let partition_col = match by {
+        Some(c) => Some(schema.index_of(c).map_err(|_| ModelError::Contract {
+            table: name.into(),
             problem: format!("partition column `{c}` is missing"),
         })?),
         None => None,
     };
+    let mut stream = df.execute_stream().await.map_err(sql_err(file.clone(), "execution"))?;
     let mut writer = PartitionedWriter {
         layout,
-        table: table.name,
+        table: name.to_string(),
         version,
-        schema: contract.clone(),
+        schema: schema.clone(),
         partition_col,
         current: None,
         seen: HashSet::new(),
@@ -341,17 +774,11 @@ async fn build_table(
     };
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(|source| ModelError::Sql { file: file.clone(), what: "execution", source })?;
-        let batch = conform(table.name, &contract, batch)?;
+        let batch = if contract.is_some() { conform(name, &schema, batch)? } else { batch };
         writer.write(batch)?;
     }
     writer.close_current()?;
-    let tm = TableMetrics {
-        name: table.name.into(),
-        rows: writer.parts.iter().map(|p| p.rows).sum(),
-        parts: writer.parts.len(),
-        parts_unchanged: writer.unchanged,
-    };
-    Ok((writer.parts, tm, contract))
+    Ok((writer.parts, writer.unchanged))
 }
 
 fn same_family(a: &DataType, b: &DataType) -> bool {
@@ -410,7 +837,7 @@ fn conform(table: &str, contract: &SchemaRef, batch: RecordBatch) -> Result<Reco
 /// Writes one table's stream into one file per month partition (or one file).
 struct PartitionedWriter<'a> {
     layout: &'a Layout,
-    table: &'static str,
+    table: String,
     version: u64,
     schema: SchemaRef,
     partition_col: Option<usize>,
@@ -419,12 +846,6 @@ struct PartitionedWriter<'a> {
     parts: Vec<StarPart>,
     unchanged: usize,
     previous: &'a HashMap<(String, Option<String>), StarPart>,
-}
-
-fn month_of(micros: i64) -> (i32, u32) {
-    let days = micros.div_euclid(86_400_000_000);
-    let date = NaiveDate::from_num_days_from_ce_opt(days as i32 + 719_163).expect("timestamp within chrono's range");
-    (date.year(), date.month())
 }
 
 impl PartitionedWriter<'_> {
@@ -452,14 +873,14 @@ impl PartitionedWriter<'_> {
             self.close_current()?;
             if !self.seen.insert(partition.clone()) {
                 return Err(ModelError::Contract {
-                    table: self.table.into(),
+                    table: self.table.clone(),
                     problem: format!(
                         "rows of partition {} came out of order: the model must ORDER BY its partition column",
                         partition.as_deref().unwrap_or("-")
                     ),
                 });
             }
-            let rel = Layout::star_rel(self.table, partition.as_deref(), self.version);
+            let rel = Layout::star_rel(&self.table, partition.as_deref(), self.version);
             let w = FileWriter::create(&self.layout.abs(&rel), self.schema.clone());
             self.current = Some((partition, rel, w));
         }
@@ -473,7 +894,7 @@ impl PartitionedWriter<'_> {
             return Ok(());
         };
         let written = w.finish()?;
-        let key = (self.table.to_string(), partition.clone());
+        let key = (self.table.clone(), partition.clone());
         match self.previous.get(&key) {
             Some(prev) if prev.sha256 == written.sha256 && prev.path != rel => {
                 let abs = self.layout.abs(&rel);

@@ -75,26 +75,33 @@ pub fn register_files(
     schema: SchemaRef,
     paths: &[PathBuf],
 ) -> Result<(), ModelError> {
-    let provider: Arc<dyn datafusion::catalog::TableProvider> = if paths.is_empty() {
-        Arc::new(
-            MemTable::try_new(schema, vec![vec![]])
-                .map_err(|source| ModelError::Register { path: name.into(), source })?,
-        )
-    } else {
-        let urls = paths
-            .iter()
-            .map(|p| {
-                let abs = absolute(p);
-                ListingTableUrl::parse(abs.to_string_lossy())
-                    .map_err(|source| ModelError::Register { path: abs, source })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-        let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema);
-        Arc::new(ListingTable::try_new(config).map_err(|source| ModelError::Register { path: name.into(), source })?)
-    };
+    let provider = files_provider(name, schema, paths)?;
     ctx.register_table(name, provider).map_err(|source| ModelError::Register { path: name.into(), source })?;
     Ok(())
+}
+
+/// A table over the Parquet files at `paths` (`name` is for errors).
+pub fn files_provider(
+    name: &str,
+    schema: SchemaRef,
+    paths: &[PathBuf],
+) -> Result<Arc<dyn datafusion::catalog::TableProvider>, ModelError> {
+    if paths.is_empty() {
+        return Ok(Arc::new(
+            MemTable::try_new(schema, vec![vec![]])
+                .map_err(|source| ModelError::Register { path: name.into(), source })?,
+        ));
+    }
+    let urls = paths
+        .iter()
+        .map(|p| {
+            let abs = absolute(p);
+            ListingTableUrl::parse(abs.to_string_lossy()).map_err(|source| ModelError::Register { path: abs, source })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema);
+    Ok(Arc::new(ListingTable::try_new(config).map_err(|source| ModelError::Register { path: name.into(), source })?))
 }
 
 /// Registers lake files (paths relative to the lake root).

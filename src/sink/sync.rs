@@ -92,7 +92,7 @@ pub fn sync(layout: &Layout, manifest: &Manifest, url: &str, opts: &SyncOptions)
         }
     }
 
-    let total: u64 = star.tables.values().map(|p| p.len() as u64).sum();
+    let total: u64 = STAR_TABLES.iter().filter_map(|t| star.tables.get(t.name)).map(|p| p.len() as u64).sum();
     let bar = progress::bar(total, "sync");
     for table in STAR_TABLES {
         let parts: &[StarPart] = star.tables.get(table.name).map(Vec::as_slice).unwrap_or(&[]);

@@ -143,7 +143,7 @@ impl EventColumns {
     }
 
     fn push(&mut self, e: &Event<'_>, user_id: Option<&str>, raw_sha256: &str, line: u64) {
-        self.event_id.append_value(event_id(user_id.unwrap_or(""), e.session_id, e.item_in_session));
+        self.event_id.append_value(event_id(user_id.unwrap_or(""), e.session_id, e.item_in_session, e.ts));
         self.ts.append_value(e.ts * 1000);
         let fields = [
             user_id,
@@ -207,12 +207,17 @@ impl EventColumns {
     }
 }
 
-/// A Sparkify event's id: its natural key (`userId`, `sessionId`, `itemInSession`), hashed.
-pub fn event_id(user_id: &str, session_id: i64, item_in_session: i64) -> String {
+/// A Sparkify event's id: its natural key (`userId`, `sessionId`,
+/// `itemInSession`) and its time `ts` (ms), hashed. The same event seen in two
+/// files has the same time; two events that share the three ids at different
+/// times (a log whose session ids restart) are two plays. With the time in the
+/// key, telling copies apart never looks beyond the event's own month, which
+/// is what lets `build` recompute one month alone.
+pub fn event_id(user_id: &str, session_id: i64, item_in_session: i64, ts_ms: i64) -> String {
     let mut h = Sha256::new();
     h.update(b"sparkify\x1f");
     h.update(user_id.as_bytes());
-    h.update(format!("\x1f{session_id}\x1f{item_in_session}").as_bytes());
+    h.update(format!("\x1f{session_id}\x1f{item_in_session}\x1f{ts_ms}").as_bytes());
     hex::encode(&h.finalize()[..16])
 }
 

@@ -1,6 +1,7 @@
 //! The lake end to end on the full real Sparkify dataset, without PostgreSQL.
 
 use std::fs;
+use std::path::Path;
 
 use crate::common::{TestLake, copy_dir, render_rows, sample, sparkify_dataset};
 
@@ -167,4 +168,86 @@ fn debris_of_a_crashed_run_is_invisible_and_vacuumed() {
     // Every committed raw file is still there.
     assert!(lake.manifest().raw_files().all(|r| lake.layout.abs(&r.path).exists()));
     assert_eq!(lake.star_rows("fact_plays").len() as u64, plays);
+}
+
+/// The sample's four log files moved to other months (by `days`), under `to/log_data`.
+fn shifted_logs(to: &Path, files: &[(&str, i64)]) {
+    let dir = to.join("log_data");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, days) in files {
+        let text = std::fs::read_to_string(sample().join("log_data/2018/11").join(name)).unwrap();
+        let mut out = String::new();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let mut e: serde_json::Value = serde_json::from_str(line).unwrap();
+            let ts = e["ts"].as_i64().unwrap() + days * 86_400_000;
+            e["ts"] = ts.into();
+            out.push_str(&e.to_string());
+            out.push('\n');
+        }
+        std::fs::write(dir.join(format!("{days}-{name}")), out).unwrap();
+    }
+}
+
+#[test]
+fn a_build_of_the_changed_months_equals_a_build_of_all() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (songs, early, later, again) =
+        (tmp.path().join("songs"), tmp.path().join("early"), tmp.path().join("later"), tmp.path().join("again"));
+    copy_dir(&sample().join("song_data"), &songs.join("song_data"));
+    // November and December 2018, then February 2019, then a late-December
+    // day (dirtying December only) that repeats events of another file.
+    shifted_logs(&early, &[("2018-11-01-events.json", 0), ("2018-11-02-events.json", 31)]);
+    shifted_logs(&later, &[("2018-11-03-events.json", 92)]);
+    shifted_logs(&again, &[("2018-11-21-events.json", 30), ("2018-11-03-events.json", 92)]);
+    let again_lines = std::fs::read_to_string(again.join("log_data/92-2018-11-03-events.json")).unwrap();
+    // One line changed: a new raw file whose other events are copies.
+    let changed = again_lines.replacen("\"Logged In\"", "\"Logged  In\"", 1);
+    std::fs::write(again.join("log_data/92-2018-11-03-events.json"), changed).unwrap();
+
+    let step = TestLake::new();
+    step.ingest(&songs);
+    step.ingest(&early);
+    let first = step.build();
+    assert_eq!((first.months, first.months_computed), (2, 2));
+    assert_eq!(first.full_reason.as_deref(), Some("first build"));
+    step.ingest(&later);
+    let second = step.build();
+    assert_eq!((second.months, second.months_computed, second.full_reason.clone()), (3, 1, None));
+    let fact = second.tables.iter().find(|t| t.name == "fact_plays").unwrap();
+    assert_eq!((fact.parts, fact.parts_unchanged), (3, 2), "only February's fact file is new");
+    step.ingest(&again);
+    let third = step.build();
+    assert_eq!(
+        (third.months, third.months_computed, third.full_reason.clone()),
+        (3, 2, None),
+        "December and February (the repeated file) were recomputed"
+    );
+
+    // The same files at once: in one slice, and one month per slice.
+    let whole = TestLake::new();
+    let sliced = TestLake::new();
+    for lake in [&whole, &sliced] {
+        for dir in [&songs, &early, &later, &again] {
+            lake.ingest(dir);
+        }
+    }
+    let w = whole.build();
+    let s = sliced.build_with(&tunelake::model::build::BuildOptions { slice_rows: 1, ..Default::default() });
+    assert_eq!(s.months_computed, 3);
+    for t in STAR {
+        let rows = step.star_rows(t);
+        assert_eq!(rows, whole.star_rows(t), "{t}: month by month vs all at once");
+        assert_eq!(rows, sliced.star_rows(t), "{t}: one slice vs one month per slice");
+    }
+    for m in [&w, &s] {
+        assert_eq!((m.plays, m.matched, &m.duplicates), (third.plays, third.matched, &third.duplicates));
+    }
+    let copies = third.duplicates["sparkify: the same event in two raw files"];
+    assert_eq!(copies, 100, "the repeated file's 100 plays are counted as copies, not plays");
+    assert_eq!(step.scalar("SELECT count(*) FROM fact_plays"), third.plays as i64);
+    assert_eq!(
+        step.scalar("SELECT count(DISTINCT date_trunc('month', played_at)) FROM fact_plays"),
+        3,
+        "plays in three months"
+    );
 }

@@ -1,0 +1,17 @@
+-- Monthly summary: the Sparkify plays no catalogue song matched, one row per
+-- derived track and month (its first play by raw file and line). dim_tracks
+-- and dim_artists read these instead of every play, so a build that adds a
+-- day recomputes one month of them, not the whole history.
+SELECT month, track_id, song, artist, artist_id, artist_origin, length, raw_sha256, line
+FROM (
+    SELECT
+        CAST(date_trunc('month', ts) AS TIMESTAMP(6)) AS month,
+        track_id, song, artist, artist_id, artist_origin, length, raw_sha256, line,
+        row_number() OVER (
+            PARTITION BY date_trunc('month', ts), track_id ORDER BY raw_sha256, line
+        ) AS pick
+    FROM _sparkify_plays
+    WHERE NOT matched
+)
+WHERE pick = 1
+ORDER BY month, track_id
