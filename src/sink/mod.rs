@@ -12,6 +12,7 @@
 //! outside any runtime.
 
 mod copy;
+mod diff;
 mod sync;
 
 pub use sync::{SyncMetrics, SyncOptions, redacted_target, sync};
@@ -49,6 +50,10 @@ pub enum SinkError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "{table}: comparing with the rows sent before failed: {problem} (`tunelake sync --full` resends everything)"
+    )]
+    Diff { table: String, problem: String },
     #[error(transparent)]
     Lake(#[from] crate::lake::LakeError),
 }

@@ -1,13 +1,13 @@
 //! The sync itself; see the module docs of `sink` for the protocol.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::str::FromStr;
 
-use datafusion::arrow::record_batch::RecordBatchReader;
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchReader};
 use postgres::{Client, NoTls, Transaction};
 
-use super::{SinkError, copy};
+use super::{SinkError, copy, diff};
 use crate::lake::manifest::StarPart;
 use crate::lake::{Layout, Manifest, parquet};
 use crate::progress;
@@ -94,9 +94,17 @@ pub fn sync(layout: &Layout, manifest: &Manifest, url: &str, opts: &SyncOptions)
 
     let total: u64 = STAR_TABLES.iter().filter_map(|t| star.tables.get(t.name)).map(|p| p.len() as u64).sum();
     let bar = progress::bar(total, "sync");
+    // Every part file any build made, by content: what a partition held when it was last sent.
+    let by_sha: HashMap<&str, &str> = manifest
+        .runs
+        .iter()
+        .filter_map(|r| r.star.as_ref())
+        .flat_map(|s| s.tables.values().flatten())
+        .map(|p| (p.sha256.as_str(), p.path.as_str()))
+        .collect();
     for table in STAR_TABLES {
         let parts: &[StarPart] = star.tables.get(table.name).map(Vec::as_slice).unwrap_or(&[]);
-        sync_table(&mut tx, layout, table, parts, star.version, opts, &mut metrics, &bar)?;
+        sync_table(&mut tx, layout, table, parts, &by_sha, star.version, opts, &mut metrics, &bar)?;
     }
     bar.finish_and_clear();
     tx.execute(
@@ -164,6 +172,7 @@ fn sync_table(
     layout: &Layout,
     table: &StarTable,
     parts: &[StarPart],
+    by_sha: &HashMap<&str, &str>,
     version: u64,
     opts: &SyncOptions,
     metrics: &mut SyncMetrics,
@@ -229,21 +238,51 @@ fn sync_table(
         }
         if !have_stage {
             tx.batch_execute(&format!(
-                "DROP TABLE IF EXISTS tl_stage; CREATE TEMP TABLE tl_stage (LIKE {t} INCLUDING DEFAULTS) ON COMMIT DROP"
+                "DROP TABLE IF EXISTS tl_stage; CREATE TEMP TABLE tl_stage (LIKE {t} INCLUDING DEFAULTS) ON COMMIT DROP; \
+                 DROP TABLE IF EXISTS tl_gone; CREATE TEMP TABLE tl_gone (LIKE {t} INCLUDING DEFAULTS) ON COMMIT DROP"
             ))
-            .map_err(SinkError::sql(format!("{name}: creating the staging temp table")))?;
+            .map_err(SinkError::sql(format!("{name}: creating the staging temp tables")))?;
             have_stage = true;
         }
-        tx.batch_execute("TRUNCATE tl_stage").map_err(SinkError::sql(format!("{name}: TRUNCATE tl_stage")))?;
-        let (sent, columns) = copy_file(tx, "tl_stage", name, &path, &mut buf)?;
-        let collist = columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
+        tx.batch_execute("TRUNCATE tl_stage, tl_gone")
+            .map_err(SinkError::sql(format!("{name}: TRUNCATE tl_stage, tl_gone")))?;
         let pk_match = pk.iter().map(|c| format!("s.{0} = t.{0}", quote_ident(c))).collect::<Vec<_>>().join(" AND ");
-        let deleted = tx
-            .execute(
-                &format!("DELETE FROM {t} t WHERE {pred} AND NOT EXISTS (SELECT 1 FROM tl_stage s WHERE {pk_match})"),
-                &[],
-            )
-            .map_err(SinkError::sql(format!("{name}: deleting rows the lake no longer has")))?;
+        // The file the database got last time, when the lake still has it: send only the difference.
+        let before = synced
+            .get(&partition)
+            .and_then(|sha| by_sha.get(sha.as_str()))
+            .map(|rel| layout.abs(rel))
+            .filter(|p| !opts.full && p.is_file());
+        let (sent, columns, deleted) = match before {
+            Some(old) => {
+                let d = diff::diff(&old, &path, &pk, name)?;
+                tracing::info!(table = name, partition = %partition, upserts = d.upsert_rows(), gone = d.gone_rows(), "difference");
+                let columns: Vec<String> =
+                    parquet::read(&path, 1)?.schema().fields().iter().map(|f| f.name().clone()).collect();
+                let sent = copy_batches(tx, "tl_stage", name, &columns, d.upserts.into_iter().map(Ok), &mut buf)?;
+                let mut deleted = 0;
+                if !d.gone.is_empty() {
+                    copy_batches(tx, "tl_gone", name, &columns, d.gone.into_iter().map(Ok), &mut buf)?;
+                    deleted = tx
+                        .execute(&format!("DELETE FROM {t} t USING tl_gone s WHERE {pk_match}"), &[])
+                        .map_err(SinkError::sql(format!("{name}: deleting rows the lake no longer has")))?;
+                }
+                (sent, columns, deleted)
+            }
+            None => {
+                let (sent, columns) = copy_file(tx, "tl_stage", name, &path, &mut buf)?;
+                let deleted = tx
+                    .execute(
+                        &format!(
+                            "DELETE FROM {t} t WHERE {pred} AND NOT EXISTS (SELECT 1 FROM tl_stage s WHERE {pk_match})"
+                        ),
+                        &[],
+                    )
+                    .map_err(SinkError::sql(format!("{name}: deleting rows the lake no longer has")))?;
+                (sent, columns, deleted)
+            }
+        };
+        let collist = columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
         let non_key: Vec<&String> = columns.iter().filter(|c| !pk.contains(c)).collect();
         let pk_list = pk.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
         let upsert = if non_key.is_empty() {
@@ -317,6 +356,20 @@ fn copy_file(
 ) -> Result<(u64, Vec<String>), SinkError> {
     let reader = parquet::read(path, 16 * 1024)?;
     let columns: Vec<String> = reader.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let batches = reader.map(|b| b.map_err(|source| crate::lake::LakeError::ArrowRead { path: path.into(), source }));
+    let rows = copy_batches(tx, target, table, &columns, batches, buf)?;
+    Ok((rows, columns))
+}
+
+/// Sends `batches` (with `columns`) with binary COPY into `target`; returns the rows sent.
+fn copy_batches(
+    tx: &mut Transaction<'_>,
+    target: &str,
+    table: &str,
+    columns: &[String],
+    batches: impl Iterator<Item = Result<RecordBatch, crate::lake::LakeError>>,
+    buf: &mut Vec<u8>,
+) -> Result<u64, SinkError> {
     let collist = columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
     let mut writer = tx
         .copy_in(&format!("COPY {target} ({collist}) FROM STDIN (FORMAT binary)"))
@@ -324,8 +377,8 @@ fn copy_file(
     let copy_err = |source| SinkError::CopyWrite { table: table.into(), source };
     buf.clear();
     copy::header(buf).map_err(copy_err)?;
-    for batch in reader {
-        let batch = batch.map_err(|source| crate::lake::LakeError::ArrowRead { path: path.into(), source })?;
+    for batch in batches {
+        let batch = batch?;
         copy::check_types(table, &batch)?;
         copy::encode(&batch, buf);
         if buf.len() >= 4 << 20 {
@@ -335,8 +388,7 @@ fn copy_file(
     }
     copy::trailer(buf).map_err(copy_err)?;
     writer.write_all(buf).map_err(copy_err)?;
-    let rows = writer.finish().map_err(SinkError::sql(format!("{table}: COPY of {}", path.display())))?;
-    Ok((rows, columns))
+    writer.finish().map_err(SinkError::sql(format!("{table}: COPY into {target}")))
 }
 
 /// Records that `part` of `table` is in the database as of lake `version`.

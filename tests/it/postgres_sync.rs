@@ -175,10 +175,52 @@ fn a_new_day_sends_only_what_changed() {
     lake.build();
     let second = lake.sync(&url);
     assert!(second.parts_sent < first.parts_sent + 1 && second.parts_sent > 0, "{second:?}");
+    // Changed partitions send their difference only: every row sent is new or changed.
+    assert_eq!(second.rows_sent, second.rows_changed.values().sum::<u64>(), "{second:?}");
+    let all: usize = tunelake::sql::STAR_TABLES.iter().map(|t| lake.star_rows(t.name).len()).sum();
+    assert!((second.rows_sent as usize) < all, "{second:?} vs {all} rows in the star");
     // The dimension without changes (tracks from song_data stay; derived ones change) is checked by hash.
     let mut client = connect(&url);
     assert_pg_equals_lake(&lake, &mut client);
     assert_eq!(count(&mut client, "SELECT count(*) FROM fact_plays"), lake.star_rows("fact_plays").len() as i64);
+}
+
+#[test]
+fn a_new_catalogue_song_sends_the_difference_and_deletes_the_derived_track() {
+    let url = pg::server().create_database("new_song");
+    let lake = TestLake::new();
+    lake.ingest(&sample());
+    lake.build();
+    lake.sync(&url);
+    // A song the catalogue lacked: the plays of it get its ids, its derived track goes.
+    let b = lake.query(
+        "SELECT f.track_id, t.title, a.name, t.duration_s FROM fact_plays f JOIN dim_tracks t USING (track_id) \
+         JOIN dim_artists a ON a.artist_id = f.artist_id WHERE t.origin = 'derived' ORDER BY f.play_id LIMIT 1",
+    );
+    let cell = |i: usize| datafusion::arrow::util::display::array_value_to_string(b[0].column(i), 0).unwrap();
+    let (derived, title, artist, duration) = (cell(0), cell(1), cell(2), cell(3));
+    let plays = lake.scalar(&format!("SELECT count(*) FROM fact_plays WHERE track_id = '{derived}'"));
+    let songs = lake.dir.path().join("new_song/song_data");
+    std::fs::create_dir_all(&songs).unwrap();
+    let song = serde_json::json!({"num_songs": 1, "artist_id": "ARNEWSONG0001", "artist_latitude": null,
+        "artist_longitude": null, "artist_location": "", "artist_name": artist, "song_id": "SONEWSONG0001",
+        "title": title, "duration": duration.parse::<f64>().unwrap(), "year": 2001});
+    std::fs::write(songs.join("SONEWSONG0001.json"), song.to_string()).unwrap();
+    lake.ingest(&songs.parent().unwrap().to_path_buf());
+    let built = lake.build();
+    assert!(built.full_reason.as_deref().unwrap_or("").contains("catalogue"), "{:?}", built.full_reason);
+    let m = lake.sync(&url);
+    assert_eq!(m.rows_sent, m.rows_changed.values().sum::<u64>(), "only rows that changed are sent: {m:?}");
+    assert_eq!(m.rows_changed["fact_plays"], plays as u64, "{m:?}");
+    assert!(m.rows_deleted >= 1, "{m:?}");
+    let mut client = connect(&url);
+    assert_eq!(count(&mut client, &format!("SELECT count(*) FROM dim_tracks WHERE track_id = '{derived}'")), 0);
+    assert_eq!(
+        count(&mut client, "SELECT count(*) FROM fact_plays WHERE track_id = 'SONEWSONG0001'"),
+        plays,
+        "the plays now name the catalogue's song"
+    );
+    assert_pg_equals_lake(&lake, &mut client);
 }
 
 #[test]
