@@ -17,10 +17,8 @@
 #                    songs; their random artist names can equal names that
 #                    older plays carry, which changes those older plays)
 #   3. once: build and sync again with nothing new (the no-op cost).
-# Checks (untimed): fact_plays grows by the new NextSong plays. The generator
-# restarts sessionId at 1 in every set, so a new play can share tunelake's
-# natural key (userId, sessionId, itemInSession) with an older one; the
-# expected growth counts new distinct keys only (report.py newkeys).
+# Checks (untimed): fact_plays grows by the new NextSong plays: new distinct
+# event ids (userId, sessionId, itemInSession, ts), report.py newkeys.
 # Rows go to $OUT/incremental.jsonl; the table is printed and saved as
 # $OUT/incremental.md. Knobs: see lib.sh; INC_REPS=3, INC_EVENTS=1000, KEEP=1.
 set -euo pipefail
@@ -104,7 +102,7 @@ one_case() {
     after=$(plays)
     sent=$(grep -o '[0-9]* parts sent ([0-9]* rows), [0-9]* unchanged' "$dir/r$rep-sync.log" || echo '?')
     expect=$(python3 "$HERE/report.py" newkeys "$extra" "${prior[@]}")
-    note="sync: $sent; fact_plays $before -> $after (+$((after - before))); new NextSong plays with a new natural key: $expect of $(manifest_get "$extra" nextsong_events) NextSong events in the new day ($day)"
+    note="sync: $sent; fact_plays $before -> $after (+$((after - before))); new NextSong plays with a new event id: $expect of $(manifest_get "$extra" nextsong_events) NextSong events in the new day ($day)"
     log "check: $note"
     record "$RES" tunelake check "$rep" "$n" bench="$BENCH" n="$n" variant="$VARIANT" note="\"$note\""
     prior+=("$extra")

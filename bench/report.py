@@ -5,9 +5,9 @@
     report.py INCREMENTAL.jsonl --incremental [--bench ID]
     report.py newkeys NEWDIR PRIORDIR...          (used by incremental.sh)
 
-newkeys prints how many distinct NextSong natural keys (userId, sessionId,
-itemInSession) of NEWDIR/log_data no PRIORDIR/log_data holds: the number of
-plays a sync of NEWDIR should add.
+newkeys prints how many distinct NextSong event ids (userId, sessionId,
+itemInSession, ts) of NEWDIR/log_data no PRIORDIR/log_data holds: the number
+of plays a sync of NEWDIR should add.
 
 --bench picks one invocation (every row carries the id of the run.sh call
 that wrote it); the default is the latest id in the file. Medians are over
@@ -195,7 +195,7 @@ def newkeys(new, prior):
                     if b'"page":"NextSong"' not in line:
                         continue
                     e = json.loads(line)
-                    out.add((e["userId"], e["sessionId"], e["itemInSession"]))
+                    out.add((e["userId"], e["sessionId"], e["itemInSession"], e["ts"]))
         return out
 
     k_new = keys(files(new))

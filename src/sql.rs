@@ -72,14 +72,29 @@ pub const SLICE_HELPERS: &[SliceHelper] = &[
     SliceHelper { file: sql_file!("model", "_spotify_api_plays"), kept: Some(("played_at", "play_id")) },
 ];
 
-/// Monthly summaries: computed per slice after the monthly star tables, kept
-/// in the star by their `month` column, read by the dimensions instead of
-/// every play. Not synced.
-pub const SUMMARIES: &[SqlFile] = &[sql_file!("model", "_sparkify_unmatched"), sql_file!("model", "_users_by_month")];
+/// A summary for the dimensions: one file computed per month, and one that
+/// reduces those over every month (with the same columns, so that it can also
+/// reduce its own previous result plus the recomputed months).
+#[derive(Debug, Clone, Copy)]
+pub struct Summary {
+    pub monthly: SqlFile,
+    pub all: SqlFile,
+}
+
+/// Summaries, computed per slice after the monthly star tables and kept in
+/// the star (the monthly ones by their `month` column); the dimensions read
+/// the reduced ones instead of every play. Not synced.
+pub const SUMMARIES: &[Summary] = &[
+    Summary { monthly: sql_file!("model", "_sparkify_unmatched"), all: sql_file!("model", "_sparkify_unmatched_all") },
+    Summary { monthly: sql_file!("model", "_users_by_month"), all: sql_file!("model", "_users_all") },
+];
 
 /// Every model file that is not a star table, in the order a build runs them.
 pub fn internal_models() -> impl Iterator<Item = &'static SqlFile> {
-    GLOBAL_HELPERS.iter().chain(SLICE_HELPERS.iter().map(|h| &h.file)).chain(SUMMARIES.iter())
+    GLOBAL_HELPERS
+        .iter()
+        .chain(SLICE_HELPERS.iter().map(|h| &h.file))
+        .chain(SUMMARIES.iter().flat_map(|s| [&s.monthly, &s.all]))
 }
 
 /// Star tables in build order: a model may read the tables built before it.

@@ -7,11 +7,11 @@ FROM (
     SELECT
         CAST(date_trunc('month', ts) AS TIMESTAMP(6)) AS month,
         track_id, song, artist, artist_id, artist_origin, length, raw_sha256, line,
-        row_number() OVER (
-            PARTITION BY date_trunc('month', ts), track_id ORDER BY raw_sha256, line
-        ) AS pick
+        lag(track_id) OVER (ORDER BY date_trunc('month', ts), track_id, raw_sha256, line) AS previous,
+        lag(date_trunc('month', ts)) OVER (ORDER BY date_trunc('month', ts), track_id, raw_sha256, line)
+            AS previous_month
     FROM _sparkify_plays
     WHERE NOT matched
 )
-WHERE pick = 1
+WHERE (previous IS DISTINCT FROM track_id) OR (previous_month IS DISTINCT FROM month)
 ORDER BY month, track_id

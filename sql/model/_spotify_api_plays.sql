@@ -4,13 +4,13 @@
 -- 10 s) is the same play: duplicate_of names the export stream, which wins
 -- since it carries ms_played.
 WITH plays AS (
-    SELECT * EXCLUDE (copy)
+    SELECT * EXCLUDE (previous)
     FROM (
-        SELECT *, row_number() OVER (PARTITION BY play_id ORDER BY raw_sha256, record) AS copy
+        SELECT *, lag(play_id) OVER (ORDER BY play_id, raw_sha256, record) AS previous
         FROM stg_spotify_api_plays
         WHERE artist_position = 0
     )
-    WHERE copy = 1
+    WHERE previous IS DISTINCT FROM play_id
 ),
 in_export AS (
     SELECT p.play_id, min(e.stream_id) AS duplicate_of

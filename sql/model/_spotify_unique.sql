@@ -1,9 +1,9 @@
 -- Helper table: Spotify export streams, one per natural key. The same stream
 -- in two exports (or the same export twice) is one row: the first copy by
 -- raw file and record.
-SELECT * EXCLUDE (copy)
+SELECT * EXCLUDE (previous)
 FROM (
-    SELECT *, row_number() OVER (PARTITION BY stream_id ORDER BY raw_sha256, record) AS copy
+    SELECT *, lag(stream_id) OVER (ORDER BY stream_id, raw_sha256, record) AS previous
     FROM stg_spotify_streams
 )
-WHERE copy = 1
+WHERE previous IS DISTINCT FROM stream_id

@@ -22,11 +22,16 @@ by_month AS (
     SELECT CAST(date_trunc('month', ts) AS TIMESTAMP(6)) AS month, * FROM events
 ),
 latest AS (
-    SELECT DISTINCT ON (month, user_id)
-        month, user_id, first_name, last_name, gender, level, location, country, registration_ms, source,
-        ts, pos1, pos2
-    FROM by_month
-    ORDER BY month, user_id, ts DESC, pos1 DESC, pos2 DESC, source
+    SELECT * EXCLUDE (previous, previous_month)
+    FROM (
+        SELECT
+            month, user_id, first_name, last_name, gender, level, location, country, registration_ms, source,
+            ts, pos1, pos2,
+            lag(user_id) OVER (ORDER BY month, user_id, ts DESC, pos1 DESC, pos2 DESC, source) AS previous,
+            lag(month) OVER (ORDER BY month, user_id, ts DESC, pos1 DESC, pos2 DESC, source) AS previous_month
+        FROM by_month
+    )
+    WHERE (previous IS DISTINCT FROM user_id) OR (previous_month IS DISTINCT FROM month)
 ),
 span AS (
     SELECT month, user_id, min(ts) AS first_seen, max(ts) AS last_seen

@@ -10,8 +10,10 @@ WITH credits AS (
 )
 SELECT track_id, position, artist_id, source
 FROM (
-    SELECT *, row_number() OVER (PARTITION BY track_id, position ORDER BY priority, pos1, pos2) AS pick
+    SELECT *,
+        lag(track_id) OVER (ORDER BY track_id, position, priority, pos1, pos2) AS previous,
+        lag(position) OVER (ORDER BY track_id, position, priority, pos1, pos2) AS previous_position
     FROM credits
 )
-WHERE pick = 1
+WHERE (previous IS DISTINCT FROM track_id) OR (previous_position IS DISTINCT FROM position)
 ORDER BY track_id, position

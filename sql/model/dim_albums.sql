@@ -16,8 +16,8 @@ WITH candidates AS (
 )
 SELECT album_id, name, artist_id, release_date, album_type, source
 FROM (
-    SELECT *, row_number() OVER (PARTITION BY album_id ORDER BY priority, raw_sha256, record) AS pick
+    SELECT *, lag(album_id) OVER (ORDER BY album_id, priority, raw_sha256, record) AS previous
     FROM candidates
 )
-WHERE pick = 1
+WHERE previous IS DISTINCT FROM album_id
 ORDER BY album_id

@@ -8,7 +8,7 @@ WITH candidates AS (
     UNION ALL
     SELECT artist_id, artist, CAST(NULL AS VARCHAR), CAST(NULL AS DOUBLE), CAST(NULL AS DOUBLE), CAST(NULL AS VARCHAR),
            'derived', 'sparkify', 3, raw_sha256, line
-    FROM _sparkify_unmatched
+    FROM _sparkify_unmatched_all
     WHERE artist_origin = 'derived'
     UNION ALL
     SELECT artist_id, artist_name, CAST(NULL AS VARCHAR), CAST(NULL AS DOUBLE), CAST(NULL AS DOUBLE), CAST(NULL AS VARCHAR),
@@ -26,8 +26,8 @@ WITH candidates AS (
 )
 SELECT artist_id, name, location, latitude, longitude, genres, origin, source
 FROM (
-    SELECT *, row_number() OVER (PARTITION BY artist_id ORDER BY priority, pos1, pos2) AS pick
+    SELECT *, lag(artist_id) OVER (ORDER BY artist_id, priority, pos1, pos2) AS previous
     FROM candidates
 )
-WHERE pick = 1
+WHERE previous IS DISTINCT FROM artist_id
 ORDER BY artist_id

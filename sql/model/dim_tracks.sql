@@ -10,7 +10,7 @@ WITH candidates AS (
     UNION ALL
     SELECT track_id, song, artist_id, CAST(NULL AS VARCHAR), length, CAST(NULL AS BIGINT),
            'derived', 'sparkify', 4, raw_sha256, line
-    FROM _sparkify_unmatched
+    FROM _sparkify_unmatched_all
     UNION ALL
     SELECT track_id, track_name, artist_id, album_id, CAST(NULL AS DOUBLE), CAST(NULL AS BIGINT),
            track_origin, 'spotify_export', CASE WHEN track_origin = 'spotify' THEN 3 ELSE 4 END, raw_sha256, record
@@ -24,8 +24,8 @@ WITH candidates AS (
 )
 SELECT track_id, title, artist_id, album_id, duration_s, year, origin, source
 FROM (
-    SELECT *, row_number() OVER (PARTITION BY track_id ORDER BY priority, pos1, pos2) AS pick
+    SELECT *, lag(track_id) OVER (ORDER BY track_id, priority, pos1, pos2) AS previous
     FROM candidates
 )
-WHERE pick = 1
+WHERE previous IS DISTINCT FROM track_id
 ORDER BY track_id

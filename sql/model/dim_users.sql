@@ -1,20 +1,9 @@
 -- One row per user: name, gender, level, location and country from their
 -- latest event (by time, then session position, never by file order); for a
 -- Spotify Web API user, level (product), country and display name come from
--- the latest /v1/me. Reads the monthly summaries (_users_by_month), not
--- every event.
-WITH latest AS (
-    SELECT DISTINCT ON (user_id)
-        user_id, first_name, last_name, gender, level, location, country, registration_ms, source
-    FROM _users_by_month
-    ORDER BY user_id, ts DESC, pos1 DESC, pos2 DESC, source
-),
-span AS (
-    SELECT user_id, min(first_seen) AS first_seen, max(last_seen) AS last_seen
-    FROM _users_by_month
-    GROUP BY user_id
-),
-profile AS (
+-- the latest /v1/me. Reads the cumulative summary (_users_all), not every
+-- event.
+WITH profile AS (
     SELECT DISTINCT ON (user_id) user_id, display_name, country, product
     FROM stg_spotify_api_users
     ORDER BY user_id, seq DESC
@@ -29,10 +18,9 @@ SELECT
     coalesce(p.country, l.country)                                      AS country,
     p.display_name,
     CAST(to_timestamp_micros(l.registration_ms * 1000) AS TIMESTAMP(6)) AS registered_at,
-    s.first_seen,
-    s.last_seen,
+    l.first_seen,
+    l.last_seen,
     CASE WHEN p.user_id IS NOT NULL THEN 'spotify_api' ELSE l.source END AS source
-FROM latest l
-JOIN span s ON s.user_id = l.user_id
+FROM _users_all l
 LEFT JOIN profile p ON p.user_id = l.user_id
 ORDER BY l.user_id

@@ -90,7 +90,7 @@ const STAGING: &[(&str, Option<&str>, Reach)] = &[
 ];
 
 /// Bumped when the build's bookkeeping changes; part of the model fingerprint.
-const BUILD_FORMAT: &str = "monthly-1";
+const BUILD_FORMAT: &str = "monthly-2";
 
 #[derive(Debug, Clone, Default)]
 pub struct TableMetrics {
@@ -296,8 +296,11 @@ fn plan(layout: &Layout, manifest: &Manifest, fingerprint: &str, opts: &BuildOpt
         for f in files {
             let Some((first, last)) = time_range(&layout.abs(&f.path), column)? else { continue };
             months.extend(months_between(first, last));
+            // New rows of these tables change only rows of their own month:
+            // copies share a time, and a Web API play found in an export is
+            // marked on the API play's side.
             if new_files.contains(f.path.as_str()) && reach == Reach::TheirMonths {
-                dirty.extend(months_between(first - MARGIN_US, last + MARGIN_US));
+                dirty.extend(months_between(first, last));
             }
             spans.push(Span { table, path: f.path.clone(), rows: f.rows, first, last });
         }
@@ -449,13 +452,6 @@ pub async fn build(
         .prefix("tunelake-build-")
         .tempdir()
         .map_err(crate::lake::LakeError::io("create a temp dir in", std::env::temp_dir()))?;
-    for helper in GLOBAL_HELPERS {
-        tracing::info!(helper = helper.name, "computing global helper");
-        materialize(&ctx, helper, &scratch.path().join(format!("{}.parquet", helper.name))).await?;
-    }
-    // The schema of every monthly table, from planning alone (a table may have no rows).
-    let schemas = monthly_schemas(&ctx).await?;
-
     let previous_star = manifest.star().cloned().unwrap_or_default();
     let previous: HashMap<(String, Option<String>), StarPart> = previous_star
         .tables
@@ -463,10 +459,36 @@ pub async fn build(
         .flat_map(|(t, parts)| parts.iter().map(move |p| ((t.clone(), p.partition.clone()), p.clone())))
         .collect();
     let previous_months = manifest.last_build().map(month_stats_of).unwrap_or_default();
-
-    // Months not computed keep their parts and their counts.
     let mut star = StarVersion { version, tables: BTreeMap::new() };
     let mut unchanged: HashMap<String, usize> = HashMap::new();
+
+    // Global helpers: their inputs only change in builds that compute every month.
+    set_partitions(&ctx, 2);
+    for helper in GLOBAL_HELPERS {
+        let file = format!("sql/model/{}.sql", helper.name);
+        let df = run_sql(&ctx, &file, helper.text).await?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let parts = match previous_star.tables.get(helper.name) {
+            Some(parts) if plan.full.is_none() => {
+                *unchanged.entry(helper.name.to_string()).or_default() += parts.len();
+                parts.clone()
+            }
+            _ => {
+                tracing::info!(helper = helper.name, "computing global helper");
+                let df = run_sql(&ctx, &file, &format!("SELECT * FROM ({}) ORDER BY 1, 2", helper.text)).await?;
+                let (parts, same) = write_table(layout, helper.name, df, None, None, version, &previous).await?;
+                *unchanged.entry(helper.name.to_string()).or_default() += same;
+                parts
+            }
+        };
+        let paths: Vec<PathBuf> = parts.iter().map(|p| layout.abs(&p.path)).collect();
+        replace_table(&ctx, helper.name, files_provider(helper.name, schema, &paths)?)?;
+        star.tables.insert(helper.name.to_string(), parts);
+    }
+    // The schema of every monthly table, from planning alone (a table may have no rows).
+    let schemas = monthly_schemas(&ctx).await?;
+
+    // Months not computed keep their parts and their counts.
     let mut month_counts: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
     if plan.full.is_none() {
         for (name, _) in &schemas {
@@ -504,6 +526,30 @@ pub async fn build(
         parts.sort_by(|a, b| a.partition.cmp(&b.partition));
     }
 
+    // Each summary over every month: from all months (when every month was
+    // computed), else from its previous result plus the months computed now.
+    set_partitions(&ctx, 1);
+    for summary in SUMMARIES {
+        let (monthly, all) = (summary.monthly.name, summary.all.name);
+        let months = star.tables.get(monthly).into_iter().flatten();
+        let inputs: Vec<PathBuf> = match (&plan.full, previous_star.tables.get(all)) {
+            (None, Some(before)) => before
+                .iter()
+                .chain(months.filter(|p| p.partition.as_ref().is_some_and(|m| computed.contains(m))))
+                .map(|p| layout.abs(&p.path))
+                .collect(),
+            _ => months.map(|p| layout.abs(&p.path)).collect(),
+        };
+        let schema = schemas.iter().find(|(n, _)| n == monthly).map(|(_, s)| s.clone()).expect("planned");
+        replace_table(&ctx, monthly, files_provider(monthly, schema.clone(), &inputs)?)?;
+        let df = run_sql(&ctx, &format!("sql/model/{all}.sql"), summary.all.text).await?;
+        let (parts, same) = write_table(layout, all, df, None, None, version, &previous).await?;
+        *unchanged.entry(all.to_string()).or_default() += same;
+        let paths: Vec<PathBuf> = parts.iter().map(|p| layout.abs(&p.path)).collect();
+        replace_table(&ctx, all, files_provider(all, schema, &paths)?)?;
+        star.tables.insert(all.to_string(), parts);
+    }
+
     // The dimensions, over every month: staging whole, the monthly tables from all their parts.
     set_partitions(&ctx, 1);
     for (name, schema) in staging::tables() {
@@ -527,8 +573,7 @@ pub async fn build(
         let t0 = std::time::Instant::now();
         let df = run_sql(&ctx, &format!("sql/model/{}.sql", table.name), table.model.text).await?;
         let contract = super::contract_schema(table).await?;
-        let (parts, same) =
-            write_table(&ctx, layout, table.name, df, Some(&contract), None, version, &previous).await?;
+        let (parts, same) = write_table(layout, table.name, df, Some(&contract), None, version, &previous).await?;
         tracing::info!(table = table.name, seconds = t0.elapsed().as_secs_f64(), "built");
         *unchanged.entry(table.name.to_string()).or_default() += same;
         // Later models may read the tables built before them (bridge_track_artists reads dim_tracks).
@@ -593,7 +638,7 @@ async fn monthly_schemas(ctx: &SessionContext) -> Result<Vec<(String, SchemaRef)
         replace_table(ctx, t.name, files_provider(t.name, schema.clone(), &[])?)?;
         out.push((t.name.to_string(), schema));
     }
-    for s in SUMMARIES {
+    for s in SUMMARIES.iter().map(|s| &s.monthly) {
         let df = run_sql(ctx, &format!("sql/model/{}.sql", s.name), s.text).await?;
         out.push((s.name.to_string(), Arc::new(df.schema().as_arrow().clone())));
     }
@@ -651,7 +696,7 @@ async fn build_slice(
         let Some((by, key)) = h.kept else { continue };
         let df = run_sql(ctx, h.file.name, &format!("SELECT * FROM {} ORDER BY {by}, {key}", h.file.name)).await?;
         let df = df.filter(in_range(by, lo, hi)).map_err(sql_err(h.file.name, "planning"))?;
-        let written = write_table(ctx, layout, h.file.name, df, None, Some(by), version, previous).await?;
+        let written = write_table(layout, h.file.name, df, None, Some(by), version, previous).await?;
         out.parts.insert(h.file.name.to_string(), written);
     }
     for t in STAR_TABLES {
@@ -660,17 +705,17 @@ async fn build_slice(
         let contract = schema_of(t.name).expect("planned");
         let df = run_sql(ctx, &file, t.model.text).await?;
         let df = df.filter(in_range(by, lo, hi)).map_err(sql_err(file, "planning"))?;
-        let (parts, same) = write_table(ctx, layout, t.name, df, Some(&contract), Some(by), version, previous).await?;
+        let (parts, same) = write_table(layout, t.name, df, Some(&contract), Some(by), version, previous).await?;
         // dim_time reads the fact rows just written.
         let paths: Vec<PathBuf> = parts.iter().map(|p| layout.abs(&p.path)).collect();
         replace_table(ctx, t.name, files_provider(t.name, contract, &paths)?)?;
         out.parts.insert(t.name.to_string(), (parts, same));
     }
-    for s in SUMMARIES {
+    for s in SUMMARIES.iter().map(|s| &s.monthly) {
         let file = format!("sql/model/{}.sql", s.name);
         let df = run_sql(ctx, &file, s.text).await?;
         let df = df.filter(in_range("month", lo, hi)).map_err(sql_err(file, "planning"))?;
-        let written = write_table(ctx, layout, s.name, df, None, Some("month"), version, previous).await?;
+        let written = write_table(layout, s.name, df, None, Some("month"), version, previous).await?;
         out.parts.insert(s.name.to_string(), written);
     }
     out.counts = count_months(ctx, lo, hi).await?;
@@ -735,7 +780,6 @@ async fn materialize(ctx: &SessionContext, helper: &SqlFile, path: &std::path::P
 /// how many of them equal the previous version's.
 #[allow(clippy::too_many_arguments)]
 async fn write_table(
-    _ctx: &SessionContext,
     layout: &Layout,
     name: &str,
     df: DataFrame,
