@@ -399,10 +399,6 @@ fn replace_table(
     Ok(())
 }
 
-fn set_partitions(ctx: &SessionContext, n: usize) {
-    ctx.state_ref().write().config_mut().options_mut().execution.target_partitions = n;
-}
-
 pub async fn build(
     layout: &Layout,
     manifest: &mut Manifest,
@@ -436,9 +432,15 @@ pub async fn build(
         "build plan"
     );
     let ctx = session(opts.memory_limit).map_err(sql_err("session", "setup"))?;
-    ctx.sql("SET datafusion.execution.sort_spill_reservation_bytes = 33554432")
-        .await
-        .map_err(sql_err("settings", "SET"))?;
+    // One partition: every model picks rows with lag() over a total order, and
+    // a single sort spills with a bounded merge, where the merge of two
+    // partitions' sorted halves cannot spill.
+    for setting in [
+        "SET datafusion.execution.target_partitions = 1",
+        "SET datafusion.execution.sort_spill_reservation_bytes = 33554432",
+    ] {
+        ctx.sql(setting).await.map_err(sql_err("settings", "SET"))?;
+    }
     for (name, schema) in staging::tables() {
         register_lake_files(&ctx, layout, name, schema, manifest.staging_files(name).iter().map(|f| f.path.as_str()))?;
     }
@@ -463,7 +465,6 @@ pub async fn build(
     let mut unchanged: HashMap<String, usize> = HashMap::new();
 
     // Global helpers: their inputs only change in builds that compute every month.
-    set_partitions(&ctx, 2);
     for helper in GLOBAL_HELPERS {
         let file = format!("sql/model/{}.sql", helper.name);
         let df = run_sql(&ctx, &file, helper.text).await?;
@@ -528,7 +529,6 @@ pub async fn build(
 
     // Each summary over every month: from all months (when every month was
     // computed), else from its previous result plus the months computed now.
-    set_partitions(&ctx, 1);
     for summary in SUMMARIES {
         let (monthly, all) = (summary.monthly.name, summary.all.name);
         let months = star.tables.get(monthly).into_iter().flatten();
@@ -551,7 +551,6 @@ pub async fn build(
     }
 
     // The dimensions, over every month: staging whole, the monthly tables from all their parts.
-    set_partitions(&ctx, 1);
     for (name, schema) in staging::tables() {
         let paths: Vec<PathBuf> = manifest.staging_files(name).iter().map(|f| layout.abs(&f.path)).collect();
         replace_table(&ctx, name, files_provider(name, schema, &paths)?)?;
@@ -682,14 +681,11 @@ async fn build_slice(
             .into_view();
         replace_table(ctx, name, view)?;
     }
-    set_partitions(ctx, 2);
     for h in SLICE_HELPERS {
         let path = scratch.join(format!("{}-{slice}.parquet", h.file.name));
         ctx.deregister_table(h.file.name).map_err(sql_err(h.file.name, "deregister"))?;
         materialize(ctx, &h.file, &path).await?;
     }
-    // Sorted output in one partition: a spilling sort with a bounded merge.
-    set_partitions(ctx, 1);
     let schema_of = |name: &str| schemas.iter().find(|(n, _)| n == name).map(|(_, s)| s.clone());
     let mut out = SliceOutput { parts: BTreeMap::new(), counts: BTreeMap::new() };
     for h in SLICE_HELPERS {
