@@ -193,7 +193,7 @@ pub enum IngestSource {
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
-    /// Rebuild even if staging and the model are unchanged since the last build.
+    /// Recompute every month, even if staging and the model are unchanged since the last build.
     #[arg(long)]
     pub force: bool,
     /// Largest difference (seconds) between a play's length and a song's duration that still matches.
@@ -202,6 +202,10 @@ pub struct BuildArgs {
     /// Memory DataFusion may use before spilling to disk, in MiB.
     #[arg(long, default_value_t = 384, value_name = "MIB")]
     pub memory_mib: usize,
+    /// Staging rows computed together: the build works through the months in
+    /// slices of about this many rows; fewer use less memory.
+    #[arg(long, default_value_t = 1_000_000, value_name = "ROWS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub slice_rows: u64,
 }
 
 #[derive(Debug, Args)]
@@ -404,7 +408,7 @@ pub fn execute(cli: Cli, command: &str) -> Result<()> {
                 duration_tolerance_s: a.match_tolerance,
                 memory_limit: a.memory_mib << 20,
                 force: a.force,
-                ..BuildOptions::default()
+                slice_rows: a.slice_rows,
             };
             let _lock = LakeLock::acquire(layout, "build")?;
             let mut manifest = Manifest::load(layout)?;

@@ -1,6 +1,7 @@
 -- Helper table: Sparkify plays (NextSong events, one per event id: the
--- natural key and the time) with the song they match. A play matches a song when the normalized title and artist
--- are equal and the durations differ by at most tl_params.duration_tolerance_s;
+-- natural key and the time) with the song they match. A play matches a song
+-- when the normalized title and artist are equal and the durations differ by
+-- at most tl_params.duration_tolerance_s;
 -- the closest duration wins. Unmatched plays get ids derived from the
 -- normalized names; their artist is the catalogue's when the name is known.
 --
@@ -10,13 +11,19 @@
 -- the first row of each event id is the one whose predecessor has another.
 -- (row_number() over a partition per event is many times slower in
 -- DataFusion 55; so is DISTINCT ON.)
-WITH candidates AS (
+WITH artist_by_key AS (
+    SELECT artist_key, min(artist_id) AS artist_id
+    FROM _sparkify_songs
+    GROUP BY artist_key
+),
+candidates AS (
     SELECT
         e.event_id, e.ts, e.user_id, e.session_id, e.item_in_session, e.length,
-        e.location, e.user_agent, e.level, e.artist, e.song, e.artist_key, e.title_key,
-        e.raw_sha256, e.line,
-        s.song_id,
-        s.artist_id AS song_artist_id,
+        e.location, e.user_agent, e.level, e.artist, e.song, e.raw_sha256, e.line,
+        s.song_id IS NOT NULL AS matched,
+        coalesce(s.song_id, 'TLT' || substr(md5(e.artist_key || chr(31) || e.title_key), 1, 16)) AS track_id,
+        coalesce(s.artist_id, a.artist_id, 'TLA' || substr(md5(e.artist_key), 1, 16)) AS artist_id,
+        CASE WHEN s.artist_id IS NULL AND a.artist_id IS NULL THEN 'derived' ELSE 'song_data' END AS artist_origin,
         lag(e.event_id) OVER (
             ORDER BY e.event_id, e.raw_sha256, e.line, abs(s.duration - e.length), s.song_id
         ) AS previous
@@ -26,20 +33,10 @@ WITH candidates AS (
         ON s.title_key = e.title_key
         AND s.artist_key = e.artist_key
         AND abs(s.duration - e.length) <= prm.duration_tolerance_s
+    -- Both lookups probe before the sort, so that the small tables are the hash tables.
+    LEFT JOIN artist_by_key a ON a.artist_key = e.artist_key
     WHERE e.page = 'NextSong'
-),
-artist_by_key AS (
-    SELECT artist_key, min(artist_id) AS artist_id
-    FROM _sparkify_songs
-    GROUP BY artist_key
 )
-SELECT
-    c.event_id, c.ts, c.user_id, c.session_id, c.item_in_session, c.length,
-    c.location, c.user_agent, c.level, c.artist, c.song, c.raw_sha256, c.line,
-    c.song_id IS NOT NULL AS matched,
-    coalesce(c.song_id, 'TLT' || substr(md5(c.artist_key || chr(31) || c.title_key), 1, 16)) AS track_id,
-    coalesce(c.song_artist_id, a.artist_id, 'TLA' || substr(md5(c.artist_key), 1, 16)) AS artist_id,
-    CASE WHEN c.song_artist_id IS NULL AND a.artist_id IS NULL THEN 'derived' ELSE 'song_data' END AS artist_origin
-FROM candidates c
-LEFT JOIN artist_by_key a ON a.artist_key = c.artist_key
-WHERE c.previous IS DISTINCT FROM c.event_id
+SELECT * EXCLUDE (previous)
+FROM candidates
+WHERE previous IS DISTINCT FROM event_id

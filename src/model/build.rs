@@ -761,6 +761,11 @@ async fn materialize(ctx: &SessionContext, helper: &SqlFile, path: &std::path::P
     let file = format!("sql/model/{}.sql", helper.name);
     let df = run_sql(ctx, &file, helper.text).await?;
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let plan = df.clone().create_physical_plan().await.map_err(sql_err(file.clone(), "planning"))?;
+        let shown = datafusion::physical_plan::displayable(plan.as_ref()).indent(true).to_string();
+        tracing::debug!(helper = helper.name, plan = %shown, "physical plan");
+    }
     let mut stream = df.execute_stream().await.map_err(sql_err(file.clone(), "execution"))?;
     let mut writer = FileWriter::create(path, schema.clone());
     while let Some(batch) = stream.next().await {
