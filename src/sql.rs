@@ -62,14 +62,21 @@ pub struct SliceHelper {
     /// Kept in the star by month (for the dimensions to read): the timestamp
     /// column that picks the month, and the key that orders rows within it.
     pub kept: Option<(&'static str, &'static str)>,
+    /// The columns the model's ORDER BY sorts its output by, if any; the
+    /// tables that read it then need not sort it again.
+    pub sorted_by: &'static [&'static str],
 }
 
 /// Helpers computed per slice of months, in this order, before the monthly star tables.
 pub const SLICE_HELPERS: &[SliceHelper] = &[
-    SliceHelper { file: sql_file!("model", "_sparkify_plays"), kept: None },
-    SliceHelper { file: sql_file!("model", "_spotify_unique"), kept: None },
-    SliceHelper { file: sql_file!("model", "_spotify_streams"), kept: Some(("ts", "stream_id")) },
-    SliceHelper { file: sql_file!("model", "_spotify_api_plays"), kept: Some(("played_at", "play_id")) },
+    SliceHelper { file: sql_file!("model", "_sparkify_plays"), kept: None, sorted_by: &["ts", "event_id"] },
+    SliceHelper { file: sql_file!("model", "_spotify_unique"), kept: None, sorted_by: &[] },
+    SliceHelper { file: sql_file!("model", "_spotify_streams"), kept: Some(("ts", "stream_id")), sorted_by: &[] },
+    SliceHelper {
+        file: sql_file!("model", "_spotify_api_plays"),
+        kept: Some(("played_at", "play_id")),
+        sorted_by: &[],
+    },
 ];
 
 /// A summary for the dimensions: one file computed per month, and one that

@@ -24,8 +24,10 @@ candidates AS (
         coalesce(s.song_id, 'TLT' || substr(md5(e.artist_key || chr(31) || e.title_key), 1, 16)) AS track_id,
         coalesce(s.artist_id, a.artist_id, 'TLA' || substr(md5(e.artist_key), 1, 16)) AS artist_id,
         CASE WHEN s.artist_id IS NULL AND a.artist_id IS NULL THEN 'derived' ELSE 'song_data' END AS artist_origin,
+        -- Copies of an event share its id and time; time first, because staging
+        -- is nearly in time order and that sort is twice as fast.
         lag(e.event_id) OVER (
-            ORDER BY e.event_id, e.raw_sha256, e.line, abs(s.duration - e.length), s.song_id
+            ORDER BY e.ts, e.event_id, e.raw_sha256, e.line, abs(s.duration - e.length), s.song_id
         ) AS previous
     FROM stg_sparkify_events e
     CROSS JOIN tl_params prm
@@ -40,3 +42,4 @@ candidates AS (
 SELECT * EXCLUDE (previous)
 FROM candidates
 WHERE previous IS DISTINCT FROM event_id
+ORDER BY ts, event_id

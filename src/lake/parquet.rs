@@ -40,6 +40,16 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
+/// Scratch files live minutes and are read once or twice: no compression, no
+/// dictionaries (for unique ids they are pure cost).
+fn scratch_props() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::UNCOMPRESSED)
+        .set_dictionary_enabled(false)
+        .set_max_row_group_row_count(Some(128 * 1024))
+        .build()
+}
+
 fn props() -> WriterProperties {
     WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
@@ -68,11 +78,26 @@ pub struct FileWriter {
     schema: SchemaRef,
     inner: Option<(tempfile::NamedTempFile, ArrowWriter<HashingWriter<std::io::BufWriter<File>>>)>,
     rows: u64,
+    durable: bool,
+    scratch: bool,
 }
 
 impl FileWriter {
     pub fn create(path: &Path, schema: SchemaRef) -> Self {
-        FileWriter { path: path.into(), schema, inner: None, rows: 0 }
+        FileWriter { path: path.into(), schema, inner: None, rows: 0, durable: true, scratch: false }
+    }
+
+    /// A writer whose [`FileWriter::finish`] renames into place without
+    /// fsync: for many files committed together, made durable by one
+    /// [`fsio::sync_filesystem`] before the manifest entry that names them
+    /// (or for temp files that never need to be).
+    pub fn create_deferred(path: &Path, schema: SchemaRef) -> Self {
+        FileWriter { durable: false, ..FileWriter::create(path, schema) }
+    }
+
+    /// A temp file for intermediate results: not durable, written for speed, not size.
+    pub fn scratch(path: &Path, schema: SchemaRef) -> Self {
+        FileWriter { durable: false, scratch: true, ..FileWriter::create(path, schema) }
     }
 
     fn open(&mut self) -> Result<(), LakeError> {
@@ -84,8 +109,9 @@ impl FileWriter {
             .map_err(LakeError::io("create temp file in", dir))?;
         let file = tmp.reopen().map_err(LakeError::io("open", tmp.path()))?;
         let hw = HashingWriter { inner: std::io::BufWriter::with_capacity(1 << 20, file), hasher: Sha256::new() };
-        let w = ArrowWriter::try_new(hw, self.schema.clone(), Some(props()))
-            .map_err(|source| LakeError::ParquetWrite { path: self.path.clone(), source })?;
+        let w =
+            ArrowWriter::try_new(hw, self.schema.clone(), Some(if self.scratch { scratch_props() } else { props() }))
+                .map_err(|source| LakeError::ParquetWrite { path: self.path.clone(), source })?;
         self.inner = Some((tmp, w));
         Ok(())
     }
@@ -107,7 +133,7 @@ impl FileWriter {
         self.rows
     }
 
-    /// Closes the file, fsyncs it and renames it into place.
+    /// Closes the file, fsyncs it (unless deferred) and renames it into place.
     pub fn finish(mut self) -> Result<Written, LakeError> {
         if self.inner.is_none() {
             self.open()?;
@@ -121,14 +147,18 @@ impl FileWriter {
             path: path.clone(),
             source: e.into_error(),
         })?;
-        file.sync_all().map_err(LakeError::io("fsync", &path))?;
+        if self.durable {
+            file.sync_all().map_err(LakeError::io("fsync", &path))?;
+        }
         drop(file);
         tmp.persist(&path).map_err(|e| LakeError::Io {
             op: "rename into place",
             path: path.clone(),
             source: e.error,
         })?;
-        fsio::sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+        if self.durable {
+            fsio::sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+        }
         Ok(Written { rows: self.rows, sha256: hex::encode(hasher.finalize()) })
     }
 }

@@ -31,7 +31,7 @@ use datafusion::prelude::{DataFrame, SessionContext, col, lit};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
-use super::{ModelError, files_provider, register_files, register_lake_files, session};
+use super::{ModelError, files_provider, register_lake_files, session, sorted_files_provider};
 use crate::lake::manifest::{Run, RunKind, StarPart, StarVersion, now_rfc3339};
 use crate::lake::parquet::FileWriter;
 use crate::lake::{Layout, Manifest, staging};
@@ -615,6 +615,8 @@ pub async fn build(
         run.stats.insert("all_months_because".into(), why.clone().into());
     }
     run.stats.insert("months".into(), serde_json::to_value(&month_counts).expect("counts serialize"));
+    // Every file of this version was written without its own fsync; one sync makes them all durable.
+    crate::lake::fsio::sync_filesystem(layout.root())?;
     manifest.commit(layout, run)?;
     Ok(metrics)
 }
@@ -684,7 +686,7 @@ async fn build_slice(
     for h in SLICE_HELPERS {
         let path = scratch.join(format!("{}-{slice}.parquet", h.file.name));
         ctx.deregister_table(h.file.name).map_err(sql_err(h.file.name, "deregister"))?;
-        materialize(ctx, &h.file, &path).await?;
+        materialize(ctx, &h.file, h.sorted_by, &path).await?;
     }
     let schema_of = |name: &str| schemas.iter().find(|(n, _)| n == name).map(|(_, s)| s.clone());
     let mut out = SliceOutput { parts: BTreeMap::new(), counts: BTreeMap::new() };
@@ -714,7 +716,9 @@ async fn build_slice(
         let written = write_table(layout, s.name, df, None, Some("month"), version, previous).await?;
         out.parts.insert(s.name.to_string(), written);
     }
+    let t0 = std::time::Instant::now();
     out.counts = count_months(ctx, lo, hi).await?;
+    tracing::debug!(seconds = t0.elapsed().as_secs_f64(), "month counts");
     for h in SLICE_HELPERS {
         let path = scratch.join(format!("{}-{slice}.parquet", h.file.name));
         std::fs::remove_file(&path).map_err(crate::lake::LakeError::io("remove", path))?;
@@ -757,7 +761,12 @@ async fn count_months(
 }
 
 /// Runs a helper model into `path` and registers it under its name.
-async fn materialize(ctx: &SessionContext, helper: &SqlFile, path: &std::path::Path) -> Result<(), ModelError> {
+async fn materialize(
+    ctx: &SessionContext,
+    helper: &SqlFile,
+    sorted_by: &[&str],
+    path: &std::path::Path,
+) -> Result<(), ModelError> {
     let file = format!("sql/model/{}.sql", helper.name);
     let df = run_sql(ctx, &file, helper.text).await?;
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
@@ -766,13 +775,18 @@ async fn materialize(ctx: &SessionContext, helper: &SqlFile, path: &std::path::P
         let shown = datafusion::physical_plan::displayable(plan.as_ref()).indent(true).to_string();
         tracing::debug!(helper = helper.name, plan = %shown, "physical plan");
     }
+    let t0 = std::time::Instant::now();
     let mut stream = df.execute_stream().await.map_err(sql_err(file.clone(), "execution"))?;
-    let mut writer = FileWriter::create(path, schema.clone());
+    let mut writer = FileWriter::scratch(path, schema.clone());
     while let Some(batch) = stream.next().await {
         writer.write(&batch.map_err(|source| ModelError::Sql { file: file.clone(), what: "execution", source })?)?;
     }
-    writer.finish()?;
-    register_files(ctx, helper.name, schema, &[path.to_path_buf()])
+    let written = writer.finish()?;
+    tracing::debug!(helper = helper.name, rows = written.rows, seconds = t0.elapsed().as_secs_f64(), "materialized");
+    let provider = sorted_files_provider(helper.name, schema, &[path.to_path_buf()], sorted_by)?;
+    ctx.register_table(helper.name, provider)
+        .map_err(|source| ModelError::Register { path: helper.name.into(), source })?;
+    Ok(())
 }
 
 /// Writes a model's output as table `name` of star version `version`, by
@@ -804,6 +818,7 @@ async fn write_table(
         })?),
         None => None,
     };
+    let t0 = std::time::Instant::now();
     let mut stream = df.execute_stream().await.map_err(sql_err(file.clone(), "execution"))?;
     let mut writer = PartitionedWriter {
         layout,
@@ -823,6 +838,8 @@ async fn write_table(
         writer.write(batch)?;
     }
     writer.close_current()?;
+    let rows: u64 = writer.parts.iter().map(|p| p.rows).sum();
+    tracing::debug!(table = name, rows, seconds = t0.elapsed().as_secs_f64(), "written");
     Ok((writer.parts, writer.unchanged))
 }
 
@@ -926,7 +943,7 @@ impl PartitionedWriter<'_> {
                 });
             }
             let rel = Layout::star_rel(&self.table, partition.as_deref(), self.version);
-            let w = FileWriter::create(&self.layout.abs(&rel), self.schema.clone());
+            let w = FileWriter::create_deferred(&self.layout.abs(&rel), self.schema.clone());
             self.current = Some((partition, rel, w));
         }
         let (_, _, w) = self.current.as_mut().expect("set above");

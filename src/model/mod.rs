@@ -86,6 +86,17 @@ pub fn files_provider(
     schema: SchemaRef,
     paths: &[PathBuf],
 ) -> Result<Arc<dyn datafusion::catalog::TableProvider>, ModelError> {
+    sorted_files_provider(name, schema, paths, &[])
+}
+
+/// [`files_provider`] for files each sorted by `sorted_by` (ascending), which
+/// lets DataFusion skip sorting them again.
+pub fn sorted_files_provider(
+    name: &str,
+    schema: SchemaRef,
+    paths: &[PathBuf],
+    sorted_by: &[&str],
+) -> Result<Arc<dyn datafusion::catalog::TableProvider>, ModelError> {
     if paths.is_empty() {
         return Ok(Arc::new(
             MemTable::try_new(schema, vec![vec![]])
@@ -99,7 +110,11 @@ pub fn files_provider(
             ListingTableUrl::parse(abs.to_string_lossy()).map_err(|source| ModelError::Register { path: abs, source })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let mut options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    if !sorted_by.is_empty() {
+        let order = sorted_by.iter().map(|c| datafusion::prelude::col(*c).sort(true, false)).collect();
+        options = options.with_file_sort_order(vec![order]);
+    }
     let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema);
     Ok(Arc::new(ListingTable::try_new(config).map_err(|source| ModelError::Register { path: name.into(), source })?))
 }
