@@ -57,6 +57,19 @@ fn props() -> WriterProperties {
         .build()
 }
 
+/// [`write_batches`] without the fsync: see [`FileWriter::create_deferred`].
+pub fn write_batches_deferred<'a>(
+    path: &Path,
+    schema: &SchemaRef,
+    batches: impl IntoIterator<Item = &'a RecordBatch>,
+) -> Result<Written, LakeError> {
+    let mut writer = FileWriter::create_deferred(path, schema.clone());
+    for b in batches {
+        writer.write(b)?;
+    }
+    writer.finish()
+}
+
 /// Writes `batches` (all of `schema`) to `path` atomically.
 pub fn write_batches<'a>(
     path: &Path,

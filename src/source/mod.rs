@@ -186,12 +186,12 @@ impl Collector {
         for (n, chunk) in self.songs.chunks(100_000).enumerate() {
             let rel = Layout::staging_rel(sparkify::STG_SONGS, date, run, n);
             let batch = sparkify::songs_batch(chunk);
-            let w = parquet::write_batches(&layout.abs(&rel), &batch.schema(), [&batch])?;
+            let w = parquet::write_batches_deferred(&layout.abs(&rel), &batch.schema(), [&batch])?;
             self.files.push(StagingFile { table: sparkify::STG_SONGS.into(), path: rel, rows: w.rows });
         }
         for (table, batches) in &self.batches {
             let rel = Layout::staging_rel(table, date, run, 0);
-            let w = parquet::write_batches(&layout.abs(&rel), &batches[0].schema(), batches.iter())?;
+            let w = parquet::write_batches_deferred(&layout.abs(&rel), &batches[0].schema(), batches.iter())?;
             self.files.push(StagingFile { table: table.to_string(), path: rel, rows: w.rows });
         }
         self.files.sort_by(|a, b| a.path.cmp(&b.path));
@@ -215,6 +215,8 @@ struct Staged {
 
 /// Parses one raw file's bytes and writes its staging files (logs) or keeps
 /// its rows for [`Collector::finish`] (songs, which are small and many).
+/// Staging files are written without their own fsync: every caller makes
+/// them durable with one `fsio::sync_filesystem` before its commit.
 fn stage(
     layout: &Layout,
     run: u64,
@@ -229,7 +231,7 @@ fn stage(
             let mut files = vec![];
             for (date, batch) in &parsed.by_date {
                 let rel = Layout::staging_rel(sparkify::STG_EVENTS, *date, run, index);
-                let w = parquet::write_batches(&layout.abs(&rel), &batch.schema(), [batch])?;
+                let w = parquet::write_batches_deferred(&layout.abs(&rel), &batch.schema(), [batch])?;
                 files.push(StagingFile { table: sparkify::STG_EVENTS.into(), path: rel, rows: w.rows });
             }
             let mut c = out.lock().expect("collector lock");
@@ -249,7 +251,7 @@ fn stage(
             if parsed.batch.num_rows() > 0 {
                 let date = Utc::now().date_naive();
                 let rel = Layout::staging_rel(spotify_export::STG_STREAMS, date, run, index);
-                let w = parquet::write_batches(&layout.abs(&rel), &parsed.batch.schema(), [&parsed.batch])?;
+                let w = parquet::write_batches_deferred(&layout.abs(&rel), &parsed.batch.schema(), [&parsed.batch])?;
                 file = Some(StagingFile { table: spotify_export::STG_STREAMS.into(), path: rel, rows: w.rows });
             }
             let mut c = out.lock().expect("collector lock");
@@ -486,6 +488,7 @@ pub fn reprocess(layout: &Layout, manifest: &mut Manifest, command: &str) -> Res
     run.staging = Some(staging);
     run.accounting = accounting;
     run.rejects = rejects;
+    fsio::sync_filesystem(layout.root())?;
     manifest.commit(layout, run)?;
     Ok(metrics)
 }
@@ -617,6 +620,7 @@ pub fn ingest_spotify_export(
         run.accounting = staged.accounting;
         run.rejects = staged.rejects;
         run.stats.insert("files".into(), serde_json::to_value(&staged.files).expect("reports serialize"));
+        fsio::sync_filesystem(layout.root())?;
         manifest.commit(layout, run)?;
         metrics.committed = true;
         metrics.run = *run_id;
@@ -757,6 +761,7 @@ impl<'a> RawBatch<'a> {
         run.accounting = staged.accounting.clone();
         run.rejects = staged.rejects;
         run.stats = self.stats;
+        fsio::sync_filesystem(self.layout.root())?;
         manifest.commit(self.layout, run)?;
         Ok(staged.accounting)
     }
