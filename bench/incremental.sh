@@ -2,7 +2,7 @@
 # bench/incremental.sh [N...]   (also: bench/run.sh incremental [N...])
 #
 # The daily case: a lake and a database already hold N events; one more day
-# of ~1,000 new events arrives. For each N (default: 100000 1000000) and each
+# of ~1,000 new events arrives. For each N (default: 100000 5000000) and each
 # variant (INC_VARIANTS, default "logs-only with-songs"):
 #   1. base: fresh lake + fresh empty database, tunelake ingest, build, sync of
 #      $OUT/data-N (the same generated set as run.sh; timed, reported as base *)
@@ -25,7 +25,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 NS=("$@")
-[ ${#NS[@]} -gt 0 ] || NS=(100000 1000000)
+[ ${#NS[@]} -gt 0 ] || NS=(100000 5000000)
 REPS=${INC_REPS:-3}
 NEW=${INC_EVENTS:-1000}
 read -r -a VARIANTS <<<"${INC_VARIANTS:-logs-only with-songs}"

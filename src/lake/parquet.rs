@@ -57,30 +57,22 @@ fn props() -> WriterProperties {
         .build()
 }
 
-/// [`write_batches`] without the fsync: see [`FileWriter::create_deferred`].
-pub fn write_batches_deferred<'a>(
-    path: &Path,
-    schema: &SchemaRef,
-    batches: impl IntoIterator<Item = &'a RecordBatch>,
-) -> Result<Written, LakeError> {
-    let mut writer = FileWriter::create_deferred(path, schema.clone());
-    for b in batches {
-        writer.write(b)?;
-    }
-    writer.finish()
-}
-
 /// Writes `batches` (all of `schema`) to `path` atomically.
 pub fn write_batches<'a>(
     path: &Path,
     schema: &SchemaRef,
     batches: impl IntoIterator<Item = &'a RecordBatch>,
 ) -> Result<Written, LakeError> {
-    let mut writer = FileWriter::create(path, schema.clone());
-    for b in batches {
-        writer.write(b)?;
-    }
-    writer.finish()
+    FileWriter::create(path, schema.clone()).write_all(batches)
+}
+
+/// [`write_batches`] without the fsync: see [`FileWriter::create_deferred`].
+pub fn write_batches_deferred<'a>(
+    path: &Path,
+    schema: &SchemaRef,
+    batches: impl IntoIterator<Item = &'a RecordBatch>,
+) -> Result<Written, LakeError> {
+    FileWriter::create_deferred(path, schema.clone()).write_all(batches)
 }
 
 /// A Parquet file being written batch by batch; nothing is visible at `path`
@@ -144,6 +136,14 @@ impl FileWriter {
 
     pub fn rows(&self) -> u64 {
         self.rows
+    }
+
+    /// Writes `batches` and finishes the file.
+    pub fn write_all<'a>(mut self, batches: impl IntoIterator<Item = &'a RecordBatch>) -> Result<Written, LakeError> {
+        for b in batches {
+            self.write(b)?;
+        }
+        self.finish()
     }
 
     /// Closes the file, fsyncs it (unless deferred) and renames it into place.
