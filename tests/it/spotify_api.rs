@@ -138,7 +138,8 @@ fn login_with_pkce_then_pulls_advance_the_cursor_into_the_star() {
     let text = ingest(&lake, &server, &[]);
     assert!(text.contains("10 items, 10 new plays"), "{text}");
     assert!(server.requests("recently-played").last().unwrap().contains(&format!("after={newest}")));
-    lake.build();
+    let b = lake.build_checked_against_full();
+    assert_eq!(b.full_reason, None, "new Web API plays recompute their own months only");
     assert_eq!(rows(&lake, "SELECT count(*) FROM fact_plays"), vec!["40"]);
     // Nothing is looked up twice.
     let lookups = server.requests("/v1/artists/");
@@ -284,6 +285,17 @@ fn api_plays_an_export_also_has_are_one_play() {
     assert_eq!(
         rows(&lake, "SELECT source, count(*) FROM fact_plays GROUP BY source ORDER BY source"),
         vec!["spotify_api|2", "spotify_export|3"]
+    );
+    // Three later Web API plays: the build of their month alone equals a
+    // build of every month, and the earlier duplicates stay recognised.
+    server.state.lock().unwrap().plays.extend(plays(3, NOW_MS + 3_600_000, 50));
+    ingest(&lake, &server, &[]);
+    let b = lake.build_checked_against_full();
+    assert_eq!(b.full_reason, None);
+    assert_eq!(b.duplicates["spotify_api: plays a Spotify export also has"], 2);
+    assert_eq!(
+        rows(&lake, "SELECT source, count(*) FROM fact_plays GROUP BY source ORDER BY source"),
+        vec!["spotify_api|5", "spotify_export|3"]
     );
 }
 
