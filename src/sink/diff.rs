@@ -1,17 +1,17 @@
 //! Row-level difference between the part file PostgreSQL last received and
 //! the part that replaces it, so a changed partition sends only the rows
-//! that changed. Rows are compared by a 128-bit hash of Arrow's row format
-//! (two independently keyed SipHashes): the whole row to find what changed,
-//! the primary key to find what is gone. Memory is two hash sets, not the
-//! files.
+//! that changed. Rows are compared by a 128-bit hash: DataFusion's column-wise
+//! `create_hashes` with two independently seeded states, the whole row to
+//! find what changed, the primary key to find what is gone. The old file is
+//! read once; memory is two hash sets and the old file's key columns.
 
 use std::collections::HashSet;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, RandomState as StdRandomState};
 use std::path::Path;
 
-use datafusion::arrow::array::{BooleanArray, RecordBatch};
+use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::filter_record_batch;
-use datafusion::arrow::row::{RowConverter, Rows, SortField};
+use datafusion::common::hash_utils::{RandomState, create_hashes};
 
 use super::SinkError;
 use crate::lake::{LakeError, parquet};
@@ -20,7 +20,7 @@ use crate::lake::{LakeError, parquet};
 pub struct Diff {
     /// Rows of the new file the old one does not have exactly (new or changed).
     pub upserts: Vec<RecordBatch>,
-    /// Rows of the old file whose primary key the new one lacks.
+    /// The key columns of the old file's rows whose key the new one lacks.
     pub gone: Vec<RecordBatch>,
 }
 
@@ -33,14 +33,23 @@ impl Diff {
     }
 }
 
+/// Two hash states seeded from the OS (through std's RandomState).
 struct Hasher2(RandomState, RandomState);
 
 impl Hasher2 {
     fn new() -> Self {
-        Hasher2(RandomState::new(), RandomState::new())
+        let std = StdRandomState::new();
+        Hasher2(RandomState::with_seed(std.hash_one(1u8)), RandomState::with_seed(std.hash_one(2u8)))
     }
-    fn hash(&self, bytes: &[u8]) -> u128 {
-        ((self.0.hash_one(bytes) as u128) << 64) | self.1.hash_one(bytes) as u128
+
+    /// One 128-bit hash per row of `columns`.
+    fn rows(&self, columns: &[ArrayRef], n: usize, table: &str) -> Result<Vec<u128>, SinkError> {
+        let err =
+            |e: datafusion::error::DataFusionError| SinkError::Diff { table: table.into(), problem: e.to_string() };
+        let (mut a, mut b) = (vec![0u64; n], vec![0u64; n]);
+        create_hashes(columns, &self.0, &mut a).map_err(err)?;
+        create_hashes(columns, &self.1, &mut b).map_err(err)?;
+        Ok(a.into_iter().zip(b).map(|(a, b)| ((a as u128) << 64) | b as u128).collect())
     }
 }
 
@@ -50,59 +59,47 @@ fn batches(path: &Path) -> Result<impl Iterator<Item = Result<RecordBatch, LakeE
     Ok(reader.map(move |b| b.map_err(|source| LakeError::ArrowRead { path: p.clone(), source })))
 }
 
-fn rows(batch: &RecordBatch, columns: &[usize], table: &str) -> Result<Rows, SinkError> {
-    let fields = columns.iter().map(|&i| SortField::new(batch.schema().field(i).data_type().clone())).collect();
-    let arrays: Vec<_> = columns.iter().map(|&i| batch.column(i).clone()).collect();
-    let err = |e: datafusion::arrow::error::ArrowError| SinkError::Diff { table: table.into(), problem: e.to_string() };
-    let converter = RowConverter::new(fields).map_err(err)?;
-    converter.convert_columns(&arrays).map_err(err)
+fn key_columns(b: &RecordBatch, key: &[String], table: &str) -> Result<Vec<usize>, SinkError> {
+    key.iter()
+        .map(|k| {
+            b.schema().index_of(k).map_err(|_| SinkError::Diff {
+                table: table.into(),
+                problem: format!("the lake's file has no key column `{k}`"),
+            })
+        })
+        .collect()
 }
 
-/// The rows of `new` that differ from `old`, and the rows of `old` whose `key` is gone.
+/// The rows of `new` that differ from `old`, and the keys of `old` that `new` lacks.
 pub fn diff(old: &Path, new: &Path, key: &[String], table: &str) -> Result<Diff, SinkError> {
     let h = Hasher2::new();
-    let index_of = |b: &RecordBatch| -> Result<(Vec<usize>, Vec<usize>), SinkError> {
-        let all: Vec<usize> = (0..b.num_columns()).collect();
-        let keys = key
-            .iter()
-            .map(|k| {
-                b.schema().index_of(k).map_err(|_| SinkError::Diff {
-                    table: table.into(),
-                    problem: format!("the lake's file has no key column `{k}`"),
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok((all, keys))
-    };
     let mut old_rows: HashSet<u128> = HashSet::new();
+    let mut old_keys: Vec<(RecordBatch, Vec<u128>)> = vec![];
     for b in batches(old)? {
         let b = b?;
-        let (all, _) = index_of(&b)?;
-        let r = rows(&b, &all, table)?;
-        old_rows.extend(r.iter().map(|row| h.hash(row.as_ref())));
+        old_rows.extend(h.rows(b.columns(), b.num_rows(), table)?);
+        let keys = b.project(&key_columns(&b, key, table)?).expect("key columns exist");
+        let hashes = h.rows(keys.columns(), keys.num_rows(), table)?;
+        old_keys.push((keys, hashes));
     }
     let mut new_keys: HashSet<u128> = HashSet::new();
     let mut upserts = vec![];
     for b in batches(new)? {
         let b = b?;
-        let (all, keys) = index_of(&b)?;
-        let r = rows(&b, &all, table)?;
-        let k = rows(&b, &keys, table)?;
-        new_keys.extend(k.iter().map(|row| h.hash(row.as_ref())));
-        let mask: BooleanArray = r.iter().map(|row| Some(!old_rows.contains(&h.hash(row.as_ref())))).collect();
+        let idx = key_columns(&b, key, table)?;
+        let keys: Vec<ArrayRef> = idx.iter().map(|&i| b.column(i).clone()).collect();
+        new_keys.extend(h.rows(&keys, b.num_rows(), table)?);
+        let mask: BooleanArray =
+            h.rows(b.columns(), b.num_rows(), table)?.iter().map(|r| Some(!old_rows.contains(r))).collect();
         if mask.true_count() > 0 {
             upserts.push(filter_record_batch(&b, &mask).expect("mask matches the batch"));
         }
     }
-    drop(old_rows);
     let mut gone = vec![];
-    for b in batches(old)? {
-        let b = b?;
-        let (_, keys) = index_of(&b)?;
-        let k = rows(&b, &keys, table)?;
-        let mask: BooleanArray = k.iter().map(|row| Some(!new_keys.contains(&h.hash(row.as_ref())))).collect();
+    for (keys, hashes) in old_keys {
+        let mask: BooleanArray = hashes.iter().map(|k| Some(!new_keys.contains(k))).collect();
         if mask.true_count() > 0 {
-            gone.push(filter_record_batch(&b, &mask).expect("mask matches the batch"));
+            gone.push(filter_record_batch(&keys, &mask).expect("mask matches the batch"));
         }
     }
     Ok(Diff { upserts, gone })

@@ -239,7 +239,8 @@ fn sync_table(
         if !have_stage {
             tx.batch_execute(&format!(
                 "DROP TABLE IF EXISTS tl_stage; CREATE TEMP TABLE tl_stage (LIKE {t} INCLUDING DEFAULTS) ON COMMIT DROP; \
-                 DROP TABLE IF EXISTS tl_gone; CREATE TEMP TABLE tl_gone (LIKE {t} INCLUDING DEFAULTS) ON COMMIT DROP"
+                 DROP TABLE IF EXISTS tl_gone; CREATE TEMP TABLE tl_gone ON COMMIT DROP AS SELECT {} FROM {t} WITH NO DATA",
+                pk.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ")
             ))
             .map_err(SinkError::sql(format!("{name}: creating the staging temp tables")))?;
             have_stage = true;
@@ -262,7 +263,7 @@ fn sync_table(
                 let sent = copy_batches(tx, "tl_stage", name, &columns, d.upserts.into_iter().map(Ok), &mut buf)?;
                 let mut deleted = 0;
                 if !d.gone.is_empty() {
-                    copy_batches(tx, "tl_gone", name, &columns, d.gone.into_iter().map(Ok), &mut buf)?;
+                    copy_batches(tx, "tl_gone", name, &pk, d.gone.into_iter().map(Ok), &mut buf)?;
                     deleted = tx
                         .execute(&format!("DELETE FROM {t} t USING tl_gone s WHERE {pk_match}"), &[])
                         .map_err(SinkError::sql(format!("{name}: deleting rows the lake no longer has")))?;
