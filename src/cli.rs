@@ -95,7 +95,7 @@ pub enum AuthTarget {
         /// Print the login URL and read the redirect URL from stdin instead of opening a browser.
         #[arg(long)]
         no_browser: bool,
-        /// The loopback port of the redirect URI http://127.0.0.1:<port>/callback.
+        /// The loopback port of the redirect URI http://127.0.0.1:PORT/callback.
         #[arg(long, default_value_t = 8888)]
         port: u16,
     },

@@ -2,13 +2,13 @@
 //!
 //! 1. Global helpers (`sql::GLOBAL_HELPERS`: the song catalogue, export track
 //!    URIs) are computed once over all of staging.
-//! 2. The months to compute are planned: all of them on a first build, a
-//!    model change, a reprocess or new staging whose effect reaches every
-//!    month (see [`STAGING`]); otherwise only the months new staging files
-//!    fall in. A month not recomputed keeps its files.
+//! 2. The months to compute are planned (`plan.rs`): all of them on a first
+//!    build, a model change, a reprocess or new staging whose effect reaches
+//!    every month; otherwise only the months new staging files fall in. A
+//!    month not recomputed keeps its files.
 //! 3. Each slice of those months (consecutive months up to
 //!    [`BuildOptions::slice_rows`] staging rows) registers staging restricted
-//!    to its time range (plus [`MARGIN_US`] each side, for the duplicate
+//!    to its time range (plus `plan::MARGIN_US` each side, for the duplicate
 //!    checks that look a few minutes around a play), computes the slice
 //!    helpers, and writes the monthly star tables, the kept helpers and the
 //!    monthly summaries, by month. Memory follows the slice, not the history.
@@ -18,11 +18,10 @@
 //! partition whose bytes equal the previous version's is not kept twice: the
 //! new version points at the old file, and sync sees an unchanged hash.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use chrono::{Datelike, NaiveDate};
 use datafusion::arrow::array::{Array, AsArray, Float64Array, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Int64Type, Schema, SchemaRef, TimestampMicrosecondType};
@@ -31,6 +30,7 @@ use datafusion::prelude::{DataFrame, SessionContext, col, lit};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
+use super::plan::{MARGIN_US, Plan, STAGING, month_of, month_start, next_month, partition_of, plan};
 use super::{ModelError, files_provider, register_lake_files, session, sorted_files_provider};
 use crate::lake::manifest::{Run, RunKind, StarPart, StarVersion, now_rfc3339};
 use crate::lake::parquet::FileWriter;
@@ -59,35 +59,6 @@ impl Default for BuildOptions {
         }
     }
 }
-
-/// How far around a slice its staging reaches: the widest window a model
-/// compares plays in (an account-data row and its extended stream: 2 min).
-pub const MARGIN_US: i64 = 3_600_000_000;
-
-/// Which months new files of a staging table make a build recompute.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Reach {
-    /// The months their rows fall in.
-    TheirMonths,
-    /// Every month; the string says why.
-    AllMonths(&'static str),
-    /// None: only the dimensions read them.
-    Dimensions,
-}
-
-/// Every staging table: the timestamp column slices restrict it by (None: read whole), and its reach.
-const STAGING: &[(&str, Option<&str>, Reach)] = &[
-    (staging::STG_SPARKIFY_EVENTS, Some("ts"), Reach::TheirMonths),
-    (staging::STG_SPOTIFY_API_PLAYS, Some("played_at"), Reach::TheirMonths),
-    (
-        staging::STG_SPOTIFY_STREAMS,
-        Some("ts"),
-        Reach::AllMonths("a new export can give any month's streams a track URI"),
-    ),
-    (staging::STG_SPARKIFY_SONGS, None, Reach::AllMonths("new catalogue songs can match plays of any month")),
-    (staging::STG_SPOTIFY_API_USERS, None, Reach::AllMonths("every Web API play takes its user's latest level")),
-    (staging::STG_SPOTIFY_API_ENTITIES, None, Reach::Dimensions),
-];
 
 /// Bumped when the build's bookkeeping changes; part of the model fingerprint.
 const BUILD_FORMAT: &str = "monthly-2";
@@ -169,173 +140,6 @@ fn model_hash(opts: &BuildOptions) -> String {
     hex::encode(h.finalize())
 }
 
-/// A month, as (year, month).
-type Month = (i32, u32);
-
-fn month_of(micros: i64) -> Month {
-    let days = micros.div_euclid(86_400_000_000);
-    let date = NaiveDate::from_num_days_from_ce_opt(days as i32 + 719_163).expect("timestamp within chrono's range");
-    (date.year(), date.month())
-}
-
-fn month_start(m: Month) -> i64 {
-    let date = NaiveDate::from_ymd_opt(m.0, m.1, 1).expect("a valid month");
-    date.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_micros()
-}
-
-fn next_month(m: Month) -> Month {
-    if m.1 == 12 { (m.0 + 1, 1) } else { (m.0, m.1 + 1) }
-}
-
-fn partition_of(m: Month) -> String {
-    Layout::month_partition(m.0, m.1)
-}
-
-/// The months from the one holding `first` to the one holding `last`.
-fn months_between(first: i64, last: i64) -> Vec<Month> {
-    let (mut m, end) = (month_of(first), month_of(last));
-    let mut out = vec![m];
-    while m < end {
-        m = next_month(m);
-        out.push(m);
-    }
-    out
-}
-
-/// A live staging file of a table restricted by time, with the time its rows span.
-#[derive(Debug, Clone)]
-struct Span {
-    table: &'static str,
-    path: String,
-    rows: u64,
-    first: i64,
-    last: i64,
-}
-
-/// The smallest and largest value of timestamp `column` in a Parquet file,
-/// from its footer statistics (None for a file without rows).
-fn time_range(path: &Path, column: &str) -> Result<Option<(i64, i64)>, ModelError> {
-    use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
-    use datafusion::parquet::file::statistics::Statistics;
-    let bad = |what: String| ModelError::Lake(crate::lake::LakeError::Corrupt { path: path.to_path_buf(), what });
-    let file = std::fs::File::open(path).map_err(crate::lake::LakeError::io("open", path))?;
-    let reader = SerializedFileReader::new(file).map_err(|e| bad(format!("unreadable Parquet footer: {e}")))?;
-    let meta = reader.metadata();
-    let Some(idx) = meta.file_metadata().schema_descr().columns().iter().position(|c| c.name() == column) else {
-        return Err(bad(format!("no column `{column}`")));
-    };
-    let mut range: Option<(i64, i64)> = None;
-    for rg in meta.row_groups() {
-        if rg.num_rows() == 0 {
-            continue;
-        }
-        let (lo, hi) = match rg.column(idx).statistics() {
-            Some(Statistics::Int64(s)) => match (s.min_opt(), s.max_opt()) {
-                (Some(lo), Some(hi)) => (*lo, *hi),
-                _ => return Err(bad(format!("no min/max statistics for `{column}`"))),
-            },
-            _ => return Err(bad(format!("no Int64 statistics for `{column}`"))),
-        };
-        range = Some(range.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
-    }
-    Ok(range)
-}
-
-/// What a build computes.
-struct Plan {
-    /// Why every month is computed (None: only the months of new staging).
-    full: Option<String>,
-    /// Slices of months to compute, each consecutive.
-    slices: Vec<Vec<Month>>,
-    /// Every month staging has rows in.
-    months: BTreeSet<Month>,
-    spans: Vec<Span>,
-}
-
-impl Plan {
-    fn computed(&self) -> BTreeSet<String> {
-        self.slices.iter().flatten().map(|m| partition_of(*m)).collect()
-    }
-}
-
-fn plan(layout: &Layout, manifest: &Manifest, fingerprint: &str, opts: &BuildOptions) -> Result<Plan, ModelError> {
-    let previous = manifest.last_build();
-    let since = previous.and_then(|r| r.stats.get("staging_run")).and_then(|v| v.as_u64()).unwrap_or(0);
-    let new_files: HashSet<&str> = manifest
-        .runs
-        .iter()
-        .filter(|r| r.id > since)
-        .filter_map(|r| r.staging.as_ref())
-        .flat_map(|c| c.files.iter().map(|f| f.path.as_str()))
-        .collect();
-    let mut full = None;
-    if opts.force {
-        full = Some("--force".to_string());
-    } else if let Some(prev) = previous {
-        if prev.stats.get("model_hash").and_then(|v| v.as_str()) != Some(fingerprint) {
-            full = Some("the model changed since the last build".into());
-        } else if !prev.stats.contains_key("months") {
-            full = Some("the last build kept no monthly bookkeeping".into());
-        } else if manifest.runs.iter().any(|r| r.id > since && r.staging.as_ref().is_some_and(|c| c.replace)) {
-            full = Some("staging was reprocessed".into());
-        }
-    } else {
-        full = Some("first build".into());
-    }
-
-    let mut spans = vec![];
-    let mut dirty: BTreeSet<Month> = BTreeSet::new();
-    let mut months: BTreeSet<Month> = BTreeSet::new();
-    for &(table, time, reach) in STAGING {
-        let files = manifest.staging_files(table);
-        let new = files.iter().any(|f| new_files.contains(f.path.as_str()));
-        if let (true, Reach::AllMonths(why), None) = (new, reach, &full) {
-            full = Some(format!("new {table}: {why}"));
-        }
-        let Some(column) = time else { continue };
-        for f in files {
-            let Some((first, last)) = time_range(&layout.abs(&f.path), column)? else { continue };
-            months.extend(months_between(first, last));
-            // New rows of these tables change only rows of their own month:
-            // copies share a time, and a Web API play found in an export is
-            // marked on the API play's side.
-            if new_files.contains(f.path.as_str()) && reach == Reach::TheirMonths {
-                dirty.extend(months_between(first, last));
-            }
-            spans.push(Span { table, path: f.path.clone(), rows: f.rows, first, last });
-        }
-    }
-    let wanted: BTreeSet<Month> = if full.is_some() { months.clone() } else { &dirty & &months };
-    // Rows per month, a file's rows spread evenly over the months it spans.
-    let mut estimate: BTreeMap<Month, f64> = BTreeMap::new();
-    for s in &spans {
-        let ms = months_between(s.first, s.last);
-        for m in &ms {
-            *estimate.entry(*m).or_default() += s.rows as f64 / ms.len() as f64;
-        }
-    }
-    let mut slices: Vec<Vec<Month>> = vec![];
-    let mut current: Vec<Month> = vec![];
-    let mut rows = 0.0;
-    for m in &months {
-        let est = estimate.get(m).copied().unwrap_or(0.0);
-        if !wanted.contains(m) || (!current.is_empty() && rows + est > opts.slice_rows as f64) {
-            if !current.is_empty() {
-                slices.push(std::mem::take(&mut current));
-            }
-            rows = 0.0;
-        }
-        if wanted.contains(m) {
-            current.push(*m);
-            rows += est;
-        }
-    }
-    if !current.is_empty() {
-        slices.push(current);
-    }
-    Ok(Plan { full, slices, months, spans })
-}
-
 /// The per-month counts a build run recorded (empty before monthly builds).
 fn month_stats_of(run: &Run) -> BTreeMap<String, BTreeMap<String, i64>> {
     run.stats.get("months").and_then(|v| serde_json::from_value(v.clone()).ok()).unwrap_or_default()
@@ -387,6 +191,18 @@ fn sql_err(
 
 async fn run_sql(ctx: &SessionContext, file: &str, sql: &str) -> Result<DataFrame, ModelError> {
     ctx.sql(sql).await.map_err(sql_err(file, "planning"))
+}
+
+/// Registers table `name` over the files of `parts`.
+fn register_parts(
+    ctx: &SessionContext,
+    layout: &Layout,
+    name: &str,
+    schema: SchemaRef,
+    parts: &[StarPart],
+) -> Result<(), ModelError> {
+    let paths: Vec<PathBuf> = parts.iter().map(|p| layout.abs(&p.path)).collect();
+    replace_table(ctx, name, files_provider(name, schema, &paths)?)
 }
 
 fn replace_table(
@@ -482,8 +298,7 @@ pub async fn build(
                 parts
             }
         };
-        let paths: Vec<PathBuf> = parts.iter().map(|p| layout.abs(&p.path)).collect();
-        replace_table(&ctx, helper.name, files_provider(helper.name, schema, &paths)?)?;
+        register_parts(&ctx, layout, helper.name, schema, &parts)?;
         star.tables.insert(helper.name.to_string(), parts);
     }
     // The schema of every monthly table, from planning alone (a table may have no rows).
@@ -545,8 +360,7 @@ pub async fn build(
         let df = run_sql(&ctx, &format!("sql/model/{all}.sql"), summary.all.text).await?;
         let (parts, same) = write_table(layout, all, df, None, None, version, &previous).await?;
         *unchanged.entry(all.to_string()).or_default() += same;
-        let paths: Vec<PathBuf> = parts.iter().map(|p| layout.abs(&p.path)).collect();
-        replace_table(&ctx, all, files_provider(all, schema, &paths)?)?;
+        register_parts(&ctx, layout, all, schema, &parts)?;
         star.tables.insert(all.to_string(), parts);
     }
 
@@ -556,8 +370,7 @@ pub async fn build(
         replace_table(&ctx, name, files_provider(name, schema, &paths)?)?;
     }
     for (name, schema) in &schemas {
-        let paths: Vec<PathBuf> = star.tables.get(name).into_iter().flatten().map(|p| layout.abs(&p.path)).collect();
-        replace_table(&ctx, name, files_provider(name, schema.clone(), &paths)?)?;
+        register_parts(&ctx, layout, name, schema.clone(), star.tables.get(name).map_or(&[], Vec::as_slice))?;
     }
     let mut metrics = BuildMetrics {
         version,
@@ -576,8 +389,7 @@ pub async fn build(
         tracing::info!(table = table.name, seconds = t0.elapsed().as_secs_f64(), "built");
         *unchanged.entry(table.name.to_string()).or_default() += same;
         // Later models may read the tables built before them (bridge_track_artists reads dim_tracks).
-        let paths: Vec<PathBuf> = parts.iter().map(|p| layout.abs(&p.path)).collect();
-        replace_table(&ctx, table.name, files_provider(table.name, contract, &paths)?)?;
+        register_parts(&ctx, layout, table.name, contract, &parts)?;
         star.tables.insert(table.name.to_string(), parts);
         bar.inc(1);
     }
@@ -705,8 +517,7 @@ async fn build_slice(
         let df = df.filter(in_range(by, lo, hi)).map_err(sql_err(file, "planning"))?;
         let (parts, same) = write_table(layout, t.name, df, Some(&contract), Some(by), version, previous).await?;
         // dim_time reads the fact rows just written.
-        let paths: Vec<PathBuf> = parts.iter().map(|p| layout.abs(&p.path)).collect();
-        replace_table(ctx, t.name, files_provider(t.name, contract, &paths)?)?;
+        register_parts(ctx, layout, t.name, contract, &parts)?;
         out.parts.insert(t.name.to_string(), (parts, same));
     }
     for s in SUMMARIES.iter().map(|s| &s.monthly) {
@@ -973,13 +784,6 @@ impl PartitionedWriter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn months_of_timestamps() {
-        assert_eq!(month_of(0), (1970, 1));
-        assert_eq!(month_of(1_541_105_830_796_000), (2018, 11));
-        assert_eq!(month_of(-1), (1969, 12));
-    }
 
     #[test]
     fn every_star_table_has_a_valid_contract() {

@@ -4,6 +4,7 @@
 //! into a new star version; [`query`] runs SQL over the current star tables.
 
 pub mod build;
+mod plan;
 pub mod query;
 
 use std::path::{Path, PathBuf};

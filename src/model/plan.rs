@@ -1,0 +1,235 @@
+//! What a build computes: the months staging has rows in, which of them
+//! new staging reaches (all of them when a lookup over the whole history
+//! changed), and the slices of consecutive months to compute them in.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::Path;
+
+use chrono::{Datelike, NaiveDate};
+
+use super::ModelError;
+use super::build::BuildOptions;
+use crate::lake::{Layout, Manifest, staging};
+
+/// How far around a slice its staging reaches: the widest window a model
+/// compares plays in (an account-data row and its extended stream: 2 min).
+pub const MARGIN_US: i64 = 3_600_000_000;
+
+/// Which months new files of a staging table make a build recompute.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Reach {
+    /// The months their rows fall in.
+    TheirMonths,
+    /// Every month; the string says why.
+    AllMonths(&'static str),
+    /// None: only the dimensions read them.
+    Dimensions,
+}
+
+/// Every staging table: the timestamp column slices restrict it by (None: read whole), and its reach.
+pub(super) const STAGING: &[(&str, Option<&str>, Reach)] = &[
+    (staging::STG_SPARKIFY_EVENTS, Some("ts"), Reach::TheirMonths),
+    (staging::STG_SPOTIFY_API_PLAYS, Some("played_at"), Reach::TheirMonths),
+    (
+        staging::STG_SPOTIFY_STREAMS,
+        Some("ts"),
+        Reach::AllMonths("a new export can give any month's streams a track URI"),
+    ),
+    (staging::STG_SPARKIFY_SONGS, None, Reach::AllMonths("new catalogue songs can match plays of any month")),
+    (staging::STG_SPOTIFY_API_USERS, None, Reach::AllMonths("every Web API play takes its user's latest level")),
+    (staging::STG_SPOTIFY_API_ENTITIES, None, Reach::Dimensions),
+];
+
+/// A month, as (year, month).
+pub(super) type Month = (i32, u32);
+
+pub(super) fn month_of(micros: i64) -> Month {
+    let days = micros.div_euclid(86_400_000_000);
+    let date = NaiveDate::from_num_days_from_ce_opt(days as i32 + 719_163).expect("timestamp within chrono's range");
+    (date.year(), date.month())
+}
+
+pub(super) fn month_start(m: Month) -> i64 {
+    let date = NaiveDate::from_ymd_opt(m.0, m.1, 1).expect("a valid month");
+    date.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_micros()
+}
+
+pub(super) fn next_month(m: Month) -> Month {
+    if m.1 == 12 { (m.0 + 1, 1) } else { (m.0, m.1 + 1) }
+}
+
+pub(super) fn partition_of(m: Month) -> String {
+    Layout::month_partition(m.0, m.1)
+}
+
+/// The months from the one holding `first` to the one holding `last`.
+fn months_between(first: i64, last: i64) -> Vec<Month> {
+    let (mut m, end) = (month_of(first), month_of(last));
+    let mut out = vec![m];
+    while m < end {
+        m = next_month(m);
+        out.push(m);
+    }
+    out
+}
+
+/// A live staging file of a table restricted by time, with the time its rows span.
+#[derive(Debug, Clone)]
+pub(super) struct Span {
+    pub table: &'static str,
+    pub path: String,
+    pub rows: u64,
+    pub first: i64,
+    pub last: i64,
+}
+
+/// The smallest and largest value of timestamp `column` in a Parquet file,
+/// from its footer statistics (None for a file without rows).
+fn time_range(path: &Path, column: &str) -> Result<Option<(i64, i64)>, ModelError> {
+    use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+    use datafusion::parquet::file::statistics::Statistics;
+    let bad = |what: String| ModelError::Lake(crate::lake::LakeError::Corrupt { path: path.to_path_buf(), what });
+    let file = std::fs::File::open(path).map_err(crate::lake::LakeError::io("open", path))?;
+    let reader = SerializedFileReader::new(file).map_err(|e| bad(format!("unreadable Parquet footer: {e}")))?;
+    let meta = reader.metadata();
+    let Some(idx) = meta.file_metadata().schema_descr().columns().iter().position(|c| c.name() == column) else {
+        return Err(bad(format!("no column `{column}`")));
+    };
+    let mut range: Option<(i64, i64)> = None;
+    for rg in meta.row_groups() {
+        if rg.num_rows() == 0 {
+            continue;
+        }
+        let (lo, hi) = match rg.column(idx).statistics() {
+            Some(Statistics::Int64(s)) => match (s.min_opt(), s.max_opt()) {
+                (Some(lo), Some(hi)) => (*lo, *hi),
+                _ => return Err(bad(format!("no min/max statistics for `{column}`"))),
+            },
+            _ => return Err(bad(format!("no Int64 statistics for `{column}`"))),
+        };
+        range = Some(range.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+    }
+    Ok(range)
+}
+
+/// What a build computes.
+pub(super) struct Plan {
+    /// Why every month is computed (None: only the months of new staging).
+    pub full: Option<String>,
+    /// Slices of months to compute, each consecutive.
+    pub slices: Vec<Vec<Month>>,
+    /// Every month staging has rows in.
+    pub months: BTreeSet<Month>,
+    pub spans: Vec<Span>,
+}
+
+impl Plan {
+    /// The month partitions this build computes.
+    pub fn computed(&self) -> BTreeSet<String> {
+        self.slices.iter().flatten().map(|m| partition_of(*m)).collect()
+    }
+}
+
+pub(super) fn plan(
+    layout: &Layout,
+    manifest: &Manifest,
+    fingerprint: &str,
+    opts: &BuildOptions,
+) -> Result<Plan, ModelError> {
+    let previous = manifest.last_build();
+    let since = previous.and_then(|r| r.stats.get("staging_run")).and_then(|v| v.as_u64()).unwrap_or(0);
+    let new_files: HashSet<&str> = manifest
+        .runs
+        .iter()
+        .filter(|r| r.id > since)
+        .filter_map(|r| r.staging.as_ref())
+        .flat_map(|c| c.files.iter().map(|f| f.path.as_str()))
+        .collect();
+    let mut full = None;
+    if opts.force {
+        full = Some("--force".to_string());
+    } else if let Some(prev) = previous {
+        if prev.stats.get("model_hash").and_then(|v| v.as_str()) != Some(fingerprint) {
+            full = Some("the model changed since the last build".into());
+        } else if !prev.stats.contains_key("months") {
+            full = Some("the last build kept no monthly bookkeeping".into());
+        } else if manifest.runs.iter().any(|r| r.id > since && r.staging.as_ref().is_some_and(|c| c.replace)) {
+            full = Some("staging was reprocessed".into());
+        }
+    } else {
+        full = Some("first build".into());
+    }
+
+    let mut spans = vec![];
+    let mut dirty: BTreeSet<Month> = BTreeSet::new();
+    let mut months: BTreeSet<Month> = BTreeSet::new();
+    for &(table, time, reach) in STAGING {
+        let files = manifest.staging_files(table);
+        let new = files.iter().any(|f| new_files.contains(f.path.as_str()));
+        if let (true, Reach::AllMonths(why), None) = (new, reach, &full) {
+            full = Some(format!("new {table}: {why}"));
+        }
+        let Some(column) = time else { continue };
+        for f in files {
+            let Some((first, last)) = time_range(&layout.abs(&f.path), column)? else { continue };
+            months.extend(months_between(first, last));
+            // New rows of these tables change only rows of their own month:
+            // copies share a time, and a Web API play found in an export is
+            // marked on the API play's side.
+            if new_files.contains(f.path.as_str()) && reach == Reach::TheirMonths {
+                dirty.extend(months_between(first, last));
+            }
+            spans.push(Span { table, path: f.path.clone(), rows: f.rows, first, last });
+        }
+    }
+    let wanted: BTreeSet<Month> = if full.is_some() { months.clone() } else { &dirty & &months };
+    // Rows per month, a file's rows spread evenly over the months it spans.
+    let mut estimate: BTreeMap<Month, f64> = BTreeMap::new();
+    for s in &spans {
+        let ms = months_between(s.first, s.last);
+        for m in &ms {
+            *estimate.entry(*m).or_default() += s.rows as f64 / ms.len() as f64;
+        }
+    }
+    let mut slices: Vec<Vec<Month>> = vec![];
+    let mut current: Vec<Month> = vec![];
+    let mut rows = 0.0;
+    for m in &months {
+        let est = estimate.get(m).copied().unwrap_or(0.0);
+        if !wanted.contains(m) || (!current.is_empty() && rows + est > opts.slice_rows as f64) {
+            if !current.is_empty() {
+                slices.push(std::mem::take(&mut current));
+            }
+            rows = 0.0;
+        }
+        if wanted.contains(m) {
+            current.push(*m);
+            rows += est;
+        }
+    }
+    if !current.is_empty() {
+        slices.push(current);
+    }
+    Ok(Plan { full, slices, months, spans })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn months_of_timestamps() {
+        assert_eq!(month_of(0), (1970, 1));
+        assert_eq!(month_of(1_541_105_830_796_000), (2018, 11));
+        assert_eq!(month_of(-1), (1969, 12));
+    }
+
+    #[test]
+    fn every_staging_table_has_a_reach() {
+        for (name, _) in staging::tables() {
+            assert!(STAGING.iter().any(|s| s.0 == name), "{name}");
+        }
+        assert_eq!(months_between(month_start((2018, 11)), month_start((2019, 2)) + 5).len(), 4);
+        assert_eq!(next_month((2018, 12)), (2019, 1));
+    }
+}
