@@ -704,16 +704,16 @@ fn print_build(out: &mut dyn Write, m: &BuildMetrics) -> std::io::Result<()> {
     }
     if m.committed {
         match &m.full_reason {
-            Some(why) => writeln!(out, "  computed all {} months ({why})", m.months)?,
+            Some(why) => writeln!(out, "  computed all {} month(s) ({why})", m.months)?,
             None => writeln!(
                 out,
-                "  computed {} of {} months (the others kept their files); dimensions recomputed",
+                "  computed {} of {} month(s) (the others kept their files); dimensions recomputed",
                 m.months_computed, m.months
             )?,
         }
     }
     for t in &m.tables {
-        writeln!(out, "  {:<14} {:>10} rows  {} file(s), {} unchanged", t.name, t.rows, t.parts, t.parts_unchanged)?;
+        writeln!(out, "  {:<20} {:>10} rows  {} file(s), {} unchanged", t.name, t.rows, t.parts, t.parts_unchanged)?;
     }
     for (what, n) in m.duplicates.iter().filter(|(_, n)| **n > 0) {
         writeln!(out, "  duplicates: {n} ({what})")?;
