@@ -1,5 +1,6 @@
-//! Parquet files in and out of the lake. Writes go through [`fsio`] (temp,
-//! fsync, rename) and hash the bytes as they are written, so a file's sha256
+//! Parquet files in and out of the lake. Writes go to a temp file renamed
+//! into place (made durable by the run's one [`fsio::sync_filesystem`]) and
+//! hash the bytes as they are written, so a file's sha256
 //! comes free: equal rows in equal order give equal bytes and equal hashes,
 //! which is how build and sync recognise unchanged partitions.
 
@@ -57,7 +58,7 @@ fn props() -> WriterProperties {
         .build()
 }
 
-/// Writes `batches` (all of `schema`) to `path` atomically.
+/// Writes `batches` (all of `schema`) to `path` atomically (see [`FileWriter`]).
 pub fn write_batches<'a>(
     path: &Path,
     schema: &SchemaRef,
@@ -66,43 +67,29 @@ pub fn write_batches<'a>(
     FileWriter::create(path, schema.clone()).write_all(batches)
 }
 
-/// [`write_batches`] without the fsync: see [`FileWriter::create_deferred`].
-pub fn write_batches_deferred<'a>(
-    path: &Path,
-    schema: &SchemaRef,
-    batches: impl IntoIterator<Item = &'a RecordBatch>,
-) -> Result<Written, LakeError> {
-    FileWriter::create_deferred(path, schema.clone()).write_all(batches)
-}
-
 /// A Parquet file being written batch by batch; nothing is visible at `path`
-/// until [`FileWriter::finish`]. Batches are buffered by the Arrow writer in
-/// row groups, so memory is bounded by one row group.
+/// until [`FileWriter::finish`] renames it into place. Batches are buffered
+/// by the Arrow writer in row groups, so memory is bounded by one row group.
+///
+/// No file gets an fsync of its own: a run writes many files, then makes
+/// them all durable with one [`fsio::sync_filesystem`] before the manifest
+/// entry that names them. Until then a file is debris that `vacuum` removes.
 pub struct FileWriter {
     path: std::path::PathBuf,
     schema: SchemaRef,
     inner: Option<(tempfile::NamedTempFile, ArrowWriter<HashingWriter<std::io::BufWriter<File>>>)>,
     rows: u64,
-    durable: bool,
     scratch: bool,
 }
 
 impl FileWriter {
     pub fn create(path: &Path, schema: SchemaRef) -> Self {
-        FileWriter { path: path.into(), schema, inner: None, rows: 0, durable: true, scratch: false }
+        FileWriter { path: path.into(), schema, inner: None, rows: 0, scratch: false }
     }
 
-    /// A writer whose [`FileWriter::finish`] renames into place without
-    /// fsync: for many files committed together, made durable by one
-    /// [`fsio::sync_filesystem`] before the manifest entry that names them
-    /// (or for temp files that never need to be).
-    pub fn create_deferred(path: &Path, schema: SchemaRef) -> Self {
-        FileWriter { durable: false, ..FileWriter::create(path, schema) }
-    }
-
-    /// A temp file for intermediate results: not durable, written for speed, not size.
+    /// A temp file for intermediate results, written for speed, not size.
     pub fn scratch(path: &Path, schema: SchemaRef) -> Self {
-        FileWriter { durable: false, scratch: true, ..FileWriter::create(path, schema) }
+        FileWriter { scratch: true, ..FileWriter::create(path, schema) }
     }
 
     fn open(&mut self) -> Result<(), LakeError> {
@@ -146,7 +133,7 @@ impl FileWriter {
         self.finish()
     }
 
-    /// Closes the file, fsyncs it (unless deferred) and renames it into place.
+    /// Closes the file and renames it into place.
     pub fn finish(mut self) -> Result<Written, LakeError> {
         if self.inner.is_none() {
             self.open()?;
@@ -160,18 +147,12 @@ impl FileWriter {
             path: path.clone(),
             source: e.into_error(),
         })?;
-        if self.durable {
-            file.sync_all().map_err(LakeError::io("fsync", &path))?;
-        }
         drop(file);
         tmp.persist(&path).map_err(|e| LakeError::Io {
             op: "rename into place",
             path: path.clone(),
             source: e.error,
         })?;
-        if self.durable {
-            fsio::sync_dir(path.parent().unwrap_or(Path::new(".")))?;
-        }
         Ok(Written { rows: self.rows, sha256: hex::encode(hasher.finalize()) })
     }
 }

@@ -754,7 +754,7 @@ impl PartitionedWriter<'_> {
                 });
             }
             let rel = Layout::star_rel(&self.table, partition.as_deref(), self.version);
-            let w = FileWriter::create_deferred(&self.layout.abs(&rel), self.schema.clone());
+            let w = FileWriter::create(&self.layout.abs(&rel), self.schema.clone());
             self.current = Some((partition, rel, w));
         }
         let (_, _, w) = self.current.as_mut().expect("set above");

@@ -186,12 +186,12 @@ impl Collector {
         for (n, chunk) in self.songs.chunks(100_000).enumerate() {
             let rel = Layout::staging_rel(sparkify::STG_SONGS, date, run, n);
             let batch = sparkify::songs_batch(chunk);
-            let w = parquet::write_batches_deferred(&layout.abs(&rel), &batch.schema(), [&batch])?;
+            let w = parquet::write_batches(&layout.abs(&rel), &batch.schema(), [&batch])?;
             self.files.push(StagingFile { table: sparkify::STG_SONGS.into(), path: rel, rows: w.rows });
         }
         for (table, batches) in &self.batches {
             let rel = Layout::staging_rel(table, date, run, 0);
-            let w = parquet::write_batches_deferred(&layout.abs(&rel), &batches[0].schema(), batches.iter())?;
+            let w = parquet::write_batches(&layout.abs(&rel), &batches[0].schema(), batches.iter())?;
             self.files.push(StagingFile { table: table.to_string(), path: rel, rows: w.rows });
         }
         self.files.sort_by(|a, b| a.path.cmp(&b.path));
@@ -231,7 +231,7 @@ fn stage(
             let mut files = vec![];
             for (date, batch) in &parsed.by_date {
                 let rel = Layout::staging_rel(sparkify::STG_EVENTS, *date, run, index);
-                let w = parquet::write_batches_deferred(&layout.abs(&rel), &batch.schema(), [batch])?;
+                let w = parquet::write_batches(&layout.abs(&rel), &batch.schema(), [batch])?;
                 files.push(StagingFile { table: sparkify::STG_EVENTS.into(), path: rel, rows: w.rows });
             }
             let mut c = out.lock().expect("collector lock");
@@ -251,7 +251,7 @@ fn stage(
             if parsed.batch.num_rows() > 0 {
                 let date = Utc::now().date_naive();
                 let rel = Layout::staging_rel(spotify_export::STG_STREAMS, date, run, index);
-                let w = parquet::write_batches_deferred(&layout.abs(&rel), &parsed.batch.schema(), [&parsed.batch])?;
+                let w = parquet::write_batches(&layout.abs(&rel), &parsed.batch.schema(), [&parsed.batch])?;
                 file = Some(StagingFile { table: spotify_export::STG_STREAMS.into(), path: rel, rows: w.rows });
             }
             let mut c = out.lock().expect("collector lock");
