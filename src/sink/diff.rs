@@ -11,6 +11,7 @@ use std::path::Path;
 
 use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::record_batch::RecordBatchReader;
 use datafusion::common::hash_utils::{RandomState, create_hashes};
 
 use super::SinkError;
@@ -18,6 +19,8 @@ use crate::lake::{LakeError, parquet};
 
 /// What changed from one part file to the next.
 pub struct Diff {
+    /// The new file's columns, in order.
+    pub columns: Vec<String>,
     /// Rows of the new file the old one does not have exactly (new or changed).
     pub upserts: Vec<RecordBatch>,
     /// The key columns of the old file's rows whose key the new one lacks.
@@ -84,7 +87,10 @@ pub fn diff(old: &Path, new: &Path, key: &[String], table: &str) -> Result<Diff,
     }
     let mut new_keys: HashSet<u128> = HashSet::new();
     let mut upserts = vec![];
-    for b in batches(new)? {
+    let reader = parquet::read(new, 16 * 1024)?;
+    let columns: Vec<String> = reader.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let p = new.to_path_buf();
+    for b in reader.map(|b| b.map_err(|source| LakeError::ArrowRead { path: p.clone(), source })) {
         let b = b?;
         let idx = key_columns(&b, key, table)?;
         let keys: Vec<ArrayRef> = idx.iter().map(|&i| b.column(i).clone()).collect();
@@ -102,7 +108,7 @@ pub fn diff(old: &Path, new: &Path, key: &[String], table: &str) -> Result<Diff,
             gone.push(filter_record_batch(&keys, &mask).expect("mask matches the batch"));
         }
     }
-    Ok(Diff { upserts, gone })
+    Ok(Diff { columns, upserts, gone })
 }
 
 #[cfg(test)]

@@ -258,8 +258,7 @@ fn sync_table(
             Some(old) => {
                 let d = diff::diff(&old, &path, &pk, name)?;
                 tracing::info!(table = name, partition = %partition, upserts = d.upsert_rows(), gone = d.gone_rows(), "difference");
-                let columns: Vec<String> =
-                    parquet::read(&path, 1)?.schema().fields().iter().map(|f| f.name().clone()).collect();
+                let columns = d.columns;
                 let sent = copy_batches(tx, "tl_stage", name, &columns, d.upserts.into_iter().map(Ok), &mut buf)?;
                 let mut deleted = 0;
                 if !d.gone.is_empty() {
