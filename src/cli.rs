@@ -452,7 +452,7 @@ pub fn execute(cli: Cli, command: &str) -> Result<()> {
         Command::Reprocess(a) => {
             let _lock = LakeLock::acquire(layout, "reprocess")?;
             let mut manifest = Manifest::load(layout)?;
-            if manifest.raw_files().next().is_none() {
+            if manifest.raw_files()?.is_empty() {
                 return Err(crate::model::ModelError::NothingIngested.into());
             }
             let m = source::reprocess(layout, &mut manifest, command)?;

@@ -90,7 +90,7 @@ pub fn render(out: &mut dyn Write, manifest: &Manifest, lake: &str, max_runs: us
             RunKind::Ingest | RunKind::Reprocess => {
                 let read: u64 = run.accounting.iter().map(|a| a.read).sum();
                 let rejected: u64 = run.accounting.iter().map(|a| a.rejected).sum();
-                format!("{} raw files, {read} records read, {rejected} rejected", run.raw.len())
+                format!("{} raw files, {read} records read, {rejected} rejected", run.raw_count())
             }
             RunKind::Build => {
                 let s = |k: &str| run.stats.get(k).and_then(|v| v.as_u64()).unwrap_or(0);

@@ -32,6 +32,11 @@ impl Layout {
         self.manifest_dir().join(format!("{run:08}.json"))
     }
 
+    /// `_manifest/<run>.raw.ndjson`, relative: the raw files a run stored.
+    pub fn raw_index_rel(run: u64) -> String {
+        format!("_manifest/{run:08}.raw.ndjson")
+    }
+
     pub fn lock_file(&self) -> PathBuf {
         self.manifest_dir().join("LOCK")
     }

@@ -3,9 +3,16 @@
 //! files it left are debris. The lake's state (which raw files are stored,
 //! which staging files are live, the current star version) is the fold of
 //! the entries in run order.
+//!
+//! The raw files a run stored are listed beside its entry, in
+//! `_manifest/<run>.raw.ndjson` (one file per line), which the entry names
+//! with its sha256. Most commands never need that list (build, sync, query),
+//! so loading the manifest does not read it: it grows with every file ever
+//! ingested, where the entries grow with the runs.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +56,19 @@ pub struct RawFile {
     /// Whose history the file is, when its records do not say (Spotify exports).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account: Option<String>,
+}
+
+/// Where a run's list of raw files is: `_manifest/<run>.raw.ndjson`, written
+/// before the entry that names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RawIndex {
+    /// Relative to the lake root.
+    pub path: String,
+    pub files: u64,
+    /// The raw files' bytes, summed.
+    pub bytes: u64,
+    /// sha256 of the index file itself.
+    pub sha256: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -146,8 +166,13 @@ pub struct Run {
     pub started_at: String,
     pub finished_at: String,
     pub command: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// The raw files this run stores. [`Manifest::commit`] moves them to the
+    /// run's raw index; entries written before the index existed list them
+    /// inline, and are still read.
+    #[serde(default, skip_serializing)]
     pub raw: Vec<RawFile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_index: Option<RawIndex>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub staging: Option<StagingChange>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -170,12 +195,18 @@ impl Run {
             finished_at: String::new(),
             command: command.into(),
             raw: vec![],
+            raw_index: None,
             staging: None,
             star: None,
             accounting: vec![],
             rejects: vec![],
             stats: BTreeMap::new(),
         }
+    }
+
+    /// How many raw files the run stored.
+    pub fn raw_count(&self) -> u64 {
+        self.raw.len() as u64 + self.raw_index.as_ref().map_or(0, |i| i.files)
     }
 }
 
@@ -184,9 +215,12 @@ pub fn now_rfc3339() -> String {
 }
 
 /// All committed runs, in order, and the state they add up to.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Manifest {
     pub runs: Vec<Run>,
+    layout: Layout,
+    /// Every raw file stored, read from the runs' raw indexes on first use.
+    raw: OnceLock<Vec<RawFile>>,
 }
 
 impl Manifest {
@@ -195,7 +229,9 @@ impl Manifest {
         let dir = layout.manifest_dir();
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Manifest::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Manifest { runs: vec![], layout: layout.clone(), raw: OnceLock::new() });
+            }
             Err(e) => return Err(LakeError::io("list", &dir)(e)),
         };
         let mut ids = vec![];
@@ -218,7 +254,7 @@ impl Manifest {
             let run: Run = serde_json::from_slice(&bytes).map_err(|source| LakeError::BadManifest { path, source })?;
             runs.push(run);
         }
-        Ok(Manifest { runs })
+        Ok(Manifest { runs, layout: layout.clone(), raw: OnceLock::new() })
     }
 
     pub fn next_run_id(&self) -> u64 {
@@ -228,6 +264,13 @@ impl Manifest {
     /// Commits a run: after this returns, the run happened.
     pub fn commit(&mut self, layout: &Layout, mut run: Run) -> Result<(), LakeError> {
         run.finished_at = now_rfc3339();
+        if !run.raw.is_empty() {
+            let raw = std::mem::take(&mut run.raw);
+            run.raw_index = Some(write_raw_index(layout, run.id, &raw)?);
+            if let Some(all) = self.raw.get_mut() {
+                all.extend(raw);
+            }
+        }
         let path = layout.run_entry(run.id);
         let bytes = serde_json::to_vec_pretty(&run).expect("a run serializes");
         fsio::write_atomic(&path, &bytes)?;
@@ -235,13 +278,24 @@ impl Manifest {
         Ok(())
     }
 
-    /// Every raw file stored, in commit order.
-    pub fn raw_files(&self) -> impl Iterator<Item = &RawFile> {
-        self.runs.iter().flat_map(|r| r.raw.iter())
+    /// Every raw file stored, in commit order. The first call reads the raw
+    /// indexes (26 MB for 76,000 files); later calls reuse what it read.
+    pub fn raw_files(&self) -> Result<&[RawFile], LakeError> {
+        if let Some(all) = self.raw.get() {
+            return Ok(all);
+        }
+        let mut all = vec![];
+        for run in &self.runs {
+            all.extend(run.raw.iter().cloned());
+            if let Some(index) = &run.raw_index {
+                all.extend(read_raw_index(&self.layout, index)?);
+            }
+        }
+        Ok(self.raw.get_or_init(|| all))
     }
 
-    pub fn raw_shas(&self) -> HashSet<&str> {
-        self.raw_files().map(|f| f.sha256.as_str()).collect()
+    pub fn raw_shas(&self) -> Result<HashSet<&str>, LakeError> {
+        Ok(self.raw_files()?.iter().map(|f| f.sha256.as_str()).collect())
     }
 
     /// The live staging files of `table`.
@@ -274,8 +328,9 @@ impl Manifest {
     }
 
     /// Every path any committed run still names (raw, live staging, current star).
-    pub fn live_paths(&self) -> HashSet<String> {
-        let mut live: HashSet<String> = self.raw_files().map(|f| f.path.clone()).collect();
+    pub fn live_paths(&self) -> Result<HashSet<String>, LakeError> {
+        let mut live: HashSet<String> = self.raw_files()?.iter().map(|f| f.path.clone()).collect();
+        live.extend(self.runs.iter().filter_map(|r| r.raw_index.as_ref()).map(|i| i.path.clone()));
         let mut staging: Vec<&str> = vec![];
         for run in &self.runs {
             if let Some(change) = &run.staging {
@@ -291,8 +346,48 @@ impl Manifest {
                 live.extend(parts.iter().map(|p| p.path.clone()));
             }
         }
-        live
+        Ok(live)
     }
+}
+
+/// Writes `_manifest/<run>.raw.ndjson`, one raw file per line, durably.
+fn write_raw_index(layout: &Layout, run: u64, raw: &[RawFile]) -> Result<RawIndex, LakeError> {
+    let mut bytes = Vec::with_capacity(raw.len() * 300);
+    for f in raw {
+        serde_json::to_writer(&mut bytes, f).expect("a raw file serializes");
+        bytes.push(b'\n');
+    }
+    let rel = Layout::raw_index_rel(run);
+    fsio::write_atomic(&layout.abs(&rel), &bytes)?;
+    Ok(RawIndex {
+        path: rel,
+        files: raw.len() as u64,
+        bytes: raw.iter().map(|f| f.bytes).sum(),
+        sha256: super::sha256_hex(&bytes),
+    })
+}
+
+fn read_raw_index(layout: &Layout, index: &RawIndex) -> Result<Vec<RawFile>, LakeError> {
+    let path = layout.abs(&index.path);
+    let bytes = fs::read(&path).map_err(LakeError::io("read", &path))?;
+    let actual = super::sha256_hex(&bytes);
+    if actual != index.sha256 {
+        return Err(LakeError::BadRawIndex {
+            path,
+            what: format!("raw index has sha256 {actual}, its manifest entry says {}", index.sha256),
+        });
+    }
+    let mut raw = Vec::with_capacity(index.files as usize);
+    for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        raw.push(serde_json::from_slice(line).map_err(|source| LakeError::BadManifest { path: path.clone(), source })?);
+    }
+    if raw.len() as u64 != index.files {
+        return Err(LakeError::BadRawIndex {
+            path,
+            what: format!("raw index lists {} files, its manifest entry says {}", raw.len(), index.files),
+        });
+    }
+    Ok(raw)
 }
 
 #[cfg(test)]
@@ -319,5 +414,50 @@ mod tests {
         let live: Vec<_> = m.staging_files("t").iter().map(|f| f.path.clone()).collect();
         assert_eq!(live, vec!["c"]);
         assert_eq!(m.next_run_id(), 3);
+    }
+
+    fn raw(sha: &str) -> RawFile {
+        RawFile {
+            sha256: sha.into(),
+            path: format!("raw/s/ingest_date=2026-01-01/{sha}.json"),
+            source: "s".into(),
+            kind: "log".into(),
+            origin: format!("{sha}.json"),
+            bytes: 10,
+            account: None,
+        }
+    }
+
+    #[test]
+    fn raw_files_live_in_an_index_beside_the_entry_and_old_inline_entries_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        // An entry written before raw indexes existed lists its raw files inline.
+        let legacy = r#"{"id": 1, "kind": "ingest", "started_at": "", "finished_at": "", "command": "ingest",
+            "raw": [{"sha256": "a1", "path": "raw/s/a1.json", "source": "s", "kind": "log", "origin": "a1", "bytes": 3}]}"#;
+        fs::create_dir_all(layout.manifest_dir()).unwrap();
+        fs::write(layout.run_entry(1), legacy).unwrap();
+        let mut m = Manifest::load(&layout).unwrap();
+        let mut r2 = Run::new(2, RunKind::Ingest, "ingest", now_rfc3339());
+        r2.raw = vec![raw("b2"), raw("c3")];
+        m.commit(&layout, r2).unwrap();
+        let entry = fs::read_to_string(layout.run_entry(2)).unwrap();
+        assert!(!entry.contains("\"b2\""), "the entry does not list its raw files: {entry}");
+        assert!(entry.contains("00000002.raw.ndjson"), "{entry}");
+        assert_eq!(m.runs[1].raw_count(), 2);
+
+        let m = Manifest::load(&layout).unwrap();
+        assert!(m.raw.get().is_none(), "loading reads no raw index");
+        let shas: Vec<&str> = m.raw_files().unwrap().iter().map(|f| f.sha256.as_str()).collect();
+        assert_eq!(shas, ["a1", "b2", "c3"]);
+        let live = m.live_paths().unwrap();
+        assert!(live.contains("_manifest/00000002.raw.ndjson") && live.contains("raw/s/a1.json"));
+
+        // A raw index that does not match its entry is an error that names it.
+        let index = dir.path().join("_manifest/00000002.raw.ndjson");
+        let text = fs::read_to_string(&index).unwrap().replace("c3", "c4");
+        fs::write(&index, text).unwrap();
+        let err = Manifest::load(&layout).unwrap().raw_files().unwrap_err().to_string();
+        assert!(err.contains("00000002.raw.ndjson") && err.contains("raw index has sha256"), "{err}");
     }
 }

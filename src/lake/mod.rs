@@ -5,6 +5,7 @@
 //! <lake>/staging/<table>/date=YYYY-MM-DD/part-<run>-<n>.parquet
 //! <lake>/star/<table>/[year=YYYY/month=MM/]part-<version>.parquet
 //! <lake>/_manifest/<run>.json                                 one file per committed run
+//! <lake>/_manifest/<run>.raw.ndjson                           the raw files that run stored
 //! <lake>/state/                                               cursors and tokens (0600)
 //! ```
 //!
@@ -60,6 +61,8 @@ pub enum LakeError {
     },
     #[error("{path}: {what}; `tunelake reprocess` rewrites staging from raw")]
     Corrupt { path: PathBuf, what: String },
+    #[error("{path}: {what}; this list of a run's raw files is damaged: restore `_manifest/` from a backup")]
+    BadRawIndex { path: PathBuf, what: String },
     #[error("{path}: cannot read Parquet batch")]
     ArrowRead {
         path: PathBuf,

@@ -15,7 +15,7 @@ pub struct VacuumMetrics {
 }
 
 pub fn vacuum(layout: &Layout, manifest: &Manifest, dry_run: bool) -> Result<VacuumMetrics, LakeError> {
-    let live: HashSet<PathBuf> = manifest.live_paths().iter().map(|p| layout.abs(p)).collect();
+    let live: HashSet<PathBuf> = manifest.live_paths()?.iter().map(|p| layout.abs(p)).collect();
     let mut metrics = VacuumMetrics { dry_run, ..Default::default() };
     for top in ["staging", "star"] {
         walk(&layout.abs(top), &mut |path, len| {
@@ -32,9 +32,11 @@ pub fn vacuum(layout: &Layout, manifest: &Manifest, dry_run: bool) -> Result<Vac
             metrics.bytes += len;
         }
     })?;
-    // Temp files beside manifest entries are debris too.
+    // Temp files beside manifest entries are debris too, and so is the raw
+    // index of a run that crashed before its entry.
     walk(&layout.manifest_dir(), &mut |path, len| {
-        if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with(super::fsio::TMP_PREFIX)) {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if name.starts_with(super::fsio::TMP_PREFIX) || (name.ends_with(".raw.ndjson") && !live.contains(path)) {
             metrics.files.push(path.to_path_buf());
             metrics.bytes += len;
         }

@@ -368,7 +368,7 @@ pub fn ingest_sparkify(
     let started = now_rfc3339();
     let run_id = manifest.next_run_id();
     let today = Utc::now().date_naive();
-    let known: HashSet<String> = manifest.raw_shas().into_iter().map(String::from).collect();
+    let known: HashSet<String> = manifest.raw_shas()?.into_iter().map(String::from).collect();
     let seen = Mutex::new(known);
     let raw_added = Mutex::new(Vec::<RawFile>::new());
     let skipped = Mutex::new(BTreeMap::<&str, u64>::new());
@@ -452,7 +452,7 @@ pub fn reprocess(layout: &Layout, manifest: &mut Manifest, command: &str) -> Res
     let run_id = manifest.next_run_id();
     let today = Utc::now().date_naive();
     // In commit order: a raw file's position is its sequence number (the API's /v1/me fetches use it).
-    let raws: Vec<RawFile> = manifest.raw_files().cloned().collect();
+    let raws: Vec<RawFile> = manifest.raw_files()?.to_vec();
     let out = Mutex::new(Collector::new());
     let bar = progress::bar(raws.len() as u64, "reprocess");
     raws.par_iter().enumerate().try_for_each(|(index, raw)| -> Result<(), SourceError> {
@@ -594,7 +594,7 @@ pub fn ingest_spotify_export(
     let today = Utc::now().date_naive();
     let history = std::mem::take(&mut export.history);
     let bar = progress::bar(history.len() as u64, "ingest export");
-    let mut known: HashSet<String> = manifest.raw_shas().into_iter().map(String::from).collect();
+    let mut known: HashSet<String> = manifest.raw_shas()?.into_iter().map(String::from).collect();
     let mut metrics = IngestMetrics::default();
     let mut pending: Vec<RawFile> = vec![];
     let mut out = Mutex::new(Collector::new());
@@ -703,19 +703,19 @@ pub(crate) struct RawBatch<'a> {
 }
 
 impl<'a> RawBatch<'a> {
-    pub fn new(layout: &'a Layout, manifest: &Manifest, command: &str) -> Self {
-        RawBatch {
+    pub fn new(layout: &'a Layout, manifest: &Manifest, command: &str) -> Result<Self, LakeError> {
+        Ok(RawBatch {
             layout,
             command: command.into(),
             run: manifest.next_run_id(),
             started: now_rfc3339(),
             raws: vec![],
-            known: manifest.raw_shas().into_iter().map(String::from).collect(),
-            next_index: manifest.raw_files().count(),
+            known: manifest.raw_shas()?.into_iter().map(String::from).collect(),
+            next_index: manifest.raw_files()?.len(),
             out: Mutex::new(Collector::new()),
             stats: BTreeMap::new(),
             force: false,
-        }
+        })
     }
 
     /// Stores and stages one response, unless the same bytes are stored already.

@@ -457,7 +457,7 @@ pub fn pull(
     let mut metrics = PullMetrics::default();
 
     // 1. Who.
-    let mut batch = super::RawBatch::new(layout, manifest, command);
+    let mut batch = super::RawBatch::new(layout, manifest, command)?;
     let me_bytes = match api.get("/v1/me")? {
         Fetched::Body(b) => b,
         Fetched::NotFound => return Err(SourceError::Api { endpoint: "/v1/me".into(), status: 404 }),
@@ -576,7 +576,7 @@ fn enrich(
             }
         }
     }
-    for r in manifest.raw_files().filter(|r| r.source == SOURCE) {
+    for r in manifest.raw_files()?.iter().filter(|r| r.source == SOURCE) {
         wanted.remove(&r.origin);
     }
     for run in &manifest.runs {
@@ -590,7 +590,7 @@ fn enrich(
         return Ok(());
     }
     let total = wanted.len();
-    let mut batch = super::RawBatch::new(layout, manifest, command);
+    let mut batch = super::RawBatch::new(layout, manifest, command)?;
     let mut not_found = vec![];
     let mut failed = None;
     for path in wanted.into_iter().take(opts.max_enrich) {
