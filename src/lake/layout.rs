@@ -55,6 +55,11 @@ impl Layout {
         format!("raw/{source}/ingest_date={ingest_date}/{sha256}.json")
     }
 
+    /// `raw/<source>/ingest_date=YYYY-MM-DD/pack-<run>.raw`, relative: a run's small raw files.
+    pub fn raw_pack_rel(source: &str, ingest_date: NaiveDate, run: u64) -> String {
+        format!("raw/{source}/ingest_date={ingest_date}/pack-{run:08}.raw")
+    }
+
     /// `staging/<table>/date=YYYY-MM-DD/part-<run>-<n>.parquet`, relative.
     pub fn staging_rel(table: &str, date: NaiveDate, run: u64, n: usize) -> String {
         format!("staging/{table}/date={date}/part-{run:08}-{n:05}.parquet")

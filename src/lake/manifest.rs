@@ -56,6 +56,10 @@ pub struct RawFile {
     /// Whose history the file is, when its records do not say (Spotify exports).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account: Option<String>,
+    /// Set for a small file stored in its run's pack: `path` is the pack and
+    /// the file is its `bytes` bytes from here ([`super::raw`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
 }
 
 /// Where a run's list of raw files is: `_manifest/<run>.raw.ndjson`, written
@@ -425,6 +429,7 @@ mod tests {
             origin: format!("{sha}.json"),
             bytes: 10,
             account: None,
+            offset: None,
         }
     }
 

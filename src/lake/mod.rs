@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! <lake>/raw/<source>/ingest_date=YYYY-MM-DD/<sha256>.json   exact bytes received, never rewritten
+//! <lake>/raw/<source>/ingest_date=YYYY-MM-DD/pack-<run>.raw   a run's small files, concatenated ([`raw`])
 //! <lake>/staging/<table>/date=YYYY-MM-DD/part-<run>-<n>.parquet
 //! <lake>/star/<table>/[year=YYYY/month=MM/]part-<version>.parquet
 //! <lake>/_manifest/<run>.json                                 one file per committed run
@@ -18,6 +19,7 @@ pub mod layout;
 pub mod lock;
 pub mod manifest;
 pub mod parquet;
+pub mod raw;
 pub mod staging;
 pub mod vacuum;
 

@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use crate::lake::manifest::{
     Accounting, MAX_REJECTS_KEPT, RawFile, Reject, Run, RunKind, StagingChange, StagingFile, now_rfc3339,
 };
-use crate::lake::{LakeError, Layout, Manifest, fsio, parquet, sha256_hex, staging};
+use crate::lake::{LakeError, Layout, Manifest, fsio, parquet, raw, sha256_hex, staging};
 use crate::progress;
 
 #[derive(Debug, thiserror::Error)]
@@ -371,6 +371,8 @@ pub fn ingest_sparkify(
     let known: HashSet<String> = manifest.raw_shas()?.into_iter().map(String::from).collect();
     let seen = Mutex::new(known);
     let raw_added = Mutex::new(Vec::<RawFile>::new());
+    // Files under raw::PACK_BELOW, written together into one pack after the parse.
+    let small = Mutex::new(Vec::<(RawFile, Vec<u8>)>::new());
     let skipped = Mutex::new(BTreeMap::<&str, u64>::new());
     let out = Mutex::new(Collector::new());
     let bar = progress::bar(inputs.len() as u64, "ingest sparkify");
@@ -392,17 +394,28 @@ pub fn ingest_sparkify(
             origin: rel.to_string_lossy().into_owned(),
             bytes: bytes.len() as u64,
             account: None,
+            offset: None,
         };
-        // Made durable all at once before the commit (one syncfs, not 15,000 fsyncs).
-        fsio::write_deferred(&layout.abs(&raw.path), &bytes)?;
         stage(layout, run_id, index, &raw, &bytes, &out)?;
-        raw_added.lock().expect("raw lock").push(raw);
+        if bytes.len() < raw::PACK_BELOW {
+            small.lock().expect("small lock").push((raw, bytes));
+        } else {
+            // Made durable all at once before the commit (one syncfs, not 15,000 fsyncs).
+            fsio::write_deferred(&layout.abs(&raw.path), &bytes)?;
+            raw_added.lock().expect("raw lock").push(raw);
+        }
         bar.inc(1);
         Ok(())
     })?;
     bar.finish_and_clear();
 
+    let mut small = small.into_inner().expect("small lock");
+    small.sort_by(|a, b| a.0.origin.cmp(&b.0.origin));
+    if !small.is_empty() {
+        raw::write_pack(layout, &Layout::raw_pack_rel(sparkify::SOURCE, today, run_id), &mut small)?;
+    }
     let mut raw = raw_added.into_inner().expect("raw lock");
+    raw.extend(small.into_iter().map(|(r, _)| r));
     raw.sort_by(|a, b| a.origin.cmp(&b.origin));
     let skipped = skipped.into_inner().expect("skipped lock");
     let Staged { change: staging, mut accounting, rejects, .. } =
@@ -456,11 +469,16 @@ pub fn reprocess(layout: &Layout, manifest: &mut Manifest, command: &str) -> Res
     let out = Mutex::new(Collector::new());
     let bar = progress::bar(raws.len() as u64, "reprocess");
     raws.par_iter().enumerate().try_for_each(|(index, raw)| -> Result<(), SourceError> {
-        let path = layout.abs(&raw.path);
-        let bytes = std::fs::read(&path).map_err(|source| SourceError::Read { path: path.clone(), source })?;
+        let bytes = raw::read(layout, raw)?;
         let actual = sha256_hex(&bytes);
         if actual != raw.sha256 {
-            return Err(SourceError::RawCorrupt { path, expected: raw.sha256.clone(), actual });
+            let path = match raw.offset {
+                Some(offset) => {
+                    format!("{} (bytes {offset}..{} of the pack: {})", raw.path, offset + raw.bytes, raw.origin)
+                }
+                None => raw.path.clone(),
+            };
+            return Err(SourceError::RawCorrupt { path: layout.abs(&path), expected: raw.sha256.clone(), actual });
         }
         stage(layout, run_id, index, raw, &bytes, &out)?;
         bar.inc(1);
@@ -646,6 +664,7 @@ pub fn ingest_spotify_export(
             origin: name.clone(),
             bytes: bytes.len() as u64,
             account: Some(account),
+            offset: None,
         };
         if !known.insert(sha) {
             metrics.files_already_stored += 1;
@@ -739,6 +758,7 @@ impl<'a> RawBatch<'a> {
             origin: origin.into(),
             bytes: bytes.len() as u64,
             account: account.map(String::from),
+            offset: None,
         };
         fsio::write_atomic(&self.layout.abs(&raw.path), bytes)?;
         stage(self.layout, self.run, self.next_index, &raw, bytes, &self.out)?;

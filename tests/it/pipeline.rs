@@ -107,6 +107,42 @@ fn reprocess_from_raw_gives_the_same_rows() {
 }
 
 #[test]
+fn small_raw_files_share_a_pack_that_keeps_their_bytes_and_a_damaged_one_stops_reprocess() {
+    let lake = TestLake::new();
+    lake.ingest(&sample());
+    let manifest = lake.manifest();
+    let raws = manifest.raw_files().unwrap();
+    let pack = "raw/sparkify/ingest_date=";
+    let packed: Vec<_> = raws.iter().filter(|r| r.offset.is_some()).collect();
+    let alone: Vec<_> = raws.iter().filter(|r| r.offset.is_none()).map(|r| r.origin.as_str()).collect();
+    // 71 song files and the two log files under 64 KiB; the other two are stored alone.
+    assert_eq!(packed.len(), 73);
+    assert!(packed.iter().all(|r| r.path.starts_with(pack) && r.path.ends_with("/pack-00000001.raw")));
+    assert_eq!(alone, ["log_data/2018/11/2018-11-02-events.json", "log_data/2018/11/2018-11-21-events.json"]);
+    // Every stored file, packed or not, is exactly the input's bytes.
+    for r in raws {
+        let input = fs::read(sample().join(&r.origin)).unwrap();
+        assert_eq!(tunelake::lake::raw::read(&lake.layout, r).unwrap(), input, "{}", r.origin);
+    }
+    let pack_bytes: u64 = packed.iter().map(|r| r.bytes).sum();
+    assert_eq!(fs::metadata(lake.layout.abs(&packed[0].path)).unwrap().len(), pack_bytes);
+
+    // One damaged byte in one packed song: reprocess refuses, naming the pack and the file.
+    let victim = packed.iter().find(|r| r.kind == "song").unwrap();
+    let path = lake.layout.abs(&victim.path);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[victim.offset.unwrap() as usize + 1] ^= 0x20;
+    fs::write(&path, bytes).unwrap();
+    let out = lake.cli(&["reprocess"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("pack-00000001.raw") && err.contains(&victim.origin) && err.contains("raw file is corrupt"),
+        "{err}"
+    );
+}
+
+#[test]
 fn malformed_lines_are_counted_and_the_rest_of_the_file_loads() {
     let lake = TestLake::new();
     let input = lake.dir.path().join("input");
