@@ -584,11 +584,7 @@ async fn materialize(
     let file = format!("sql/model/{}.sql", helper.name);
     let df = run_sql(ctx, &file, helper.text).await?;
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-    if tracing::enabled!(tracing::Level::DEBUG) {
-        let plan = df.clone().create_physical_plan().await.map_err(sql_err(file.clone(), "planning"))?;
-        let shown = datafusion::physical_plan::displayable(plan.as_ref()).indent(true).to_string();
-        tracing::debug!(helper = helper.name, plan = %shown, "physical plan");
-    }
+    log_plan(helper.name, &file, &df).await?;
     let t0 = std::time::Instant::now();
     let mut stream = df.execute_stream().await.map_err(sql_err(file.clone(), "execution"))?;
     let mut writer = FileWriter::scratch(path, schema.clone());
@@ -600,6 +596,16 @@ async fn materialize(
     let provider = sorted_files_provider(helper.name, schema, &[path.to_path_buf()], sorted_by)?;
     ctx.register_table(helper.name, provider)
         .map_err(|source| ModelError::Register { path: helper.name.into(), source })?;
+    Ok(())
+}
+
+/// With -vv, the physical plan DataFusion chose for `table`.
+async fn log_plan(table: &str, file: &str, df: &DataFrame) -> Result<(), ModelError> {
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let plan = df.clone().create_physical_plan().await.map_err(sql_err(file.to_string(), "planning"))?;
+        let shown = datafusion::physical_plan::displayable(plan.as_ref()).indent(true).to_string();
+        tracing::debug!(table, plan = %shown, "physical plan");
+    }
     Ok(())
 }
 
@@ -618,6 +624,7 @@ async fn write_table(
     previous: &HashMap<(String, Option<String>), StarPart>,
 ) -> Result<(Vec<StarPart>, usize), ModelError> {
     let file = format!("sql/model/{name}.sql");
+    log_plan(name, &file, &df).await?;
     let schema: SchemaRef = match contract {
         Some(c) => {
             check_schema(name, c, df.schema().as_arrow())?;
