@@ -356,6 +356,7 @@ pub fn ingest_sparkify(
     if !song_dir.is_dir() && !log_dir.is_dir() {
         return Err(SourceError::NotSparkifyDir { path: dir.into() });
     }
+    let t0 = std::time::Instant::now();
     let mut inputs: Vec<(PathBuf, &str)> = vec![];
     if song_dir.is_dir() {
         inputs.extend(json_files(dir, &song_dir)?.into_iter().map(|p| (p, sparkify::KIND_SONG)));
@@ -364,7 +365,7 @@ pub fn ingest_sparkify(
         inputs.extend(json_files(dir, &log_dir)?.into_iter().map(|p| (p, sparkify::KIND_LOG)));
     }
 
-    tracing::info!(dir = %dir.display(), files = inputs.len(), "ingest sparkify: reading");
+    tracing::info!(dir = %dir.display(), files = inputs.len(), seconds = t0.elapsed().as_secs_f64(), "ingest sparkify: listed, reading");
     let started = now_rfc3339();
     let run_id = manifest.next_run_id();
     let today = Utc::now().date_naive();
@@ -408,6 +409,7 @@ pub fn ingest_sparkify(
         Ok(())
     })?;
     bar.finish_and_clear();
+    tracing::debug!(seconds = t0.elapsed().as_secs_f64(), "ingest sparkify: read, stored and staged");
 
     let mut small = small.into_inner().expect("small lock");
     small.sort_by(|a, b| a.0.origin.cmp(&b.0.origin));
@@ -446,7 +448,9 @@ pub fn ingest_sparkify(
         // Nothing new: nothing to commit, and the lake is left exactly as it was.
         return Ok(metrics);
     }
+    tracing::debug!(seconds = t0.elapsed().as_secs_f64(), "ingest sparkify: songs staged, small files packed");
     fsio::sync_filesystem(layout.root())?;
+    tracing::debug!(seconds = t0.elapsed().as_secs_f64(), "ingest sparkify: filesystem synced");
     let mut run = Run::new(run_id, RunKind::Ingest, command, started);
     run.raw = raw;
     run.staging = Some(staging);
