@@ -221,6 +221,10 @@ pub struct QueryArgs {
     pub list: bool,
     #[arg(long, short, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+    /// Memory DataFusion may use before spilling to disk, in MiB [default: a
+    /// quarter of this machine's memory, at least 384].
+    #[arg(long, value_name = "MIB")]
+    pub memory_mib: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -430,9 +434,10 @@ pub fn execute(cli: Cli, command: &str) -> Result<()> {
                 (None, None) => unreachable!("clap requires SQL, --name or --list"),
             };
             let manifest = Manifest::load(layout)?;
+            let memory = a.memory_mib.map_or_else(crate::model::query_memory_default, |m| m << 20);
             let rt = runtime()?;
             let batches = rt.block_on(async {
-                let ctx = query::star_context(layout, &manifest, crate::model::DEFAULT_MEMORY_LIMIT).await?;
+                let ctx = query::star_context(layout, &manifest, memory).await?;
                 query::run(&ctx, text).await
             })?;
             query::write(out, &batches, a.format).map_err(Error::Output)?;

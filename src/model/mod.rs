@@ -55,6 +55,23 @@ pub enum ModelError {
 /// Memory DataFusion may hold before sorts and aggregations spill to disk.
 pub const DEFAULT_MEMORY_LIMIT: usize = 384 * 1024 * 1024;
 
+/// What `query` lets DataFusion use before spilling, unless told: a quarter
+/// of the machine's memory, and at least [`DEFAULT_MEMORY_LIMIT`]. An
+/// analytics query groups millions of keys (top_artists at 5M plays: 3.9M
+/// artist and user pairs); with 384 MiB it spilled and took 1.7 s instead of
+/// 0.6 s. The build keeps the small limit: it must stream any history.
+pub fn query_memory_default() -> usize {
+    #[cfg(unix)]
+    {
+        // SAFETY: sysconf only reads system configuration.
+        let (pages, page) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
+        if pages > 0 && page > 0 {
+            return ((pages as u64 * page as u64 / 4) as usize).max(DEFAULT_MEMORY_LIMIT);
+        }
+    }
+    DEFAULT_MEMORY_LIMIT
+}
+
 /// A DataFusion context as every model and query expects it.
 pub fn session(memory_limit: usize) -> Result<SessionContext, DataFusionError> {
     let mut config = SessionConfig::new().with_batch_size(8192).with_information_schema(true);

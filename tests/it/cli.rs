@@ -57,6 +57,11 @@ fn queries_come_out_as_table_csv_or_json() {
     assert!(!rows.is_empty() && rows.iter().all(|r| r.get("hour").is_some() && r.get("plays").is_some()));
     let table = stdout(&lake.cli(&["query", "--name", "top_tracks"]));
     assert!(table.contains("| title") && table.contains("plays"), "{table}");
+    // A small memory limit spills (or refuses) but never changes the answer.
+    let roomy = stdout(&lake.cli(&["query", "--name", "top_artists", "--format", "csv"]));
+    let small = stdout(&lake.cli(&["query", "--name", "top_artists", "--format", "csv", "--memory-mib", "1"]));
+    assert_eq!(roomy.lines().count(), 21, "{roomy}");
+    assert_eq!(small, roomy);
     // A bad query is a usage error naming the problem.
     let out = lake.cli(&["query", "SELECT nope FROM fact_plays"]);
     assert_eq!(out.status.code(), Some(2));
