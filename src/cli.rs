@@ -712,8 +712,10 @@ fn print_build(out: &mut dyn Write, m: &BuildMetrics) -> std::io::Result<()> {
             Some(why) => writeln!(out, "  computed all {} month(s) ({why})", m.months)?,
             None => writeln!(
                 out,
-                "  computed {} of {} month(s) (the others kept their files); dimensions recomputed",
-                m.months_computed, m.months
+                "  computed {} of {} month(s){} (the others kept their files); dimensions recomputed",
+                m.months_computed,
+                m.months,
+                if m.catalogue_changed { ", with those where new catalogue songs' artists have plays" } else { "" }
             )?,
         }
     }

@@ -87,6 +87,8 @@ pub struct BuildMetrics {
     pub months_computed: usize,
     /// Why every month was computed, when it was.
     pub full_reason: Option<String>,
+    /// New catalogue songs: the months computed include those with plays of their artists.
+    pub catalogue_changed: bool,
 }
 
 impl BuildMetrics {
@@ -124,6 +126,7 @@ impl BuildMetrics {
             months: month_stats_of(run).len(),
             months_computed: 0,
             full_reason: None,
+            catalogue_changed: false,
         }
     }
 }
@@ -245,6 +248,7 @@ pub async fn build(
         computed = computed.len(),
         slices = plan.slices.len(),
         full = plan.full.as_deref().unwrap_or("no"),
+        catalogue_changed = plan.catalogue_changed,
         "build plan"
     );
     let ctx = session(opts.memory_limit).map_err(sql_err("session", "setup"))?;
@@ -283,13 +287,14 @@ pub async fn build(
     let mut star = StarVersion { version, tables: BTreeMap::new() };
     let mut unchanged: HashMap<String, usize> = HashMap::new();
 
-    // Global helpers: their inputs only change in builds that compute every month.
+    // Global helpers: their inputs change only in builds that compute every
+    // month, or that take new catalogue songs.
     for helper in GLOBAL_HELPERS {
         let file = format!("sql/model/{}.sql", helper.name);
         let df = run_sql(&ctx, &file, helper.text).await?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let parts = match previous_star.tables.get(helper.name) {
-            Some(parts) if plan.full.is_none() => {
+            Some(parts) if plan.full.is_none() && !plan.catalogue_changed => {
                 *unchanged.entry(helper.name.to_string()).or_default() += parts.len();
                 parts.clone()
             }
@@ -351,7 +356,7 @@ pub async fn build(
         let (monthly, all) = (summary.monthly.name, summary.all.name);
         let months = star.tables.get(monthly).into_iter().flatten();
         let inputs: Vec<PathBuf> = match (&plan.full, previous_star.tables.get(all)) {
-            (None, Some(before)) => before
+            (None, Some(before)) if !plan.catalogue_changed => before
                 .iter()
                 .chain(months.filter(|p| p.partition.as_ref().is_some_and(|m| computed.contains(m))))
                 .map(|p| layout.abs(&p.path))
@@ -381,6 +386,7 @@ pub async fn build(
         months: plan.months.len(),
         months_computed: computed.len(),
         full_reason: plan.full.clone(),
+        catalogue_changed: plan.catalogue_changed,
         ..Default::default()
     };
     for table in global_tables {

@@ -9,6 +9,7 @@ use chrono::{Datelike, NaiveDate};
 
 use super::ModelError;
 use super::build::BuildOptions;
+use crate::lake::manifest::StagingFile;
 use crate::lake::{Layout, Manifest, staging};
 
 /// How far around a slice its staging reaches: the widest window a model
@@ -22,6 +23,11 @@ pub(super) enum Reach {
     TheirMonths,
     /// Every month; the string says why.
     AllMonths(&'static str),
+    /// Catalogue songs: the months with events of their artists (a play
+    /// matches a song by title and artist, and takes the catalogue's artist
+    /// id by artist name), or every month when a new song file changes a
+    /// song the catalogue already has.
+    ArtistMonths,
     /// None: only the dimensions read them.
     Dimensions,
 }
@@ -35,7 +41,7 @@ pub(super) const STAGING: &[(&str, Option<&str>, Reach)] = &[
         Some("ts"),
         Reach::AllMonths("a new export can give any month's streams a track URI"),
     ),
-    (staging::STG_SPARKIFY_SONGS, None, Reach::AllMonths("new catalogue songs can match plays of any month")),
+    (staging::STG_SPARKIFY_SONGS, None, Reach::ArtistMonths),
     (staging::STG_SPOTIFY_API_USERS, None, Reach::AllMonths("every Web API play takes its user's latest level")),
     (staging::STG_SPOTIFY_API_ENTITIES, None, Reach::Dimensions),
 ];
@@ -116,6 +122,11 @@ fn time_range(path: &Path, column: &str) -> Result<Option<(i64, i64)>, ModelErro
 pub(super) struct Plan {
     /// Why every month is computed (None: only the months of new staging).
     pub full: Option<String>,
+    /// New catalogue songs, without computing every month: the global
+    /// helpers are computed again, and each cumulative summary is reduced
+    /// from every month's summary, not from its previous result (a month
+    /// computed again can lose a derived track that a new song now matches).
+    pub catalogue_changed: bool,
     /// Slices of months to compute, each consecutive.
     pub slices: Vec<Vec<Month>>,
     /// Every month staging has rows in.
@@ -163,11 +174,14 @@ pub(super) fn plan(
     let mut spans = vec![];
     let mut dirty: BTreeSet<Month> = BTreeSet::new();
     let mut months: BTreeSet<Month> = BTreeSet::new();
+    let mut new_songs = false;
     for &(table, time, reach) in STAGING {
         let files = manifest.staging_files(table);
         let new = files.iter().any(|f| new_files.contains(f.path.as_str()));
-        if let (true, Reach::AllMonths(why), None) = (new, reach, &full) {
-            full = Some(format!("new {table}: {why}"));
+        match (new, reach, &full) {
+            (true, Reach::AllMonths(why), None) => full = Some(format!("new {table}: {why}")),
+            (true, Reach::ArtistMonths, None) => new_songs = true,
+            _ => {}
         }
         let Some(column) = time else { continue };
         for f in files {
@@ -180,6 +194,21 @@ pub(super) fn plan(
                 dirty.extend(months_between(first, last));
             }
             spans.push(Span { table, path: f.path.clone(), rows: f.rows, first, last });
+        }
+    }
+    let mut catalogue_changed = false;
+    if new_songs && full.is_none() {
+        let (added, before): (Vec<_>, Vec<_>) = manifest
+            .staging_files(staging::STG_SPARKIFY_SONGS)
+            .into_iter()
+            .partition(|f| new_files.contains(f.path.as_str()));
+        let events = manifest.staging_files(staging::STG_SPARKIFY_EVENTS);
+        match months_of_new_songs(layout, &added, &before, &events)? {
+            Some(reached) => {
+                catalogue_changed = true;
+                dirty.extend(reached);
+            }
+            None => full = Some("a new song file changes a song the catalogue already has".into()),
         }
     }
     let wanted: BTreeSet<Month> = if full.is_some() { months.clone() } else { &dirty & &months };
@@ -210,7 +239,80 @@ pub(super) fn plan(
     if !current.is_empty() {
         slices.push(current);
     }
-    Ok(Plan { full, slices, months, spans })
+    Ok(Plan { full, catalogue_changed, slices, months, spans })
+}
+
+/// The months with events of the artists of the songs in `added`, or None
+/// when one of them has a song id the catalogue (`before`) already has.
+fn months_of_new_songs(
+    layout: &Layout,
+    added: &[&StagingFile],
+    before: &[&StagingFile],
+    events: &[&StagingFile],
+) -> Result<Option<BTreeSet<Month>>, ModelError> {
+    use datafusion::arrow::array::AsArray;
+    let mut ids: HashSet<String> = HashSet::new();
+    let mut artists: HashSet<String> = HashSet::new();
+    for f in added {
+        read_columns(&layout.abs(&f.path), &["song_id", "artist_key"], |b| {
+            ids.extend(b[0].as_string::<i32>().iter().flatten().map(String::from));
+            artists.extend(b[1].as_string::<i32>().iter().flatten().map(String::from));
+        })?;
+    }
+    let mut known = false;
+    for f in before {
+        read_columns(&layout.abs(&f.path), &["song_id"], |b| {
+            known |= b[0].as_string::<i32>().iter().flatten().any(|id| ids.contains(id));
+        })?;
+    }
+    if known {
+        return Ok(None);
+    }
+    let mut months = BTreeSet::new();
+    for f in events {
+        read_columns(&layout.abs(&f.path), &["ts", "artist_key"], |b| {
+            let ts = b[0].as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
+            for (i, key) in b[1].as_string::<i32>().iter().enumerate() {
+                if key.is_some_and(|k| artists.contains(k)) {
+                    months.insert(month_of(ts.value(i)));
+                }
+            }
+        })?;
+    }
+    Ok(Some(months))
+}
+
+/// Reads `columns` of the Parquet file at `path`, in that order, batch by batch.
+fn read_columns(
+    path: &Path,
+    columns: &[&str],
+    mut each: impl FnMut(&[datafusion::arrow::array::ArrayRef]),
+) -> Result<(), ModelError> {
+    use datafusion::parquet::arrow::ProjectionMask;
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let read_err = |source| ModelError::Lake(crate::lake::LakeError::ParquetRead { path: path.to_path_buf(), source });
+    let file = std::fs::File::open(path).map_err(crate::lake::LakeError::io("open", path))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(read_err)?;
+    let mask = ProjectionMask::columns(builder.parquet_schema(), columns.iter().copied());
+    let reader = builder.with_projection(mask).with_batch_size(65_536).build().map_err(read_err)?;
+    for batch in reader {
+        let batch = batch.map_err(|source| {
+            ModelError::Lake(crate::lake::LakeError::ArrowRead { path: path.to_path_buf(), source })
+        })?;
+        // The projection keeps the file's column order; hand them over in the order asked for.
+        let missing = |c: &str| {
+            ModelError::Lake(crate::lake::LakeError::Corrupt {
+                path: path.to_path_buf(),
+                what: format!("no column `{c}`"),
+            })
+        };
+        let ordered = columns
+            .iter()
+            .map(|c| batch.column_by_name(c).cloned().ok_or_else(|| missing(c)))
+            .collect::<Result<Vec<_>, _>>()?;
+        each(&ordered);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -208,6 +208,91 @@ fn debris_of_a_crashed_run_is_invisible_and_vacuumed() {
     assert_eq!(lake.star_rows("fact_plays").len() as u64, plays);
 }
 
+#[test]
+fn new_catalogue_songs_recompute_only_the_months_with_plays_of_their_artists() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (songs, logs, new_songs, changed_song) = (
+        tmp.path().join("songs"),
+        tmp.path().join("logs"),
+        tmp.path().join("new_songs"),
+        tmp.path().join("changed_song"),
+    );
+    copy_dir(&sample().join("song_data"), &songs.join("song_data"));
+    // November, December (+31 days) and February (+92 days).
+    shifted_logs(
+        &logs,
+        &[("2018-11-01-events.json", 0), ("2018-11-02-events.json", 31), ("2018-11-03-events.json", 92)],
+    );
+    let plays_of = |file: &str| -> Vec<serde_json::Value> {
+        let text = fs::read_to_string(logs.join("log_data").join(file)).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|e| e["page"] == "NextSong")
+            .collect()
+    };
+    let (nov, dec, feb) = (
+        plays_of("0-2018-11-01-events.json"),
+        plays_of("31-2018-11-02-events.json"),
+        plays_of("92-2018-11-03-events.json"),
+    );
+    let artists = |plays: &[serde_json::Value]| -> Vec<String> {
+        plays.iter().map(|e| e["artist"].as_str().unwrap().to_string()).collect()
+    };
+    let elsewhere: Vec<String> = [artists(&nov), artists(&feb)].concat();
+    // A December play whose artist has no play in any other month.
+    let play = dec.iter().find(|e| !elsewhere.contains(&e["artist"].as_str().unwrap().to_string())).unwrap();
+    let (artist, title, length) =
+        (play["artist"].as_str().unwrap(), play["song"].as_str().unwrap(), play["length"].as_f64().unwrap());
+    let song = |dir: &Path, file: &str, id: &str, artist: &str, title: &str, duration: f64| {
+        fs::create_dir_all(dir.join("song_data/N")).unwrap();
+        let json = serde_json::json!({"num_songs": 1, "artist_id": "ARNEWTEST0000001", "artist_latitude": null,
+            "artist_longitude": null, "artist_location": "", "artist_name": artist, "song_id": id,
+            "title": title, "duration": duration, "year": 0});
+        fs::write(dir.join("song_data/N").join(file), json.to_string()).unwrap();
+    };
+    song(&new_songs, "a.json", "SONEWTEST0000001", artist, title, length);
+    song(&new_songs, "b.json", "SONEWTEST0000002", "Nobody Who Ever Played Here", "Silence", 100.0);
+
+    let lake = TestLake::new();
+    lake.ingest(&songs);
+    lake.ingest(&logs);
+    let before = lake.build();
+    assert_eq!(before.months, 3);
+    let derived =
+        format!("SELECT count(*) FROM dim_tracks WHERE origin = 'derived' AND title = '{}'", title.replace('\'', "''"));
+    assert_eq!(lake.scalar(&derived), 1, "{title} by {artist} is not in the sample's catalogue");
+
+    lake.ingest(&new_songs);
+    let after = lake.build_checked_against_full();
+    assert_eq!((after.months_computed, after.full_reason.clone(), after.catalogue_changed), (1, None, true));
+    let fact = after.tables.iter().find(|t| t.name == "fact_plays").unwrap();
+    assert_eq!((fact.parts, fact.parts_unchanged), (3, 2), "only December's fact file is new");
+    let now_matched = dec.iter().filter(|e| e["artist"] == artist && e["song"] == title).count() as u64;
+    assert_eq!(after.matched, before.matched + now_matched);
+    assert_eq!(lake.scalar("SELECT count(*) FROM fact_plays WHERE track_id = 'SONEWTEST0000001'"), now_matched as i64);
+    assert_eq!(lake.scalar(&derived), 0, "the derived track the new song replaces is gone");
+    assert_eq!(lake.scalar("SELECT count(*) FROM dim_tracks WHERE track_id = 'SONEWTEST0000002'"), 1);
+
+    // A song file that changes a song the catalogue has can reach any month.
+    let known = fs::read_to_string(walk_one(&songs.join("song_data"))).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&known).unwrap();
+    v["title"] = "A New Title".into();
+    fs::create_dir_all(changed_song.join("song_data")).unwrap();
+    fs::write(changed_song.join("song_data/changed.json"), v.to_string()).unwrap();
+    lake.ingest(&changed_song);
+    let changed = lake.build();
+    assert_eq!(changed.months_computed, 3);
+    assert_eq!(changed.full_reason.as_deref(), Some("a new song file changes a song the catalogue already has"));
+}
+
+/// The first file under `dir`, depth first.
+fn walk_one(dir: &Path) -> std::path::PathBuf {
+    let mut entries: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    entries.sort();
+    let first = entries.into_iter().next().unwrap();
+    if first.is_dir() { walk_one(&first) } else { first }
+}
+
 /// The sample's four log files moved to other months (by `days`), under `to/log_data`.
 fn shifted_logs(to: &Path, files: &[(&str, i64)]) {
     let dir = to.join("log_data");
