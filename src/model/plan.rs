@@ -242,38 +242,72 @@ pub(super) fn plan(
     Ok(Plan { full, catalogue_changed, slices, months, spans })
 }
 
-/// The months with events of the artists of the songs in `added`, or None
-/// when one of them has a song id the catalogue (`before`) already has.
+/// The months whose plays new catalogue songs (`added`) can change, or None
+/// when one of them has a song id the catalogue (`before`) already has. A
+/// play changes when a new song has its title and artist (it may match
+/// now), or when it names an artist whose catalogue id changes: a name the
+/// catalogue lacked, or a new song with a smaller artist id for the name
+/// (`_sparkify_plays` takes the smallest).
 fn months_of_new_songs(
     layout: &Layout,
     added: &[&StagingFile],
     before: &[&StagingFile],
     events: &[&StagingFile],
 ) -> Result<Option<BTreeSet<Month>>, ModelError> {
-    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::array::{Array, AsArray};
     let mut ids: HashSet<String> = HashSet::new();
-    let mut artists: HashSet<String> = HashSet::new();
+    let mut pairs: HashSet<(String, String)> = HashSet::new();
+    let mut new_min: BTreeMap<String, String> = BTreeMap::new();
     for f in added {
-        read_columns(&layout.abs(&f.path), &["song_id", "artist_key"], |b| {
-            ids.extend(b[0].as_string::<i32>().iter().flatten().map(String::from));
-            artists.extend(b[1].as_string::<i32>().iter().flatten().map(String::from));
+        read_columns(&layout.abs(&f.path), &["song_id", "artist_id", "artist_key", "title_key"], |b| {
+            let [song, artist, key, title] = [0, 1, 2, 3].map(|i| b[i].as_string::<i32>());
+            for i in 0..song.len() {
+                ids.insert(song.value(i).to_string());
+                pairs.insert((key.value(i).to_string(), title.value(i).to_string()));
+                let min = new_min.entry(key.value(i).to_string()).or_insert_with(|| artist.value(i).to_string());
+                if artist.value(i) < min.as_str() {
+                    *min = artist.value(i).to_string();
+                }
+            }
         })?;
     }
     let mut known = false;
+    let mut old_min: BTreeMap<String, String> = BTreeMap::new();
     for f in before {
-        read_columns(&layout.abs(&f.path), &["song_id"], |b| {
-            known |= b[0].as_string::<i32>().iter().flatten().any(|id| ids.contains(id));
+        read_columns(&layout.abs(&f.path), &["song_id", "artist_id", "artist_key"], |b| {
+            let [song, artist, key] = [0, 1, 2].map(|i| b[i].as_string::<i32>());
+            for i in 0..song.len() {
+                known |= ids.contains(song.value(i));
+                if new_min.contains_key(key.value(i)) {
+                    let min = old_min.entry(key.value(i).to_string()).or_insert_with(|| artist.value(i).to_string());
+                    if artist.value(i) < min.as_str() {
+                        *min = artist.value(i).to_string();
+                    }
+                }
+            }
         })?;
     }
     if known {
         return Ok(None);
     }
+    let renamed: HashSet<&str> = new_min
+        .iter()
+        .filter(|(key, new)| old_min.get(*key).is_none_or(|old| *new < old))
+        .map(|(key, _)| key.as_str())
+        .collect();
     let mut months = BTreeSet::new();
     for f in events {
-        read_columns(&layout.abs(&f.path), &["ts", "artist_key"], |b| {
+        read_columns(&layout.abs(&f.path), &["ts", "artist_key", "title_key"], |b| {
             let ts = b[0].as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
-            for (i, key) in b[1].as_string::<i32>().iter().enumerate() {
-                if key.is_some_and(|k| artists.contains(k)) {
+            let (key, title) = (b[1].as_string::<i32>(), b[2].as_string::<i32>());
+            for i in 0..ts.len() {
+                if key.is_null(i) {
+                    continue;
+                }
+                let k = key.value(i);
+                let reached = renamed.contains(k)
+                    || (!title.is_null(i) && pairs.contains(&(k.to_string(), title.value(i).to_string())));
+                if reached {
                     months.insert(month_of(ts.value(i)));
                 }
             }

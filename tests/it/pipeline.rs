@@ -211,17 +211,19 @@ fn debris_of_a_crashed_run_is_invisible_and_vacuumed() {
 #[test]
 fn new_catalogue_songs_recompute_only_the_months_with_plays_of_their_artists() {
     let tmp = tempfile::tempdir().unwrap();
-    let (songs, logs, new_songs, changed_song) = (
-        tmp.path().join("songs"),
-        tmp.path().join("logs"),
-        tmp.path().join("new_songs"),
-        tmp.path().join("changed_song"),
-    );
+    let dir = |name: &str| tmp.path().join(name);
+    let (songs, logs, new_songs, changed_song) = (dir("songs"), dir("logs"), dir("new_songs"), dir("changed_song"));
     copy_dir(&sample().join("song_data"), &songs.join("song_data"));
-    // November, December (+31 days) and February (+92 days).
+    // November, December (+31 days) and February (+92 days). Elena, the one
+    // catalogue artist with plays in the sample, plays in February only.
     shifted_logs(
         &logs,
-        &[("2018-11-01-events.json", 0), ("2018-11-02-events.json", 31), ("2018-11-03-events.json", 92)],
+        &[
+            ("2018-11-01-events.json", 0),
+            ("2018-11-02-events.json", 31),
+            ("2018-11-03-events.json", 92),
+            ("2018-11-21-events.json", 92),
+        ],
     );
     let plays_of = |file: &str| -> Vec<serde_json::Value> {
         let text = fs::read_to_string(logs.join("log_data").join(file)).unwrap();
@@ -230,11 +232,9 @@ fn new_catalogue_songs_recompute_only_the_months_with_plays_of_their_artists() {
             .filter(|e| e["page"] == "NextSong")
             .collect()
     };
-    let (nov, dec, feb) = (
-        plays_of("0-2018-11-01-events.json"),
-        plays_of("31-2018-11-02-events.json"),
-        plays_of("92-2018-11-03-events.json"),
-    );
+    let (nov, dec) = (plays_of("0-2018-11-01-events.json"), plays_of("31-2018-11-02-events.json"));
+    let feb = [plays_of("92-2018-11-03-events.json"), plays_of("92-2018-11-21-events.json")].concat();
+    assert!(feb.iter().any(|e| e["artist"] == "Elena") && !nov.iter().chain(&dec).any(|e| e["artist"] == "Elena"));
     let artists = |plays: &[serde_json::Value]| -> Vec<String> {
         plays.iter().map(|e| e["artist"].as_str().unwrap().to_string()).collect()
     };
@@ -243,15 +243,22 @@ fn new_catalogue_songs_recompute_only_the_months_with_plays_of_their_artists() {
     let play = dec.iter().find(|e| !elsewhere.contains(&e["artist"].as_str().unwrap().to_string())).unwrap();
     let (artist, title, length) =
         (play["artist"].as_str().unwrap(), play["song"].as_str().unwrap(), play["length"].as_f64().unwrap());
-    let song = |dir: &Path, file: &str, id: &str, artist: &str, title: &str, duration: f64| {
+    let song = |dir: &Path, file: &str, id: &str, (artist, artist_id): (&str, &str), title: &str, duration: f64| {
         fs::create_dir_all(dir.join("song_data/N")).unwrap();
-        let json = serde_json::json!({"num_songs": 1, "artist_id": "ARNEWTEST0000001", "artist_latitude": null,
+        let json = serde_json::json!({"num_songs": 1, "artist_id": artist_id, "artist_latitude": null,
             "artist_longitude": null, "artist_location": "", "artist_name": artist, "song_id": id,
             "title": title, "duration": duration, "year": 0});
         fs::write(dir.join("song_data/N").join(file), json.to_string()).unwrap();
     };
-    song(&new_songs, "a.json", "SONEWTEST0000001", artist, title, length);
-    song(&new_songs, "b.json", "SONEWTEST0000002", "Nobody Who Ever Played Here", "Silence", 100.0);
+    song(&new_songs, "a.json", "SONEWTEST0000001", (artist, "ARNEWTEST0000001"), title, length);
+    song(
+        &new_songs,
+        "b.json",
+        "SONEWTEST0000002",
+        ("Nobody Who Ever Played Here", "ARNEWTEST0000002"),
+        "Silence",
+        100.0,
+    );
 
     let lake = TestLake::new();
     lake.ingest(&songs);
@@ -272,6 +279,18 @@ fn new_catalogue_songs_recompute_only_the_months_with_plays_of_their_artists() {
     assert_eq!(lake.scalar("SELECT count(*) FROM fact_plays WHERE track_id = 'SONEWTEST0000001'"), now_matched as i64);
     assert_eq!(lake.scalar(&derived), 0, "the derived track the new song replaces is gone");
     assert_eq!(lake.scalar("SELECT count(*) FROM dim_tracks WHERE track_id = 'SONEWTEST0000002'"), 1);
+
+    // Elena again, with a title nobody played and an artist id after hers: no play can change.
+    song(&dir("elena_later"), "c.json", "SONEWTEST0000003", ("Elena", "ZZNEWTEST0000003"), "Unplayed", 100.0);
+    lake.ingest(&dir("elena_later"));
+    let later = lake.build_checked_against_full();
+    assert_eq!((later.months_computed, later.full_reason.clone(), later.catalogue_changed), (0, None, true));
+    assert_eq!(lake.scalar("SELECT count(*) FROM dim_tracks WHERE track_id = 'SONEWTEST0000003'"), 1);
+    // With an artist id before hers, Elena's plays may take it: February is computed again.
+    song(&dir("elena_first"), "d.json", "SONEWTEST0000004", ("Elena", "AANEWTEST0000004"), "Unplayed Too", 100.0);
+    lake.ingest(&dir("elena_first"));
+    let first = lake.build_checked_against_full();
+    assert_eq!((first.months_computed, first.full_reason.clone()), (1, None));
 
     // A song file that changes a song the catalogue has can reach any month.
     let known = fs::read_to_string(walk_one(&songs.join("song_data"))).unwrap();
