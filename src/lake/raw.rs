@@ -6,10 +6,11 @@
 //! allocator and the directory lock), where one pack costs a single write.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
 
 use super::manifest::RawFile;
-use super::{LakeError, Layout, fsio};
+use super::{LakeError, Layout};
 
 /// Files smaller than this go into the run's pack.
 pub const PACK_BELOW: usize = 64 * 1024;
@@ -30,17 +31,69 @@ pub fn read(layout: &Layout, raw: &RawFile) -> Result<Vec<u8>, LakeError> {
     }
 }
 
-/// Writes `files` (each raw file with its bytes) one after the other into
-/// the pack at `rel`, and points each raw file at its place in it. Like every
-/// raw file, the pack is made durable by the run's one filesystem sync.
-pub fn write_pack(layout: &Layout, rel: &str, files: &mut [(RawFile, Vec<u8>)]) -> Result<(), LakeError> {
-    let mut bytes = Vec::with_capacity(files.iter().map(|(_, b)| b.len()).sum());
-    for (raw, b) in files.iter_mut() {
-        raw.path = rel.to_string();
-        raw.offset = Some(bytes.len() as u64);
-        bytes.extend_from_slice(b);
+/// How many bytes of small files a [`Pack`] holds before it appends them to its file.
+const PACK_BUFFER: usize = 32 << 20;
+
+/// One run's pack, written as small files arrive: they are buffered, and
+/// appended (in the order of their origin within each batch) when the
+/// buffer is full and at [`Pack::finish`], so memory stays bounded. Like
+/// every raw file, the pack is made durable by the run's one filesystem sync.
+pub struct Pack {
+    rel: String,
+    path: PathBuf,
+    file: Option<File>,
+    len: u64,
+    buffered: Vec<(RawFile, Vec<u8>)>,
+    buffered_bytes: usize,
+    stored: Vec<RawFile>,
+}
+
+impl Pack {
+    /// A pack at `rel` (relative to the lake root); the file is created with the first flush.
+    pub fn new(layout: &Layout, rel: String) -> Self {
+        Pack { path: layout.abs(&rel), rel, file: None, len: 0, buffered: vec![], buffered_bytes: 0, stored: vec![] }
     }
-    fsio::write_deferred(&layout.abs(rel), &bytes)
+
+    /// Adds a small raw file; `raw` gets its place in the pack when it is written.
+    pub fn add(&mut self, raw: RawFile, bytes: Vec<u8>) -> Result<(), LakeError> {
+        self.buffered_bytes += bytes.len();
+        self.buffered.push((raw, bytes));
+        if self.buffered_bytes >= PACK_BUFFER { self.flush() } else { Ok(()) }
+    }
+
+    fn flush(&mut self) -> Result<(), LakeError> {
+        if self.buffered.is_empty() {
+            return Ok(());
+        }
+        let mut batch = std::mem::take(&mut self.buffered);
+        self.buffered_bytes = 0;
+        batch.sort_by(|a, b| a.0.origin.cmp(&b.0.origin));
+        let mut bytes = Vec::with_capacity(batch.iter().map(|(_, b)| b.len()).sum());
+        for (mut raw, b) in batch {
+            raw.path = self.rel.clone();
+            raw.offset = Some(self.len + bytes.len() as u64);
+            bytes.extend_from_slice(&b);
+            self.stored.push(raw);
+        }
+        let file = match &mut self.file {
+            Some(f) => f,
+            None => {
+                let dir = self.path.parent().unwrap_or(Path::new("."));
+                std::fs::create_dir_all(dir).map_err(LakeError::io("create directory", dir))?;
+                // Truncates what a crashed run of the same id may have left.
+                self.file.insert(File::create(&self.path).map_err(LakeError::io("create", &self.path))?)
+            }
+        };
+        file.write_all(&bytes).map_err(LakeError::io("write", &self.path))?;
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Writes what is buffered and returns every file stored in the pack.
+    pub fn finish(mut self) -> Result<Vec<RawFile>, LakeError> {
+        self.flush()?;
+        Ok(self.stored)
+    }
 }
 
 #[cfg(test)]
@@ -61,13 +114,29 @@ mod tests {
             account: None,
             offset: None,
         };
-        let mut files = vec![(raw("a", 3), b"{}\n".to_vec()), (raw("b", 0), vec![]), (raw("c", 5), b"[1,2]".to_vec())];
-        write_pack(&layout, "raw/s/pack.raw", &mut files).unwrap();
-        let offsets: Vec<_> = files.iter().map(|(r, _)| r.offset).collect();
-        assert_eq!(offsets, [Some(0), Some(3), Some(3)]);
-        for (r, b) in &files {
+        let files = [(raw("c", 5), b"[1,2]".to_vec()), (raw("b", 0), vec![]), (raw("a", 3), b"{}\n".to_vec())];
+        let mut pack = Pack::new(&layout, "raw/s/pack.raw".into());
+        for (r, b) in files.iter().cloned() {
+            pack.add(r, b).unwrap();
+        }
+        let stored = pack.finish().unwrap();
+        // One batch, in the order of origin.
+        let offsets: Vec<_> = stored.iter().map(|r| (r.origin.as_str(), r.offset)).collect();
+        assert_eq!(offsets, [("a", Some(0)), ("b", Some(3)), ("c", Some(3))]);
+        for r in &stored {
+            let (_, b) = files.iter().find(|(f, _)| f.origin == r.origin).unwrap();
             assert_eq!(&read(&layout, r).unwrap(), b);
         }
         assert_eq!(std::fs::read(dir.path().join("raw/s/pack.raw")).unwrap(), b"{}\n[1,2]");
+        // Past the buffer, batches are appended as they fill.
+        let mut pack = Pack::new(&layout, "raw/s/big.raw".into());
+        let big = vec![b'x'; PACK_BUFFER / 2 + 1];
+        for name in ["p", "q", "r"] {
+            pack.add(raw(name, big.len()), big.clone()).unwrap();
+        }
+        let stored = pack.finish().unwrap();
+        let n = big.len() as u64;
+        assert_eq!(stored.iter().map(|r| r.offset.unwrap()).collect::<Vec<_>>(), [0, n, 2 * n]);
+        assert_eq!(std::fs::metadata(dir.path().join("raw/s/big.raw")).unwrap().len(), 3 * n);
     }
 }

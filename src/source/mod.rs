@@ -372,8 +372,8 @@ pub fn ingest_sparkify(
     let known: HashSet<String> = manifest.raw_shas()?.into_iter().map(String::from).collect();
     let seen = Mutex::new(known);
     let raw_added = Mutex::new(Vec::<RawFile>::new());
-    // Files under raw::PACK_BELOW, written together into one pack after the parse.
-    let small = Mutex::new(Vec::<(RawFile, Vec<u8>)>::new());
+    // Files under raw::PACK_BELOW go into one pack for the run.
+    let pack = Mutex::new(raw::Pack::new(layout, Layout::raw_pack_rel(sparkify::SOURCE, today, run_id)));
     let skipped = Mutex::new(BTreeMap::<&str, u64>::new());
     let out = Mutex::new(Collector::new());
     let bar = progress::bar(inputs.len() as u64, "ingest sparkify");
@@ -399,7 +399,7 @@ pub fn ingest_sparkify(
         };
         stage(layout, run_id, index, &raw, &bytes, &out)?;
         if bytes.len() < raw::PACK_BELOW {
-            small.lock().expect("small lock").push((raw, bytes));
+            pack.lock().expect("pack lock").add(raw, bytes)?;
         } else {
             // Made durable all at once before the commit (one syncfs, not 15,000 fsyncs).
             fsio::write_deferred(&layout.abs(&raw.path), &bytes)?;
@@ -411,13 +411,9 @@ pub fn ingest_sparkify(
     bar.finish_and_clear();
     tracing::debug!(seconds = t0.elapsed().as_secs_f64(), "ingest sparkify: read, stored and staged");
 
-    let mut small = small.into_inner().expect("small lock");
-    small.sort_by(|a, b| a.0.origin.cmp(&b.0.origin));
-    if !small.is_empty() {
-        raw::write_pack(layout, &Layout::raw_pack_rel(sparkify::SOURCE, today, run_id), &mut small)?;
-    }
+    let packed = pack.into_inner().expect("pack lock").finish()?;
     let mut raw = raw_added.into_inner().expect("raw lock");
-    raw.extend(small.into_iter().map(|(r, _)| r));
+    raw.extend(packed);
     raw.sort_by(|a, b| a.origin.cmp(&b.origin));
     let skipped = skipped.into_inner().expect("skipped lock");
     let Staged { change: staging, mut accounting, rejects, .. } =
