@@ -229,13 +229,13 @@ pub async fn build(
         return Err(ModelError::NothingIngested);
     }
     let fingerprint = model_hash(opts);
-    if !opts.force {
-        if let Some(last) = manifest.last_build() {
-            let same_staging = last.stats.get("staging_run").and_then(|v| v.as_u64()) == Some(staging_run);
-            let same_model = last.stats.get("model_hash").and_then(|v| v.as_str()) == Some(fingerprint.as_str());
-            if same_staging && same_model {
-                return Ok(BuildMetrics::from_run(last));
-            }
+    if !opts.force
+        && let Some(last) = manifest.last_build()
+    {
+        let same_staging = last.stats.get("staging_run").and_then(|v| v.as_u64()) == Some(staging_run);
+        let same_model = last.stats.get("model_hash").and_then(|v| v.as_str()) == Some(fingerprint.as_str());
+        if same_staging && same_model {
+            return Ok(BuildMetrics::from_run(last));
         }
     }
 
@@ -252,14 +252,14 @@ pub async fn build(
         "build plan"
     );
     let ctx = session(opts.memory_limit).map_err(sql_err("session", "setup"))?;
-    // Two partitions: scans, joins and projections run on both cores, and each
-    // lag() still sees one total order (DataFusion merges the sorted
-    // partitions before a window without PARTITION BY). Measured against one
-    // partition on 2 cores: 1M events 4.6 s and 376 MB against 5.2-6.2 s and
-    // 432 MB; 5M events 19.8 s and 389 MB against 23.7 s and 446 MB. The rows
-    // are the same (every ORDER BY is a total order).
+    // One partition: every model picks rows with lag() over a total order.
+    // Two partitions were faster (1M events: 4.6 s against 5.2-6.2 s) and
+    // lighter at 5M, but a build of 500,000 Spotify streams then ran out of
+    // its 384 MiB ("Not enough memory to continue external sort": twice the
+    // sorters, each holding its merge reservation), where one partition
+    // builds them in 128 MiB.
     for setting in [
-        "SET datafusion.execution.target_partitions = 2",
+        "SET datafusion.execution.target_partitions = 1",
         "SET datafusion.execution.sort_spill_reservation_bytes = 33554432",
     ] {
         ctx.sql(setting).await.map_err(sql_err("settings", "SET"))?;
