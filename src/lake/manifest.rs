@@ -244,10 +244,11 @@ impl Manifest {
             let name = entry.file_name();
             let name = name.to_string_lossy();
             // Only `NNNNNNNN.json` is an entry; temp files are debris.
-            if let Some(stem) = name.strip_suffix(".json") {
-                if stem.len() == 8 && stem.bytes().all(|b| b.is_ascii_digit()) {
-                    ids.push(stem.parse::<u64>().expect("eight digits parse"));
-                }
+            if let Some(stem) = name.strip_suffix(".json")
+                && stem.len() == 8
+                && stem.bytes().all(|b| b.is_ascii_digit())
+            {
+                ids.push(stem.parse::<u64>().expect("eight digits parse"));
             }
         }
         ids.sort_unstable();

@@ -506,10 +506,10 @@ pub fn pull(
         let oldest = page.played_ms.iter().min().copied();
         let newest = page.played_ms.iter().max().copied();
         let full = page.played_ms.len() + page.rejected.len() >= PAGE_LIMIT;
-        if let (true, Some(prev), Some(oldest)) = (full, last_played, oldest) {
-            if oldest > prev {
-                metrics.gaps.push(Gap { user: me.id.clone(), from: rfc3339_ms(prev), to: rfc3339_ms(oldest) });
-            }
+        if let (true, Some(prev), Some(oldest)) = (full, last_played, oldest)
+            && oldest > prev
+        {
+            metrics.gaps.push(Gap { user: me.id.clone(), from: rfc3339_ms(prev), to: rfc3339_ms(oldest) });
         }
         metrics.plays_new += page.played_ms.iter().filter(|&&ms| last_played.is_none_or(|l| ms > l)).count() as u64;
         new_ids.extend(page.track_ids.iter().map(|t| format!("/v1/tracks/{t}")));

@@ -178,7 +178,7 @@ fn play_json(p: &Play) -> String {
         t % 7,
         t % 7
     );
-    if t % 3 == 0 {
+    if t.is_multiple_of(3) {
         artists.push_str(r#",{"id":"3TVXtAsR1Inumwj472S9r4","name":"Drake","type":"artist","uri":"spotify:artist:3TVXtAsR1Inumwj472S9r4"}"#);
     }
     let context = if p.with_context {

@@ -206,7 +206,7 @@ fn a_new_catalogue_song_sends_the_difference_and_deletes_the_derived_track() {
         "artist_longitude": null, "artist_location": "", "artist_name": artist, "song_id": "SONEWSONG0001",
         "title": title, "duration": duration.parse::<f64>().unwrap(), "year": 2001});
     std::fs::write(songs.join("SONEWSONG0001.json"), song.to_string()).unwrap();
-    lake.ingest(&songs.parent().unwrap().to_path_buf());
+    lake.ingest(songs.parent().unwrap());
     let built = lake.build_checked_against_full();
     assert!(built.catalogue_changed && built.full_reason.is_none(), "{built:?}");
     let m = lake.sync(&url);
