@@ -23,10 +23,9 @@ pub(super) enum Reach {
     TheirMonths,
     /// Every month; the string says why.
     AllMonths(&'static str),
-    /// Catalogue songs: the months with events of their artists (a play
-    /// matches a song by title and artist, and takes the catalogue's artist
-    /// id by artist name), or every month when a new song file changes a
-    /// song the catalogue already has.
+    /// Catalogue songs: the months with plays they can change (see
+    /// [`months_of_new_songs`]), or every month when a new song file changes
+    /// a song the catalogue already has.
     ArtistMonths,
     /// None: only the dimensions read them.
     Dimensions,
@@ -264,10 +263,7 @@ fn months_of_new_songs(
             for i in 0..song.len() {
                 ids.insert(song.value(i).to_string());
                 pairs.insert((key.value(i).to_string(), title.value(i).to_string()));
-                let min = new_min.entry(key.value(i).to_string()).or_insert_with(|| artist.value(i).to_string());
-                if artist.value(i) < min.as_str() {
-                    *min = artist.value(i).to_string();
-                }
+                keep_min(&mut new_min, key.value(i), artist.value(i));
             }
         })?;
     }
@@ -279,10 +275,7 @@ fn months_of_new_songs(
             for i in 0..song.len() {
                 known |= ids.contains(song.value(i));
                 if new_min.contains_key(key.value(i)) {
-                    let min = old_min.entry(key.value(i).to_string()).or_insert_with(|| artist.value(i).to_string());
-                    if artist.value(i) < min.as_str() {
-                        *min = artist.value(i).to_string();
-                    }
+                    keep_min(&mut old_min, key.value(i), artist.value(i));
                 }
             }
         })?;
@@ -314,6 +307,17 @@ fn months_of_new_songs(
         })?;
     }
     Ok(Some(months))
+}
+
+/// Keeps the smallest artist id seen for `key` (what `_sparkify_plays` takes).
+fn keep_min(mins: &mut BTreeMap<String, String>, key: &str, id: &str) {
+    match mins.get_mut(key) {
+        Some(min) if id < min.as_str() => *min = id.to_string(),
+        Some(_) => {}
+        None => {
+            mins.insert(key.to_string(), id.to_string());
+        }
+    }
 }
 
 /// Reads `columns` of the Parquet file at `path`, in that order, batch by batch.
