@@ -715,7 +715,7 @@ fn print_build(out: &mut dyn Write, m: &BuildMetrics) -> std::io::Result<()> {
                 "  computed {} of {} month(s){} (the others kept their files); dimensions recomputed",
                 m.months_computed,
                 m.months,
-                if m.catalogue_changed { ", with those where new catalogue songs' artists have plays" } else { "" }
+                if m.catalogue_changed { ", with those whose plays new catalogue songs change" } else { "" }
             )?,
         }
     }

@@ -87,7 +87,7 @@ pub struct BuildMetrics {
     pub months_computed: usize,
     /// Why every month was computed, when it was.
     pub full_reason: Option<String>,
-    /// New catalogue songs: the months computed include those with plays of their artists.
+    /// New catalogue songs: the months computed include those whose plays they can change.
     pub catalogue_changed: bool,
 }
 
