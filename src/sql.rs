@@ -96,6 +96,66 @@ pub const SUMMARIES: &[Summary] = &[
     Summary { monthly: sql_file!("model", "_users_by_month"), all: sql_file!("model", "_users_all") },
 ];
 
+/// A table a build may extend with a layer of rows for new keys instead of
+/// rewriting it (`model/layer.rs`). Its model must give each key's rows from
+/// the input rows of that key alone (one row per key, picked by an order).
+#[derive(Debug, Clone, Copy)]
+pub struct Layered {
+    pub table: &'static str,
+    /// The column that keys a row (for a bridge, the first column of its key).
+    pub key: &'static str,
+    /// Where the build's new keys come from: a column of the rows the named
+    /// table gained in this build (a layered table), or, for a cumulative
+    /// summary, of its monthly table's recomputed months.
+    pub keys_from: (&'static str, &'static str),
+    /// The tables the model reads, each with its column holding the key; the
+    /// model runs over their rows of the new keys only.
+    pub inputs: &'static [(&'static str, &'static str)],
+}
+
+/// The layered tables, in build order. Users are not among them: every play
+/// changes its user's row (last seen), so `dim_users` is rewritten each build.
+pub const LAYERED: &[Layered] = &[
+    Layered {
+        table: "_sparkify_unmatched_all",
+        key: "track_id",
+        keys_from: ("_sparkify_unmatched", "track_id"),
+        inputs: &[("_sparkify_unmatched", "track_id")],
+    },
+    Layered {
+        table: "dim_tracks",
+        key: "track_id",
+        keys_from: ("_sparkify_unmatched_all", "track_id"),
+        inputs: &[
+            ("_sparkify_songs", "song_id"),
+            ("_sparkify_unmatched_all", "track_id"),
+            ("_spotify_streams", "track_id"),
+            ("_spotify_api_plays", "track_id"),
+        ],
+    },
+    Layered {
+        table: "bridge_track_artists",
+        key: "track_id",
+        keys_from: ("dim_tracks", "track_id"),
+        inputs: &[("dim_tracks", "track_id"), ("stg_spotify_api_plays", "track_id")],
+    },
+    Layered {
+        table: "dim_artists",
+        key: "artist_id",
+        keys_from: ("_sparkify_unmatched_all", "artist_id"),
+        inputs: &[
+            ("_sparkify_songs", "artist_id"),
+            ("_sparkify_unmatched_all", "artist_id"),
+            ("_spotify_streams", "artist_id"),
+            ("stg_spotify_api_plays", "artist_id"),
+        ],
+    },
+];
+
+pub fn layered(table: &str) -> Option<&'static Layered> {
+    LAYERED.iter().find(|l| l.table == table)
+}
+
 /// Every model file that is not a star table, in the order a build runs them.
 pub fn internal_models() -> impl Iterator<Item = &'static SqlFile> {
     GLOBAL_HELPERS

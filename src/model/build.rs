@@ -31,7 +31,7 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
 use super::plan::{MARGIN_US, Plan, STAGING, month_of, month_start, next_month, partition_of, plan};
-use super::{ModelError, files_provider, register_lake_files, session, sorted_files_provider};
+use super::{ModelError, files_provider, layer, register_lake_files, session, sorted_files_provider};
 use crate::lake::manifest::{Run, RunKind, StarPart, StarVersion, now_rfc3339};
 use crate::lake::parquet::FileWriter;
 use crate::lake::{Layout, Manifest, staging};
@@ -208,7 +208,7 @@ fn register_parts(
     replace_table(ctx, name, files_provider(name, schema, &paths)?)
 }
 
-fn replace_table(
+pub(super) fn replace_table(
     ctx: &SessionContext,
     name: &str,
     provider: Arc<dyn datafusion::catalog::TableProvider>,
@@ -216,6 +216,49 @@ fn replace_table(
     ctx.deregister_table(name).map_err(sql_err(name, "deregister"))?;
     ctx.register_table(name, provider).map_err(|source| ModelError::Register { path: name.into(), source })?;
     Ok(())
+}
+
+fn register_parts_provider(
+    layout: &Layout,
+    name: &str,
+    schema: SchemaRef,
+    parts: &[StarPart],
+) -> Result<Arc<dyn datafusion::catalog::TableProvider>, ModelError> {
+    let paths: Vec<PathBuf> = parts.iter().map(|p| layout.abs(&p.path)).collect();
+    files_provider(name, schema, &paths)
+}
+
+/// The parts of a layered table after an extension: `before` plus a layer
+/// of the new keys' rows (none without new keys), and those rows; None when
+/// rows of known keys change and the table must be written whole.
+fn extended(
+    layout: &Layout,
+    table: &str,
+    schema: &SchemaRef,
+    before: &[StarPart],
+    extension: layer::Extension,
+    version: u64,
+) -> Result<Option<(Vec<StarPart>, Vec<RecordBatch>)>, ModelError> {
+    let rows = match extension {
+        layer::Extension::Rows(rows) => rows,
+        layer::Extension::Changed(keys) => {
+            tracing::info!(table, keys, "rows of keys the table has change: written whole");
+            return Ok(None);
+        }
+    };
+    let mut parts = before.to_vec();
+    if rows.iter().any(|b| b.num_rows() > 0) {
+        let partition = layer::partition(version);
+        let rel = Layout::star_rel(table, Some(&partition), version);
+        let mut writer = FileWriter::create(&layout.abs(&rel), schema.clone());
+        for b in &rows {
+            writer.write(b)?;
+        }
+        let written = writer.finish()?;
+        tracing::info!(table, rows = written.rows, "layer of new keys");
+        parts.push(StarPart { partition: Some(partition), path: rel, rows: written.rows, sha256: written.sha256 });
+    }
+    Ok(Some((parts, rows)))
 }
 
 pub async fn build(
@@ -351,25 +394,60 @@ pub async fn build(
     }
 
     // Each summary over every month: from all months (when every month was
-    // computed), else from its previous result plus the months computed now.
+    // computed), else from its previous result plus the months computed now,
+    // as one more layer of new keys when it may take one.
+    // What each layered table gained in this build: Some(its new rows), or None when it was written whole.
+    let mut gained: HashMap<&str, Option<Vec<RecordBatch>>> = HashMap::new();
     for summary in SUMMARIES {
         let (monthly, all) = (summary.monthly.name, summary.all.name);
-        let months = star.tables.get(monthly).into_iter().flatten();
-        let inputs: Vec<PathBuf> = match (&plan.full, previous_star.tables.get(all)) {
-            (None, Some(before)) if !plan.catalogue_changed => before
-                .iter()
-                .chain(months.filter(|p| p.partition.as_ref().is_some_and(|m| computed.contains(m))))
-                .map(|p| layout.abs(&p.path))
-                .collect(),
-            _ => months.map(|p| layout.abs(&p.path)).collect(),
-        };
+        let file = format!("sql/model/{all}.sql");
         let schema = schemas.iter().find(|(n, _)| n == monthly).map(|(_, s)| s.clone()).expect("planned");
+        let month_paths = |all_months: bool| -> Vec<PathBuf> {
+            star.tables
+                .get(monthly)
+                .into_iter()
+                .flatten()
+                .filter(|p| all_months || p.partition.as_ref().is_some_and(|m| computed.contains(m)))
+                .map(|p| layout.abs(&p.path))
+                .collect()
+        };
+        let before = previous_star.tables.get(all).filter(|_| plan.full.is_none() && !plan.catalogue_changed);
+        let inputs: Vec<PathBuf> = match before {
+            Some(before) => before.iter().map(|p| layout.abs(&p.path)).chain(month_paths(false)).collect(),
+            None => month_paths(true),
+        };
         replace_table(&ctx, monthly, files_provider(monthly, schema.clone(), &inputs)?)?;
-        let df = run_sql(&ctx, &format!("sql/model/{all}.sql"), summary.all.text).await?;
+        if let (Some(spec), Some(before)) = (crate::sql::layered(all), before)
+            && plan.layers
+            && layer::may_extend(before)
+        {
+            let months = files_provider(monthly, schema.clone(), &month_paths(false))?;
+            replace_table(&ctx, "tl_layer_months", months)?;
+            let keys = run_sql(&ctx, &file, &format!("SELECT DISTINCT {} FROM tl_layer_months", spec.keys_from.1))
+                .await?
+                .collect()
+                .await
+                .map_err(sql_err(file.clone(), "reading the new keys"))?;
+            ctx.deregister_table("tl_layer_months").map_err(sql_err(file.clone(), "deregister"))?;
+            let keys = layer::column_of(&keys, spec.keys_from.1, all)?;
+            let existing = register_parts_provider(layout, all, schema.clone(), before)?;
+            let extension =
+                layer::extension(&ctx, all, &file, summary.all.text, spec.key, keys, spec.inputs, existing, &schema)
+                    .await?;
+            if let Some((parts, rows)) = extended(layout, all, &schema, before, extension, version)? {
+                *unchanged.entry(all.to_string()).or_default() += before.len();
+                register_parts(&ctx, layout, all, schema, &parts)?;
+                star.tables.insert(all.to_string(), parts);
+                gained.insert(all, Some(rows));
+                continue;
+            }
+        }
+        let df = run_sql(&ctx, &file, summary.all.text).await?;
         let (parts, same) = write_table(layout, all, df, None, None, version, &previous).await?;
         *unchanged.entry(all.to_string()).or_default() += same;
         register_parts(&ctx, layout, all, schema, &parts)?;
         star.tables.insert(all.to_string(), parts);
+        gained.insert(all, None);
     }
 
     // The dimensions, over every month: staging whole, the monthly tables from all their parts.
@@ -392,11 +470,41 @@ pub async fn build(
     for table in global_tables {
         bar.set_message(format!("build {}", table.name));
         let t0 = std::time::Instant::now();
-        let df = run_sql(&ctx, &format!("sql/model/{}.sql", table.name), table.model.text).await?;
+        let file = format!("sql/model/{}.sql", table.name);
         let contract = super::contract_schema(table).await?;
-        let (parts, same) = write_table(layout, table.name, df, Some(&contract), None, version, &previous).await?;
-        tracing::info!(table = table.name, seconds = t0.elapsed().as_secs_f64(), "built");
-        *unchanged.entry(table.name.to_string()).or_default() += same;
+        let mut parts = None;
+        if let (Some(spec), Some(before)) = (crate::sql::layered(table.name), previous_star.tables.get(table.name))
+            && plan.layers
+            && layer::may_extend(before)
+            && let Some(Some(new_rows)) = gained.get(spec.keys_from.0)
+        {
+            let keys = layer::column_of(new_rows, spec.keys_from.1, table.name)?;
+            let extension = if keys.is_empty() {
+                layer::Extension::Rows(vec![])
+            } else {
+                let existing = register_parts_provider(layout, table.name, contract.clone(), before)?;
+                let text = table.model.text;
+                layer::extension(&ctx, table.name, &file, text, spec.key, keys, spec.inputs, existing, &contract)
+                    .await?
+            };
+            if let Some((layered, rows)) = extended(layout, table.name, &contract, before, extension, version)? {
+                *unchanged.entry(table.name.to_string()).or_default() += before.len();
+                gained.insert(table.name, Some(rows));
+                parts = Some(layered);
+            }
+        }
+        let parts = match parts {
+            Some(parts) => parts,
+            None => {
+                let df = run_sql(&ctx, &file, table.model.text).await?;
+                let (parts, same) =
+                    write_table(layout, table.name, df, Some(&contract), None, version, &previous).await?;
+                *unchanged.entry(table.name.to_string()).or_default() += same;
+                gained.insert(table.name, None);
+                parts
+            }
+        };
+        tracing::info!(table = table.name, parts = parts.len(), seconds = t0.elapsed().as_secs_f64(), "built");
         // Later models may read the tables built before them (bridge_track_artists reads dim_tracks).
         register_parts(&ctx, layout, table.name, contract, &parts)?;
         star.tables.insert(table.name.to_string(), parts);
@@ -697,7 +805,7 @@ fn check_schema(table: &str, contract: &Schema, got: &Schema) -> Result<(), Mode
 }
 
 /// Casts a model batch to the contract's exact types and checks NOT NULL.
-fn conform(table: &str, contract: &SchemaRef, batch: RecordBatch) -> Result<RecordBatch, ModelError> {
+pub(super) fn conform(table: &str, contract: &SchemaRef, batch: RecordBatch) -> Result<RecordBatch, ModelError> {
     let mut cols = Vec::with_capacity(batch.num_columns());
     for (field, col) in contract.fields().iter().zip(batch.columns()) {
         if !field.is_nullable() && col.null_count() > 0 {

@@ -4,6 +4,7 @@
 //! into a new star version; [`query`] runs SQL over the current star tables.
 
 pub mod build;
+mod layer;
 mod plan;
 pub mod query;
 

@@ -126,6 +126,11 @@ pub(super) struct Plan {
     /// from every month's summary, not from its previous result (a month
     /// computed again can lose a derived track that a new song now matches).
     pub catalogue_changed: bool,
+    /// Layered tables may take a layer of new keys instead of being rewritten
+    /// (see `layer.rs`): every month is not computed, the catalogue is
+    /// unchanged, and the only new staging is Sparkify events, so the
+    /// cumulative summaries are the only inputs of the dimensions that change.
+    pub layers: bool,
     /// Slices of months to compute, each consecutive.
     pub slices: Vec<Vec<Month>>,
     /// Every month staging has rows in.
@@ -174,9 +179,11 @@ pub(super) fn plan(
     let mut dirty: BTreeSet<Month> = BTreeSet::new();
     let mut months: BTreeSet<Month> = BTreeSet::new();
     let mut new_songs = false;
+    let mut only_events = true;
     for &(table, time, reach) in STAGING {
         let files = manifest.staging_files(table);
         let new = files.iter().any(|f| new_files.contains(f.path.as_str()));
+        only_events &= !new || table == staging::STG_SPARKIFY_EVENTS;
         match (new, reach, &full) {
             (true, Reach::AllMonths(why), None) => full = Some(format!("new {table}: {why}")),
             (true, Reach::ArtistMonths, None) => new_songs = true,
@@ -238,7 +245,8 @@ pub(super) fn plan(
     if !current.is_empty() {
         slices.push(current);
     }
-    Ok(Plan { full, catalogue_changed, slices, months, spans })
+    let layers = full.is_none() && !catalogue_changed && only_events;
+    Ok(Plan { full, catalogue_changed, layers, slices, months, spans })
 }
 
 /// The months whose plays new catalogue songs (`added`) can change, or None

@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 use std::hash::{BuildHasher, RandomState as StdRandomState};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::filter_record_batch;
@@ -73,12 +73,13 @@ fn key_columns(b: &RecordBatch, key: &[String], table: &str) -> Result<Vec<usize
         .collect()
 }
 
-/// The rows of `new` that differ from `old`, and the keys of `old` that `new` lacks.
-pub fn diff(old: &Path, new: &Path, key: &[String], table: &str) -> Result<Diff, SinkError> {
+/// The rows of the files `new` that differ from those of `old`, and the keys
+/// of `old` that `new` lacks. Each side is the union of its files.
+pub fn diff(old: &[PathBuf], new: &[PathBuf], key: &[String], table: &str) -> Result<Diff, SinkError> {
     let h = Hasher2::new();
     let mut old_rows: HashSet<u128> = HashSet::new();
     let mut old_keys: Vec<(RecordBatch, Vec<u128>)> = vec![];
-    for b in batches(old)? {
+    for b in old.iter().map(|p| batches(p)).collect::<Result<Vec<_>, _>>()?.into_iter().flatten() {
         let b = b?;
         old_rows.extend(h.rows(b.columns(), b.num_rows(), table)?);
         let keys = b.project(&key_columns(&b, key, table)?).expect("key columns exist");
@@ -87,18 +88,20 @@ pub fn diff(old: &Path, new: &Path, key: &[String], table: &str) -> Result<Diff,
     }
     let mut new_keys: HashSet<u128> = HashSet::new();
     let mut upserts = vec![];
-    let reader = parquet::read(new, 16 * 1024)?;
-    let columns: Vec<String> = reader.schema().fields().iter().map(|f| f.name().clone()).collect();
-    let p = new.to_path_buf();
-    for b in reader.map(|b| b.map_err(|source| LakeError::ArrowRead { path: p.clone(), source })) {
-        let b = b?;
-        let idx = key_columns(&b, key, table)?;
-        let keys: Vec<ArrayRef> = idx.iter().map(|&i| b.column(i).clone()).collect();
-        new_keys.extend(h.rows(&keys, b.num_rows(), table)?);
-        let mask: BooleanArray =
-            h.rows(b.columns(), b.num_rows(), table)?.iter().map(|r| Some(!old_rows.contains(r))).collect();
-        if mask.true_count() > 0 {
-            upserts.push(filter_record_batch(&b, &mask).expect("mask matches the batch"));
+    let mut columns: Vec<String> = vec![];
+    for path in new {
+        let reader = parquet::read(path, 16 * 1024)?;
+        columns = reader.schema().fields().iter().map(|f| f.name().clone()).collect();
+        for b in reader.map(|b| b.map_err(|source| LakeError::ArrowRead { path: path.clone(), source })) {
+            let b = b?;
+            let idx = key_columns(&b, key, table)?;
+            let keys: Vec<ArrayRef> = idx.iter().map(|&i| b.column(i).clone()).collect();
+            new_keys.extend(h.rows(&keys, b.num_rows(), table)?);
+            let mask: BooleanArray =
+                h.rows(b.columns(), b.num_rows(), table)?.iter().map(|r| Some(!old_rows.contains(r))).collect();
+            if mask.true_count() > 0 {
+                upserts.push(filter_record_batch(&b, &mask).expect("mask matches the batch"));
+            }
         }
     }
     let mut gone = vec![];
@@ -140,7 +143,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let old = file(dir.path(), "old.parquet", &[1, 2, 3, 4], &["a", "b", "c", "d"]);
         let new = file(dir.path(), "new.parquet", &[1, 2, 4, 5], &["a", "B", "d", "e"]);
-        let d = diff(&old, &new, &["id".to_string()], "t").unwrap();
+        let d = diff(&[old.clone()], &[new.clone()], &["id".to_string()], "t").unwrap();
         let ids = |bs: &[RecordBatch]| -> Vec<i64> {
             bs.iter()
                 .flat_map(|b| b.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec())
@@ -148,7 +151,12 @@ mod tests {
         };
         assert_eq!(ids(&d.upserts), vec![2, 5], "2 changed, 5 is new");
         assert_eq!(ids(&d.gone), vec![3]);
-        let same = diff(&old, &old, &["id".to_string()], "t").unwrap();
+        let same = diff(&[old.clone()], &[old.clone()], &["id".to_string()], "t").unwrap();
         assert_eq!((same.upsert_rows(), same.gone_rows()), (0, 0));
+        // Each side is the union of its files: a base and a layer of new keys.
+        let base = file(dir.path(), "base.parquet", &[1, 2], &["a", "B"]);
+        let layer = file(dir.path(), "layer.parquet", &[4, 5], &["d", "e"]);
+        let d = diff(&[old.clone(), new.clone()], &[base, layer], &["id".to_string()], "t").unwrap();
+        assert_eq!((ids(&d.upserts), ids(&d.gone)), (vec![], vec![3]), "every row of new is in one of the old files");
     }
 }

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchReader};
@@ -166,6 +167,23 @@ fn primary_key(tx: &mut Transaction<'_>, table: &str) -> Result<Vec<String>, Sin
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
+/// What sync sends as one: a month partition of a partitioned table, or every
+/// part of an unpartitioned one (its base and its layers of new keys, whose
+/// keys are disjoint, so together they are the table).
+struct Unit<'a> {
+    /// The partition (`year=YYYY/month=MM`), or "" for a whole table.
+    label: String,
+    /// The SQL condition selecting the unit's rows in the table.
+    pred: String,
+    parts: Vec<&'a StarPart>,
+    /// The parts the database got last time: sync-state name to sha256.
+    sent: BTreeMap<String, String>,
+}
+
+fn part_name(p: &StarPart) -> String {
+    p.partition.clone().unwrap_or_default()
+}
+
 #[allow(clippy::too_many_arguments)]
 fn sync_table(
     tx: &mut Transaction<'_>,
@@ -186,28 +204,46 @@ fn sync_table(
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    let key = |p: &StarPart| p.partition.clone().unwrap_or_default();
 
-    // Partitions the lake no longer has.
-    for (part, _) in synced.iter().filter(|(part, _)| !parts.iter().any(|p| &key(p) == *part)) {
-        let n = tx
-            .execute(&format!("DELETE FROM {t} WHERE {}", partition_predicate(table, part)), &[])
-            .map_err(SinkError::sql(format!("{name}: removing partition {part}")))?;
-        tx.execute("DELETE FROM tunelake_sync_parts WHERE table_name = $1 AND part = $2", &[&name, part])
-            .map_err(SinkError::sql(format!("{name}: sync state")))?;
-        metrics.rows_deleted += n;
-        metrics.parts_removed += 1;
-    }
-
-    let changed: Vec<&StarPart> =
-        parts.iter().filter(|p| opts.full || synced.get(&key(p)) != Some(&p.sha256)).collect();
-    metrics.parts_unchanged += parts.len() - changed.len();
-    bar.inc((parts.len() - changed.len()) as u64);
+    let units: Vec<Unit> = if table.month_partition_by.is_some() {
+        // Partitions the lake no longer has.
+        for (part, _) in synced.iter().filter(|(part, _)| !parts.iter().any(|p| &part_name(p) == *part)) {
+            let n = tx
+                .execute(&format!("DELETE FROM {t} WHERE {}", partition_predicate(table, part)), &[])
+                .map_err(SinkError::sql(format!("{name}: removing partition {part}")))?;
+            forget_parts(tx, name, &[part.as_str()])?;
+            metrics.rows_deleted += n;
+            metrics.parts_removed += 1;
+        }
+        parts
+            .iter()
+            .map(|p| {
+                let label = part_name(p);
+                Unit {
+                    pred: partition_predicate(table, &label),
+                    sent: synced.get(&label).map(|sha| (label.clone(), sha.clone())).into_iter().collect(),
+                    parts: vec![p],
+                    label,
+                }
+            })
+            .collect()
+    } else {
+        vec![Unit { label: String::new(), pred: "TRUE".into(), parts: parts.iter().collect(), sent: synced }]
+    };
+    let unchanged = |u: &Unit| {
+        !opts.full
+            && u.sent.len() == u.parts.len()
+            && u.parts.iter().all(|p| u.sent.get(&part_name(p)) == Some(&p.sha256))
+    };
+    let (same, changed): (Vec<Unit>, Vec<Unit>) = units.into_iter().partition(unchanged);
+    let same_parts: usize = same.iter().map(|u| u.parts.len()).sum();
+    metrics.parts_unchanged += same_parts;
+    bar.inc(same_parts as u64);
     if changed.is_empty() {
         return Ok(());
     }
     let pk = primary_key(tx, name)?;
-    let rows: u64 = changed.iter().map(|p| p.rows).sum();
+    let rows: u64 = changed.iter().flat_map(|u| &u.parts).map(|p| p.rows).sum();
     let empty: bool = tx
         .query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {t})"), &[])
         .map_err(SinkError::sql(format!("{name}: probing")))?
@@ -217,23 +253,26 @@ fn sync_table(
     let rebuild = if empty && rows >= opts.bulk_load_rows { drop_indexes(tx, name)? } else { vec![] };
     let mut buf = Vec::with_capacity(8 << 20);
     let mut have_stage = false;
-    for part in changed {
-        let partition = key(part);
-        let path = layout.abs(&part.path);
-        let pred = partition_predicate(table, &partition);
+    for unit in changed {
+        let paths: Vec<PathBuf> = unit.parts.iter().map(|p| layout.abs(&p.path)).collect();
+        let pred = &unit.pred;
+        let label = &unit.label;
         let occupied: bool = tx
             .query_one(&format!("SELECT EXISTS (SELECT 1 FROM {t} WHERE {pred})"), &[])
-            .map_err(SinkError::sql(format!("{name}: probing partition {partition}")))?
+            .map_err(SinkError::sql(format!("{name}: probing partition {label}")))?
             .get(0);
-        tracing::info!(table = name, partition = %partition, rows = part.rows, direct = !occupied, "sending");
+        let unit_rows: u64 = unit.parts.iter().map(|p| p.rows).sum();
+        tracing::info!(table = name, partition = %label, parts = unit.parts.len(), rows = unit_rows, direct = !occupied, "sending");
         if !occupied {
             // Nothing of this partition in the database yet (a first sync): COPY straight into the table.
-            let (sent, _) = copy_file(tx, &t, name, &path, &mut buf)?;
-            record_part(tx, name, &partition, part, version)?;
-            metrics.parts_sent += 1;
-            metrics.rows_sent += sent;
-            *metrics.rows_changed.entry(name.to_string()).or_default() += sent;
-            bar.inc(1);
+            for path in &paths {
+                let (sent, _) = copy_file(tx, &t, name, path, &mut buf)?;
+                metrics.rows_sent += sent;
+                *metrics.rows_changed.entry(name.to_string()).or_default() += sent;
+            }
+            record_unit(tx, name, &unit, version)?;
+            metrics.parts_sent += unit.parts.len();
+            bar.inc(unit.parts.len() as u64);
             continue;
         }
         if !have_stage {
@@ -248,16 +287,36 @@ fn sync_table(
         tx.batch_execute("TRUNCATE tl_stage, tl_gone")
             .map_err(SinkError::sql(format!("{name}: TRUNCATE tl_stage, tl_gone")))?;
         let pk_match = pk.iter().map(|c| format!("s.{0} = t.{0}", quote_ident(c))).collect::<Vec<_>>().join(" AND ");
-        // The file the database got last time, when the lake still has it: send only the difference.
-        let before = synced
-            .get(&partition)
-            .and_then(|sha| by_sha.get(sha.as_str()))
-            .map(|rel| layout.abs(rel))
-            .filter(|p| !opts.full && p.is_file());
-        let (sent, columns, deleted) = match before {
-            Some(old) => {
-                let d = diff::diff(&old, &path, &pk, name)?;
-                tracing::info!(table = name, partition = %partition, upserts = d.upsert_rows(), gone = d.gone_rows(), "difference");
+        // Every part the database got is still here, unchanged: the others are
+        // layers of new keys, and only they are sent.
+        let appended: Option<Vec<&StarPart>> = (!opts.full
+            && !unit.sent.is_empty()
+            && unit.sent.iter().all(|(k, sha)| unit.parts.iter().any(|p| &part_name(p) == k && &p.sha256 == sha)))
+        .then(|| unit.parts.iter().copied().filter(|p| !unit.sent.contains_key(&part_name(p))).collect());
+        // The files the database got last time, when the lake still has them: send only the difference.
+        let before: Option<Vec<PathBuf>> = unit
+            .sent
+            .values()
+            .map(|sha| by_sha.get(sha.as_str()).map(|rel| layout.abs(rel)).filter(|p| p.is_file()))
+            .collect::<Option<Vec<_>>>()
+            .filter(|files| !opts.full && !files.is_empty());
+        // Parts sent (for a table that gained layers, only those), and the rest.
+        let parts_sent = appended.as_ref().map_or(unit.parts.len(), Vec::len);
+        metrics.parts_unchanged += unit.parts.len() - parts_sent;
+        let (sent, columns, deleted) = match (appended, before) {
+            (Some(new_parts), _) => {
+                let mut sent = 0;
+                let mut columns = vec![];
+                for p in new_parts {
+                    tracing::info!(table = name, part = %part_name(p), rows = p.rows, "new layer");
+                    let (n, c) = copy_file(tx, "tl_stage", name, &layout.abs(&p.path), &mut buf)?;
+                    (sent, columns) = (sent + n, c);
+                }
+                (sent, columns, 0)
+            }
+            (None, Some(old)) => {
+                let d = diff::diff(&old, &paths, &pk, name)?;
+                tracing::info!(table = name, partition = %label, upserts = d.upsert_rows(), gone = d.gone_rows(), "difference");
                 let columns = d.columns;
                 let sent = copy_batches(tx, "tl_stage", name, &columns, d.upserts.into_iter().map(Ok), &mut buf)?;
                 let mut deleted = 0;
@@ -269,8 +328,13 @@ fn sync_table(
                 }
                 (sent, columns, deleted)
             }
-            None => {
-                let (sent, columns) = copy_file(tx, "tl_stage", name, &path, &mut buf)?;
+            (None, None) => {
+                let mut sent = 0;
+                let mut columns = vec![];
+                for path in &paths {
+                    let (n, c) = copy_file(tx, "tl_stage", name, path, &mut buf)?;
+                    (sent, columns) = (sent + n, c);
+                }
                 let deleted = tx
                     .execute(
                         &format!(
@@ -282,34 +346,45 @@ fn sync_table(
                 (sent, columns, deleted)
             }
         };
-        let collist = columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
-        let non_key: Vec<&String> = columns.iter().filter(|c| !pk.contains(c)).collect();
-        let pk_list = pk.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
-        let upsert = if non_key.is_empty() {
-            format!("INSERT INTO {t} ({collist}) SELECT {collist} FROM tl_stage ON CONFLICT ({pk_list}) DO NOTHING")
-        } else {
-            let set =
-                non_key.iter().map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(c))).collect::<Vec<_>>().join(", ");
-            let old = non_key.iter().map(|c| format!("{t}.{}", quote_ident(c))).collect::<Vec<_>>().join(", ");
-            let new = non_key.iter().map(|c| format!("EXCLUDED.{}", quote_ident(c))).collect::<Vec<_>>().join(", ");
-            format!(
-                "INSERT INTO {t} ({collist}) SELECT {collist} FROM tl_stage ON CONFLICT ({pk_list}) \
-                 DO UPDATE SET {set} WHERE ({old}) IS DISTINCT FROM ({new})"
-            )
-        };
-        let changed_rows =
-            tx.execute(&upsert, &[]).map_err(SinkError::sql(format!("{name}: upserting {}", part.path)))?;
-        record_part(tx, name, &partition, part, version)?;
-        metrics.parts_sent += 1;
+        let changed_rows = if columns.is_empty() { 0 } else { upsert(tx, &t, name, &columns, &pk, label)? };
+        record_unit(tx, name, &unit, version)?;
+        metrics.parts_sent += parts_sent;
         metrics.rows_sent += sent;
         metrics.rows_deleted += deleted;
         *metrics.rows_changed.entry(name.to_string()).or_default() += changed_rows;
-        bar.inc(1);
+        bar.inc(unit.parts.len() as u64);
     }
     for statement in rebuild {
         tx.batch_execute(&statement).map_err(SinkError::sql(format!("{name}: rebuilding an index: {statement}")))?;
     }
     Ok(())
+}
+
+/// Moves the rows staged in `tl_stage` into table `t`: new keys are
+/// inserted, and rows of known keys updated where they differ.
+fn upsert(
+    tx: &mut Transaction<'_>,
+    t: &str,
+    name: &str,
+    columns: &[String],
+    pk: &[String],
+    partition: &str,
+) -> Result<u64, SinkError> {
+    let collist = columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
+    let non_key: Vec<&String> = columns.iter().filter(|c| !pk.contains(c)).collect();
+    let pk_list = pk.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
+    let upsert = if non_key.is_empty() {
+        format!("INSERT INTO {t} ({collist}) SELECT {collist} FROM tl_stage ON CONFLICT ({pk_list}) DO NOTHING")
+    } else {
+        let set = non_key.iter().map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(c))).collect::<Vec<_>>().join(", ");
+        let old = non_key.iter().map(|c| format!("{t}.{}", quote_ident(c))).collect::<Vec<_>>().join(", ");
+        let new = non_key.iter().map(|c| format!("EXCLUDED.{}", quote_ident(c))).collect::<Vec<_>>().join(", ");
+        format!(
+            "INSERT INTO {t} ({collist}) SELECT {collist} FROM tl_stage ON CONFLICT ({pk_list}) \
+             DO UPDATE SET {set} WHERE ({old}) IS DISTINCT FROM ({new})"
+        )
+    };
+    tx.execute(&upsert, &[]).map_err(SinkError::sql(format!("{name}: upserting partition {partition}")))
 }
 
 /// Drops `table`'s indexes (its primary key included) and returns the
@@ -391,21 +466,33 @@ fn copy_batches(
     writer.finish().map_err(SinkError::sql(format!("{table}: COPY into {target}")))
 }
 
-/// Records that `part` of `table` is in the database as of lake `version`.
-fn record_part(
-    tx: &mut Transaction<'_>,
-    table: &str,
-    partition: &str,
-    part: &StarPart,
-    version: u64,
-) -> Result<(), SinkError> {
-    tx.execute(
-        "INSERT INTO tunelake_sync_parts (table_name, part, sha256, rows, lake_version) VALUES ($1, $2, $3, $4, $5) \
-         ON CONFLICT (table_name, part) DO UPDATE SET sha256 = EXCLUDED.sha256, rows = EXCLUDED.rows, \
-         lake_version = EXCLUDED.lake_version",
-        &[&table, &partition, &part.sha256, &(part.rows as i64), &(version as i64)],
-    )
-    .map_err(SinkError::sql(format!("{table}: recording sync state")))?;
+/// Records that the parts of `unit` are in the database as of lake `version`,
+/// and forgets the parts it sent before that the lake no longer has.
+fn record_unit(tx: &mut Transaction<'_>, table: &str, unit: &Unit, version: u64) -> Result<(), SinkError> {
+    let gone: Vec<&str> =
+        unit.sent.keys().filter(|k| !unit.parts.iter().any(|p| &part_name(p) == *k)).map(String::as_str).collect();
+    forget_parts(tx, table, &gone)?;
+    for part in &unit.parts {
+        if unit.sent.get(&part_name(part)) == Some(&part.sha256) {
+            continue;
+        }
+        tx.execute(
+            "INSERT INTO tunelake_sync_parts (table_name, part, sha256, rows, lake_version) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (table_name, part) DO UPDATE SET sha256 = EXCLUDED.sha256, rows = EXCLUDED.rows, \
+             lake_version = EXCLUDED.lake_version",
+            &[&table, &part_name(part), &part.sha256, &(part.rows as i64), &(version as i64)],
+        )
+        .map_err(SinkError::sql(format!("{table}: recording sync state")))?;
+    }
+    Ok(())
+}
+
+fn forget_parts(tx: &mut Transaction<'_>, table: &str, parts: &[&str]) -> Result<(), SinkError> {
+    if parts.is_empty() {
+        return Ok(());
+    }
+    tx.execute("DELETE FROM tunelake_sync_parts WHERE table_name = $1 AND part = ANY($2)", &[&table, &parts])
+        .map_err(SinkError::sql(format!("{table}: sync state")))?;
     Ok(())
 }
 

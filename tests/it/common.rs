@@ -162,3 +162,21 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// The sample's four log files moved to other months (by `days`), under `to/log_data`.
+pub fn shifted_logs(to: &Path, files: &[(&str, i64)]) {
+    let dir = to.join("log_data");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, days) in files {
+        let text = std::fs::read_to_string(sample().join("log_data/2018/11").join(name)).unwrap();
+        let mut out = String::new();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let mut e: serde_json::Value = serde_json::from_str(line).unwrap();
+            let ts = e["ts"].as_i64().unwrap() + days * 86_400_000;
+            e["ts"] = ts.into();
+            out.push_str(&e.to_string());
+            out.push('\n');
+        }
+        std::fs::write(dir.join(format!("{days}-{name}")), out).unwrap();
+    }
+}

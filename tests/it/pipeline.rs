@@ -3,7 +3,7 @@
 use std::fs;
 use std::path::Path;
 
-use crate::common::{TestLake, copy_dir, render_rows, sample, sparkify_dataset};
+use crate::common::{TestLake, copy_dir, render_rows, sample, shifted_logs, sparkify_dataset};
 
 const STAR: [&str; 5] = ["fact_plays", "dim_users", "dim_tracks", "dim_artists", "dim_time"];
 
@@ -310,24 +310,6 @@ fn walk_one(dir: &Path) -> std::path::PathBuf {
     entries.sort();
     let first = entries.into_iter().next().unwrap();
     if first.is_dir() { walk_one(&first) } else { first }
-}
-
-/// The sample's four log files moved to other months (by `days`), under `to/log_data`.
-fn shifted_logs(to: &Path, files: &[(&str, i64)]) {
-    let dir = to.join("log_data");
-    std::fs::create_dir_all(&dir).unwrap();
-    for (name, days) in files {
-        let text = std::fs::read_to_string(sample().join("log_data/2018/11").join(name)).unwrap();
-        let mut out = String::new();
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let mut e: serde_json::Value = serde_json::from_str(line).unwrap();
-            let ts = e["ts"].as_i64().unwrap() + days * 86_400_000;
-            e["ts"] = ts.into();
-            out.push_str(&e.to_string());
-            out.push('\n');
-        }
-        std::fs::write(dir.join(format!("{days}-{name}")), out).unwrap();
-    }
 }
 
 #[test]

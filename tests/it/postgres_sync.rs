@@ -5,7 +5,7 @@
 use postgres::types::Type;
 use postgres::{Client, NoTls};
 
-use crate::common::{TestLake, copy_dir, sample, sparkify_dataset};
+use crate::common::{TestLake, copy_dir, sample, shifted_logs, sparkify_dataset};
 use crate::pg;
 
 fn connect(url: &str) -> Client {
@@ -183,6 +183,86 @@ fn a_new_day_sends_only_what_changed() {
     let mut client = connect(&url);
     assert_pg_equals_lake(&lake, &mut client);
     assert_eq!(count(&mut client, "SELECT count(*) FROM fact_plays"), lake.star_rows("fact_plays").len() as i64);
+}
+
+/// The parts of `table` in the lake's current star: (partition or "", rows).
+fn parts_of(lake: &TestLake, table: &str) -> Vec<(String, u64)> {
+    lake.manifest().star().unwrap().tables[table]
+        .iter()
+        .map(|p| (p.partition.clone().unwrap_or_default(), p.rows))
+        .collect()
+}
+
+#[test]
+fn a_later_month_adds_layers_of_new_keys_and_an_earlier_one_rewrites_the_dimensions() {
+    let url = pg::server().create_database("layers");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = |name: &str| tmp.path().join(name);
+    copy_dir(&sample().join("song_data"), &dir("songs").join("song_data"));
+    shifted_logs(&dir("autumn"), &[("2018-11-01-events.json", 0), ("2018-11-02-events.json", 31)]);
+    shifted_logs(&dir("february"), &[("2018-11-03-events.json", 92)]);
+    shifted_logs(&dir("october"), &[("2018-11-21-events.json", -25)]);
+
+    let lake = TestLake::new();
+    lake.ingest(&dir("songs"));
+    lake.ingest(&dir("autumn"));
+    lake.build();
+    let first = lake.sync(&url);
+    let base = |t: &str| parts_of(&lake, t)[0].1;
+    let (tracks, artists) = (base("dim_tracks"), base("dim_artists"));
+
+    // February: its tracks no song matches and nobody played before become a layer.
+    lake.ingest(&dir("february"));
+    let feb = lake.build();
+    assert_eq!((feb.months_computed, feb.full_reason.clone()), (1, None));
+    let layered = ["_sparkify_unmatched_all", "dim_tracks", "bridge_track_artists", "dim_artists"];
+    for t in layered {
+        let parts = parts_of(&lake, t);
+        assert_eq!(parts.len(), 2, "{t}: a base and one layer: {parts:?}");
+        assert!(parts[1].0.starts_with("layer=") && parts[1].1 > 0, "{t}: {parts:?}");
+    }
+    let new_tracks = parts_of(&lake, "dim_tracks")[1].1;
+    assert_eq!(base("dim_tracks"), tracks, "the base is the file it was");
+    assert_eq!(lake.scalar("SELECT count(*) FROM dim_tracks"), (tracks + new_tracks) as i64);
+    assert_eq!(
+        lake.scalar("SELECT count(*) FROM (SELECT DISTINCT track_id FROM dim_tracks)"),
+        (tracks + new_tracks) as i64,
+        "a layer holds new keys only"
+    );
+    let m = lake.sync(&url);
+    assert_eq!(m.rows_changed["dim_tracks"], new_tracks, "{m:?}");
+    assert_eq!(m.rows_changed["dim_artists"], parts_of(&lake, "dim_artists")[1].1, "{m:?}");
+    assert_eq!(m.rows_deleted, 0, "{m:?}");
+    assert!(m.rows_sent < first.rows_sent, "{m:?}");
+    let mut client = connect(&url);
+    assert_pg_equals_lake(&lake, &mut client);
+    assert_same_rows(&lake, &[&dir("songs"), &dir("autumn"), &dir("february")]);
+
+    // October, before every play so far: known tracks get an earlier first
+    // play, and the layered tables are written whole again.
+    lake.ingest(&dir("october"));
+    let oct = lake.build();
+    assert_eq!((oct.months, oct.months_computed, oct.full_reason.clone()), (4, 1, None));
+    for t in layered {
+        assert_eq!(parts_of(&lake, t).len(), 1, "{t}: one file again");
+    }
+    assert!(base("dim_artists") >= artists);
+    lake.sync(&url);
+    assert_pg_equals_lake(&lake, &mut client);
+
+    assert_same_rows(&lake, &[&dir("songs"), &dir("autumn"), &dir("february"), &dir("october")]);
+}
+
+/// `lake` has the rows of a lake that ingests `inputs` at once and builds once.
+fn assert_same_rows(lake: &TestLake, inputs: &[&std::path::Path]) {
+    let whole = TestLake::new();
+    for d in inputs {
+        whole.ingest(d);
+    }
+    whole.build();
+    for t in tunelake::sql::STAR_TABLES {
+        assert_eq!(lake.star_rows(t.name), whole.star_rows(t.name), "{}: step by step vs all at once", t.name);
+    }
 }
 
 #[test]

@@ -1,0 +1,195 @@
+//! Layers: a global table (a dimension, a cumulative summary) that a build
+//! extends with one file of rows for new keys instead of rewriting it whole.
+//!
+//! Its parts are then a base (no partition) and layers (`layer=<version>`)
+//! whose keys are disjoint, so every reader (the next build, `query`, sync,
+//! another engine reading the manifest's files) takes their union. A day of
+//! new plays mostly brings new keys (tracks no catalogue song matches, their
+//! artists) and leaves the rows of known keys as they were: their rows come
+//! from their first play. Extending costs the new keys, not the history
+//! (only the key columns of the inputs are scanned).
+//!
+//! The table is written whole again when a known key's rows would change
+//! (an earlier play ingested late), when [`may_extend`] says the layers are
+//! too many, and in every build that `Plan::layers` does not allow.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch, StringArray, UInt32Array};
+use datafusion::arrow::compute::{cast, concat, take_record_batch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::catalog::{MemTable, TableProvider};
+use datafusion::prelude::SessionContext;
+
+use super::ModelError;
+use crate::lake::manifest::StarPart;
+
+/// Most layers a table keeps before it is written whole again.
+pub const MAX_LAYERS: usize = 32;
+
+/// The partition name of the layer a build `version` adds.
+pub fn partition(version: u64) -> String {
+    format!("layer={version:08}")
+}
+
+/// Whether a table made of `parts` may take one more layer: it has a base,
+/// fewer than [`MAX_LAYERS`] layers, and its layers hold at most a quarter
+/// as many rows as the base (readers then stay as fast as on one file).
+pub fn may_extend(parts: &[StarPart]) -> bool {
+    let base: u64 = parts.iter().filter(|p| p.partition.is_none()).map(|p| p.rows).sum();
+    let layers: Vec<&StarPart> = parts.iter().filter(|p| p.partition.is_some()).collect();
+    parts.iter().any(|p| p.partition.is_none())
+        && layers.len() < MAX_LAYERS
+        && layers.iter().map(|p| p.rows).sum::<u64>() * 4 <= base.max(4096)
+}
+
+/// What a model gives for a set of keys, against the rows the table has.
+pub enum Extension {
+    /// The rows of keys the table lacks (maybe none); the other keys' rows are as the table has them.
+    Rows(Vec<RecordBatch>),
+    /// This many keys the table has would get other rows.
+    Changed(usize),
+}
+
+/// Runs the model `sql` of `table`, keyed by `key`, with each of `inputs`
+/// (table, its key column) restricted to the rows whose key is in `keys`,
+/// casts its rows to `schema`, and sorts them out against the rows
+/// `existing` has for the same keys.
+#[allow(clippy::too_many_arguments)]
+pub async fn extension(
+    ctx: &SessionContext,
+    table: &str,
+    file: &str,
+    sql: &str,
+    key: &str,
+    keys: ArrayRef,
+    inputs: &[(&str, &str)],
+    existing: Arc<dyn TableProvider>,
+    schema: &SchemaRef,
+) -> Result<Extension, ModelError> {
+    let err = |what: &'static str| {
+        let file = file.to_string();
+        move |source| ModelError::Sql { file, what, source }
+    };
+    let keys = cast(&keys, &DataType::Utf8).map_err(|e| err("casting keys")(e.into()))?;
+    register_keys(ctx, "tl_layer_keys", keys)?;
+    let mut originals = vec![];
+    for &(input, column) in inputs {
+        let original = ctx.table_provider(input).await.map_err(err("reading an input"))?;
+        let full = format!("tl_layer_full_{input}");
+        super::build::replace_table(ctx, &full, original.clone())?;
+        let view = ctx
+            .sql(&format!("SELECT * FROM {full} WHERE {column} IN (SELECT key FROM tl_layer_keys)"))
+            .await
+            .map_err(err("restricting an input to the new keys"))?
+            .into_view();
+        super::build::replace_table(ctx, input, view)?;
+        originals.push((input, full, original));
+    }
+    let rows = match ctx.sql(sql).await {
+        Ok(df) => df.collect().await.map_err(err("execution")),
+        Err(e) => Err(err("planning")(e)),
+    };
+    for (input, full, original) in originals {
+        super::build::replace_table(ctx, input, original)?;
+        ctx.deregister_table(&full).map_err(err("deregister"))?;
+    }
+    let rows = rows?.into_iter().map(|b| super::build::conform(table, schema, b)).collect::<Result<Vec<_>, _>>()?;
+
+    register_keys(ctx, "tl_layer_keys", column_of(&rows, key, table)?)?;
+    super::build::replace_table(ctx, "tl_layer_existing", existing)?;
+    let before = ctx
+        .sql(&format!("SELECT * FROM tl_layer_existing WHERE {key} IN (SELECT key FROM tl_layer_keys)"))
+        .await
+        .map_err(err("planning the existing rows"))?
+        .collect()
+        .await
+        .map_err(err("reading the existing rows"))?;
+    ctx.deregister_table("tl_layer_existing").map_err(err("deregister"))?;
+    ctx.deregister_table("tl_layer_keys").map_err(err("deregister"))?;
+    let before = before.into_iter().map(|b| super::build::conform(table, schema, b)).collect::<Result<Vec<_>, _>>()?;
+
+    let converter = RowConverter::new(schema.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect())
+        .map_err(|e| err("comparing rows")(e.into()))?;
+    let by_key = |batches: &[RecordBatch]| -> Result<HashMap<String, Vec<Vec<u8>>>, ModelError> {
+        let mut out: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+        for b in batches {
+            let ids = b.column_by_name(key).expect("conformed to the schema");
+            let ids = cast(ids, &DataType::Utf8).map_err(|e| err("comparing rows")(e.into()))?;
+            let ids = ids.as_string::<i32>();
+            let converted = converter.convert_columns(b.columns()).map_err(|e| err("comparing rows")(e.into()))?;
+            for i in 0..b.num_rows() {
+                out.entry(ids.value(i).to_string()).or_default().push(converted.row(i).as_ref().to_vec());
+            }
+        }
+        for rows in out.values_mut() {
+            rows.sort();
+        }
+        Ok(out)
+    };
+    let (new, old) = (by_key(&rows)?, by_key(&before)?);
+    let changed = old.iter().filter(|(k, rows)| new.get(*k) != Some(*rows)).count();
+    if changed > 0 {
+        return Ok(Extension::Changed(changed));
+    }
+    let fresh: HashSet<&str> = new.keys().filter(|k| !old.contains_key(*k)).map(String::as_str).collect();
+    let mut out = vec![];
+    for b in rows {
+        let ids = cast(b.column_by_name(key).expect("conformed"), &DataType::Utf8)
+            .map_err(|e| err("comparing rows")(e.into()))?;
+        let ids = ids.as_string::<i32>();
+        let keep: UInt32Array = (0..b.num_rows() as u32).filter(|&i| fresh.contains(ids.value(i as usize))).collect();
+        if !keep.is_empty() {
+            out.push(take_record_batch(&b, &keep).map_err(|e| err("selecting new rows")(e.into()))?);
+        }
+    }
+    Ok(Extension::Rows(out))
+}
+
+/// Column `name` of every batch as one Utf8 array (empty without batches).
+pub fn column_of(batches: &[RecordBatch], name: &str, table: &str) -> Result<ArrayRef, ModelError> {
+    let problem = |p: String| ModelError::Contract { table: table.into(), problem: p };
+    let mut parts = vec![];
+    for b in batches {
+        let c = b.column_by_name(name).ok_or_else(|| problem(format!("no column `{name}`")))?;
+        parts.push(cast(c, &DataType::Utf8).map_err(|e| problem(e.to_string()))?);
+    }
+    if parts.is_empty() {
+        return Ok(Arc::new(StringArray::from(Vec::<String>::new())));
+    }
+    concat(&parts.iter().map(|a| a.as_ref()).collect::<Vec<_>>()).map_err(|e| problem(e.to_string()))
+}
+
+/// Registers `keys` as the one-column table `name` (column `key`).
+fn register_keys(ctx: &SessionContext, name: &str, keys: ArrayRef) -> Result<(), ModelError> {
+    let schema = Arc::new(Schema::new(vec![Field::new("key", DataType::Utf8, true)]));
+    let batch = RecordBatch::try_new(schema.clone(), vec![keys])
+        .map_err(|e| ModelError::Contract { table: name.into(), problem: e.to_string() })?;
+    let table = MemTable::try_new(schema, vec![vec![batch]])
+        .map_err(|source| ModelError::Register { path: name.into(), source })?;
+    super::build::replace_table(ctx, name, Arc::new(table))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(partition: Option<&str>, rows: u64) -> StarPart {
+        StarPart { partition: partition.map(str::to_string), path: String::new(), rows, sha256: String::new() }
+    }
+
+    #[test]
+    fn layers_stop_at_a_quarter_of_the_base_or_the_most_layers() {
+        assert!(!may_extend(&[]), "nothing to extend");
+        assert!(may_extend(&[part(None, 100_000)]));
+        assert!(may_extend(&[part(None, 100_000), part(Some("layer=1"), 25_000)]));
+        assert!(!may_extend(&[part(None, 100_000), part(Some("layer=1"), 25_001)]));
+        assert!(may_extend(&[part(None, 10), part(Some("layer=1"), 1_000)]), "small tables take small layers");
+        let many: Vec<StarPart> =
+            std::iter::once(part(None, 1_000_000)).chain((0..MAX_LAYERS).map(|_| part(Some("layer"), 1))).collect();
+        assert!(!may_extend(&many));
+        assert_eq!(partition(42), "layer=00000042");
+    }
+}
