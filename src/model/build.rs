@@ -228,6 +228,9 @@ fn register_parts_provider(
     files_provider(name, schema, &paths)
 }
 
+/// A layered table's parts after an extension, and the rows its new layer holds.
+type Extended = (Vec<StarPart>, Vec<RecordBatch>);
+
 /// The parts of a layered table after an extension: `before` plus a layer
 /// of the new keys' rows (none without new keys), and those rows; None when
 /// rows of known keys change and the table must be written whole.
@@ -238,7 +241,7 @@ fn extended(
     before: &[StarPart],
     extension: layer::Extension,
     version: u64,
-) -> Result<Option<(Vec<StarPart>, Vec<RecordBatch>)>, ModelError> {
+) -> Result<Option<Extended>, ModelError> {
     let rows = match extension {
         layer::Extension::Rows(rows) => rows,
         layer::Extension::Changed(keys) => {

@@ -143,7 +143,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let old = file(dir.path(), "old.parquet", &[1, 2, 3, 4], &["a", "b", "c", "d"]);
         let new = file(dir.path(), "new.parquet", &[1, 2, 4, 5], &["a", "B", "d", "e"]);
-        let d = diff(&[old.clone()], &[new.clone()], &["id".to_string()], "t").unwrap();
+        let d = diff(std::slice::from_ref(&old), std::slice::from_ref(&new), &["id".to_string()], "t").unwrap();
         let ids = |bs: &[RecordBatch]| -> Vec<i64> {
             bs.iter()
                 .flat_map(|b| b.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec())
@@ -151,7 +151,7 @@ mod tests {
         };
         assert_eq!(ids(&d.upserts), vec![2, 5], "2 changed, 5 is new");
         assert_eq!(ids(&d.gone), vec![3]);
-        let same = diff(&[old.clone()], &[old.clone()], &["id".to_string()], "t").unwrap();
+        let same = diff(std::slice::from_ref(&old), std::slice::from_ref(&old), &["id".to_string()], "t").unwrap();
         assert_eq!((same.upsert_rows(), same.gone_rows()), (0, 0));
         // Each side is the union of its files: a base and a layer of new keys.
         let base = file(dir.path(), "base.parquet", &[1, 2], &["a", "B"]);
