@@ -74,7 +74,7 @@ pub async fn extension(
         move |source| ModelError::Sql { file, what, source }
     };
     let keys = cast(&keys, &DataType::Utf8).map_err(|e| err("casting keys")(e.into()))?;
-    register_keys(ctx, "tl_layer_keys", keys)?;
+    register_keys(ctx, "tl_layer_keys", keys.clone())?;
     let mut originals = vec![];
     for &(input, column) in inputs {
         let original = ctx.table_provider(input).await.map_err(err("reading an input"))?;
@@ -98,7 +98,11 @@ pub async fn extension(
     }
     let rows = rows?.into_iter().map(|b| super::build::conform(table, schema, b)).collect::<Result<Vec<_>, _>>()?;
 
-    register_keys(ctx, "tl_layer_keys", column_of(&rows, key, table)?)?;
+    // The table's rows of the keys asked for and of the keys the model gave:
+    // a key it has that the model no longer gives counts as changed.
+    let result_keys = column_of(&rows, key, table)?;
+    let asked_or_given = concat(&[keys.as_ref(), result_keys.as_ref()]).map_err(|e| err("casting keys")(e.into()))?;
+    register_keys(ctx, "tl_layer_keys", asked_or_given)?;
     super::build::replace_table(ctx, "tl_layer_existing", existing)?;
     let before = ctx
         .sql(&format!("SELECT * FROM tl_layer_existing WHERE {key} IN (SELECT key FROM tl_layer_keys)"))
