@@ -306,10 +306,29 @@ pub struct VacuumArgs {
 /// Parses the command line and runs it.
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
+    // Parsing Sparkify logs on every core allocates on every core: with one
+    // arena the threads queue for it (1M events: 4.5 s with one arena, 1.9 s
+    // with glibc's default of one per thread).
+    if !matches!(cli.command, Command::Ingest(IngestSource::Sparkify { .. })) {
+        one_malloc_arena();
+    }
     init_tracing(cli.verbose);
     progress::set_mode(cli.progress);
     let command_line = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
     execute(cli, &redact_args(&command_line))
+}
+
+/// One malloc arena for the whole process, for the commands that run
+/// DataFusion. It frees buffers on other threads than the ones that
+/// allocated them, and glibc's per-thread arenas then keep that memory: a
+/// 5M-event build peaked at 725 MB with the default arenas and at 478 MB with
+/// one, in the same time. Called before the process starts any thread.
+fn one_malloc_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; no other thread exists yet.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
 }
 
 /// The command line as recorded in the manifest, without a database URL.

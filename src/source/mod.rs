@@ -357,12 +357,14 @@ pub fn ingest_sparkify(
         return Err(SourceError::NotSparkifyDir { path: dir.into() });
     }
     let t0 = std::time::Instant::now();
+    // Logs first: the few big files start early, and the many small song
+    // files fill in behind them.
     let mut inputs: Vec<(PathBuf, &str)> = vec![];
-    if song_dir.is_dir() {
-        inputs.extend(json_files(dir, &song_dir)?.into_iter().map(|p| (p, sparkify::KIND_SONG)));
-    }
     if log_dir.is_dir() {
         inputs.extend(json_files(dir, &log_dir)?.into_iter().map(|p| (p, sparkify::KIND_LOG)));
+    }
+    if song_dir.is_dir() {
+        inputs.extend(json_files(dir, &song_dir)?.into_iter().map(|p| (p, sparkify::KIND_SONG)));
     }
 
     tracing::info!(dir = %dir.display(), files = inputs.len(), seconds = t0.elapsed().as_secs_f64(), "ingest sparkify: listed, reading");
@@ -378,7 +380,10 @@ pub fn ingest_sparkify(
     let out = Mutex::new(Collector::new());
     let bar = progress::bar(inputs.len() as u64, "ingest sparkify");
 
-    inputs.par_iter().enumerate().try_for_each(|(index, (rel, kind))| -> Result<(), SourceError> {
+    // One file per task: rayon otherwise hands each thread a run of files
+    // to read in order, and the run holding every log file left the other
+    // core idle (1M events: 3.8 s, against 1.9 s for the logs alone).
+    inputs.par_iter().with_max_len(1).enumerate().try_for_each(|(index, (rel, kind))| -> Result<(), SourceError> {
         let path = dir.join(rel);
         let bytes = std::fs::read(&path).map_err(|source| SourceError::Read { path: path.clone(), source })?;
         let sha = sha256_hex(&bytes);
@@ -468,7 +473,7 @@ pub fn reprocess(layout: &Layout, manifest: &mut Manifest, command: &str) -> Res
     let raws: Vec<RawFile> = manifest.raw_files()?.to_vec();
     let out = Mutex::new(Collector::new());
     let bar = progress::bar(raws.len() as u64, "reprocess");
-    raws.par_iter().enumerate().try_for_each(|(index, raw)| -> Result<(), SourceError> {
+    raws.par_iter().with_max_len(1).enumerate().try_for_each(|(index, raw)| -> Result<(), SourceError> {
         let bytes = raw::read(layout, raw)?;
         let actual = sha256_hex(&bytes);
         if actual != raw.sha256 {
