@@ -65,17 +65,31 @@ pub struct SliceHelper {
     /// The columns the model's ORDER BY sorts its output by, if any; the
     /// tables that read it then need not sort it again.
     pub sorted_by: &'static [&'static str],
+    /// DataFusion partitions it runs in: 2 sorts on both cores, each half in
+    /// its own share of the memory limit (see `model::build`).
+    pub partitions: usize,
 }
 
 /// Helpers computed per slice of months, in this order, before the monthly star tables.
 pub const SLICE_HELPERS: &[SliceHelper] = &[
-    SliceHelper { file: sql_file!("model", "_sparkify_plays"), kept: None, sorted_by: &["ts", "event_id"] },
-    SliceHelper { file: sql_file!("model", "_spotify_unique"), kept: None, sorted_by: &[] },
-    SliceHelper { file: sql_file!("model", "_spotify_streams"), kept: Some(("ts", "stream_id")), sorted_by: &[] },
+    SliceHelper {
+        file: sql_file!("model", "_sparkify_plays"),
+        kept: None,
+        sorted_by: &["ts", "event_id"],
+        partitions: 2,
+    },
+    SliceHelper { file: sql_file!("model", "_spotify_unique"), kept: None, sorted_by: &[], partitions: 1 },
+    SliceHelper {
+        file: sql_file!("model", "_spotify_streams"),
+        kept: Some(("ts", "stream_id")),
+        sorted_by: &[],
+        partitions: 1,
+    },
     SliceHelper {
         file: sql_file!("model", "_spotify_api_plays"),
         kept: Some(("played_at", "play_id")),
         sorted_by: &[],
+        partitions: 1,
     },
 ];
 

@@ -299,11 +299,12 @@ pub async fn build(
     );
     let ctx = session(opts.memory_limit).map_err(sql_err("session", "setup"))?;
     // One partition: every model picks rows with lag() over a total order.
-    // Two partitions were faster (1M events: 4.6 s against 5.2-6.2 s) and
-    // lighter at 5M, but a build of 500,000 Spotify streams then ran out of
-    // its 384 MiB ("Not enough memory to continue external sort": twice the
+    // Two partitions everywhere were faster (1M events: 4.6 s against
+    // 5.2-6.2 s), but a build of 500,000 Spotify streams then ran out of its
+    // 384 MiB ("Not enough memory to continue external sort": twice the
     // sorters, each holding its merge reservation), where one partition
-    // builds them in 128 MiB.
+    // builds them in 128 MiB. Only `_sparkify_plays`, the biggest sort of a
+    // Sparkify build, runs in two (`SliceHelper::partitions`).
     for setting in [
         "SET datafusion.execution.target_partitions = 1",
         "SET datafusion.execution.sort_spill_reservation_bytes = 33554432",
@@ -383,7 +384,19 @@ pub async fn build(
         let hi = month_start(next_month(*months.last().expect("a slice has a month")));
         bar.set_message(format!("build {} to {}", partition_of(months[0]), partition_of(*months.last().unwrap())));
         let t0 = std::time::Instant::now();
-        let written = build_slice(&ctx, layout, &plan, &schemas, scratch.path(), i, lo, hi, version, &previous).await?;
+        let written = build_slice(
+            &ctx,
+            layout,
+            &plan,
+            &schemas,
+            scratch.path(),
+            i,
+            (lo, hi),
+            version,
+            &previous,
+            opts.memory_limit,
+        )
+        .await?;
         for (name, (parts, same)) in written.parts {
             *unchanged.entry(name.clone()).or_default() += same;
             star.tables.entry(name).or_default().extend(parts);
@@ -592,10 +605,10 @@ async fn build_slice(
     schemas: &[(String, SchemaRef)],
     scratch: &Path,
     slice: usize,
-    lo: i64,
-    hi: i64,
+    (lo, hi): (i64, i64),
     version: u64,
     previous: &HashMap<(String, Option<String>), StarPart>,
+    memory_limit: usize,
 ) -> Result<SliceOutput, ModelError> {
     // Staging restricted to the slice and its margin: only files that overlap it, filtered by time.
     for (name, schema) in staging::tables() {
@@ -618,7 +631,10 @@ async fn build_slice(
     for h in SLICE_HELPERS {
         let path = scratch.join(format!("{}-{slice}.parquet", h.file.name));
         ctx.deregister_table(h.file.name).map_err(sql_err(h.file.name, "deregister"))?;
+        // Two sorters need two merge reservations: below the default memory, one.
+        set_partitions(ctx, if memory_limit >= super::DEFAULT_MEMORY_LIMIT { h.partitions } else { 1 }).await?;
         materialize(ctx, &h.file, h.sorted_by, &path).await?;
+        set_partitions(ctx, 1).await?;
     }
     let schema_of = |name: &str| schemas.iter().find(|(n, _)| n == name).map(|(_, s)| s.clone());
     let mut out = SliceOutput { parts: BTreeMap::new(), counts: BTreeMap::new() };
@@ -655,6 +671,11 @@ async fn build_slice(
         std::fs::remove_file(&path).map_err(crate::lake::LakeError::io("remove", path))?;
     }
     Ok(out)
+}
+
+async fn set_partitions(ctx: &SessionContext, n: usize) -> Result<(), ModelError> {
+    ctx.sql(&format!("SET datafusion.execution.target_partitions = {n}")).await.map_err(sql_err("settings", "SET"))?;
+    Ok(())
 }
 
 /// [`MONTH_COUNTS`] for the months of `lo..hi`, by month partition.
