@@ -318,7 +318,12 @@ fn sync_table(
                 let d = diff::diff(&old, &paths, &pk, name)?;
                 tracing::info!(table = name, partition = %label, upserts = d.upsert_rows(), gone = d.gone_rows(), "difference");
                 let columns = d.columns;
-                let sent = copy_batches(tx, "tl_stage", name, &columns, d.upserts.into_iter().map(Ok), &mut buf)?;
+                // A table the lake emptied has no file to take columns from, and nothing to send.
+                let sent = if d.upserts.is_empty() {
+                    0
+                } else {
+                    copy_batches(tx, "tl_stage", name, &columns, d.upserts.into_iter().map(Ok), &mut buf)?
+                };
                 let mut deleted = 0;
                 if !d.gone.is_empty() {
                     copy_batches(tx, "tl_gone", name, &pk, d.gone.into_iter().map(Ok), &mut buf)?;
