@@ -731,10 +731,15 @@ fn print_build(out: &mut dyn Write, m: &BuildMetrics) -> std::io::Result<()> {
             Some(why) => writeln!(out, "  computed all {} month(s) ({why})", m.months)?,
             None => writeln!(
                 out,
-                "  computed {} of {} month(s){} (the others kept their files); dimensions recomputed",
+                "  computed {} of {} month(s){} (the others kept their files); {}",
                 m.months_computed,
                 m.months,
-                if m.catalogue_changed { ", with those whose plays new catalogue songs change" } else { "" }
+                if m.catalogue_changed { ", with those whose plays new catalogue songs change" } else { "" },
+                if m.layered.is_empty() {
+                    "dimensions recomputed".to_string()
+                } else {
+                    format!("{}: new keys added as a layer; other dimensions recomputed", m.layered.join(", "))
+                }
             )?,
         }
     }

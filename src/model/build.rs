@@ -89,6 +89,9 @@ pub struct BuildMetrics {
     pub full_reason: Option<String>,
     /// New catalogue songs: the months computed include those whose plays they can change.
     pub catalogue_changed: bool,
+    /// Dimensions that took the rows of their new keys as a layer (or had no
+    /// new keys) instead of being computed again; see `model/layer.rs`.
+    pub layered: Vec<String>,
 }
 
 impl BuildMetrics {
@@ -127,6 +130,7 @@ impl BuildMetrics {
             months_computed: 0,
             full_reason: None,
             catalogue_changed: false,
+            layered: vec![],
         }
     }
 }
@@ -505,6 +509,7 @@ pub async fn build(
             };
             if let Some((layered, rows)) = extended(layout, table.name, &contract, before, extension, version)? {
                 *unchanged.entry(table.name.to_string()).or_default() += before.len();
+                metrics.layered.push(table.name.to_string());
                 gained.insert(table.name, Some(rows));
                 parts = Some(layered);
             }

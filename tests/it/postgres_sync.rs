@@ -215,6 +215,7 @@ fn a_later_month_adds_layers_of_new_keys_and_an_earlier_one_rewrites_the_dimensi
     lake.ingest(&dir("february"));
     let feb = lake.build();
     assert_eq!((feb.months_computed, feb.full_reason.clone()), (1, None));
+    assert_eq!(feb.layered, ["dim_tracks", "bridge_track_artists", "dim_artists"]);
     let layered = ["_sparkify_unmatched_all", "dim_tracks", "bridge_track_artists", "dim_artists"];
     for t in layered {
         let parts = parts_of(&lake, t);
@@ -243,6 +244,7 @@ fn a_later_month_adds_layers_of_new_keys_and_an_earlier_one_rewrites_the_dimensi
     lake.ingest(&dir("october"));
     let oct = lake.build();
     assert_eq!((oct.months, oct.months_computed, oct.full_reason.clone()), (4, 1, None));
+    assert!(oct.layered.is_empty(), "{:?}", oct.layered);
     for t in layered {
         assert_eq!(parts_of(&lake, t).len(), 1, "{t}: one file again");
     }
