@@ -75,6 +75,40 @@ pub async fn extension(
     };
     let keys = cast(&keys, &DataType::Utf8).map_err(|e| err("casting keys")(e.into()))?;
     register_keys(ctx, "tl_layer_keys", keys.clone())?;
+    // The scans of the inputs then decode the key column first and the other
+    // columns only for the rows of the new keys (the join's keys reach the
+    // scan as a dynamic filter).
+    set(ctx, "datafusion.execution.parquet.pushdown_filters", "true").await?;
+    let extension = extend(ctx, table, file, sql, key, keys, inputs, existing, schema).await;
+    set(ctx, "datafusion.execution.parquet.pushdown_filters", "false").await?;
+    extension
+}
+
+async fn set(ctx: &SessionContext, name: &str, value: &str) -> Result<(), ModelError> {
+    ctx.sql(&format!("SET {name} = {value}")).await.map_err(|source| ModelError::Sql {
+        file: "settings".into(),
+        what: "SET",
+        source,
+    })?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn extend(
+    ctx: &SessionContext,
+    table: &str,
+    file: &str,
+    sql: &str,
+    key: &str,
+    keys: ArrayRef,
+    inputs: &[(&str, &str)],
+    existing: Arc<dyn TableProvider>,
+    schema: &SchemaRef,
+) -> Result<Extension, ModelError> {
+    let err = |what: &'static str| {
+        let file = file.to_string();
+        move |source| ModelError::Sql { file, what, source }
+    };
     let mut originals = vec![];
     for &(input, column) in inputs {
         let original = ctx.table_provider(input).await.map_err(err("reading an input"))?;
