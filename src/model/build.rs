@@ -451,9 +451,15 @@ pub async fn build(
             ctx.deregister_table("tl_layer_months").map_err(sql_err(file.clone(), "deregister"))?;
             let keys = layer::column_of(&keys, spec.keys_from.1, all)?;
             let existing = register_parts_provider(layout, all, schema.clone(), before)?;
-            let extension =
-                layer::extension(&ctx, all, &file, summary.all.text, spec.key, keys, spec.inputs, existing, &schema)
-                    .await?;
+            let model = layer::Model {
+                table: all,
+                file: &file,
+                sql: summary.all.text,
+                key: spec.key,
+                inputs: spec.inputs,
+                schema: &schema,
+            };
+            let extension = layer::extension(&ctx, &model, keys, existing).await?;
             if let Some((parts, rows)) = extended(layout, all, &schema, before, extension, version)? {
                 *unchanged.entry(all.to_string()).or_default() += before.len();
                 register_parts(&ctx, layout, all, schema, &parts)?;
@@ -503,9 +509,15 @@ pub async fn build(
                 layer::Extension::Rows(vec![])
             } else {
                 let existing = register_parts_provider(layout, table.name, contract.clone(), before)?;
-                let text = table.model.text;
-                layer::extension(&ctx, table.name, &file, text, spec.key, keys, spec.inputs, existing, &contract)
-                    .await?
+                let model = layer::Model {
+                    table: table.name,
+                    file: &file,
+                    sql: table.model.text,
+                    key: spec.key,
+                    inputs: spec.inputs,
+                    schema: &contract,
+                };
+                layer::extension(&ctx, &model, keys, existing).await?
             };
             if let Some((layered, rows)) = extended(layout, table.name, &contract, before, extension, version)? {
                 *unchanged.entry(table.name.to_string()).or_default() += before.len();

@@ -53,33 +53,35 @@ pub enum Extension {
     Changed(usize),
 }
 
-/// Runs the model `sql` of `table`, keyed by `key`, with each of `inputs`
-/// (table, its key column) restricted to the rows whose key is in `keys`,
-/// casts its rows to `schema`, and sorts them out against the rows
-/// `existing` has for the same keys.
-#[allow(clippy::too_many_arguments)]
+/// A layered table's model, as [`extension`] runs it.
+#[derive(Clone, Copy)]
+pub struct Model<'a> {
+    pub table: &'a str,
+    /// `sql/model/<table>.sql`, for errors.
+    pub file: &'a str,
+    pub sql: &'a str,
+    /// The column that keys a row.
+    pub key: &'a str,
+    /// The tables the model reads, each with its column holding the key.
+    pub inputs: &'a [(&'a str, &'a str)],
+    /// The table's columns and types.
+    pub schema: &'a SchemaRef,
+}
+
+/// Runs `model` with each of its inputs restricted to the rows whose key is
+/// in `keys`, casts its rows to the table's schema, and sorts them out
+/// against the rows `existing` has for the same keys.
 pub async fn extension(
     ctx: &SessionContext,
-    table: &str,
-    file: &str,
-    sql: &str,
-    key: &str,
+    model: &Model<'_>,
     keys: ArrayRef,
-    inputs: &[(&str, &str)],
     existing: Arc<dyn TableProvider>,
-    schema: &SchemaRef,
 ) -> Result<Extension, ModelError> {
-    let err = |what: &'static str| {
-        let file = file.to_string();
-        move |source| ModelError::Sql { file, what, source }
-    };
-    let keys = cast(&keys, &DataType::Utf8).map_err(|e| err("casting keys")(e.into()))?;
-    register_keys(ctx, "tl_layer_keys", keys.clone())?;
     // The scans of the inputs then decode the key column first and the other
     // columns only for the rows of the new keys (the join's keys reach the
     // scan as a dynamic filter).
     set(ctx, "datafusion.execution.parquet.pushdown_filters", "true").await?;
-    let extension = extend(ctx, table, file, sql, key, keys, inputs, existing, schema).await;
+    let extension = extend(ctx, model, keys, existing).await;
     set(ctx, "datafusion.execution.parquet.pushdown_filters", "false").await?;
     extension
 }
@@ -93,22 +95,19 @@ async fn set(ctx: &SessionContext, name: &str, value: &str) -> Result<(), ModelE
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn extend(
     ctx: &SessionContext,
-    table: &str,
-    file: &str,
-    sql: &str,
-    key: &str,
+    model: &Model<'_>,
     keys: ArrayRef,
-    inputs: &[(&str, &str)],
     existing: Arc<dyn TableProvider>,
-    schema: &SchemaRef,
 ) -> Result<Extension, ModelError> {
+    let Model { table, file, sql, key, inputs, schema } = *model;
     let err = |what: &'static str| {
         let file = file.to_string();
         move |source| ModelError::Sql { file, what, source }
     };
+    let keys = cast(&keys, &DataType::Utf8).map_err(|e| err("casting keys")(e.into()))?;
+    register_keys(ctx, "tl_layer_keys", keys.clone())?;
     let mut originals = vec![];
     for &(input, column) in inputs {
         let original = ctx.table_provider(input).await.map_err(err("reading an input"))?;
