@@ -13,6 +13,9 @@
 //!    helpers, and writes the monthly star tables, the kept helpers and the
 //!    monthly summaries, by month. Memory follows the slice, not the history.
 //! 4. The dimensions run once, over the monthly summaries of every month.
+//!    The tracks, artists and bridge dimensions (and the summary of
+//!    unmatched tracks) usually only gain the rows of new keys, as one more
+//!    file beside the ones they have (`layer.rs`).
 //!
 //! Every table is checked against its `sql/schema/<t>.sql` contract. A
 //! partition whose bytes equal the previous version's is not kept twice: the
@@ -208,8 +211,7 @@ fn register_parts(
     schema: SchemaRef,
     parts: &[StarPart],
 ) -> Result<(), ModelError> {
-    let paths: Vec<PathBuf> = parts.iter().map(|p| layout.abs(&p.path)).collect();
-    replace_table(ctx, name, files_provider(name, schema, &paths)?)
+    replace_table(ctx, name, parts_provider(layout, name, schema, parts)?)
 }
 
 pub(super) fn replace_table(
@@ -222,7 +224,8 @@ pub(super) fn replace_table(
     Ok(())
 }
 
-fn register_parts_provider(
+/// A table over the files of `parts`.
+fn parts_provider(
     layout: &Layout,
     name: &str,
     schema: SchemaRef,
@@ -309,12 +312,8 @@ pub async fn build(
     // sorters, each holding its merge reservation), where one partition
     // builds them in 128 MiB. Only `_sparkify_plays`, the biggest sort of a
     // Sparkify build, runs in two (`SliceHelper::partitions`).
-    for setting in [
-        "SET datafusion.execution.target_partitions = 1",
-        "SET datafusion.execution.sort_spill_reservation_bytes = 33554432",
-    ] {
-        ctx.sql(setting).await.map_err(sql_err("settings", "SET"))?;
-    }
+    super::set(&ctx, "datafusion.execution.target_partitions", "1").await?;
+    super::set(&ctx, "datafusion.execution.sort_spill_reservation_bytes", "33554432").await?;
     for (name, schema) in staging::tables() {
         register_lake_files(&ctx, layout, name, schema, manifest.staging_files(name).iter().map(|f| f.path.as_str()))?;
     }
@@ -450,7 +449,7 @@ pub async fn build(
                 .map_err(sql_err(file.clone(), "reading the new keys"))?;
             ctx.deregister_table("tl_layer_months").map_err(sql_err(file.clone(), "deregister"))?;
             let keys = layer::column_of(&keys, spec.keys_from.1, all)?;
-            let existing = register_parts_provider(layout, all, schema.clone(), before)?;
+            let existing = parts_provider(layout, all, schema.clone(), before)?;
             let model = layer::Model {
                 table: all,
                 file: &file,
@@ -508,7 +507,7 @@ pub async fn build(
             let extension = if keys.is_empty() {
                 layer::Extension::Rows(vec![])
             } else {
-                let existing = register_parts_provider(layout, table.name, contract.clone(), before)?;
+                let existing = parts_provider(layout, table.name, contract.clone(), before)?;
                 let model = layer::Model {
                     table: table.name,
                     file: &file,
@@ -649,9 +648,10 @@ async fn build_slice(
         let path = scratch.join(format!("{}-{slice}.parquet", h.file.name));
         ctx.deregister_table(h.file.name).map_err(sql_err(h.file.name, "deregister"))?;
         // Two sorters need two merge reservations: below the default memory, one.
-        set_partitions(ctx, if memory_limit >= super::DEFAULT_MEMORY_LIMIT { h.partitions } else { 1 }).await?;
+        let partitions = if memory_limit >= super::DEFAULT_MEMORY_LIMIT { h.partitions } else { 1 };
+        super::set(ctx, "datafusion.execution.target_partitions", &partitions.to_string()).await?;
         materialize(ctx, &h.file, h.sorted_by, &path).await?;
-        set_partitions(ctx, 1).await?;
+        super::set(ctx, "datafusion.execution.target_partitions", "1").await?;
     }
     let schema_of = |name: &str| schemas.iter().find(|(n, _)| n == name).map(|(_, s)| s.clone());
     let mut out = SliceOutput { parts: BTreeMap::new(), counts: BTreeMap::new() };
@@ -688,11 +688,6 @@ async fn build_slice(
         std::fs::remove_file(&path).map_err(crate::lake::LakeError::io("remove", path))?;
     }
     Ok(out)
-}
-
-async fn set_partitions(ctx: &SessionContext, n: usize) -> Result<(), ModelError> {
-    ctx.sql(&format!("SET datafusion.execution.target_partitions = {n}")).await.map_err(sql_err("settings", "SET"))?;
-    Ok(())
 }
 
 /// [`MONTH_COUNTS`] for the months of `lo..hi`, by month partition.

@@ -80,19 +80,10 @@ pub async fn extension(
     // The scans of the inputs then decode the key column first and the other
     // columns only for the rows of the new keys (the join's keys reach the
     // scan as a dynamic filter).
-    set(ctx, "datafusion.execution.parquet.pushdown_filters", "true").await?;
+    super::set(ctx, "datafusion.execution.parquet.pushdown_filters", "true").await?;
     let extension = extend(ctx, model, keys, existing).await;
-    set(ctx, "datafusion.execution.parquet.pushdown_filters", "false").await?;
+    super::set(ctx, "datafusion.execution.parquet.pushdown_filters", "false").await?;
     extension
-}
-
-async fn set(ctx: &SessionContext, name: &str, value: &str) -> Result<(), ModelError> {
-    ctx.sql(&format!("SET {name} = {value}")).await.map_err(|source| ModelError::Sql {
-        file: "settings".into(),
-        what: "SET",
-        source,
-    })?;
-    Ok(())
 }
 
 async fn extend(

@@ -86,6 +86,16 @@ pub fn session(memory_limit: usize) -> Result<SessionContext, DataFusionError> {
     Ok(SessionContext::new_with_config_rt(config, runtime))
 }
 
+/// Sets DataFusion option `name` to `value` for the rest of the session.
+pub(crate) async fn set(ctx: &SessionContext, name: &str, value: &str) -> Result<(), ModelError> {
+    ctx.sql(&format!("SET {name} = {value}")).await.map_err(|source| ModelError::Sql {
+        file: "settings".into(),
+        what: "SET",
+        source,
+    })?;
+    Ok(())
+}
+
 /// Registers the Parquet files at `paths` as table `name` with `schema`;
 /// no files makes an empty table.
 pub fn register_files(
