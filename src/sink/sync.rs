@@ -257,10 +257,14 @@ fn sync_table(
         let paths: Vec<PathBuf> = unit.parts.iter().map(|p| layout.abs(&p.path)).collect();
         let pred = &unit.pred;
         let label = &unit.label;
-        let occupied: bool = tx
-            .query_one(&format!("SELECT EXISTS (SELECT 1 FROM {t} WHERE {pred})"), &[])
-            .map_err(SinkError::sql(format!("{name}: probing partition {label}")))?
-            .get(0);
+        // A table that was empty holds only the partitions this sync sent, each
+        // once. Not probing it matters: its indexes are dropped for the load, and
+        // each probe scanned every row sent so far (12 months of 835k plays: 0.4 s).
+        let occupied: bool = !empty
+            && tx
+                .query_one(&format!("SELECT EXISTS (SELECT 1 FROM {t} WHERE {pred})"), &[])
+                .map_err(SinkError::sql(format!("{name}: probing partition {label}")))?
+                .get(0);
         let unit_rows: u64 = unit.parts.iter().map(|p| p.rows).sum();
         tracing::info!(table = name, partition = %label, parts = unit.parts.len(), rows = unit_rows, direct = !occupied, "sending");
         if !occupied {
