@@ -504,20 +504,16 @@ pub async fn build(
             && let Some(Some(new_rows)) = gained.get(spec.keys_from.0)
         {
             let keys = layer::column_of(new_rows, spec.keys_from.1, table.name)?;
-            let extension = if keys.is_empty() {
-                layer::Extension::Rows(vec![])
-            } else {
-                let existing = parts_provider(layout, table.name, contract.clone(), before)?;
-                let model = layer::Model {
-                    table: table.name,
-                    file: &file,
-                    sql: table.model.text,
-                    key: spec.key,
-                    inputs: spec.inputs,
-                    schema: &contract,
-                };
-                layer::extension(&ctx, &model, keys, existing).await?
+            let existing = parts_provider(layout, table.name, contract.clone(), before)?;
+            let model = layer::Model {
+                table: table.name,
+                file: &file,
+                sql: table.model.text,
+                key: spec.key,
+                inputs: spec.inputs,
+                schema: &contract,
             };
+            let extension = layer::extension(&ctx, &model, keys, existing).await?;
             if let Some((layered, rows)) = extended(layout, table.name, &contract, before, extension, version)? {
                 *unchanged.entry(table.name.to_string()).or_default() += before.len();
                 metrics.layered.push(table.name.to_string());

@@ -16,7 +16,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch, StringArray, UInt32Array};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, UInt32Array};
 use datafusion::arrow::compute::{cast, concat, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::row::{RowConverter, SortField};
@@ -70,13 +70,16 @@ pub struct Model<'a> {
 
 /// Runs `model` with each of its inputs restricted to the rows whose key is
 /// in `keys`, casts its rows to the table's schema, and sorts them out
-/// against the rows `existing` has for the same keys.
+/// against the rows `existing` has for the same keys. No keys: no rows.
 pub async fn extension(
     ctx: &SessionContext,
     model: &Model<'_>,
     keys: ArrayRef,
     existing: Arc<dyn TableProvider>,
 ) -> Result<Extension, ModelError> {
+    if keys.is_empty() {
+        return Ok(Extension::Rows(vec![]));
+    }
     // The scans of the inputs then decode the key column first and the other
     // columns only for the rows of the new keys (the join's keys reach the
     // scan as a dynamic filter).
