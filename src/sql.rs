@@ -65,18 +65,19 @@ pub struct SliceHelper {
     /// The columns the model's ORDER BY sorts its output by, if any; the
     /// tables that read it then need not sort it again.
     pub sorted_by: &'static [&'static str],
-    /// DataFusion partitions it runs in: 2 sorts on both cores, each half in
-    /// its own share of the memory limit (see `model::build`).
+    /// DataFusion partitions it runs in: 2 reads and aggregates on both
+    /// cores (a sort in 2 needs two merge reservations: see `model::build`).
     pub partitions: usize,
 }
 
 /// Helpers computed per slice of months, in this order, before the monthly star tables.
 pub const SLICE_HELPERS: &[SliceHelper] = &[
+    SliceHelper { file: sql_file!("model", "_sparkify_matches"), kept: None, sorted_by: &[], partitions: 2 },
     SliceHelper {
         file: sql_file!("model", "_sparkify_plays"),
         kept: None,
         sorted_by: &["ts", "event_id"],
-        partitions: 2,
+        partitions: 1,
     },
     SliceHelper { file: sql_file!("model", "_spotify_unique"), kept: None, sorted_by: &[], partitions: 1 },
     SliceHelper {
@@ -102,7 +103,7 @@ pub struct Summary {
     pub all: SqlFile,
 }
 
-/// Summaries, computed per slice after the monthly star tables and kept in
+/// Summaries, computed per slice beside the monthly star tables and kept in
 /// the star (the monthly ones by their `month` column); the dimensions read
 /// the reduced ones instead of every play. Not synced.
 pub const SUMMARIES: &[Summary] = &[
@@ -178,6 +179,15 @@ pub fn internal_models() -> impl Iterator<Item = &'static SqlFile> {
         .chain(SUMMARIES.iter().flat_map(|s| [&s.monthly, &s.all]))
 }
 
+/// Whether `sql` names `table` as a whole word outside `--` comments: how
+/// `build` tells which models read a table.
+pub fn names(sql: &str, table: &str) -> bool {
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    sql.lines().map(|l| l.split("--").next().unwrap_or("")).any(|code| {
+        code.match_indices(table).any(|(i, _)| !code[..i].ends_with(word) && !code[i + table.len()..].starts_with(word))
+    })
+}
+
 /// Star tables in build order: a model may read the tables built before it.
 /// Those partitioned by month are computed per slice of months (from the
 /// slice helpers); the others once, from the monthly summaries and helpers.
@@ -246,6 +256,17 @@ mod tests {
             names_on_disk("postgres"),
             POSTGRES_MIGRATIONS.iter().map(|q| q.name.to_string()).collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn names_finds_whole_words_outside_comments() {
+        assert!(names("SELECT * FROM fact_plays f", "fact_plays"));
+        assert!(names("FROM a\nJOIN fact_plays", "fact_plays"));
+        assert!(!names("-- reads fact_plays\nSELECT 1", "fact_plays"));
+        assert!(!names("SELECT * FROM _fact_plays_all", "fact_plays"));
+        // The helpers a summary reads decide when build_slice starts it.
+        assert!(names(sql_file!("model", "_sparkify_unmatched").text, "_sparkify_plays"));
+        assert!(!SLICE_HELPERS.iter().any(|h| names(sql_file!("model", "_users_by_month").text, h.file.name)));
     }
 
     #[test]

@@ -21,25 +21,35 @@ WITH events AS (
 by_month AS (
     SELECT CAST(date_trunc('month', ts) AS TIMESTAMP(6)) AS month, * FROM events
 ),
-latest AS (
-    SELECT * EXCLUDE (previous, previous_month)
-    FROM (
-        SELECT
-            month, user_id, first_name, last_name, gender, level, location, country, registration_ms, source,
-            ts, pos1, pos2,
-            lag(user_id) OVER (ORDER BY month, user_id, ts DESC, pos1 DESC, pos2 DESC, source) AS previous,
-            lag(month) OVER (ORDER BY month, user_id, ts DESC, pos1 DESC, pos2 DESC, source) AS previous_month
-        FROM by_month
-    )
-    WHERE (previous IS DISTINCT FROM user_id) OR (previous_month IS DISTINCT FROM month)
-),
 span AS (
     SELECT month, user_id, min(ts) AS first_seen, max(ts) AS last_seen
     FROM by_month
     GROUP BY month, user_id
+),
+-- The latest event is at the user's last time of the month: the events at
+-- that time are found by a hash join (span, a row per user and month, is
+-- the side hashed; the events stream past it) and only they are ordered.
+at_last AS (
+    SELECT s.month, s.user_id, b.first_name, b.last_name, b.gender, b.level, b.location, b.country,
+           b.registration_ms, b.source, b.ts, b.pos1, b.pos2, s.first_seen, s.last_seen
+    FROM span s
+    JOIN by_month b ON b.month = s.month AND b.user_id = s.user_id AND b.ts = s.last_seen
 )
-SELECT l.month, l.user_id, l.first_name, l.last_name, l.gender, l.level, l.location, l.country, l.registration_ms,
-       l.source, l.ts, l.pos1, l.pos2, s.first_seen, s.last_seen
-FROM latest l
-JOIN span s ON s.month = l.month AND s.user_id = l.user_id
-ORDER BY l.month, l.user_id
+SELECT
+    month, user_id,
+    first_value(first_name ORDER BY pos1 DESC, pos2 DESC, source) AS first_name,
+    first_value(last_name ORDER BY pos1 DESC, pos2 DESC, source) AS last_name,
+    first_value(gender ORDER BY pos1 DESC, pos2 DESC, source) AS gender,
+    first_value(level ORDER BY pos1 DESC, pos2 DESC, source) AS level,
+    first_value(location ORDER BY pos1 DESC, pos2 DESC, source) AS location,
+    first_value(country ORDER BY pos1 DESC, pos2 DESC, source) AS country,
+    first_value(registration_ms ORDER BY pos1 DESC, pos2 DESC, source) AS registration_ms,
+    first_value(source ORDER BY pos1 DESC, pos2 DESC, source) AS source,
+    max(ts) AS ts,
+    max(pos1) AS pos1,
+    first_value(pos2 ORDER BY pos1 DESC, pos2 DESC, source) AS pos2,
+    min(first_seen) AS first_seen,
+    max(last_seen) AS last_seen
+FROM at_last
+GROUP BY month, user_id
+ORDER BY month, user_id

@@ -80,6 +80,11 @@ pub struct StagingFile {
     pub table: String,
     pub path: String,
     pub rows: u64,
+    /// The rows are in the table's order ([`super::staging::order_of`]),
+    /// which lets `build` skip sorting them. Files staged before tunelake sorted
+    /// staging say nothing, and are sorted when read.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sorted: bool,
 }
 
 /// Staging files a run added, or (`replace`) the whole new set of staging.
@@ -405,7 +410,7 @@ mod tests {
         let layout = Layout::new(dir.path());
         let mut m = Manifest::load(&layout).unwrap();
         assert_eq!(m.next_run_id(), 1);
-        let file = |p: &str| StagingFile { table: "t".into(), path: p.into(), rows: 1 };
+        let file = |p: &str| StagingFile { table: "t".into(), path: p.into(), rows: 1, sorted: false };
         let mut r1 = Run::new(1, RunKind::Ingest, "ingest", now_rfc3339());
         r1.staging = Some(StagingChange { replace: false, files: vec![file("a"), file("b")] });
         m.commit(&layout, r1).unwrap();

@@ -49,6 +49,16 @@ pub static SPARKIFY_EVENTS: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
+/// The order of the rows in each staging file of stg_sparkify_events that
+/// says it is sorted ([`crate::lake::manifest::StagingFile::sorted`]): one
+/// day of one raw file, by time, then event id, then line.
+pub const SPARKIFY_EVENTS_ORDER: &[&str] = &["ts", "event_id", "raw_sha256", "line"];
+
+/// The order a sorted staging file of `table` is in (none for tables whose files are not sorted).
+pub fn order_of(table: &str) -> &'static [&'static str] {
+    if table == STG_SPARKIFY_EVENTS { SPARKIFY_EVENTS_ORDER } else { &[] }
+}
+
 pub static SPARKIFY_SONGS: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![
         Field::new("song_id", DataType::Utf8, false),

@@ -10,8 +10,10 @@
 //!    [`BuildOptions::slice_rows`] staging rows) registers staging restricted
 //!    to its time range (plus `plan::MARGIN_US` each side, for the duplicate
 //!    checks that look a few minutes around a play), computes the slice
-//!    helpers, and writes the monthly star tables, the kept helpers and the
-//!    monthly summaries, by month. Memory follows the slice, not the history.
+//!    helpers, and writes the monthly star tables and the kept helpers, by
+//!    month, while a second task writes the monthly summaries. Staging that
+//!    is in time order (`staging::order_of`) is read as one sorted stream,
+//!    so the plays are never sorted. Memory follows the slice, not the history.
 //! 4. The dimensions run once, over the monthly summaries of every month.
 //!    The tracks, artists and bridge dimensions (and the summary of
 //!    unmatched tracks) usually only gain the rows of new keys, as one more
@@ -21,7 +23,7 @@
 //! partition whose bytes equal the previous version's is not kept twice: the
 //! new version points at the old file, and sync sees an unchanged hash.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -310,8 +312,11 @@ pub async fn build(
     // 5.2-6.2 s), but a build of 500,000 Spotify streams then ran out of its
     // 384 MiB ("Not enough memory to continue external sort": twice the
     // sorters, each holding its merge reservation), where one partition
-    // builds them in 128 MiB. Only `_sparkify_plays`, the biggest sort of a
-    // Sparkify build, runs in two (`SliceHelper::partitions`).
+    // builds them in 128 MiB. Only `_sparkify_matches`, an aggregate over
+    // every event, runs in two (`SliceHelper::partitions`); `_sparkify_plays`
+    // streams staging in time order and was no faster in two (its lag()
+    // merges them back into one). Instead the monthly summaries are written
+    // on another task beside the star tables (`build_slice`).
     super::set(&ctx, "datafusion.execution.target_partitions", "1").await?;
     super::set(&ctx, "datafusion.execution.sort_spill_reservation_bytes", "33554432").await?;
     for (name, schema) in staging::tables() {
@@ -623,22 +628,26 @@ async fn build_slice(
     memory_limit: usize,
 ) -> Result<SliceOutput, ModelError> {
     // Staging restricted to the slice and its margin: only files that overlap it, filtered by time.
+    // Staging in time order where its files are (`staging::order_of`), so
+    // that `_sparkify_plays` need not sort.
     for (name, schema) in staging::tables() {
         let Some(column) = STAGING.iter().find(|s| s.0 == name).and_then(|s| s.1) else { continue };
         let (from, to) = (lo - MARGIN_US, hi + MARGIN_US);
-        let paths: Vec<PathBuf> = plan
-            .spans
-            .iter()
-            .filter(|s| s.table == name && s.last >= from && s.first < to)
-            .map(|s| layout.abs(&s.path))
-            .collect();
-        let provider = files_provider(name, schema, &paths)?;
-        let view = ctx
-            .read_table(provider)
-            .and_then(|df| df.filter(in_range(column, from, to)))
-            .map_err(sql_err(name, "restricting to a slice"))?
-            .into_view();
-        replace_table(ctx, name, view)?;
+        let mut spans: Vec<_> =
+            plan.spans.iter().filter(|s| s.table == name && s.last >= from && s.first < to).collect();
+        // In time order, so that sorted files that do not overlap read as one
+        // sorted stream (DataFusion checks their statistics, and sorts when they overlap).
+        spans.sort_by(|a, b| (a.first, a.last, &a.path).cmp(&(b.first, b.last, &b.path)));
+        let order = staging::order_of(name);
+        let sorted = if spans.iter().all(|s| s.sorted) { order } else { &[] };
+        let paths: Vec<PathBuf> = spans.iter().map(|s| layout.abs(&s.path)).collect();
+        let in_slice = |provider| {
+            ctx.read_table(provider)
+                .and_then(|df| df.filter(in_range(column, from, to)))
+                .map_err(sql_err(name, "restricting to a slice"))
+                .map(DataFrame::into_view)
+        };
+        replace_table(ctx, name, in_slice(sorted_files_provider(name, schema, &paths, sorted)?)?)?;
     }
     for h in SLICE_HELPERS {
         let path = scratch.join(format!("{}-{slice}.parquet", h.file.name));
@@ -649,36 +658,58 @@ async fn build_slice(
         materialize(ctx, &h.file, h.sorted_by, &path).await?;
         super::set(ctx, "datafusion.execution.target_partitions", "1").await?;
     }
-    let schema_of = |name: &str| schemas.iter().find(|(n, _)| n == name).map(|(_, s)| s.clone());
-    let mut out = SliceOutput { parts: BTreeMap::new(), counts: BTreeMap::new() };
-    for h in SLICE_HELPERS {
-        let Some((by, key)) = h.kept else { continue };
-        let df = run_sql(ctx, h.file.name, &format!("SELECT * FROM {} ORDER BY {by}, {key}", h.file.name)).await?;
-        let df = df.filter(in_range(by, lo, hi)).map_err(sql_err(h.file.name, "planning"))?;
-        let written = write_table(layout, h.file.name, df, None, Some(by), version, previous).await?;
-        out.parts.insert(h.file.name.to_string(), written);
+    // The monthly summaries read staging and the slice helpers, never a star
+    // table (a test below checks): another task, on the other core, writes
+    // them while this one writes the star tables and counts the months.
+    let summaries = {
+        let (ctx, layout, previous) = (ctx.clone(), layout.clone(), previous.clone());
+        tokio::spawn(async move {
+            let mut written = vec![];
+            for s in SUMMARIES.iter().map(|s| &s.monthly) {
+                let file = format!("sql/model/{}.sql", s.name);
+                let df = run_sql(&ctx, &file, s.text).await?;
+                let df = df.filter(in_range("month", lo, hi)).map_err(sql_err(file, "planning"))?;
+                let parts = write_table(&layout, s.name, df, None, Some("month"), version, &previous).await?;
+                written.push((s.name.to_string(), parts));
+            }
+            Ok::<_, ModelError>(written)
+        })
+    };
+    let star = async {
+        let mut written = vec![];
+        for h in SLICE_HELPERS {
+            let Some((by, key)) = h.kept else { continue };
+            let df = run_sql(ctx, h.file.name, &format!("SELECT * FROM {} ORDER BY {by}, {key}", h.file.name)).await?;
+            let df = df.filter(in_range(by, lo, hi)).map_err(sql_err(h.file.name, "planning"))?;
+            written.push((
+                h.file.name.to_string(),
+                write_table(layout, h.file.name, df, None, Some(by), version, previous).await?,
+            ));
+        }
+        for t in STAR_TABLES {
+            let Some(by) = t.month_partition_by else { continue };
+            let file = format!("sql/model/{}.sql", t.name);
+            let contract = schemas.iter().find(|(n, _)| n == t.name).map(|(_, s)| s.clone()).expect("planned");
+            let df = run_sql(ctx, &file, t.model.text).await?;
+            let df = df.filter(in_range(by, lo, hi)).map_err(sql_err(file, "planning"))?;
+            let (parts, same) = write_table(layout, t.name, df, Some(&contract), Some(by), version, previous).await?;
+            // dim_time reads the fact rows just written, which are in time order
+            // (PartitionedWriter checks), so it need not sort them.
+            let paths: Vec<PathBuf> = parts.iter().map(|p| layout.abs(&p.path)).collect();
+            replace_table(ctx, t.name, sorted_files_provider(t.name, contract, &paths, &[by])?)?;
+            written.push((t.name.to_string(), (parts, same)));
+        }
+        let t0 = std::time::Instant::now();
+        let counts = count_months(ctx, lo, hi).await?;
+        tracing::debug!(seconds = t0.elapsed().as_secs_f64(), "month counts");
+        Ok::<_, ModelError>((written, counts))
     }
-    for t in STAR_TABLES {
-        let Some(by) = t.month_partition_by else { continue };
-        let file = format!("sql/model/{}.sql", t.name);
-        let contract = schema_of(t.name).expect("planned");
-        let df = run_sql(ctx, &file, t.model.text).await?;
-        let df = df.filter(in_range(by, lo, hi)).map_err(sql_err(file, "planning"))?;
-        let (parts, same) = write_table(layout, t.name, df, Some(&contract), Some(by), version, previous).await?;
-        // dim_time reads the fact rows just written.
-        register_parts(ctx, layout, t.name, contract, &parts)?;
-        out.parts.insert(t.name.to_string(), (parts, same));
-    }
-    for s in SUMMARIES.iter().map(|s| &s.monthly) {
-        let file = format!("sql/model/{}.sql", s.name);
-        let df = run_sql(ctx, &file, s.text).await?;
-        let df = df.filter(in_range("month", lo, hi)).map_err(sql_err(file, "planning"))?;
-        let written = write_table(layout, s.name, df, None, Some("month"), version, previous).await?;
-        out.parts.insert(s.name.to_string(), written);
-    }
-    let t0 = std::time::Instant::now();
-    out.counts = count_months(ctx, lo, hi).await?;
-    tracing::debug!(seconds = t0.elapsed().as_secs_f64(), "month counts");
+    .await;
+    // Both finish before either's error is returned: no task outlives the build.
+    let summaries = summaries.await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    let (star, counts) = star?;
+    let mut out = SliceOutput { parts: star.into_iter().collect(), counts };
+    out.parts.extend(summaries?);
     for h in SLICE_HELPERS {
         let path = scratch.join(format!("{}-{slice}.parquet", h.file.name));
         std::fs::remove_file(&path).map_err(crate::lake::LakeError::io("remove", path))?;
@@ -794,7 +825,7 @@ async fn write_table(
         schema: schema.clone(),
         partition_col,
         current: None,
-        seen: HashSet::new(),
+        last: None,
         parts: vec![],
         unchanged: 0,
         previous,
@@ -871,7 +902,9 @@ struct PartitionedWriter<'a> {
     schema: SchemaRef,
     partition_col: Option<usize>,
     current: Option<(Option<String>, String, FileWriter)>,
-    seen: HashSet<Option<String>>,
+    /// The partition column's last value so far: it never decreases, so
+    /// each partition's rows come together and in order.
+    last: Option<i64>,
     parts: Vec<StarPart>,
     unchanged: usize,
     previous: &'a HashMap<(String, Option<String>), StarPart>,
@@ -883,6 +916,18 @@ impl PartitionedWriter<'_> {
             return self.route(None, &batch);
         };
         let ts = batch.column(col).as_primitive::<TimestampMicrosecondType>().clone();
+        let values = ts.values();
+        let ordered = self.last.into_iter().chain(values.iter().copied()).is_sorted();
+        if !ordered {
+            return Err(ModelError::Contract {
+                table: self.table.clone(),
+                problem: format!(
+                    "rows came out of order by `{}`: the model must ORDER BY its partition column",
+                    self.schema.field(col).name()
+                ),
+            });
+        }
+        self.last = values.last().copied().or(self.last);
         let mut start = 0;
         while start < batch.num_rows() {
             let month = month_of(ts.value(start));
@@ -900,15 +945,6 @@ impl PartitionedWriter<'_> {
     fn route(&mut self, partition: Option<String>, batch: &RecordBatch) -> Result<(), ModelError> {
         if self.current.as_ref().map(|c| &c.0) != Some(&partition) {
             self.close_current()?;
-            if !self.seen.insert(partition.clone()) {
-                return Err(ModelError::Contract {
-                    table: self.table.clone(),
-                    problem: format!(
-                        "rows of partition {} came out of order: the model must ORDER BY its partition column",
-                        partition.as_deref().unwrap_or("-")
-                    ),
-                });
-            }
             let rel = Layout::star_rel(&self.table, partition.as_deref(), self.version);
             let w = FileWriter::create(&self.layout.abs(&rel), self.schema.clone());
             self.current = Some((partition, rel, w));
@@ -940,6 +976,19 @@ impl PartitionedWriter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn monthly_summaries_and_month_counts_read_no_star_table() {
+        // build_slice computes them beside the monthly star tables.
+        for t in STAR_TABLES {
+            for s in SUMMARIES {
+                assert!(!crate::sql::names(s.monthly.text, t.name), "{} reads {}", s.monthly.name, t.name);
+            }
+            for (what, rows, _) in MONTH_COUNTS {
+                assert!(!crate::sql::names(rows, t.name), "month count {what} reads {}", t.name);
+            }
+        }
+    }
 
     #[test]
     fn every_star_table_has_a_valid_contract() {

@@ -86,6 +86,8 @@ pub(super) struct Span {
     pub rows: u64,
     pub first: i64,
     pub last: i64,
+    /// The file's rows are in its table's order (`staging::order_of`).
+    pub sorted: bool,
 }
 
 /// The smallest and largest value of timestamp `column` in a Parquet file,
@@ -199,7 +201,7 @@ pub(super) fn plan(
             if new_files.contains(f.path.as_str()) && reach == Reach::TheirMonths {
                 dirty.extend(months_between(first, last));
             }
-            spans.push(Span { table, path: f.path.clone(), rows: f.rows, first, last });
+            spans.push(Span { table, path: f.path.clone(), rows: f.rows, first, last, sorted: f.sorted });
         }
     }
     let mut catalogue_changed = false;

@@ -187,12 +187,12 @@ impl Collector {
             let rel = Layout::staging_rel(sparkify::STG_SONGS, date, run, n);
             let batch = sparkify::songs_batch(chunk);
             let w = parquet::write_batches(&layout.abs(&rel), &batch.schema(), [&batch])?;
-            self.files.push(StagingFile { table: sparkify::STG_SONGS.into(), path: rel, rows: w.rows });
+            self.files.push(StagingFile { table: sparkify::STG_SONGS.into(), path: rel, rows: w.rows, sorted: false });
         }
         for (table, batches) in &self.batches {
             let rel = Layout::staging_rel(table, date, run, 0);
             let w = parquet::write_batches(&layout.abs(&rel), &batches[0].schema(), batches.iter())?;
-            self.files.push(StagingFile { table: table.to_string(), path: rel, rows: w.rows });
+            self.files.push(StagingFile { table: table.to_string(), path: rel, rows: w.rows, sorted: false });
         }
         self.files.sort_by(|a, b| a.path.cmp(&b.path));
         let change = StagingChange { replace: false, files: self.files };
@@ -232,7 +232,7 @@ fn stage(
             for (date, batch) in &parsed.by_date {
                 let rel = Layout::staging_rel(sparkify::STG_EVENTS, *date, run, index);
                 let w = parquet::write_batches(&layout.abs(&rel), &batch.schema(), [batch])?;
-                files.push(StagingFile { table: sparkify::STG_EVENTS.into(), path: rel, rows: w.rows });
+                files.push(StagingFile { table: sparkify::STG_EVENTS.into(), path: rel, rows: w.rows, sorted: true });
             }
             let mut c = out.lock().expect("collector lock");
             c.files.extend(files);
@@ -252,7 +252,12 @@ fn stage(
                 let date = Utc::now().date_naive();
                 let rel = Layout::staging_rel(spotify_export::STG_STREAMS, date, run, index);
                 let w = parquet::write_batches(&layout.abs(&rel), &parsed.batch.schema(), [&parsed.batch])?;
-                file = Some(StagingFile { table: spotify_export::STG_STREAMS.into(), path: rel, rows: w.rows });
+                file = Some(StagingFile {
+                    table: spotify_export::STG_STREAMS.into(),
+                    path: rel,
+                    rows: w.rows,
+                    sorted: false,
+                });
             }
             let mut c = out.lock().expect("collector lock");
             c.files.extend(file);

@@ -203,8 +203,34 @@ impl EventColumns {
             Arc::new(self.raw_sha256.finish()),
             Arc::new(self.line.finish()),
         ];
-        RecordBatch::try_new(EVENTS_SCHEMA.clone(), cols).expect("columns match EVENTS_SCHEMA")
+        let batch = RecordBatch::try_new(EVENTS_SCHEMA.clone(), cols).expect("columns match EVENTS_SCHEMA");
+        in_time_order(batch)
     }
+}
+
+/// `batch` (one file's events of one day) in staging's order,
+/// [`crate::lake::staging::SPARKIFY_EVENTS_ORDER`]: by time, event id and
+/// line (one file has one raw_sha256). Logs are written in time order, so
+/// this is nearly always a check that finds nothing to do.
+fn in_time_order(batch: RecordBatch) -> RecordBatch {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::compute::{SortColumn, lexsort_to_indices, take_record_batch};
+    use datafusion::arrow::datatypes::{Int64Type, TimestampMicrosecondType};
+    let column = |name: &str| batch.column_by_name(name).expect("staging has the column").clone();
+    let (ts, id, line) = (column("ts"), column("event_id"), column("line"));
+    let key = |i: usize| {
+        (
+            ts.as_primitive::<TimestampMicrosecondType>().value(i),
+            id.as_string::<i32>().value(i),
+            line.as_primitive::<Int64Type>().value(i),
+        )
+    };
+    if (1..batch.num_rows()).all(|i| key(i - 1) <= key(i)) {
+        return batch;
+    }
+    let by = [ts, id, line].map(|values| SortColumn { values, options: None });
+    let order = lexsort_to_indices(&by, None).expect("the sort columns have one length");
+    take_record_batch(&batch, &order).expect("indices are in range")
 }
 
 /// A Sparkify event's id: its natural key (`userId`, `sessionId`,

@@ -375,3 +375,64 @@ fn a_build_of_the_changed_months_equals_a_build_of_all() {
         "plays in three months"
     );
 }
+
+/// One NextSong event as Sparkify logs it.
+fn play_json(ts: i64, item: i64, length: f64) -> String {
+    serde_json::json!({"artist": "Matched Artist", "auth": "Logged In", "firstName": "Ann", "gender": "F",
+        "itemInSession": item, "lastName": "Lee", "length": length, "level": "free", "location": "Here",
+        "method": "PUT", "page": "NextSong", "registration": 1.5e12, "sessionId": 7, "song": "Same Title",
+        "status": 200, "ts": ts, "userAgent": "test", "userId": "42"})
+    .to_string()
+}
+
+#[test]
+fn a_play_takes_the_closest_song_staging_is_in_time_order_and_a_copy_in_an_overlapping_file_counts_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (songs, logs, more) = (tmp.path().join("songs"), tmp.path().join("logs"), tmp.path().join("more"));
+    // Three songs of one title and artist; the tolerance is 2 s.
+    fs::create_dir_all(songs.join("song_data/N")).unwrap();
+    for (id, duration) in [("SOB", 200.0), ("SOA", 201.0), ("SOC", 230.0)] {
+        let json = serde_json::json!({"num_songs": 1, "artist_id": "ARX", "artist_latitude": null,
+            "artist_longitude": null, "artist_location": "", "artist_name": "Matched Artist", "song_id": id,
+            "title": "Same Title", "duration": duration, "year": 0});
+        fs::write(songs.join(format!("song_data/N/{id}.json")), json.to_string()).unwrap();
+    }
+    let t = 1_541_030_400_000; // 2018-11-01 00:00 UTC, in ms
+    // Lines out of time order: 200.4 s is closest to SOB; 200.5 s is as close
+    // to SOA as to SOB, and SOA is the smaller id; 215 s matches nothing.
+    let day = [play_json(t + 3000, 3, 200.4), play_json(t + 1000, 1, 200.5), play_json(t + 2000, 2, 215.0)];
+    fs::create_dir_all(logs.join("log_data")).unwrap();
+    fs::write(logs.join("log_data/day.json"), day.join("\n")).unwrap();
+
+    let lake = TestLake::new();
+    lake.ingest(&songs);
+    lake.ingest(&logs);
+    let staged = lake.manifest().staging_files("stg_sparkify_events").into_iter().cloned().collect::<Vec<_>>();
+    assert_eq!(staged.len(), 1);
+    assert!(staged[0].sorted, "{:?}", staged[0]);
+    let rows: Vec<datafusion::arrow::array::RecordBatch> =
+        tunelake::lake::parquet::read(&lake.layout.abs(&staged[0].path), 1024).unwrap().map(|b| b.unwrap()).collect();
+    let lines: Vec<String> =
+        rows.iter().flat_map(|b| render_rows(&b.project(&[b.schema().index_of("line").unwrap()]).unwrap())).collect();
+    assert_eq!(lines, ["2", "3", "1"], "staging holds the file's lines in time order");
+
+    let b = lake.build();
+    assert_eq!((b.plays, b.matched), (3, 2));
+    let tracks = |lake: &TestLake| -> Vec<String> {
+        lake.query("SELECT track_id FROM fact_plays ORDER BY played_at").iter().flat_map(render_rows).collect()
+    };
+    let derived = tracks(&lake)[1].clone();
+    assert!(derived.starts_with("TLT"), "{derived}");
+    assert_eq!(tracks(&lake), ["SOA", derived.as_str(), "SOB"]);
+
+    // A second file of the same day: a copy of the 200.5 s play and a play of
+    // SOC. The files overlap in time, so the build sorts them, and the copy
+    // counts once.
+    fs::create_dir_all(more.join("log_data")).unwrap();
+    fs::write(more.join("log_data/copy.json"), [play_json(t + 4000, 4, 229.0), day[1].clone()].join("\n")).unwrap();
+    lake.ingest(&more);
+    let b = lake.build_checked_against_full();
+    assert_eq!((b.plays, b.matched), (4, 3));
+    assert_eq!(b.duplicates["sparkify: the same event in two raw files"], 1);
+    assert_eq!(tracks(&lake), ["SOA", derived.as_str(), "SOB", "SOC"]);
+}
