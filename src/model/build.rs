@@ -627,9 +627,9 @@ async fn build_slice(
     previous: &HashMap<(String, Option<String>), StarPart>,
     memory_limit: usize,
 ) -> Result<SliceOutput, ModelError> {
-    // Staging restricted to the slice and its margin: only files that overlap it, filtered by time.
-    // Staging in time order where its files are (`staging::order_of`), so
-    // that `_sparkify_plays` need not sort.
+    // Staging restricted to the slice and its margin (only files that overlap
+    // it, filtered by time), in time order where its files are
+    // (`staging::order_of`), so that `_sparkify_plays` need not sort.
     for (name, schema) in staging::tables() {
         let Some(column) = STAGING.iter().find(|s| s.0 == name).and_then(|s| s.1) else { continue };
         let (from, to) = (lo - MARGIN_US, hi + MARGIN_US);
@@ -976,6 +976,40 @@ impl PartitionedWriter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_out_of_time_order_are_a_contract_error_that_names_the_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        let schema = Arc::new(Schema::new(vec![datafusion::arrow::datatypes::Field::new(
+            "played_at",
+            staging::ts_type(),
+            false,
+        )]));
+        let previous = HashMap::new();
+        let mut writer = PartitionedWriter {
+            layout: &layout,
+            table: "t".into(),
+            version: 1,
+            schema: schema.clone(),
+            partition_col: Some(0),
+            current: None,
+            last: None,
+            parts: vec![],
+            unchanged: 0,
+            previous: &previous,
+        };
+        let batch = |us: Vec<i64>| {
+            let ts = datafusion::arrow::array::TimestampMicrosecondArray::from(us);
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(ts)]).unwrap()
+        };
+        // Two months in order, then a row earlier than the last: across batches too.
+        writer.write(batch(vec![1_541_030_400_000_000, 1_543_622_400_000_000])).unwrap();
+        let err = writer.write(batch(vec![1_541_030_400_000_001])).unwrap_err().to_string();
+        assert!(err.contains("out of order by `played_at`") && err.contains("ORDER BY"), "{err}");
+        let err = writer.write(batch(vec![1_543_622_400_000_002, 1_543_622_400_000_001])).unwrap_err().to_string();
+        assert!(err.contains("out of order"), "{err}");
+    }
 
     #[test]
     fn monthly_summaries_and_month_counts_read_no_star_table() {
