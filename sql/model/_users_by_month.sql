@@ -35,6 +35,8 @@ at_last AS (
     FROM span s
     JOIN by_month b ON b.month = s.month AND b.user_id = s.user_id AND b.ts = s.last_seen
 )
+-- Events at the same last time (rare): the latest by session position, then
+-- source. ts, first_seen and last_seen are the same on every row of a group.
 SELECT
     month, user_id,
     first_value(first_name ORDER BY pos1 DESC, pos2 DESC, source) AS first_name,
