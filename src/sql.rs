@@ -179,15 +179,6 @@ pub fn internal_models() -> impl Iterator<Item = &'static SqlFile> {
         .chain(SUMMARIES.iter().flat_map(|s| [&s.monthly, &s.all]))
 }
 
-/// Whether `sql` names `table` as a whole word outside `--` comments: how
-/// `build` tells which models read a table.
-pub fn names(sql: &str, table: &str) -> bool {
-    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
-    sql.lines().map(|l| l.split("--").next().unwrap_or("")).any(|code| {
-        code.match_indices(table).any(|(i, _)| !code[..i].ends_with(word) && !code[i + table.len()..].starts_with(word))
-    })
-}
-
 /// Star tables in build order: a model may read the tables built before it.
 /// Those partitioned by month are computed per slice of months (from the
 /// slice helpers); the others once, from the monthly summaries and helpers.
@@ -256,17 +247,6 @@ mod tests {
             names_on_disk("postgres"),
             POSTGRES_MIGRATIONS.iter().map(|q| q.name.to_string()).collect::<Vec<_>>()
         );
-    }
-
-    #[test]
-    fn names_finds_whole_words_outside_comments() {
-        assert!(names("SELECT * FROM fact_plays f", "fact_plays"));
-        assert!(names("FROM a\nJOIN fact_plays", "fact_plays"));
-        assert!(!names("-- reads fact_plays\nSELECT 1", "fact_plays"));
-        assert!(!names("SELECT * FROM _fact_plays_all", "fact_plays"));
-        // The helpers a summary reads decide when build_slice starts it.
-        assert!(names(sql_file!("model", "_sparkify_unmatched").text, "_sparkify_plays"));
-        assert!(!SLICE_HELPERS.iter().any(|h| names(sql_file!("model", "_users_by_month").text, h.file.name)));
     }
 
     #[test]
