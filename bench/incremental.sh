@@ -37,7 +37,7 @@ mkdir -p "$OUT" "$LOGS"
 
 ensure_tools
 pg_start
-trap pg_stop_if_started EXIT
+trap 'pg_stop_if_started; empty_trash' EXIT
 env_info | tee "$LOGS/env.txt" >&2
 
 # tl FILE STAGE N REP NEW_EVENTS cmd-args... : one timed tunelake command, one row
@@ -62,7 +62,7 @@ one_case() {
   local url dir
   url=$(db_url "$DB")
   dir=$LOGS/n$n-$VARIANT; mkdir -p "$dir"
-  rm -rf "$LAKE"; fresh_db "$DB"; settle
+  discard "$LAKE"; fresh_db "$DB"; settle
 
   # 1. base state
   tl "$dir/base-ingest" "base ingest" "$n" 0 "$n" ingest sparkify "$data" || return 0
@@ -114,7 +114,7 @@ one_case() {
     tl "$dir/noop-build" "no-op build" "$n" 1 0 build || true
     tl "$dir/noop-sync" "no-op sync" "$n" 1 0 sync --database-url "$url" || true
   fi
-  if [ "${KEEP:-0}" != 1 ]; then rm -rf "$LAKE"; drop_db "$DB"; fi
+  if [ "${KEEP:-0}" != 1 ]; then discard "$LAKE"; drop_db "$DB"; fi
 }
 
 for n in "${NS[@]}"; do

@@ -435,6 +435,7 @@ pub fn execute(cli: Cli, command: &str) -> Result<()> {
                 memory_limit: a.memory_mib << 20,
                 force: a.force,
                 slice_rows: a.slice_rows,
+                ..BuildOptions::default()
             };
             let _lock = LakeLock::acquire(layout, "build")?;
             let mut manifest = Manifest::load(layout)?;

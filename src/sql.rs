@@ -68,29 +68,49 @@ pub struct SliceHelper {
     /// DataFusion partitions it runs in: 2 reads and aggregates on both
     /// cores (a sort in 2 needs two merge reservations: see `model::build`).
     pub partitions: usize,
+    /// A staging table by whose time the helper may be computed in two
+    /// halves at once, one per core, into two files: true when each output
+    /// row depends only on that table's rows of the same time (copies of an
+    /// event share its time) and on tables computed before.
+    pub halves_by: Option<&'static str>,
 }
 
 /// Helpers computed per slice of months, in this order, before the monthly star tables.
 pub const SLICE_HELPERS: &[SliceHelper] = &[
-    SliceHelper { file: sql_file!("model", "_sparkify_matches"), kept: None, sorted_by: &[], partitions: 2 },
+    SliceHelper {
+        file: sql_file!("model", "_sparkify_matches"),
+        kept: None,
+        sorted_by: &[],
+        partitions: 2,
+        halves_by: None,
+    },
     SliceHelper {
         file: sql_file!("model", "_sparkify_plays"),
         kept: None,
         sorted_by: &["ts", "event_id"],
         partitions: 1,
+        halves_by: Some(crate::lake::staging::STG_SPARKIFY_EVENTS),
     },
-    SliceHelper { file: sql_file!("model", "_spotify_unique"), kept: None, sorted_by: &[], partitions: 1 },
+    SliceHelper {
+        file: sql_file!("model", "_spotify_unique"),
+        kept: None,
+        sorted_by: &[],
+        partitions: 1,
+        halves_by: None,
+    },
     SliceHelper {
         file: sql_file!("model", "_spotify_streams"),
         kept: Some(("ts", "stream_id")),
         sorted_by: &[],
         partitions: 1,
+        halves_by: None,
     },
     SliceHelper {
         file: sql_file!("model", "_spotify_api_plays"),
         kept: Some(("played_at", "play_id")),
         sorted_by: &[],
         partitions: 1,
+        halves_by: None,
     },
 ];
 

@@ -10,8 +10,9 @@
 //!    [`BuildOptions::slice_rows`] staging rows) registers staging restricted
 //!    to its time range (plus `plan::MARGIN_US` each side, for the duplicate
 //!    checks that look a few minutes around a play), computes the slice
-//!    helpers, and writes the monthly star tables and the kept helpers, by
-//!    month, while a second task writes the monthly summaries. Staging that
+//!    helpers (the plays in two halves by time, one per core), and writes
+//!    the monthly star tables and the kept helpers, by month, while a second
+//!    task writes the monthly summaries. Staging that
 //!    is in time order (`staging::order_of`) is read as one sorted stream,
 //!    so the plays are never sorted. Memory follows the slice, not the history.
 //! 4. The dimensions run once, over the monthly summaries of every month.
@@ -35,7 +36,7 @@ use datafusion::prelude::{DataFrame, SessionContext, col, lit};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
-use super::plan::{MARGIN_US, Plan, STAGING, month_of, month_start, next_month, partition_of, plan};
+use super::plan::{MARGIN_US, Plan, STAGING, Span, month_of, month_start, next_month, partition_of, plan};
 use super::{ModelError, files_provider, layer, register_lake_files, session, sorted_files_provider};
 use crate::lake::manifest::{Run, RunKind, StarPart, StarVersion, now_rfc3339};
 use crate::lake::parquet::FileWriter;
@@ -52,6 +53,9 @@ pub struct BuildOptions {
     pub force: bool,
     /// Staging rows one slice of months may hold (a single month larger than this is still one slice).
     pub slice_rows: u64,
+    /// Staging rows from which a slice's plays are computed in two halves by
+    /// time at once, one per core (`SliceHelper::halves_by`).
+    pub halves_rows: u64,
 }
 
 impl Default for BuildOptions {
@@ -61,6 +65,7 @@ impl Default for BuildOptions {
             memory_limit: super::DEFAULT_MEMORY_LIMIT,
             force: false,
             slice_rows: 1_000_000,
+            halves_rows: 100_000,
         }
     }
 }
@@ -97,6 +102,8 @@ pub struct BuildMetrics {
     /// Dimensions that took the rows of their new keys as a layer (or had no
     /// new keys) instead of being computed again; see `model/layer.rs`.
     pub layered: Vec<String>,
+    /// Slice helpers computed in two halves at once (`BuildOptions::halves_rows`), over all slices.
+    pub halved: usize,
 }
 
 impl BuildMetrics {
@@ -136,6 +143,7 @@ impl BuildMetrics {
             full_reason: None,
             catalogue_changed: false,
             layered: vec![],
+            halved: 0,
         }
     }
 }
@@ -315,8 +323,9 @@ pub async fn build(
     // builds them in 128 MiB. Only `_sparkify_matches`, an aggregate over
     // every event, runs in two (`SliceHelper::partitions`); `_sparkify_plays`
     // streams staging in time order and was no faster in two (its lag()
-    // merges them back into one). Instead the monthly summaries are written
-    // on another task beside the star tables (`build_slice`).
+    // merges them back into one), so it runs as two halves by time, each in
+    // a session of its own (`SliceHelper::halves_by`). The monthly summaries
+    // are written on another task beside the star tables (`build_slice`).
     super::set(&ctx, "datafusion.execution.target_partitions", "1").await?;
     super::set(&ctx, "datafusion.execution.sort_spill_reservation_bytes", "33554432").await?;
     for (name, schema) in staging::tables() {
@@ -387,24 +396,15 @@ pub async fn build(
 
     let global_tables: Vec<&StarTable> = STAR_TABLES.iter().filter(|t| t.month_partition_by.is_none()).collect();
     let bar = progress::bar((plan.slices.len() + global_tables.len()) as u64, "build");
+    let mut halved = 0;
     for (i, months) in plan.slices.iter().enumerate() {
         let lo = month_start(months[0]);
         let hi = month_start(next_month(*months.last().expect("a slice has a month")));
         bar.set_message(format!("build {} to {}", partition_of(months[0]), partition_of(*months.last().unwrap())));
         let t0 = std::time::Instant::now();
-        let written = build_slice(
-            &ctx,
-            layout,
-            &plan,
-            &schemas,
-            scratch.path(),
-            i,
-            (lo, hi),
-            version,
-            &previous,
-            opts.memory_limit,
-        )
-        .await?;
+        let written =
+            build_slice(&ctx, layout, &plan, &schemas, scratch.path(), i, (lo, hi), version, &previous, opts).await?;
+        halved += written.halved;
         for (name, (parts, same)) in written.parts {
             *unchanged.entry(name.clone()).or_default() += same;
             star.tables.entry(name).or_default().extend(parts);
@@ -495,6 +495,7 @@ pub async fn build(
         months_computed: computed.len(),
         full_reason: plan.full.clone(),
         catalogue_changed: plan.catalogue_changed,
+        halved,
         ..Default::default()
     };
     for table in global_tables {
@@ -612,6 +613,8 @@ async fn monthly_schemas(ctx: &SessionContext) -> Result<Vec<(String, SchemaRef)
 struct SliceOutput {
     parts: BTreeMap<String, (Vec<StarPart>, usize)>,
     counts: BTreeMap<String, BTreeMap<String, i64>>,
+    /// Helpers computed in two halves.
+    halved: usize,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -625,11 +628,12 @@ async fn build_slice(
     (lo, hi): (i64, i64),
     version: u64,
     previous: &HashMap<(String, Option<String>), StarPart>,
-    memory_limit: usize,
+    opts: &BuildOptions,
 ) -> Result<SliceOutput, ModelError> {
     // Staging restricted to the slice and its margin (only files that overlap
     // it, filtered by time), in time order where its files are
     // (`staging::order_of`), so that `_sparkify_plays` need not sort.
+    let mut cuts: HashMap<&str, (&str, i64)> = HashMap::new();
     for (name, schema) in staging::tables() {
         let Some(column) = STAGING.iter().find(|s| s.0 == name).and_then(|s| s.1) else { continue };
         let (from, to) = (lo - MARGIN_US, hi + MARGIN_US);
@@ -640,6 +644,9 @@ async fn build_slice(
         spans.sort_by(|a, b| (a.first, a.last, &a.path).cmp(&(b.first, b.last, &b.path)));
         let order = staging::order_of(name);
         let sorted = if spans.iter().all(|s| s.sorted) { order } else { &[] };
+        if let Some(cut) = halfway(&spans, opts.halves_rows) {
+            cuts.insert(name, (column, cut));
+        }
         let paths: Vec<PathBuf> = spans.iter().map(|s| layout.abs(&s.path)).collect();
         let in_slice = |provider| {
             ctx.read_table(provider)
@@ -649,13 +656,23 @@ async fn build_slice(
         };
         replace_table(ctx, name, in_slice(sorted_files_provider(name, schema, &paths, sorted)?)?)?;
     }
+    let (mut scratch_files, mut halved) = (vec![], 0);
     for h in SLICE_HELPERS {
         let path = scratch.join(format!("{}-{slice}.parquet", h.file.name));
         ctx.deregister_table(h.file.name).map_err(sql_err(h.file.name, "deregister"))?;
         // Two sorters need two merge reservations: below the default memory, one.
-        let partitions = if memory_limit >= super::DEFAULT_MEMORY_LIMIT { h.partitions } else { 1 };
+        let roomy = opts.memory_limit >= super::DEFAULT_MEMORY_LIMIT;
+        let partitions = if roomy { h.partitions } else { 1 };
         super::set(ctx, "datafusion.execution.target_partitions", &partitions.to_string()).await?;
-        materialize(ctx, &h.file, h.sorted_by, &path).await?;
+        let halves = h.halves_by.and_then(|t| cuts.get(t).map(|&(column, cut)| (t, column, cut))).filter(|_| roomy);
+        let paths = match halves {
+            Some(cut) => {
+                halved += 1;
+                materialize_halves(ctx, &h.file, h.sorted_by, cut, &path).await?
+            }
+            None => materialize(ctx, &h.file, h.sorted_by, &path).await?,
+        };
+        scratch_files.extend(paths);
         super::set(ctx, "datafusion.execution.target_partitions", "1").await?;
     }
     // The monthly summaries read staging and the slice helpers, never a star
@@ -708,10 +725,9 @@ async fn build_slice(
     // Both finish before either's error is returned: no task outlives the build.
     let summaries = summaries.await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
     let (star, counts) = star?;
-    let mut out = SliceOutput { parts: star.into_iter().collect(), counts };
+    let mut out = SliceOutput { parts: star.into_iter().collect(), counts, halved };
     out.parts.extend(summaries?);
-    for h in SLICE_HELPERS {
-        let path = scratch.join(format!("{}-{slice}.parquet", h.file.name));
+    for path in scratch_files {
         std::fs::remove_file(&path).map_err(crate::lake::LakeError::io("remove", path))?;
     }
     Ok(out)
@@ -756,8 +772,96 @@ async fn materialize(
     ctx: &SessionContext,
     helper: &SqlFile,
     sorted_by: &[&str],
-    path: &std::path::Path,
-) -> Result<(), ModelError> {
+    path: &Path,
+) -> Result<Vec<PathBuf>, ModelError> {
+    let (schema, _) = write_helper(ctx, helper, path).await?;
+    let provider = sorted_files_provider(helper.name, schema, &[path.to_path_buf()], sorted_by)?;
+    ctx.register_table(helper.name, provider)
+        .map_err(|source| ModelError::Register { path: helper.name.into(), source })?;
+    Ok(vec![path.to_path_buf()])
+}
+
+/// Where to cut a slice's staging files (in time order) into two halves of
+/// rows as equal as a cut between files makes them: the first time of a
+/// file. None for a single file or fewer than `min_rows` rows.
+fn halfway(spans: &[&Span], min_rows: u64) -> Option<i64> {
+    let total: u64 = spans.iter().map(|s| s.rows).sum();
+    if total < min_rows {
+        return None;
+    }
+    let (mut before, mut best) = (0u64, None::<(u64, i64)>);
+    for s in spans {
+        let imbalance = (2 * before).abs_diff(total);
+        if before > 0 && best.is_none_or(|(b, _)| imbalance < b) {
+            best = Some((imbalance, s.first));
+        }
+        before += s.rows;
+    }
+    best.map(|(_, cut)| cut)
+}
+
+/// [`materialize`] in two halves at once, one per core (`SliceHelper::halves_by`):
+/// each half is its own session, over the same tables and memory pool except
+/// that `table` keeps only its rows before `cut`, or from it, by `column`.
+/// The two files, in time order, are registered as the helper.
+async fn materialize_halves(
+    ctx: &SessionContext,
+    helper: &'static SqlFile,
+    sorted_by: &[&str],
+    (table, column, cut): (&str, &str, i64),
+    path: &Path,
+) -> Result<Vec<PathBuf>, ModelError> {
+    let mut tasks = vec![];
+    let mut paths = vec![];
+    for (half, keep) in [col(column).lt(ts_lit(cut)), col(column).gt_eq(ts_lit(cut))].into_iter().enumerate() {
+        let config = ctx.copied_config();
+        let defaults = &config.options().catalog;
+        let tables = ctx
+            .catalog(&defaults.default_catalog)
+            .and_then(|c| c.schema(&defaults.default_schema))
+            .map(|s| s.table_names())
+            .unwrap_or_default();
+        let session = SessionContext::new_with_config_rt(config.clone(), ctx.runtime_env());
+        for name in tables {
+            let provider = ctx.table_provider(name.as_str()).await.map_err(sql_err(name.clone(), "lookup"))?;
+            let provider = if name == table {
+                ctx.read_table(provider)
+                    .and_then(|df| df.filter(keep.clone()))
+                    .map_err(sql_err(table, "restricting to a half"))?
+                    .into_view()
+            } else {
+                provider
+            };
+            session.register_table(name.as_str(), provider).map_err(sql_err(name, "register"))?;
+        }
+        let path = path.with_extension(format!("{half}.parquet"));
+        paths.push(path.clone());
+        tasks.push(tokio::spawn(async move { write_helper(&session, helper, &path).await }));
+    }
+    let mut written = vec![];
+    for task in tasks {
+        // Both finish before either's error is returned: no task outlives the build.
+        written.push(task.await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())));
+    }
+    let mut schema = None;
+    let mut files = vec![];
+    for (w, path) in written.into_iter().zip(&paths) {
+        let (s, rows) = w?;
+        schema = Some(s);
+        // A file without rows has no statistics to show the order by.
+        if rows > 0 {
+            files.push(path.clone());
+        }
+    }
+    let schema = schema.expect("two halves");
+    let provider = sorted_files_provider(helper.name, schema, &files, sorted_by)?;
+    ctx.register_table(helper.name, provider)
+        .map_err(|source| ModelError::Register { path: helper.name.into(), source })?;
+    Ok(paths)
+}
+
+/// Runs `helper` in `ctx` into scratch file `path`; its schema and rows.
+async fn write_helper(ctx: &SessionContext, helper: &SqlFile, path: &Path) -> Result<(SchemaRef, u64), ModelError> {
     let file = format!("sql/model/{}.sql", helper.name);
     let df = run_sql(ctx, &file, helper.text).await?;
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
@@ -769,11 +873,9 @@ async fn materialize(
         writer.write(&batch.map_err(|source| ModelError::Sql { file: file.clone(), what: "execution", source })?)?;
     }
     let written = writer.finish()?;
-    tracing::debug!(helper = helper.name, rows = written.rows, seconds = t0.elapsed().as_secs_f64(), "materialized");
-    let provider = sorted_files_provider(helper.name, schema, &[path.to_path_buf()], sorted_by)?;
-    ctx.register_table(helper.name, provider)
-        .map_err(|source| ModelError::Register { path: helper.name.into(), source })?;
-    Ok(())
+    let seconds = t0.elapsed().as_secs_f64();
+    tracing::debug!(helper = helper.name, path = %path.display(), rows = written.rows, seconds, "materialized");
+    Ok((schema, written.rows))
 }
 
 /// With -vv, the physical plan DataFusion chose for `table`.

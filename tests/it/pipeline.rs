@@ -347,23 +347,35 @@ fn a_build_of_the_changed_months_equals_a_build_of_all() {
         "December and February (the repeated file) were recomputed"
     );
 
-    // The same files at once: in one slice, and one month per slice.
+    // The same files at once: in one slice, and one month per slice; and
+    // both with the plays computed in two halves by time, two tasks at once.
     let whole = TestLake::new();
     let sliced = TestLake::new();
-    for lake in [&whole, &sliced] {
+    let halved = TestLake::new();
+    let sliced_halved = TestLake::new();
+    for lake in [&whole, &sliced, &halved, &sliced_halved] {
         for dir in [&songs, &early, &later, &again] {
             lake.ingest(dir);
         }
     }
+    use tunelake::model::build::BuildOptions;
     let w = whole.build();
-    let s = sliced.build_with(&tunelake::model::build::BuildOptions { slice_rows: 1, ..Default::default() });
+    let s = sliced.build_with(&BuildOptions { slice_rows: 1, ..Default::default() });
     assert_eq!(s.months_computed, 3);
+    let h = halved.build_with(&BuildOptions { halves_rows: 1, ..Default::default() });
+    let sh = sliced_halved.build_with(&BuildOptions { slice_rows: 1, halves_rows: 1, ..Default::default() });
+    // Halves need two files in a slice: all five days at once; one month per
+    // slice halves December's two days and February's two copies of one day
+    // (both start at the cut, so the first half is empty), not November's one.
+    assert_eq!((w.halved, s.halved, h.halved, sh.halved), (0, 0, 1, 2), "slices whose plays were halved");
     for t in STAR {
         let rows = step.star_rows(t);
         assert_eq!(rows, whole.star_rows(t), "{t}: month by month vs all at once");
         assert_eq!(rows, sliced.star_rows(t), "{t}: one slice vs one month per slice");
+        assert_eq!(rows, halved.star_rows(t), "{t}: plays in one task vs two halves");
+        assert_eq!(rows, sliced_halved.star_rows(t), "{t}: one slice vs one month per slice, in halves");
     }
-    for m in [&w, &s] {
+    for m in [&w, &s, &h, &sh] {
         assert_eq!((m.plays, m.matched, &m.duplicates), (third.plays, third.matched, &third.duplicates));
     }
     let copies = third.duplicates["sparkify: the same event in two raw files"];
