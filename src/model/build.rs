@@ -912,9 +912,9 @@ async fn write_table(
         None => Arc::new(df.schema().as_arrow().clone()),
     };
     let partition_col = match by {
-        Some(c) => Some(schema.index_of(c).map_err(|_| ModelError::Contract {
+        Some(c) => Some(schema.index_of(c).map_err(|_| ModelError::Output {
             table: name.into(),
-            problem: format!("partition column `{c}` is missing"),
+            problem: format!("has no partition column `{c}`"),
         })?),
         None => None,
     };
@@ -1021,10 +1021,10 @@ impl PartitionedWriter<'_> {
         let values = ts.values();
         let ordered = self.last.into_iter().chain(values.iter().copied()).is_sorted();
         if !ordered {
-            return Err(ModelError::Contract {
+            return Err(ModelError::Output {
                 table: self.table.clone(),
                 problem: format!(
-                    "rows came out of order by `{}`: the model must ORDER BY its partition column",
+                    "is out of order by `{}`: the model must ORDER BY its partition column",
                     self.schema.field(col).name()
                 ),
             });
@@ -1109,8 +1109,23 @@ mod tests {
         writer.write(batch(vec![1_541_030_400_000_000, 1_543_622_400_000_000])).unwrap();
         let err = writer.write(batch(vec![1_541_030_400_000_001])).unwrap_err().to_string();
         assert!(err.contains("out of order by `played_at`") && err.contains("ORDER BY"), "{err}");
+        assert!(err.contains("sql/model/t.sql") && !err.contains("contract"), "names the model, no contract: {err}");
         let err = writer.write(batch(vec![1_543_622_400_000_002, 1_543_622_400_000_001])).unwrap_err().to_string();
         assert!(err.contains("out of order"), "{err}");
+    }
+
+    #[test]
+    fn the_plays_are_halved_between_the_files_where_the_rows_come_out_most_even() {
+        let span =
+            |first: i64, rows: u64| Span { table: "t", path: String::new(), rows, first, last: first, sorted: true };
+        let (a, b, c) = (span(0, 300), span(100, 100), span(200, 100));
+        assert_eq!(halfway(&[&a, &b, &c], 1), Some(100), "300 | 200 rather than 400 | 100");
+        let (a, b, c) = (span(0, 100), span(100, 100), span(200, 300));
+        assert_eq!(halfway(&[&a, &b, &c], 1), Some(200), "200 | 300 rather than 100 | 400");
+        assert_eq!(halfway(&[&a, &b, &c], 501), None, "fewer rows than asked");
+        assert_eq!(halfway(&[&c], 1), None, "one file");
+        let empty = span(0, 0);
+        assert_eq!(halfway(&[&empty, &c], 1), None, "one file with rows");
     }
 
     /// Whether `sql` names `table` as a whole word outside `--` comments.

@@ -181,23 +181,24 @@ async fn extend(
 
 /// Column `name` of every batch as one Utf8 array (empty without batches).
 pub fn column_of(batches: &[RecordBatch], name: &str, table: &str) -> Result<ArrayRef, ModelError> {
-    let problem = |p: String| ModelError::Contract { table: table.into(), problem: p };
+    let problem = |p: String| ModelError::Output { table: table.into(), problem: p };
     let mut parts = vec![];
     for b in batches {
-        let c = b.column_by_name(name).ok_or_else(|| problem(format!("no column `{name}`")))?;
-        parts.push(cast(c, &DataType::Utf8).map_err(|e| problem(e.to_string()))?);
+        let c = b.column_by_name(name).ok_or_else(|| problem(format!("has no column `{name}`")))?;
+        parts.push(cast(c, &DataType::Utf8).map_err(|e| problem(format!("column `{name}` is not text: {e}")))?);
     }
     if parts.is_empty() {
         return Ok(Arc::new(StringArray::from(Vec::<String>::new())));
     }
-    concat(&parts.iter().map(|a| a.as_ref()).collect::<Vec<_>>()).map_err(|e| problem(e.to_string()))
+    concat(&parts.iter().map(|a| a.as_ref()).collect::<Vec<_>>())
+        .map_err(|e| problem(format!("column `{name}` cannot be put together: {e}")))
 }
 
 /// Registers `keys` as the one-column table `name` (column `key`).
 fn register_keys(ctx: &SessionContext, name: &str, keys: ArrayRef) -> Result<(), ModelError> {
     let schema = Arc::new(Schema::new(vec![Field::new("key", DataType::Utf8, true)]));
     let batch = RecordBatch::try_new(schema.clone(), vec![keys])
-        .map_err(|e| ModelError::Contract { table: name.into(), problem: e.to_string() })?;
+        .map_err(|source| ModelError::Register { path: name.into(), source: source.into() })?;
     let table = MemTable::try_new(schema, vec![vec![batch]])
         .map_err(|source| ModelError::Register { path: name.into(), source })?;
     super::build::replace_table(ctx, name, Arc::new(table))

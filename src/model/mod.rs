@@ -41,6 +41,10 @@ pub enum ModelError {
     Query(#[source] DataFusionError),
     #[error("{table}: the model's output does not match its contract sql/schema/{table}.sql: {problem}")]
     Contract { table: String, problem: String },
+    /// Output the build cannot use, from a model with or without a contract
+    /// (helpers and summaries have none): a missing column, rows out of order.
+    #[error("{table}: the output of sql/model/{table}.sql {problem}")]
+    Output { table: String, problem: String },
     #[error("unknown named query `{name}`; `tunelake query --list` shows them")]
     UnknownQuery { name: String },
     #[error("{path}: cannot register as a table")]
