@@ -44,7 +44,8 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
 
-    /// More logging on stderr (-v info, -vv debug); TUNELAKE_LOG takes a tracing filter.
+    /// More logging on stderr (-v info, -vv debug: each model's plan, -vvv trace: each plan as
+    /// it ran, with rows, time and memory per operator); TUNELAKE_LOG takes a tracing filter.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
@@ -358,7 +359,8 @@ fn init_tracing(verbose: u8) {
     let default = match verbose {
         0 => "warn",
         1 => "tunelake=info,warn",
-        _ => "tunelake=debug,info",
+        2 => "tunelake=debug,info",
+        _ => "tunelake=trace,info",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("TUNELAKE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));

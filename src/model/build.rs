@@ -32,6 +32,8 @@ use datafusion::arrow::array::{Array, AsArray, Float64Array, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Int64Type, Schema, SchemaRef, TimestampMicrosecondType};
 use datafusion::common::ScalarValue;
+use datafusion::physical_plan::display::DisplayableExecutionPlan;
+use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, execute_stream};
 use datafusion::prelude::{DataFrame, SessionContext, col, lit};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
@@ -865,27 +867,43 @@ async fn write_helper(ctx: &SessionContext, helper: &SqlFile, path: &Path) -> Re
     let file = format!("sql/model/{}.sql", helper.name);
     let df = run_sql(ctx, &file, helper.text).await?;
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-    log_plan(helper.name, &file, &df).await?;
     let t0 = std::time::Instant::now();
-    let mut stream = df.execute_stream().await.map_err(sql_err(file.clone(), "execution"))?;
+    let (plan, mut stream) = execute(helper.name, &file, df).await?;
     let mut writer = FileWriter::scratch(path, schema.clone());
     while let Some(batch) = stream.next().await {
         writer.write(&batch.map_err(|source| ModelError::Sql { file: file.clone(), what: "execution", source })?)?;
     }
     let written = writer.finish()?;
+    log_metrics(helper.name, plan.as_ref());
     let seconds = t0.elapsed().as_secs_f64();
     tracing::debug!(helper = helper.name, path = %path.display(), rows = written.rows, seconds, "materialized");
     Ok((schema, written.rows))
 }
 
-/// With -vv, the physical plan DataFusion chose for `table`.
-async fn log_plan(table: &str, file: &str, df: &DataFrame) -> Result<(), ModelError> {
+/// Plans and starts `df`, the model of `table` in `file`; with -vv, logs the
+/// physical plan DataFusion chose. Pass the plan to [`log_metrics`] once
+/// the stream is done.
+async fn execute(
+    table: &str,
+    file: &str,
+    df: DataFrame,
+) -> Result<(Arc<dyn ExecutionPlan>, SendableRecordBatchStream), ModelError> {
+    let task = df.task_ctx();
+    let plan = df.create_physical_plan().await.map_err(sql_err(file, "planning"))?;
     if tracing::enabled!(tracing::Level::DEBUG) {
-        let plan = df.clone().create_physical_plan().await.map_err(sql_err(file.to_string(), "planning"))?;
         let shown = datafusion::physical_plan::displayable(plan.as_ref()).indent(true).to_string();
         tracing::debug!(table, plan = %shown, "physical plan");
     }
-    Ok(())
+    let stream = execute_stream(plan.clone(), Arc::new(task)).map_err(sql_err(file, "execution"))?;
+    Ok((plan, stream))
+}
+
+/// With -vvv, `plan` as it ran: rows, time and memory of each operator.
+fn log_metrics(table: &str, plan: &dyn ExecutionPlan) {
+    if tracing::enabled!(tracing::Level::TRACE) {
+        let shown = DisplayableExecutionPlan::with_metrics(plan).indent(true).to_string();
+        tracing::trace!(table, plan = %shown, "plan as run");
+    }
 }
 
 /// Writes a model's output as table `name` of star version `version`, by
@@ -903,7 +921,6 @@ async fn write_table(
     previous: &HashMap<(String, Option<String>), StarPart>,
 ) -> Result<(Vec<StarPart>, usize), ModelError> {
     let file = format!("sql/model/{name}.sql");
-    log_plan(name, &file, &df).await?;
     let schema: SchemaRef = match contract {
         Some(c) => {
             check_schema(name, c, df.schema().as_arrow())?;
@@ -919,7 +936,7 @@ async fn write_table(
         None => None,
     };
     let t0 = std::time::Instant::now();
-    let mut stream = df.execute_stream().await.map_err(sql_err(file.clone(), "execution"))?;
+    let (plan, mut stream) = execute(name, &file, df).await?;
     let mut writer = PartitionedWriter {
         layout,
         table: name.to_string(),
@@ -938,6 +955,7 @@ async fn write_table(
         writer.write(batch)?;
     }
     writer.close_current()?;
+    log_metrics(name, plan.as_ref());
     let rows: u64 = writer.parts.iter().map(|p| p.rows).sum();
     tracing::debug!(table = name, rows, seconds = t0.elapsed().as_secs_f64(), "written");
     Ok((writer.parts, writer.unchanged))

@@ -450,6 +450,53 @@ fn a_play_takes_the_closest_song_staging_is_in_time_order_and_a_copy_in_an_overl
 }
 
 #[test]
+fn a_user_is_as_their_latest_event_says_and_at_one_time_the_later_session_position_wins() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("logs");
+    let t = 1_541_030_400_000; // 2018-11-01 00:00 UTC, in ms
+    let event = |user: &str, ts: i64, session: i64, item: i64, last_name: &str, level: &str| {
+        serde_json::json!({"artist": null, "auth": "Logged In", "firstName": "Ann", "gender": "F",
+            "itemInSession": item, "lastName": last_name, "length": null, "level": level, "location": "Here",
+            "method": "GET", "page": "Home", "registration": 1.5e12, "sessionId": session, "song": null,
+            "status": 200, "ts": ts, "userAgent": "test", "userId": user})
+        .to_string()
+    };
+    // The winning event is never the file's last line at its time.
+    let lines = [
+        event("42", t + 1000, 7, 1, "Early", "free"),
+        event("42", t + 5000, 7, 3, "Third", "paid"), // same time, later in the session: wins
+        event("42", t + 5000, 7, 2, "Second", "free"),
+        event("43", t + 5000, 8, 0, "NewSession", "paid"), // same time, later session: wins
+        event("43", t + 5000, 7, 9, "OldSession", "free"),
+        event("43", t + 2000, 7, 1, "Early", "free"),
+        // December: user 44's latest event is in a later month than its first.
+        event("44", t + 2000, 7, 1, "November", "free"),
+        event("44", t + 2_678_400_000, 9, 1, "December", "paid"),
+    ];
+    fs::create_dir_all(logs.join("log_data")).unwrap();
+    fs::write(logs.join("log_data/users.json"), lines.join("\n")).unwrap();
+    let lake = TestLake::new();
+    lake.ingest(&logs);
+    lake.build();
+    let users: Vec<String> = lake
+        .query(
+            "SELECT user_id, last_name, level, CAST(first_seen AS VARCHAR), CAST(last_seen AS VARCHAR) \
+             FROM dim_users ORDER BY user_id",
+        )
+        .iter()
+        .flat_map(render_rows)
+        .collect();
+    assert_eq!(
+        users,
+        [
+            "42|Third|paid|2018-11-01T00:00:01|2018-11-01T00:00:05",
+            "43|NewSession|paid|2018-11-01T00:00:02|2018-11-01T00:00:05",
+            "44|December|paid|2018-11-01T00:00:02|2018-12-02T00:00:00",
+        ]
+    );
+}
+
+#[test]
 fn staging_written_before_it_was_sorted_builds_the_same_rows() {
     let sorted = TestLake::new();
     sorted.ingest(&sparkify_dataset());
