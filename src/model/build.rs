@@ -782,8 +782,10 @@ async fn materialize(
     sorted_by: &[&str],
     path: &Path,
 ) -> Result<Vec<PathBuf>, ModelError> {
-    let (schema, _) = write_helper(ctx, helper, path).await?;
-    let provider = sorted_files_provider(helper.name, schema, &[path.to_path_buf()], sorted_by)?;
+    let (schema, rows) = write_helper(ctx, helper, path).await?;
+    // Without rows, an empty table the optimizer can see through.
+    let files = if rows > 0 { vec![path.to_path_buf()] } else { vec![] };
+    let provider = sorted_files_provider(helper.name, schema, &files, sorted_by)?;
     ctx.register_table(helper.name, provider)
         .map_err(|source| ModelError::Register { path: helper.name.into(), source })?;
     Ok(vec![path.to_path_buf()])
@@ -856,7 +858,8 @@ async fn materialize_halves(
     for (w, path) in written.into_iter().zip(&paths) {
         let (s, rows) = w?;
         schema = Some(s);
-        // A file without rows has no statistics to show the order by.
+        // A file without rows has no statistics to show the order by (and
+        // no file at all is an empty table the optimizer can see through).
         if rows > 0 {
             files.push(path.clone());
         }
