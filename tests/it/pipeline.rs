@@ -436,6 +436,9 @@ fn a_play_takes_the_closest_song_staging_is_in_time_order_and_a_copy_in_an_overl
     let derived = tracks(&lake)[1].clone();
     assert!(derived.starts_with("TLT"), "{derived}");
     assert_eq!(tracks(&lake), ["SOA", derived.as_str(), "SOB"]);
+    let artists: Vec<String> =
+        lake.query("SELECT artist_id FROM fact_plays ORDER BY played_at").iter().flat_map(render_rows).collect();
+    assert_eq!(artists, ["ARX", "ARX", "ARX"], "the unmatched play takes the catalogue's artist of its name");
 
     // A second file of the same day: a copy of the 200.5 s play and a play of
     // SOC. The files overlap in time, so the build sorts them, and the copy
