@@ -811,9 +811,10 @@ fn halfway(spans: &[&Span], min_rows: u64) -> Option<i64> {
 }
 
 /// [`materialize`] in two halves at once, one per core (`SliceHelper::halves_by`):
-/// each half is its own session, over the same tables and memory pool except
-/// that `table` keeps only its rows before `cut`, or from it, by `column`.
-/// The two files, in time order, are registered as the helper.
+/// each half is its own session, with the settings, tables and memory pool
+/// of `ctx` (not functions registered on it: the models use built-ins only)
+/// except that `table` keeps only its rows before `cut`, or from it, by
+/// `column`. The two files, in time order, are registered as the helper.
 async fn materialize_halves(
     ctx: &SessionContext,
     helper: &'static SqlFile,
