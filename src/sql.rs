@@ -225,8 +225,11 @@ pub const QUERIES: &[SqlFile] = &[
 ];
 
 /// PostgreSQL-only migrations, applied once each, in order.
-pub const POSTGRES_MIGRATIONS: &[SqlFile] =
-    &[sql_file!("postgres", "001_indexes"), sql_file!("postgres", "002_course_views")];
+pub const POSTGRES_MIGRATIONS: &[SqlFile] = &[
+    sql_file!("postgres", "001_indexes"),
+    sql_file!("postgres", "002_course_views"),
+    sql_file!("postgres", "003_play_ids_byte_order"),
+];
 
 pub fn star_table(name: &str) -> Option<&'static StarTable> {
     STAR_TABLES.iter().find(|t| t.name == name)

@@ -415,3 +415,63 @@ fn a_bulk_load_into_empty_tables_rebuilds_every_index() {
     let err = dup.unwrap_err();
     assert!(err.as_db_error().unwrap().message().contains("duplicate key"), "{err:?}");
 }
+
+#[test]
+fn a_database_from_before_byte_order_play_ids_is_upgraded_in_place_with_its_rows_and_grants() {
+    let url = pg::server().create_database("sync_collation");
+    let lake = TestLake::new();
+    lake.ingest(&sparkify_dataset());
+    lake.build();
+    lake.sync(&url);
+    let mut client = connect(&url);
+    let collation = |c: &mut Client| -> Option<String> {
+        c.query_one(
+            "SELECT collation_name::text FROM information_schema.columns \
+             WHERE table_name = 'fact_plays' AND column_name = 'play_id'",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    assert_eq!(collation(&mut client).as_deref(), Some("C"), "a new database has byte-order play ids");
+
+    // As an older tunelake left a database: play_id in the database's
+    // collation, 003 never applied; and someone may read songplays.
+    let views = tunelake::sql::POSTGRES_MIGRATIONS.iter().find(|m| m.name == "002_course_views").unwrap().text;
+    client
+        .batch_execute(&format!(
+            "DROP VIEW songplays, users, songs, artists, time; \
+             ALTER TABLE fact_plays ALTER COLUMN play_id TYPE VARCHAR COLLATE \"default\"; {views}; \
+             DELETE FROM tunelake_migrations WHERE name = 'sql/postgres/003_play_ids_byte_order.sql'; \
+             CREATE ROLE tl_songplays_reader; GRANT SELECT ON songplays TO tl_songplays_reader;"
+        ))
+        .unwrap();
+    assert_eq!(collation(&mut client), None);
+
+    // A view of the user's own on play_id stops the migration, by name, and nothing changes.
+    client.batch_execute("CREATE VIEW my_plays AS SELECT play_id FROM fact_plays").unwrap();
+    let err = tunelake::sink::sync(&lake.layout, &lake.manifest(), &url, &Default::default()).unwrap_err();
+    let chain = std::iter::successors(Some(&err as &dyn std::error::Error), |e| e.source())
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join(": ");
+    assert!(chain.contains("sql/postgres/003_play_ids_byte_order.sql") && chain.contains("my_plays"), "{chain}");
+    assert_eq!(collation(&mut client), None);
+    client.batch_execute("DROP VIEW my_plays").unwrap();
+
+    let again = lake.sync(&url);
+    assert_eq!(again.migrations_applied, ["sql/postgres/003_play_ids_byte_order.sql"]);
+    assert_eq!(collation(&mut client).as_deref(), Some("C"));
+    assert_pg_equals_lake(&lake, &mut client);
+    assert_eq!(count(&mut client, "SELECT count(*) FROM songplays"), 6820);
+    assert_eq!(
+        count(&mut client, "SELECT count(*) FROM pg_index WHERE indrelid = 'fact_plays'::regclass AND indisprimary"),
+        1,
+        "play_id is still the primary key"
+    );
+    let granted: bool = client
+        .query_one("SELECT has_table_privilege('tl_songplays_reader', 'songplays', 'SELECT')", &[])
+        .unwrap()
+        .get(0);
+    assert!(granted, "songplays keeps its grants");
+}
