@@ -37,7 +37,7 @@ mkdir -p "$OUT" "$LOGS"
 
 ensure_tools
 pg_start
-trap 'pg_stop_if_started; empty_trash' EXIT
+trap 'empty_trash; pg_stop_if_started' EXIT
 env_info | tee "$LOGS/env.txt" >&2
 
 # tl FILE STAGE N REP NEW_EVENTS cmd-args... : one timed tunelake command, one row
@@ -58,7 +58,7 @@ one_case() {
   local n=$1 data=$OUT/data-$1
   VARIANT=$2
   LAKE=$OUT/lake-inc-$n
-  DB=tl_inc_$n
+  DB=tl_inc_${n}_${VARIANT//-/_}
   local url dir
   url=$(db_url "$DB")
   dir=$LOGS/n$n-$VARIANT; mkdir -p "$dir"
@@ -114,7 +114,7 @@ one_case() {
     tl "$dir/noop-build" "no-op build" "$n" 1 0 build || true
     tl "$dir/noop-sync" "no-op sync" "$n" 1 0 sync --database-url "$url" || true
   fi
-  if [ "${KEEP:-0}" != 1 ]; then discard "$LAKE"; drop_db "$DB"; fi
+  if [ "${KEEP:-0}" != 1 ]; then discard "$LAKE"; discard_db "$DB"; fi
 }
 
 for n in "${NS[@]}"; do

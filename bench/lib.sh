@@ -115,13 +115,21 @@ db_url() { echo "postgresql://postgres@127.0.0.1:$PG_PORT/$1"; }
 # instead of 0.6 s): on this journal-less ext4, `perf` put 18 % of the ingest's
 # samples in the inode allocator, which skips inodes freed in the last 60 to
 # 300 s (`recently_deleted` under `find_inode_bit`). That is a cost of the
-# benchmark's own cleanup, not of either pipeline.
+# benchmark's own cleanup, not of either pipeline. For the same reason a
+# run's database (about 1,000 files under PostgreSQL's data directory, on the
+# same filesystem) is dropped at the end too: `discard_db NAME`.
 discard() {
   [ -e "$1" ] || return 0
   mkdir -p "$OUT/trash"
   mv "$1" "$OUT/trash/$(basename "$1").$(date +%s%N)"
 }
-empty_trash() { rm -rf "$OUT/trash"; }
+DISCARDED_DBS=()
+discard_db() { DISCARDED_DBS+=("$1"); }
+empty_trash() {
+  local db
+  for db in "${DISCARDED_DBS[@]}"; do drop_db "$db" || true; done
+  rm -rf "$OUT/trash"
+}
 
 # untimed, between pipelines (as shared/bench/run_all.sh does): clear what the
 # previous one left, so that autovacuum and the checkpointer do not run inside

@@ -20,9 +20,9 @@
 #      (bench/report.py), also saved as $OUT/table-EVENTS.md
 # Knobs: see lib.sh (OUT, TUNELAKE, CARGO_TARGET_DIR, VENV, ...), plus
 #   SKIP_FLOOR=1   do not run limit_copy.sh
-#   KEEP=1         keep each run's lake and database (default: the database is
-#                  dropped after the run's row counts are read, the lake moved
-#                  to $OUT/trash and deleted when the invocation ends)
+#   KEEP=1         keep each run's lake and database (default: both are
+#                  deleted when the invocation ends, not between runs: see
+#                  `discard` in lib.sh)
 set -euo pipefail
 if [ "${1:-}" = incremental ]; then shift; exec "$(dirname "$0")/incremental.sh" "$@"; fi
 source "$(dirname "$0")/lib.sh"
@@ -41,7 +41,7 @@ ensure_tools
 gen_data "$N" "$DATA"
 EVENTS=$(manifest_get "$DATA" log_events)
 pg_start
-trap 'pg_stop_if_started; empty_trash' EXIT
+trap 'empty_trash; pg_stop_if_started' EXIT
 env_info | tee "$LOGS/env.txt" >&2
 # every row of this invocation carries the same bench id, so that report.py
 # can pick out this invocation from a results.jsonl that accumulates runs
@@ -83,7 +83,7 @@ run_tunelake() {  # run_tunelake K
     record "$RES" tunelake "total (ingest+build+sync)" "$k" "$EVENTS" bench="$BENCH" n="$N" order="$ORDER" \
       seconds="$total" note="\"pg rows: $counts\""
   fi
-  if [ "${KEEP:-0}" != 1 ]; then discard "$lake"; drop_db "$db"; fi
+  if [ "${KEEP:-0}" != 1 ]; then discard "$lake"; discard_db "$db"; fi
 }
 
 run_duckdb() {  # run_duckdb K
