@@ -53,7 +53,9 @@ pub fn write_deferred(path: &Path, bytes: &[u8]) -> Result<(), LakeError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let write = || -> std::io::Result<()> {
         let mut f = File::create(path)?;
-        f.write_all(bytes)
+        f.write_all(bytes)?;
+        start_writeback(&f);
+        Ok(())
     };
     match write() {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -62,6 +64,22 @@ pub fn write_deferred(path: &Path, bytes: &[u8]) -> Result<(), LakeError> {
         }
         r => r.map_err(LakeError::io("write", path)),
     }
+}
+
+/// Asks the kernel to start writing `file`'s dirty pages to disk now, in the
+/// background, so that the [`sync_filesystem`] that makes a run durable has
+/// less left to wait for: with it, a 1M-event ingest (466 MB of raw files)
+/// took 0.13-0.2 s less in eight of nine alternating pairs of runs. A hint:
+/// errors are ignored, and only `sync_filesystem` promises anything.
+pub fn start_writeback(file: &File) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: sync_file_range only reads the descriptor, which `file` keeps open for the call.
+        unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = file;
 }
 
 /// Makes everything written under `root` durable: one `syncfs` on Linux.
