@@ -5,8 +5,9 @@
 -- under C.UTF-8 (a third of a first sync's index upkeep). A database that
 -- holds plays rebuilds the key here, once. songplays reads play_id, so it is
 -- made again around the change from its own definition, with the same
--- privileges. A view of your own that reads play_id stops this migration:
--- drop it, sync, and create it again.
+-- privileges. A view of your own that reads play_id or songplays stops
+-- this migration, and PostgreSQL's message names it: drop it, sync, and
+-- create it again.
 DO $$
 DECLARE
     view_def text;
