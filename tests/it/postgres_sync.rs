@@ -48,6 +48,17 @@ fn assert_pg_equals_lake(lake: &TestLake, client: &mut Client) {
     }
 }
 
+/// The sample dataset ingested, built and synced into a new database `db`.
+fn sample_synced(db: &str) -> (TestLake, String, Client) {
+    let url = pg::server().create_database(db);
+    let lake = TestLake::new();
+    lake.ingest(&sparkify_dataset());
+    lake.build();
+    lake.sync(&url);
+    let client = connect(&url);
+    (lake, url, client)
+}
+
 fn count(client: &mut Client, sql: &str) -> i64 {
     client.query_one(sql, &[]).unwrap().get(0)
 }
@@ -92,12 +103,7 @@ fn sync_equals_the_lake_row_for_row_and_reruns_add_nothing() {
 
 #[test]
 fn course_views_have_the_course_columns_and_answers() {
-    let url = pg::server().create_database("course_views");
-    let lake = TestLake::new();
-    lake.ingest(&sparkify_dataset());
-    lake.build();
-    lake.sync(&url);
-    let mut client = connect(&url);
+    let (_lake, _url, mut client) = sample_synced("course_views");
     let columns = |client: &mut Client, view: &str| -> Vec<String> {
         client
             .query(
@@ -418,12 +424,7 @@ fn a_bulk_load_into_empty_tables_rebuilds_every_index() {
 
 #[test]
 fn a_database_from_before_byte_order_play_ids_is_upgraded_in_place_with_its_rows_and_grants() {
-    let url = pg::server().create_database("sync_collation");
-    let lake = TestLake::new();
-    lake.ingest(&sparkify_dataset());
-    lake.build();
-    lake.sync(&url);
-    let mut client = connect(&url);
+    let (lake, url, mut client) = sample_synced("sync_collation");
     let collation = |c: &mut Client| -> Option<String> {
         c.query_one(
             "SELECT collation_name::text FROM information_schema.columns \
