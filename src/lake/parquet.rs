@@ -10,8 +10,8 @@ use std::path::Path;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use datafusion::parquet::arrow::{ArrowWriter, ProjectionMask};
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
 use sha2::{Digest, Sha256};
@@ -172,11 +172,37 @@ pub fn read(path: &Path, batch_size: usize) -> Result<ParquetRecordBatchReader, 
         .map_err(|source| LakeError::ParquetRead { path: path.into(), source })
 }
 
+/// Reads a Parquet file batch by batch without the columns that are null in
+/// every row, by its footer's statistics (a column without them is read):
+/// what a COPY need not send. Also returns the file's whole schema.
+pub fn read_non_null(path: &Path, batch_size: usize) -> Result<(SchemaRef, ParquetRecordBatchReader), LakeError> {
+    let file = File::open(path).map_err(LakeError::io("open", path))?;
+    let err = |source| LakeError::ParquetRead { path: path.into(), source };
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(err)?;
+    let schema = builder.schema().clone();
+    let meta = builder.metadata().clone();
+    let rows = meta.file_metadata().num_rows();
+    let columns = meta.file_metadata().schema_descr();
+    let all_null = |c: usize| {
+        let nulls: Option<i64> = meta
+            .row_groups()
+            .iter()
+            .map(|rg| rg.column(c).statistics().and_then(|s| s.null_count_opt()).map(|n| n as i64))
+            .sum();
+        rows > 0 && nulls == Some(rows)
+    };
+    let keep = (0..columns.num_columns()).filter(|&c| !all_null(c));
+    let mask = ProjectionMask::leaves(columns, keep);
+    let reader = builder.with_projection(mask).with_batch_size(batch_size).build().map_err(err)?;
+    Ok((schema, reader))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use datafusion::arrow::array::{Int64Array, StringArray};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::record_batch::RecordBatchReader;
     use std::sync::Arc;
 
     #[test]
@@ -201,5 +227,36 @@ mod tests {
         // No temp debris is left behind.
         let names: Vec<_> = std::fs::read_dir(dir.path().join("x")).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names.len(), 2);
+    }
+
+    #[test]
+    fn columns_null_in_every_row_are_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("some", DataType::Utf8, true),
+            Field::new("none", DataType::Utf8, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(vec![1, 2])),
+                Arc::new(StringArray::from(vec![Some("a"), None])),
+                Arc::new(StringArray::from(vec![None::<&str>, None])),
+            ],
+        )
+        .unwrap();
+        let names = |s: &Schema| s.fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>();
+        let path = dir.path().join("a.parquet");
+        write_batches(&path, &schema, [&batch]).unwrap();
+        let (whole, reader) = read_non_null(&path, 1024).unwrap();
+        assert_eq!(names(&whole), ["id", "some", "none"]);
+        assert_eq!(names(&reader.schema()), ["id", "some"]);
+        let back: Vec<RecordBatch> = reader.collect::<Result<_, _>>().unwrap();
+        assert_eq!(back, vec![batch.project(&[0, 1]).unwrap()]);
+        // Without rows, nothing is known to be null: every column is read.
+        let empty = dir.path().join("empty.parquet");
+        write_batches(&empty, &schema, []).unwrap();
+        assert_eq!(names(&read_non_null(&empty, 1024).unwrap().1.schema()), ["id", "some", "none"]);
     }
 }
