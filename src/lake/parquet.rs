@@ -232,20 +232,13 @@ mod tests {
     #[test]
     fn columns_null_in_every_row_are_not_read() {
         let dir = tempfile::tempdir().unwrap();
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("id", DataType::Int64, false),
-            Field::new("some", DataType::Utf8, true),
-            Field::new("none", DataType::Utf8, true),
-        ]));
-        let batch = RecordBatch::try_new(
-            schema.clone(),
-            vec![
-                Arc::new(Int64Array::from(vec![1, 2])),
-                Arc::new(StringArray::from(vec![Some("a"), None])),
-                Arc::new(StringArray::from(vec![None::<&str>, None])),
-            ],
-        )
+        let batch = RecordBatch::try_from_iter_with_nullable([
+            ("id", Arc::new(Int64Array::from(vec![1, 2])) as datafusion::arrow::array::ArrayRef, false),
+            ("some", Arc::new(StringArray::from(vec![Some("a"), None])), true),
+            ("none", Arc::new(StringArray::from(vec![None::<&str>, None])), true),
+        ])
         .unwrap();
+        let schema = batch.schema();
         let names = |s: &Schema| s.fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>();
         let path = dir.path().join("a.parquet");
         write_batches(&path, &schema, [&batch]).unwrap();
