@@ -1108,7 +1108,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rows_out_of_time_order_are_a_contract_error_that_names_the_column() {
+    fn rows_out_of_time_order_are_an_output_error_that_names_the_column_and_the_model() {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path());
         let schema = Arc::new(Schema::new(vec![datafusion::arrow::datatypes::Field::new(
