@@ -191,6 +191,16 @@ pub fn layered(table: &str) -> Option<&'static Layered> {
     LAYERED.iter().find(|l| l.table == table)
 }
 
+/// Whether `sql` names `table` as a whole word outside `--` comments: how
+/// the build finds which models read which tables (a table a model names
+/// only in a string or a longer word is not read by it).
+pub fn reads(sql: &str, table: &str) -> bool {
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    sql.lines().map(|l| l.split("--").next().unwrap_or("")).any(|code| {
+        code.match_indices(table).any(|(i, _)| !code[..i].ends_with(word) && !code[i + table.len()..].starts_with(word))
+    })
+}
+
 /// Every model file that is not a star table, in the order a build runs them.
 pub fn internal_models() -> impl Iterator<Item = &'static SqlFile> {
     GLOBAL_HELPERS

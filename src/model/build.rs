@@ -15,16 +15,18 @@
 //!    task writes the monthly summaries. Staging that
 //!    is in time order (`staging::order_of`) is read as one sorted stream,
 //!    so the plays are never sorted. Memory follows the slice, not the history.
-//! 4. The dimensions run once, over the monthly summaries of every month.
-//!    The tracks, artists and bridge dimensions (and the summary of
-//!    unmatched tracks) usually only gain the rows of new keys, as one more
-//!    file beside the ones they have (`layer.rs`).
+//! 4. The dimensions run once, over the monthly summaries of every month,
+//!    in two lanes at once (the users beside the tracks and artists: models
+//!    that read nothing of each other's, `global_lanes`). The tracks,
+//!    artists and bridge dimensions (and the summary of unmatched tracks)
+//!    usually only gain the rows of new keys, as one more file beside the
+//!    ones they have (`layer.rs`).
 //!
 //! Every table is checked against its `sql/schema/<t>.sql` contract. A
 //! partition whose bytes equal the previous version's is not kept twice: the
 //! new version points at the old file, and sync sees an unchanged hash.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -44,7 +46,7 @@ use crate::lake::manifest::{Run, RunKind, StarPart, StarVersion, now_rfc3339};
 use crate::lake::parquet::FileWriter;
 use crate::lake::{Layout, Manifest, staging};
 use crate::progress;
-use crate::sql::{GLOBAL_HELPERS, SLICE_HELPERS, STAR_TABLES, SUMMARIES, SqlFile, StarTable};
+use crate::sql::{GLOBAL_HELPERS, SLICE_HELPERS, STAR_TABLES, SUMMARIES, SqlFile, StarTable, Summary};
 
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
@@ -422,70 +424,7 @@ pub async fn build(
         parts.sort_by(|a, b| a.partition.cmp(&b.partition));
     }
 
-    // Each summary over every month: from all months (when every month was
-    // computed), else from its previous result plus the months computed now,
-    // as one more layer of new keys when it may take one.
-    // What each layered table gained in this build: Some(its new rows), or None when it was written whole.
-    let mut gained: HashMap<&str, Option<Vec<RecordBatch>>> = HashMap::new();
-    for summary in SUMMARIES {
-        let (monthly, all) = (summary.monthly.name, summary.all.name);
-        let file = format!("sql/model/{all}.sql");
-        let schema = schemas.iter().find(|(n, _)| n == monthly).map(|(_, s)| s.clone()).expect("planned");
-        let month_paths = |all_months: bool| -> Vec<PathBuf> {
-            star.tables
-                .get(monthly)
-                .into_iter()
-                .flatten()
-                .filter(|p| all_months || p.partition.as_ref().is_some_and(|m| computed.contains(m)))
-                .map(|p| layout.abs(&p.path))
-                .collect()
-        };
-        let before = previous_star.tables.get(all).filter(|_| plan.full.is_none() && !plan.catalogue_changed);
-        let inputs: Vec<PathBuf> = match before {
-            Some(before) => before.iter().map(|p| layout.abs(&p.path)).chain(month_paths(false)).collect(),
-            None => month_paths(true),
-        };
-        replace_table(&ctx, monthly, files_provider(monthly, schema.clone(), &inputs)?)?;
-        if let (Some(spec), Some(before)) = (crate::sql::layered(all), before)
-            && plan.layers
-            && layer::may_extend(before)
-        {
-            let months = files_provider(monthly, schema.clone(), &month_paths(false))?;
-            replace_table(&ctx, "tl_layer_months", months)?;
-            let keys = run_sql(&ctx, &file, &format!("SELECT DISTINCT {} FROM tl_layer_months", spec.keys_from.1))
-                .await?
-                .collect()
-                .await
-                .map_err(sql_err(file.clone(), "reading the new keys"))?;
-            ctx.deregister_table("tl_layer_months").map_err(sql_err(file.clone(), "deregister"))?;
-            let keys = layer::column_of(&keys, spec.keys_from.1, all)?;
-            let existing = parts_provider(layout, all, schema.clone(), before)?;
-            let model = layer::Model {
-                table: all,
-                file: &file,
-                sql: summary.all.text,
-                key: spec.key,
-                inputs: spec.inputs,
-                schema: &schema,
-            };
-            let extension = layer::extension(&ctx, &model, keys, existing).await?;
-            if let Some((parts, rows)) = extended(layout, all, &schema, before, extension, version)? {
-                *unchanged.entry(all.to_string()).or_default() += before.len();
-                register_parts(&ctx, layout, all, schema, &parts)?;
-                star.tables.insert(all.to_string(), parts);
-                gained.insert(all, Some(rows));
-                continue;
-            }
-        }
-        let df = run_sql(&ctx, &file, summary.all.text).await?;
-        let (parts, same) = write_table(layout, all, df, None, None, version, &previous).await?;
-        *unchanged.entry(all.to_string()).or_default() += same;
-        register_parts(&ctx, layout, all, schema, &parts)?;
-        star.tables.insert(all.to_string(), parts);
-        gained.insert(all, None);
-    }
-
-    // The dimensions, over every month: staging whole, the monthly tables from all their parts.
+    // The models over every month read staging whole and the monthly tables from all their parts.
     for (name, schema) in staging::tables() {
         let paths: Vec<PathBuf> = manifest.staging_files(name).iter().map(|f| layout.abs(&f.path)).collect();
         replace_table(&ctx, name, files_provider(name, schema, &paths)?)?;
@@ -503,52 +442,43 @@ pub async fn build(
         halved,
         ..Default::default()
     };
-    for table in global_tables {
-        bar.set_message(format!("build {}", table.name));
-        let t0 = std::time::Instant::now();
-        let file = format!("sql/model/{}.sql", table.name);
-        let contract = super::contract_schema(table).await?;
-        let mut parts = None;
-        if let (Some(spec), Some(before)) = (crate::sql::layered(table.name), previous_star.tables.get(table.name))
-            && plan.layers
-            && layer::may_extend(before)
-            && let Some(Some(new_rows)) = gained.get(spec.keys_from.0)
-        {
-            let keys = layer::column_of(new_rows, spec.keys_from.1, table.name)?;
-            let existing = parts_provider(layout, table.name, contract.clone(), before)?;
-            let model = layer::Model {
-                table: table.name,
-                file: &file,
-                sql: table.model.text,
-                key: spec.key,
-                inputs: spec.inputs,
-                schema: &contract,
-            };
-            let extension = layer::extension(&ctx, &model, keys, existing).await?;
-            if let Some((layered, rows)) = extended(layout, table.name, &contract, before, extension, version)? {
-                *unchanged.entry(table.name.to_string()).or_default() += before.len();
-                metrics.layered.push(table.name.to_string());
-                gained.insert(table.name, Some(rows));
-                parts = Some(layered);
-            }
-        }
-        let parts = match parts {
-            Some(parts) => parts,
-            None => {
-                let df = run_sql(&ctx, &file, table.model.text).await?;
-                let (parts, same) =
-                    write_table(layout, table.name, df, Some(&contract), None, version, &previous).await?;
-                *unchanged.entry(table.name.to_string()).or_default() += same;
-                gained.insert(table.name, None);
-                parts
-            }
-        };
-        tracing::info!(table = table.name, parts = parts.len(), seconds = t0.elapsed().as_secs_f64(), "built");
-        // Later models may read the tables built before them (bridge_track_artists reads dim_tracks).
-        register_parts(&ctx, layout, table.name, contract, &parts)?;
-        star.tables.insert(table.name.to_string(), parts);
-        bar.inc(1);
+    // The cumulative summaries and the dimensions, in lanes that read
+    // nothing of each other's (`global_lanes`), one per core, each in a
+    // session of its own over the same tables and memory pool. Below the
+    // default memory, one lane.
+    let inputs = Arc::new(GlobalInputs {
+        layout: layout.clone(),
+        version,
+        full: plan.full.is_some(),
+        catalogue_changed: plan.catalogue_changed,
+        layers: plan.layers,
+        computed: computed.clone(),
+        previous_star: previous_star.clone(),
+        previous: previous.clone(),
+        schemas: schemas.clone(),
+        monthly: star.tables.clone(),
+    });
+    let lanes = global_lanes(if opts.memory_limit >= super::DEFAULT_MEMORY_LIMIT { 2 } else { 1 });
+    tracing::debug!(lanes = ?lanes.iter().map(|l| l.iter().map(|m| m.name()).collect::<Vec<_>>()).collect::<Vec<_>>(), "models over every month");
+    let mut tasks = vec![];
+    for lane in lanes {
+        let (session, inputs, bar) = (session_copy(&ctx).await?, inputs.clone(), bar.clone());
+        tasks.push(tokio::spawn(async move { build_globals(&session, &inputs, &lane, &bar).await }));
     }
+    let mut lanes_out = vec![];
+    for task in tasks {
+        // Every lane finishes before any lane's error is returned: no task outlives the build.
+        lanes_out.push(task.await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())));
+    }
+    for out in lanes_out {
+        let out = out?;
+        for (name, parts, same) in out.tables {
+            *unchanged.entry(name.clone()).or_default() += same;
+            star.tables.insert(name, parts);
+        }
+        metrics.layered.extend(out.layered);
+    }
+    metrics.layered.sort_by_key(|t| STAR_TABLES.iter().position(|s| s.name == t));
     bar.finish_and_clear();
 
     for table in STAR_TABLES {
@@ -587,6 +517,270 @@ pub async fn build(
     crate::lake::fsio::sync_filesystem(layout.root())?;
     manifest.commit(layout, run)?;
     Ok(metrics)
+}
+
+/// A model a build runs once over every month, after the slices.
+#[derive(Debug, Clone, Copy)]
+enum Global {
+    /// A cumulative summary, reduced from its monthly table.
+    Summary(&'static Summary),
+    /// A star table not partitioned by month (a dimension).
+    Table(&'static StarTable),
+}
+
+impl Global {
+    fn name(self) -> &'static str {
+        match self {
+            Global::Summary(s) => s.all.name,
+            Global::Table(t) => t.name,
+        }
+    }
+
+    /// The tables the model writes or replaces for itself: a summary also
+    /// registers its monthly table over other parts while it runs.
+    fn tables(self) -> Vec<&'static str> {
+        match self {
+            Global::Summary(s) => vec![s.all.name, s.monthly.name],
+            Global::Table(t) => vec![t.name],
+        }
+    }
+
+    fn text(self) -> &'static str {
+        match self {
+            Global::Summary(s) => s.all.text,
+            Global::Table(t) => t.model.text,
+        }
+    }
+
+    /// Whether this model needs what `other` writes or replaces: it reads
+    /// one of those tables, or takes its new keys from one (`sql::LAYERED`).
+    fn needs(self, other: Global) -> bool {
+        other.tables().iter().any(|t| {
+            crate::sql::reads(self.text(), t) || crate::sql::layered(self.name()).is_some_and(|l| l.keys_from.0 == *t)
+        })
+    }
+}
+
+/// The models over every month (cumulative summaries, then dimensions) in
+/// at most `n` lanes, each in build order, such that no model needs one of
+/// another lane: the groups of models that need each other (read a table
+/// another writes, or take their keys from it), as `reads` finds them in the
+/// SQL, the largest groups first, each to the lane with the fewest models.
+fn global_lanes(n: usize) -> Vec<Vec<Global>> {
+    let models: Vec<Global> = SUMMARIES
+        .iter()
+        .map(Global::Summary)
+        .chain(STAR_TABLES.iter().filter(|t| t.month_partition_by.is_none()).map(Global::Table))
+        .collect();
+    let mut group: Vec<usize> = (0..models.len()).collect();
+    for j in 0..models.len() {
+        for i in 0..j {
+            if models[j].needs(models[i]) || models[i].needs(models[j]) {
+                let (keep, gone) = (group[i].min(group[j]), group[i].max(group[j]));
+                group.iter_mut().filter(|g| **g == gone).for_each(|g| *g = keep);
+            }
+        }
+    }
+    let mut groups: Vec<Vec<usize>> = vec![];
+    for (i, g) in group.iter().enumerate() {
+        match groups.iter_mut().find(|members| group[members[0]] == *g) {
+            Some(members) => members.push(i),
+            None => groups.push(vec![i]),
+        }
+    }
+    // Largest first; a stable sort keeps build order among equals.
+    groups.sort_by_key(|members| std::cmp::Reverse(members.len()));
+    let mut lanes: Vec<Vec<usize>> = vec![vec![]; n.max(1)];
+    for members in groups {
+        let lane = lanes.iter_mut().min_by_key(|l| l.len()).expect("at least one lane");
+        lane.extend(members);
+    }
+    lanes
+        .into_iter()
+        .filter(|l| !l.is_empty())
+        .map(|mut l| {
+            l.sort_unstable();
+            l.into_iter().map(|i| models[i]).collect()
+        })
+        .collect()
+}
+
+/// A session with the settings, tables and memory pool of `ctx` (not
+/// functions registered on it: the models use built-ins only), whose tables
+/// can be replaced without `ctx` seeing it.
+async fn session_copy(ctx: &SessionContext) -> Result<SessionContext, ModelError> {
+    let config = ctx.copied_config();
+    let defaults = &config.options().catalog;
+    let tables = ctx
+        .catalog(&defaults.default_catalog)
+        .and_then(|c| c.schema(&defaults.default_schema))
+        .map(|s| s.table_names())
+        .unwrap_or_default();
+    let session = SessionContext::new_with_config_rt(config.clone(), ctx.runtime_env());
+    for name in tables {
+        let provider = ctx.table_provider(name.as_str()).await.map_err(sql_err(name.clone(), "lookup"))?;
+        session.register_table(name.as_str(), provider).map_err(sql_err(name, "register"))?;
+    }
+    Ok(session)
+}
+
+/// What the models over every month read of the build so far.
+struct GlobalInputs {
+    layout: Layout,
+    version: u64,
+    /// Every month is computed in this build.
+    full: bool,
+    catalogue_changed: bool,
+    layers: bool,
+    computed: BTreeSet<String>,
+    previous_star: StarVersion,
+    previous: HashMap<(String, Option<String>), StarPart>,
+    schemas: Vec<(String, SchemaRef)>,
+    /// The parts of every monthly table after the slices.
+    monthly: BTreeMap<String, Vec<StarPart>>,
+}
+
+/// What a lane of [`build_globals`] wrote.
+#[derive(Default)]
+struct GlobalsOut {
+    /// Each table's parts and how many of them are unchanged.
+    tables: Vec<(String, Vec<StarPart>, usize)>,
+    /// The tables that took a layer of new keys.
+    layered: Vec<String>,
+}
+
+/// Runs one lane of [`global_lanes`] in `ctx`, which it may change.
+async fn build_globals(
+    ctx: &SessionContext,
+    g: &GlobalInputs,
+    lane: &[Global],
+    bar: &indicatif::ProgressBar,
+) -> Result<GlobalsOut, ModelError> {
+    let layout = &g.layout;
+    let mut out = GlobalsOut::default();
+    // What each layered table gained in this build: Some(its new rows), or None when it was written whole.
+    let mut gained: HashMap<&str, Option<Vec<RecordBatch>>> = HashMap::new();
+    for model in lane {
+        match *model {
+            Global::Summary(summary) => {
+                let monthly = summary.monthly.name;
+                let schema = g.schemas.iter().find(|(n, _)| n == monthly).map(|(_, s)| s.clone()).expect("planned");
+                let (parts, same, rows) = build_summary(ctx, g, summary, &schema).await?;
+                register_parts(ctx, layout, summary.all.name, schema.clone(), &parts)?;
+                out.tables.push((summary.all.name.to_string(), parts, same));
+                gained.insert(summary.all.name, rows);
+                // Later models read the monthly table from all its parts again.
+                register_parts(ctx, layout, monthly, schema, g.monthly.get(monthly).map_or(&[], Vec::as_slice))?;
+            }
+            Global::Table(table) => {
+                bar.set_message(format!("build {}", table.name));
+                let t0 = std::time::Instant::now();
+                let (parts, same, rows) = build_dimension(ctx, g, table, &gained).await?;
+                if rows.is_some() {
+                    out.layered.push(table.name.to_string());
+                }
+                gained.insert(table.name, rows);
+                tracing::info!(table = table.name, parts = parts.len(), seconds = t0.elapsed().as_secs_f64(), "built");
+                // Later models may read the tables built before them (bridge_track_artists reads dim_tracks).
+                let contract = super::contract_schema(table).await?;
+                register_parts(ctx, layout, table.name, contract, &parts)?;
+                out.tables.push((table.name.to_string(), parts, same));
+                bar.inc(1);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A summary over every month: from all months (when every month was
+/// computed), else from its previous result plus the months computed now,
+/// as one more layer of new keys when it may take one. Its parts, how many
+/// are unchanged, and the rows of its new layer (None: written whole).
+async fn build_summary(
+    ctx: &SessionContext,
+    g: &GlobalInputs,
+    summary: &Summary,
+    schema: &SchemaRef,
+) -> Result<(Vec<StarPart>, usize, Option<Vec<RecordBatch>>), ModelError> {
+    let (layout, version) = (&g.layout, g.version);
+    let (monthly, all) = (summary.monthly.name, summary.all.name);
+    let file = format!("sql/model/{all}.sql");
+    let month_paths = |all_months: bool| -> Vec<PathBuf> {
+        g.monthly
+            .get(monthly)
+            .into_iter()
+            .flatten()
+            .filter(|p| all_months || p.partition.as_ref().is_some_and(|m| g.computed.contains(m)))
+            .map(|p| layout.abs(&p.path))
+            .collect()
+    };
+    let before = g.previous_star.tables.get(all).filter(|_| !g.full && !g.catalogue_changed);
+    let inputs: Vec<PathBuf> = match before {
+        Some(before) => before.iter().map(|p| layout.abs(&p.path)).chain(month_paths(false)).collect(),
+        None => month_paths(true),
+    };
+    replace_table(ctx, monthly, files_provider(monthly, schema.clone(), &inputs)?)?;
+    if let (Some(spec), Some(before)) = (crate::sql::layered(all), before)
+        && g.layers
+        && layer::may_extend(before)
+    {
+        let months = files_provider(monthly, schema.clone(), &month_paths(false))?;
+        replace_table(ctx, "tl_layer_months", months)?;
+        let keys = run_sql(ctx, &file, &format!("SELECT DISTINCT {} FROM tl_layer_months", spec.keys_from.1))
+            .await?
+            .collect()
+            .await
+            .map_err(sql_err(file.clone(), "reading the new keys"))?;
+        ctx.deregister_table("tl_layer_months").map_err(sql_err(file.clone(), "deregister"))?;
+        let keys = layer::column_of(&keys, spec.keys_from.1, all)?;
+        let existing = parts_provider(layout, all, schema.clone(), before)?;
+        let model =
+            layer::Model { table: all, file: &file, sql: summary.all.text, key: spec.key, inputs: spec.inputs, schema };
+        let extension = layer::extension(ctx, &model, keys, existing).await?;
+        if let Some((parts, rows)) = extended(layout, all, schema, before, extension, version)? {
+            return Ok((parts, before.len(), Some(rows)));
+        }
+    }
+    let df = run_sql(ctx, &file, summary.all.text).await?;
+    let (parts, same) = write_table(layout, all, df, None, None, version, &g.previous).await?;
+    Ok((parts, same, None))
+}
+
+/// A dimension: its previous parts plus a layer of its new keys' rows when
+/// it may take one, else written whole. Its parts, how many are unchanged,
+/// and the rows of its new layer (None: written whole).
+async fn build_dimension(
+    ctx: &SessionContext,
+    g: &GlobalInputs,
+    table: &StarTable,
+    gained: &HashMap<&str, Option<Vec<RecordBatch>>>,
+) -> Result<(Vec<StarPart>, usize, Option<Vec<RecordBatch>>), ModelError> {
+    let (layout, version) = (&g.layout, g.version);
+    let file = format!("sql/model/{}.sql", table.name);
+    let contract = super::contract_schema(table).await?;
+    if let (Some(spec), Some(before)) = (crate::sql::layered(table.name), g.previous_star.tables.get(table.name))
+        && g.layers
+        && layer::may_extend(before)
+        && let Some(Some(new_rows)) = gained.get(spec.keys_from.0)
+    {
+        let keys = layer::column_of(new_rows, spec.keys_from.1, table.name)?;
+        let existing = parts_provider(layout, table.name, contract.clone(), before)?;
+        let model = layer::Model {
+            table: table.name,
+            file: &file,
+            sql: table.model.text,
+            key: spec.key,
+            inputs: spec.inputs,
+            schema: &contract,
+        };
+        let extension = layer::extension(ctx, &model, keys, existing).await?;
+        if let Some((parts, rows)) = extended(layout, table.name, &contract, before, extension, version)? {
+            return Ok((parts, before.len(), Some(rows)));
+        }
+    }
+    let df = run_sql(ctx, &file, table.model.text).await?;
+    let (parts, same) = write_table(layout, table.name, df, Some(&contract), None, version, &g.previous).await?;
+    Ok((parts, same, None))
 }
 
 /// The monthly tables a build keeps by month (monthly star tables, kept
@@ -811,10 +1005,8 @@ fn halfway(spans: &[&Span], min_rows: u64) -> Option<i64> {
 }
 
 /// [`materialize`] in two halves at once, one per core (`SliceHelper::halves_by`):
-/// each half is its own session, with the settings, tables and memory pool
-/// of `ctx` (not functions registered on it: the models use built-ins only)
-/// except that `table` keeps only its rows before `cut`, or from it, by
-/// `column`. The two files, in time order, are registered as the helper.
+/// each half is its own [`session_copy`] of `ctx`, in which `table` keeps
+/// only its rows before `cut`, or from it, by `column`. The two files, in time order, are registered as the helper.
 async fn materialize_halves(
     ctx: &SessionContext,
     helper: &'static SqlFile,
@@ -825,26 +1017,14 @@ async fn materialize_halves(
     let mut tasks = vec![];
     let mut paths = vec![];
     for (half, keep) in [col(column).lt(ts_lit(cut)), col(column).gt_eq(ts_lit(cut))].into_iter().enumerate() {
-        let config = ctx.copied_config();
-        let defaults = &config.options().catalog;
-        let tables = ctx
-            .catalog(&defaults.default_catalog)
-            .and_then(|c| c.schema(&defaults.default_schema))
-            .map(|s| s.table_names())
-            .unwrap_or_default();
-        let session = SessionContext::new_with_config_rt(config.clone(), ctx.runtime_env());
-        for name in tables {
-            let provider = ctx.table_provider(name.as_str()).await.map_err(sql_err(name.clone(), "lookup"))?;
-            let provider = if name == table {
-                ctx.read_table(provider)
-                    .and_then(|df| df.filter(keep.clone()))
-                    .map_err(sql_err(table, "restricting to a half"))?
-                    .into_view()
-            } else {
-                provider
-            };
-            session.register_table(name.as_str(), provider).map_err(sql_err(name, "register"))?;
-        }
+        let session = session_copy(ctx).await?;
+        let provider = ctx.table_provider(table).await.map_err(sql_err(table, "lookup"))?;
+        let half_of = ctx
+            .read_table(provider)
+            .and_then(|df| df.filter(keep))
+            .map_err(sql_err(table, "restricting to a half"))?
+            .into_view();
+        replace_table(&session, table, half_of)?;
         let path = path.with_extension(format!("{half}.parquet"));
         paths.push(path.clone());
         tasks.push(tokio::spawn(async move { write_helper(&session, helper, &path).await }));
@@ -1106,6 +1286,7 @@ impl PartitionedWriter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sql::reads;
 
     #[test]
     fn rows_out_of_time_order_are_an_output_error_that_names_the_column_and_the_model() {
@@ -1156,32 +1337,61 @@ mod tests {
         assert_eq!(halfway(&[&empty, &c], 1), None, "one file with rows");
     }
 
-    /// Whether `sql` names `table` as a whole word outside `--` comments.
-    fn names(sql: &str, table: &str) -> bool {
-        let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
-        sql.lines().map(|l| l.split("--").next().unwrap_or("")).any(|code| {
-            code.match_indices(table)
-                .any(|(i, _)| !code[..i].ends_with(word) && !code[i + table.len()..].starts_with(word))
-        })
-    }
-
     #[test]
     fn monthly_summaries_and_month_counts_read_no_star_table() {
-        assert!(names("SELECT * FROM fact_plays f", "fact_plays"));
-        assert!(names("FROM a\nJOIN fact_plays", "fact_plays"));
-        assert!(!names("-- reads fact_plays\nSELECT 1", "fact_plays"));
-        assert!(!names("SELECT * FROM _fact_plays_all", "fact_plays"));
-        assert!(names(SUMMARIES[0].monthly.text, "_sparkify_plays"), "a summary that reads a helper is seen");
-        assert!(!SLICE_HELPERS.iter().any(|h| names(SUMMARIES[1].monthly.text, h.file.name)));
+        assert!(reads("SELECT * FROM fact_plays f", "fact_plays"));
+        assert!(reads("FROM a\nJOIN fact_plays", "fact_plays"));
+        assert!(!reads("-- reads fact_plays\nSELECT 1", "fact_plays"));
+        assert!(!reads("SELECT * FROM _fact_plays_all", "fact_plays"));
+        assert!(reads(SUMMARIES[0].monthly.text, "_sparkify_plays"), "a summary that reads a helper is seen");
+        assert!(!SLICE_HELPERS.iter().any(|h| reads(SUMMARIES[1].monthly.text, h.file.name)));
         // build_slice computes them beside the monthly star tables.
         for t in STAR_TABLES {
             for s in SUMMARIES {
-                assert!(!names(s.monthly.text, t.name), "{} reads {}", s.monthly.name, t.name);
+                assert!(!reads(s.monthly.text, t.name), "{} reads {}", s.monthly.name, t.name);
             }
             for (what, rows, _) in MONTH_COUNTS {
-                assert!(!names(rows, t.name), "month count {what} reads {}", t.name);
+                assert!(!reads(rows, t.name), "month count {what} reads {}", t.name);
             }
         }
+    }
+
+    #[test]
+    fn the_users_run_beside_the_tracks_and_a_model_runs_after_what_it_needs() {
+        let names = |lanes: &[Vec<Global>]| -> Vec<Vec<&str>> {
+            lanes.iter().map(|l| l.iter().map(|m| m.name()).collect()).collect()
+        };
+        let one = global_lanes(1);
+        assert_eq!(one.len(), 1);
+        let order: Vec<&str> = SUMMARIES
+            .iter()
+            .map(|s| s.all.name)
+            .chain(STAR_TABLES.iter().filter(|t| t.month_partition_by.is_none()).map(|t| t.name))
+            .collect();
+        assert_eq!(names(&one)[0], order, "one lane keeps the build order");
+
+        let two = names(&global_lanes(2));
+        assert_eq!(two.len(), 2);
+        let lane_of = |t: &str| two.iter().position(|l| l.contains(&t)).unwrap_or_else(|| panic!("{t} in no lane"));
+        assert_eq!(two.iter().map(Vec::len).sum::<usize>(), order.len(), "every model once: {two:?}");
+        assert_eq!(lane_of("_users_all"), lane_of("dim_users"));
+        assert_ne!(lane_of("dim_users"), lane_of("dim_tracks"), "{two:?}");
+        for t in ["dim_tracks", "bridge_track_artists", "dim_artists"] {
+            assert_eq!(lane_of("_sparkify_unmatched_all"), lane_of(t), "{t}: {two:?}");
+        }
+        // Within a lane, build order: dim_tracks before the bridge that reads it.
+        let l = &two[lane_of("dim_tracks")];
+        let at = |t: &str| l.iter().position(|x| *x == t).unwrap();
+        assert!(at("_sparkify_unmatched_all") < at("dim_tracks") && at("dim_tracks") < at("bridge_track_artists"));
+        // What links them: reads in the SQL and the keys of a layer.
+        let (tracks, bridge, users) = (
+            Global::Table(crate::sql::star_table("dim_tracks").unwrap()),
+            Global::Table(crate::sql::star_table("bridge_track_artists").unwrap()),
+            Global::Table(crate::sql::star_table("dim_users").unwrap()),
+        );
+        assert!(bridge.needs(tracks) && !tracks.needs(bridge) && !users.needs(tracks));
+        assert!(users.needs(Global::Summary(&SUMMARIES[1])) && !users.needs(Global::Summary(&SUMMARIES[0])));
+        assert!(reads(SUMMARIES[1].all.text, SUMMARIES[1].monthly.name));
     }
 
     #[test]
