@@ -37,6 +37,11 @@ impl Layout {
         format!("_manifest/{run:08}.raw.ndjson")
     }
 
+    /// `_manifest/<run>.raw.sha256`, relative: the sha256 of those raw files alone.
+    pub fn raw_digests_rel(run: u64) -> String {
+        format!("_manifest/{run:08}.raw.sha256")
+    }
+
     pub fn lock_file(&self) -> PathBuf {
         self.manifest_dir().join("LOCK")
     }

@@ -73,6 +73,21 @@ pub struct RawIndex {
     pub bytes: u64,
     /// sha256 of the index file itself.
     pub sha256: String,
+    /// The same files' sha256 alone, one per line in the index's order
+    /// (`_manifest/<run>.raw.sha256`): what ingest reads to skip files
+    /// already stored, 5 MB instead of 26 MB of JSON for 76,000 files.
+    /// Runs committed before it existed have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digests: Option<Digests>,
+}
+
+/// A run's list of raw file digests ([`RawIndex::digests`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Digests {
+    /// Relative to the lake root.
+    pub path: String,
+    /// sha256 of the list itself.
+    pub sha256: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -304,8 +319,26 @@ impl Manifest {
         Ok(self.raw.get_or_init(|| all))
     }
 
-    pub fn raw_shas(&self) -> Result<HashSet<&str>, LakeError> {
-        Ok(self.raw_files()?.iter().map(|f| f.sha256.as_str()).collect())
+    /// The sha256 of every raw file stored. Reads each run's digest list,
+    /// not its raw index, unless a run has none (an older lake).
+    pub fn raw_shas(&self) -> Result<HashSet<String>, LakeError> {
+        let indexes = || self.runs.iter().filter_map(|r| r.raw_index.as_ref());
+        if self.raw.get().is_some() || indexes().any(|i| i.digests.is_none()) {
+            return Ok(self.raw_files()?.iter().map(|f| f.sha256.clone()).collect());
+        }
+        let mut shas: HashSet<String> = HashSet::with_capacity(self.raw_count() as usize);
+        for run in &self.runs {
+            shas.extend(run.raw.iter().map(|f| f.sha256.clone()));
+            if let Some(index) = &run.raw_index {
+                read_digests(&self.layout, index, &mut shas)?;
+            }
+        }
+        Ok(shas)
+    }
+
+    /// How many raw files are stored (without reading a raw index).
+    pub fn raw_count(&self) -> u64 {
+        self.runs.iter().map(Run::raw_count).sum()
     }
 
     /// The live staging files of `table`.
@@ -340,7 +373,10 @@ impl Manifest {
     /// Every path any committed run still names (raw, live staging, current star).
     pub fn live_paths(&self) -> Result<HashSet<String>, LakeError> {
         let mut live: HashSet<String> = self.raw_files()?.iter().map(|f| f.path.clone()).collect();
-        live.extend(self.runs.iter().filter_map(|r| r.raw_index.as_ref()).map(|i| i.path.clone()));
+        for index in self.runs.iter().filter_map(|r| r.raw_index.as_ref()) {
+            live.insert(index.path.clone());
+            live.extend(index.digests.as_ref().map(|d| d.path.clone()));
+        }
         let mut staging: Vec<&str> = vec![];
         for run in &self.runs {
             if let Some(change) = &run.staging {
@@ -369,12 +405,42 @@ fn write_raw_index(layout: &Layout, run: u64, raw: &[RawFile]) -> Result<RawInde
     }
     let rel = Layout::raw_index_rel(run);
     fsio::write_atomic(&layout.abs(&rel), &bytes)?;
+    let mut digests = Vec::with_capacity(raw.len() * 65);
+    for f in raw {
+        digests.extend_from_slice(f.sha256.as_bytes());
+        digests.push(b'\n');
+    }
+    let digests_rel = Layout::raw_digests_rel(run);
+    fsio::write_atomic(&layout.abs(&digests_rel), &digests)?;
     Ok(RawIndex {
         path: rel,
         files: raw.len() as u64,
         bytes: raw.iter().map(|f| f.bytes).sum(),
         sha256: super::sha256_hex(&bytes),
+        digests: Some(Digests { path: digests_rel, sha256: super::sha256_hex(&digests) }),
     })
+}
+
+/// Adds the digests of `index`'s raw files to `shas`, from its digest list.
+fn read_digests(layout: &Layout, index: &RawIndex, shas: &mut HashSet<String>) -> Result<(), LakeError> {
+    let Some(digests) = &index.digests else { return Ok(()) };
+    let path = layout.abs(&digests.path);
+    let bytes = fs::read(&path).map_err(LakeError::io("read", &path))?;
+    let bad = |what: String| LakeError::BadRawIndex { path: path.clone(), what };
+    let actual = super::sha256_hex(&bytes);
+    if actual != digests.sha256 {
+        return Err(bad(format!("digest list has sha256 {actual}, its manifest entry says {}", digests.sha256)));
+    }
+    let text = std::str::from_utf8(&bytes).map_err(|e| bad(format!("digest list is not text: {e}")))?;
+    let mut lines = 0;
+    for line in text.lines() {
+        shas.insert(line.to_string());
+        lines += 1;
+    }
+    if lines != index.files {
+        return Err(bad(format!("digest list has {lines} lines, its manifest entry says {} files", index.files)));
+    }
+    Ok(())
 }
 
 fn read_raw_index(layout: &Layout, index: &RawIndex) -> Result<Vec<RawFile>, LakeError> {
@@ -463,6 +529,28 @@ mod tests {
         assert_eq!(shas, ["a1", "b2", "c3"]);
         let live = m.live_paths().unwrap();
         assert!(live.contains("_manifest/00000002.raw.ndjson") && live.contains("raw/s/a1.json"));
+
+        // Ingest reads the digest lists only: the same shas, no raw index parsed.
+        let digests = dir.path().join("_manifest/00000002.raw.sha256");
+        assert_eq!(fs::read_to_string(&digests).unwrap(), "b2\nc3\n");
+        assert_eq!(m.raw_count(), 3);
+        let fresh = Manifest::load(&layout).unwrap();
+        let shas = fresh.raw_shas().unwrap();
+        assert_eq!(shas, HashSet::from(["a1", "b2", "c3"].map(String::from)));
+        assert!(fresh.raw.get().is_none(), "raw_shas read no raw index");
+        assert!(live.contains("_manifest/00000002.raw.sha256"), "{live:?}");
+        // A digest list that does not match its entry is an error that names it.
+        fs::write(&digests, "b2\nc4\n").unwrap();
+        let err = Manifest::load(&layout).unwrap().raw_shas().unwrap_err().to_string();
+        assert!(err.contains("00000002.raw.sha256") && err.contains("digest list has sha256"), "{err}");
+        // A run committed before digest lists existed: its raw index is read instead.
+        let entry = fs::read_to_string(layout.run_entry(2)).unwrap();
+        let mut run: Run = serde_json::from_str(&entry).unwrap();
+        run.raw_index.as_mut().unwrap().digests = None;
+        fs::write(layout.run_entry(2), serde_json::to_vec(&run).unwrap()).unwrap();
+        fs::remove_file(&digests).unwrap();
+        let old = Manifest::load(&layout).unwrap();
+        assert_eq!(old.raw_shas().unwrap(), shas);
 
         // A raw index that does not match its entry is an error that names it.
         let index = dir.path().join("_manifest/00000002.raw.ndjson");

@@ -33,10 +33,12 @@ pub fn vacuum(layout: &Layout, manifest: &Manifest, dry_run: bool) -> Result<Vac
         }
     })?;
     // Temp files beside manifest entries are debris too, and so is the raw
-    // index of a run that crashed before its entry.
+    // index (and digest list) of a run that crashed before its entry.
     walk(&layout.manifest_dir(), &mut |path, len| {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        if name.starts_with(super::fsio::TMP_PREFIX) || (name.ends_with(".raw.ndjson") && !live.contains(path)) {
+        if name.starts_with(super::fsio::TMP_PREFIX)
+            || ((name.ends_with(".raw.ndjson") || name.ends_with(".raw.sha256")) && !live.contains(path))
+        {
             metrics.files.push(path.to_path_buf());
             metrics.bytes += len;
         }

@@ -376,7 +376,7 @@ pub fn ingest_sparkify(
     let started = now_rfc3339();
     let run_id = manifest.next_run_id();
     let today = Utc::now().date_naive();
-    let known: HashSet<String> = manifest.raw_shas()?.into_iter().map(String::from).collect();
+    let known: HashSet<String> = manifest.raw_shas()?;
     let seen = Mutex::new(known);
     let raw_added = Mutex::new(Vec::<RawFile>::new());
     // Files under raw::PACK_BELOW go into one pack for the run.
@@ -622,7 +622,7 @@ pub fn ingest_spotify_export(
     let today = Utc::now().date_naive();
     let history = std::mem::take(&mut export.history);
     let bar = progress::bar(history.len() as u64, "ingest export");
-    let mut known: HashSet<String> = manifest.raw_shas()?.into_iter().map(String::from).collect();
+    let mut known: HashSet<String> = manifest.raw_shas()?;
     let mut metrics = IngestMetrics::default();
     let mut pending: Vec<RawFile> = vec![];
     let mut out = Mutex::new(Collector::new());
@@ -739,8 +739,8 @@ impl<'a> RawBatch<'a> {
             run: manifest.next_run_id(),
             started: now_rfc3339(),
             raws: vec![],
-            known: manifest.raw_shas()?.into_iter().map(String::from).collect(),
-            next_index: manifest.raw_files()?.len(),
+            known: manifest.raw_shas()?,
+            next_index: manifest.raw_count() as usize,
             out: Mutex::new(Collector::new()),
             stats: BTreeMap::new(),
             force: false,

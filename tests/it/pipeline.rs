@@ -195,14 +195,19 @@ fn debris_of_a_crashed_run_is_invisible_and_vacuumed() {
     fs::write(&torn_raw, b"{\"artist\": \"half").unwrap();
     let orphan_index = lake.layout.abs("_manifest/00009999.raw.ndjson");
     fs::write(&orphan_index, b"{\"sha256\": \"deadbeef\"}\n").unwrap();
+    let orphan_digests = lake.layout.abs("_manifest/00009999.raw.sha256");
+    fs::write(&orphan_digests, b"deadbeef\n").unwrap();
     let b2 = lake.build_with(&tunelake::model::build::BuildOptions { force: true, ..Default::default() });
     assert_eq!(b2.rows("fact_plays"), plays, "debris is not read");
     let out = crate::common::stdout(&lake.cli(&["vacuum", "--dry-run"]));
     assert!(out.contains(&debris.display().to_string()), "{out}");
     assert!(debris.exists(), "a dry run removes nothing");
     let out = crate::common::stdout(&lake.cli(&["vacuum"]));
-    assert!(out.contains("vacuum: 4 files"), "{out}");
-    assert!(!debris.exists() && !torn_raw.exists() && !orphan_index.exists());
+    assert!(out.contains("vacuum: 5 files"), "{out}");
+    assert!(!debris.exists() && !torn_raw.exists() && !orphan_index.exists() && !orphan_digests.exists());
+    // The committed run's raw index and digest list stay.
+    let index = m.runs[0].raw_index.as_ref().unwrap();
+    assert!(lake.layout.abs(&index.path).exists() && lake.layout.abs(&index.digests.as_ref().unwrap().path).exists());
     // Every committed raw file is still there.
     assert!(lake.manifest().raw_files().unwrap().iter().all(|r| lake.layout.abs(&r.path).exists()));
     assert_eq!(lake.star_rows("fact_plays").len() as u64, plays);
