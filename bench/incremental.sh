@@ -6,7 +6,7 @@
 # variant (INC_VARIANTS, default "logs-only with-songs"):
 #   1. base: fresh lake + fresh empty database, tunelake ingest, build, sync of
 #      $OUT/data-N (the same generated set as run.sh; timed, reported as base *)
-#   2. INC_REPS times (default 3), each time a NEW day: gen_sparkify.py
+#   2. INC_REPS times (default 5), each time a NEW day: gen_sparkify.py
 #      1000 events --days 1 starting the day after the previous set ends,
 #      --seed 7, 8, 9, ... (other ids), --users = the main set's U (returning
 #      users), --songs 71; then timed: ingest, build, sync. The reps
@@ -20,13 +20,13 @@
 # Checks (untimed): fact_plays grows by the new NextSong plays: new distinct
 # event ids (userId, sessionId, itemInSession, ts), report.py newkeys.
 # Rows go to $OUT/incremental.jsonl; the table is printed and saved as
-# $OUT/incremental.md. Knobs: see lib.sh; INC_REPS=3, INC_EVENTS=1000, KEEP=1.
+# $OUT/incremental.md. Knobs: see lib.sh; INC_REPS=5, INC_EVENTS=1000, KEEP=1.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 NS=("$@")
 [ ${#NS[@]} -gt 0 ] || NS=(100000 5000000)
-REPS=${INC_REPS:-3}
+REPS=${INC_REPS:-5}
 NEW=${INC_EVENTS:-1000}
 read -r -a VARIANTS <<<"${INC_VARIANTS:-logs-only with-songs}"
 RES=$OUT/incremental.jsonl
