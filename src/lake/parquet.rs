@@ -8,12 +8,13 @@ use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use datafusion::parquet::arrow::{ArrowWriter, ProjectionMask};
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::parquet::schema::types::ColumnPath;
 use sha2::{Digest, Sha256};
 
 use super::{LakeError, fsio};
@@ -56,11 +57,24 @@ fn scratch_props() -> WriterProperties {
         .build()
 }
 
-fn props() -> WriterProperties {
-    WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .set_max_row_group_row_count(Some(128 * 1024))
-        .build()
+/// Lake files: snappy, and dictionaries for text columns only. A dictionary
+/// of numbers or times costs more than it saves: timestamps and ids are
+/// nearly unique, and small integers (hour, month) compress as well plain.
+/// Writing the 1M-event fact_plays took 0.52 s with a dictionary for every
+/// column and 0.44 s without those (dim_time 0.09 s and 0.037 s), for files
+/// of the same size or smaller.
+fn props(schema: &Schema) -> WriterProperties {
+    let mut b =
+        WriterProperties::builder().set_compression(Compression::SNAPPY).set_max_row_group_row_count(Some(128 * 1024));
+    for f in schema.fields() {
+        if !matches!(
+            f.data_type(),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Binary | DataType::LargeBinary
+        ) {
+            b = b.set_column_dictionary_enabled(ColumnPath::from(f.name().as_str()), false);
+        }
+    }
+    b.build()
 }
 
 /// Writes `batches` (all of `schema`) to `path` atomically (see [`FileWriter`]).
@@ -107,9 +121,12 @@ impl FileWriter {
         let file = tmp.reopen().map_err(LakeError::io("open", tmp.path()))?;
         let hasher = (!self.scratch).then(Sha256::new);
         let hw = HashingWriter { inner: std::io::BufWriter::with_capacity(1 << 20, file), hasher };
-        let w =
-            ArrowWriter::try_new(hw, self.schema.clone(), Some(if self.scratch { scratch_props() } else { props() }))
-                .map_err(|source| LakeError::ParquetWrite { path: self.path.clone(), source })?;
+        let w = ArrowWriter::try_new(
+            hw,
+            self.schema.clone(),
+            Some(if self.scratch { scratch_props() } else { props(&self.schema) }),
+        )
+        .map_err(|source| LakeError::ParquetWrite { path: self.path.clone(), source })?;
         self.inner = Some((tmp, w));
         Ok(())
     }
@@ -204,6 +221,37 @@ mod tests {
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     use datafusion::arrow::record_batch::RecordBatchReader;
     use std::sync::Arc;
+
+    #[test]
+    fn text_columns_get_a_dictionary_and_numbers_and_times_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("hour", DataType::Int64, false),
+            Field::new("level", DataType::Utf8, false),
+        ]));
+        let n = 1000;
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from_iter_values((0..n).map(|i| i % 24))),
+                Arc::new(StringArray::from_iter_values((0..n).map(|i| if i % 2 == 0 { "free" } else { "paid" }))),
+            ],
+        )
+        .unwrap();
+        let path = dir.path().join("t.parquet");
+        write_batches(&path, &schema, [&batch]).unwrap();
+        let meta = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap()).unwrap().metadata().clone();
+        let chunk = |i: usize| meta.row_group(0).column(i).dictionary_page_offset();
+        assert!(chunk(0).is_none(), "no dictionary for a number column");
+        assert!(chunk(1).is_some(), "a dictionary for a text column");
+        // Scratch files have none at all.
+        let scratch = dir.path().join("s.parquet");
+        let mut w = FileWriter::scratch(&scratch, schema.clone());
+        w.write(&batch).unwrap();
+        w.finish().unwrap();
+        let meta = ParquetRecordBatchReaderBuilder::try_new(File::open(&scratch).unwrap()).unwrap().metadata().clone();
+        assert!(meta.row_group(0).column(1).dictionary_page_offset().is_none());
+    }
 
     #[test]
     fn same_rows_same_hash_and_round_trip() {
