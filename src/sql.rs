@@ -73,6 +73,10 @@ pub struct SliceHelper {
     /// row depends only on that table's rows of the same time (copies of an
     /// event share its time) and on tables computed before.
     pub halves_by: Option<&'static str>,
+    /// Its joins hash the side the SQL puts first, instead of the smaller
+    /// one by DataFusion's estimates: for a model that streams a large
+    /// table in order past a small one, which the estimates can misjudge.
+    pub joins_as_written: bool,
 }
 
 /// Helpers computed per slice of months, in this order, before the monthly star tables.
@@ -82,6 +86,7 @@ pub const SLICE_HELPERS: &[SliceHelper] = &[
         kept: None,
         sorted_by: &[],
         partitions: 2,
+        joins_as_written: false,
         halves_by: None,
     },
     SliceHelper {
@@ -89,6 +94,7 @@ pub const SLICE_HELPERS: &[SliceHelper] = &[
         kept: None,
         sorted_by: &["ts", "event_id"],
         partitions: 1,
+        joins_as_written: true,
         halves_by: Some(crate::lake::staging::STG_SPARKIFY_EVENTS),
     },
     SliceHelper {
@@ -96,6 +102,7 @@ pub const SLICE_HELPERS: &[SliceHelper] = &[
         kept: None,
         sorted_by: &[],
         partitions: 1,
+        joins_as_written: false,
         halves_by: None,
     },
     SliceHelper {
@@ -103,6 +110,7 @@ pub const SLICE_HELPERS: &[SliceHelper] = &[
         kept: Some(("ts", "stream_id")),
         sorted_by: &[],
         partitions: 1,
+        joins_as_written: false,
         halves_by: None,
     },
     SliceHelper {
@@ -110,6 +118,7 @@ pub const SLICE_HELPERS: &[SliceHelper] = &[
         kept: Some(("played_at", "play_id")),
         sorted_by: &[],
         partitions: 1,
+        joins_as_written: false,
         halves_by: None,
     },
 ];

@@ -874,6 +874,8 @@ async fn build_slice(
         let roomy = opts.memory_limit >= super::DEFAULT_MEMORY_LIMIT;
         let partitions = if roomy { h.partitions } else { 1 };
         super::set(ctx, "datafusion.execution.target_partitions", &partitions.to_string()).await?;
+        super::set(ctx, "datafusion.optimizer.join_reordering", if h.joins_as_written { "false" } else { "true" })
+            .await?;
         let halves = h.halves_by.and_then(|t| cuts.get(t).map(|&(column, cut)| (t, column, cut))).filter(|_| roomy);
         let paths = match halves {
             Some(cut) => {
@@ -884,6 +886,7 @@ async fn build_slice(
         };
         scratch_files.extend(paths);
         super::set(ctx, "datafusion.execution.target_partitions", "1").await?;
+        super::set(ctx, "datafusion.optimizer.join_reordering", "true").await?;
     }
     // The monthly summaries read staging and the slice helpers, never a star
     // table (a test below checks): another task, on the other core, writes
@@ -1403,6 +1406,62 @@ mod tests {
         assert!(bridge.needs(tracks) && !tracks.needs(bridge) && !users.needs(tracks));
         assert!(users.needs(Global::Summary(&SUMMARIES[1])) && !users.needs(Global::Summary(&SUMMARIES[0])));
         assert!(reads(SUMMARIES[1].all.text, SUMMARIES[1].monthly.name));
+    }
+
+    /// `_sparkify_plays` streams the events in time order past the matches,
+    /// even when the matches look larger to DataFusion's estimates: with
+    /// its joins as written, the events are never hashed, so never sorted.
+    #[tokio::test]
+    async fn the_plays_stream_past_the_matches_whatever_their_estimated_sizes() {
+        use datafusion::arrow::array::{BooleanArray, StringArray};
+        use datafusion::arrow::datatypes::Field;
+        use datafusion::catalog::MemTable;
+        use datafusion::logical_expr::SortExpr;
+        let helper = SLICE_HELPERS.iter().find(|h| h.file.name == "_sparkify_plays").unwrap();
+        assert!(helper.joins_as_written);
+        let events = staging::tables()[0].1.clone();
+        let field = |n: &str| events.field_with_name(n).unwrap().clone();
+        let matches_schema = Arc::new(Schema::new(vec![
+            field("title_key"),
+            field("artist_key"),
+            field("length"),
+            Field::new("matched", DataType::Boolean, false),
+            Field::new("track_id", DataType::Utf8, true),
+            Field::new("artist_id", DataType::Utf8, true),
+            Field::new("artist_origin", DataType::Utf8, true),
+        ]));
+        let n: u32 = 5_000;
+        let text = |p: &str| Arc::new(StringArray::from_iter_values((0..n).map(|i| format!("{p}{i:08}")))) as _;
+        let matches = RecordBatch::try_new(
+            matches_schema.clone(),
+            vec![
+                text("title "),
+                text("artist "),
+                Arc::new(Float64Array::from_iter_values((0..n).map(f64::from))),
+                Arc::new(BooleanArray::from(vec![true; n as usize])),
+                text("track "),
+                text("artist id "),
+                text("catalogue "),
+            ],
+        )
+        .unwrap();
+        let order: Vec<SortExpr> =
+            staging::order_of(staging::STG_SPARKIFY_EVENTS).iter().map(|c| col(*c).sort(true, false)).collect();
+        for as_written in [true, false] {
+            let ctx = super::super::session(super::super::DEFAULT_MEMORY_LIMIT).unwrap();
+            super::super::set(&ctx, "datafusion.execution.target_partitions", "1").await.unwrap();
+            let reorder = if as_written { "false" } else { "true" };
+            super::super::set(&ctx, "datafusion.optimizer.join_reordering", reorder).await.unwrap();
+            // A few events (in time order), many matches.
+            let few = MemTable::try_new(events.clone(), vec![vec![RecordBatch::new_empty(events.clone())]])
+                .unwrap()
+                .with_sort_order(vec![order.clone()]);
+            ctx.register_table("stg_sparkify_events", Arc::new(few)).unwrap();
+            ctx.register_batch("_sparkify_matches", matches.clone()).unwrap();
+            let plan = ctx.sql(helper.file.text).await.unwrap().create_physical_plan().await.unwrap();
+            let shown = DisplayableExecutionPlan::new(plan.as_ref()).indent(true).to_string();
+            assert_eq!(!shown.contains("SortExec"), as_written, "joins as written: {as_written}\n{shown}");
+        }
     }
 
     #[test]
