@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate};
 use datafusion::arrow::array::{ArrayRef, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
+use datafusion::arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
 use datafusion::arrow::record_batch::RecordBatch;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
@@ -373,13 +374,6 @@ pub struct SongRow {
     record: u64,
 }
 
-impl SongRow {
-    /// Orders rows independently of the order files were parsed in.
-    pub fn sort_key(&self) -> (&str, &str, u64) {
-        (&self.json.song_id, &self.raw_sha256, self.record)
-    }
-}
-
 pub struct ParsedSongs {
     pub rows: Vec<SongRow>,
     pub accounting: Accounting,
@@ -440,6 +434,18 @@ pub fn parse_songs(bytes: &[u8], raw_sha256: &str, label: &str) -> ParsedSongs {
         }
     }
     ParsedSongs { rows, accounting: acc, rejects }
+}
+
+/// Song batches as one, sorted by song id, raw file and record, so that a
+/// reprocess writes the same rows in the same order whatever order the
+/// files were parsed in.
+pub fn sorted_songs(batches: Vec<RecordBatch>) -> RecordBatch {
+    let all = concat_batches(&SONGS_SCHEMA, &batches).expect("batches of SONGS_SCHEMA");
+    drop(batches);
+    let by =
+        |name: &str| SortColumn { values: all.column_by_name(name).expect("a song column").clone(), options: None };
+    let order = lexsort_to_indices(&[by("song_id"), by("raw_sha256"), by("record")], None).expect("sortable columns");
+    take_record_batch(&all, &order).expect("indices in range")
 }
 
 /// Song rows as one staging batch.
@@ -558,5 +564,39 @@ mod tests {
         let b = songs_batch(&parse_songs(one.as_bytes(), "sha", "f").rows);
         assert!(b.column_by_name("year").unwrap().is_null(0), "year 0 means unknown");
         assert!(b.column_by_name("artist_location").unwrap().is_null(0));
+    }
+
+    #[test]
+    fn song_batches_come_out_by_song_id_raw_file_and_record_whatever_the_parse_order() {
+        let song = |id: &str| {
+            format!(
+                r#"{{"artist_id": "AR1", "artist_name": "A", "song_id": "{id}", "title": "T", "duration": 1.5, "year": 2000}}"#
+            )
+        };
+        // Three files, parsed in an order that is none of the ones asked for (records count from 1).
+        let files = [
+            ("sha-b", format!("{}\n{}", song("SO2"), song("SO1"))),
+            ("sha-a", format!("{}\n{}", song("SO2"), song("SO2"))),
+            ("sha-c", song("SO0")),
+        ];
+        let batches: Vec<RecordBatch> =
+            files.iter().map(|(sha, text)| songs_batch(&parse_songs(text.as_bytes(), sha, "f").rows)).collect();
+        let all = sorted_songs(batches);
+        let text = |name: &str| -> Vec<String> {
+            all.column_by_name(name).unwrap().as_string::<i32>().iter().map(|v| v.unwrap().to_string()).collect()
+        };
+        let record = all.column_by_name("record").unwrap().as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        let rows: Vec<(String, String, i64)> = text("song_id")
+            .into_iter()
+            .zip(text("raw_sha256"))
+            .zip(record.values().iter().copied())
+            .map(|((id, sha), r)| (id, sha, r))
+            .collect();
+        let expected: Vec<(String, String, i64)> =
+            [("SO0", "sha-c", 1), ("SO1", "sha-b", 2), ("SO2", "sha-a", 1), ("SO2", "sha-a", 2), ("SO2", "sha-b", 1)]
+                .iter()
+                .map(|(a, b, c)| (a.to_string(), b.to_string(), *c))
+                .collect();
+        assert_eq!(rows, expected);
     }
 }
