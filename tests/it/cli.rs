@@ -65,6 +65,13 @@ fn queries_come_out_as_table_csv_or_json() {
                   WHERE f.counts_as_play GROUP BY t.title, a.name ORDER BY plays DESC, t.title, artist LIMIT 20";
     assert_eq!(named, stdout(&lake.cli(&["query", joined, "--format", "csv"])));
     assert!(named.lines().count() > 5, "{named}");
+    // So does top_users, per user.
+    let named = stdout(&lake.cli(&["query", "--name", "top_users", "--format", "csv"]));
+    let joined = "SELECT u.user_id, u.first_name, u.last_name, u.level, count(*) AS plays FROM fact_plays f \
+                  JOIN dim_users u ON u.user_id = f.user_id WHERE f.counts_as_play \
+                  GROUP BY u.user_id, u.first_name, u.last_name, u.level ORDER BY plays DESC, u.user_id LIMIT 20";
+    assert_eq!(named, stdout(&lake.cli(&["query", joined, "--format", "csv"])));
+    assert!(named.lines().count() > 5, "{named}");
     // A small memory limit spills (or refuses) but never changes the answer.
     let roomy = stdout(&lake.cli(&["query", "--name", "top_artists", "--format", "csv"]));
     let small = stdout(&lake.cli(&["query", "--name", "top_artists", "--format", "csv", "--memory-mib", "1"]));
