@@ -313,6 +313,7 @@ pub fn run() -> Result<()> {
     if !matches!(cli.command, Command::Ingest(IngestSource::Sparkify { .. })) {
         two_malloc_arenas();
     }
+    large_buffers_mapped();
     init_tracing(cli.verbose);
     progress::set_mode(cli.progress);
     let command_line = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
@@ -332,6 +333,23 @@ fn two_malloc_arenas() {
     // SAFETY: mallopt only sets an allocator parameter; no other thread exists yet.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+/// Buffers of 4 MiB or more get pages of their own, given back when they
+/// are freed. glibc starts at 128 KiB but raises that threshold up to 32 MiB
+/// as large buffers are freed, and from then on keeps them in its arenas:
+/// a day file of a 10M-event history (12.7 MB, read whole, and its parsed
+/// columns) stayed with each thread's arena. 10M events ingest in 357 MB
+/// instead of 438 MB, 5M in 216 MB instead of 242-251 MB, and a 5M build
+/// peaks at 352-354 MB instead of 366-381 MB, in the same time within the
+/// noise (a 1M day file is 1.3 MB: its ingest does not change).
+/// Called before the process starts any thread.
+fn large_buffers_mapped() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; no other thread exists yet.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
     }
 }
 
