@@ -4,6 +4,7 @@
 //! into a new star version; [`query`] runs SQL over the current star tables.
 
 pub mod build;
+mod globals;
 mod layer;
 mod plan;
 pub mod query;
@@ -90,6 +91,31 @@ pub fn session(memory_limit: usize) -> Result<SessionContext, DataFusionError> {
     let pool = Arc::new(FairSpillPool::new(memory_limit));
     let runtime = RuntimeEnvBuilder::new().with_memory_pool(pool).build_arc()?;
     Ok(SessionContext::new_with_config_rt(config, runtime))
+}
+
+/// A session with the settings, tables and memory pool of `ctx` (not
+/// functions registered on it: the models use built-ins only), whose tables
+/// can be replaced without `ctx` seeing it.
+pub(super) async fn session_copy(ctx: &SessionContext) -> Result<SessionContext, ModelError> {
+    let config = ctx.copied_config();
+    let defaults = &config.options().catalog;
+    let tables = ctx
+        .catalog(&defaults.default_catalog)
+        .and_then(|c| c.schema(&defaults.default_schema))
+        .map(|s| s.table_names())
+        .unwrap_or_default();
+    let session = SessionContext::new_with_config_rt(config.clone(), ctx.runtime_env());
+    for name in tables {
+        let provider = ctx.table_provider(name.as_str()).await.map_err(|source| ModelError::Sql {
+            file: name.clone(),
+            what: "lookup",
+            source,
+        })?;
+        session
+            .register_table(name.as_str(), provider)
+            .map_err(|source| ModelError::Register { path: name.into(), source })?;
+    }
+    Ok(session)
 }
 
 /// Sets DataFusion option `name` to `value` for the rest of the session.
