@@ -153,14 +153,14 @@ pub(super) async fn build_globals(
             Global::Table(table) => {
                 bar.set_message(format!("build {}", table.name));
                 let t0 = std::time::Instant::now();
-                let (parts, same, rows) = build_dimension(ctx, g, table, &gained).await?;
+                let contract = super::contract_schema(table).await?;
+                let (parts, same, rows) = build_dimension(ctx, g, table, &contract, &gained).await?;
                 if rows.is_some() {
                     out.layered.push(table.name.to_string());
                 }
                 gained.insert(table.name, rows);
                 tracing::info!(table = table.name, parts = parts.len(), seconds = t0.elapsed().as_secs_f64(), "built");
                 // Later models may read the tables built before them (bridge_track_artists reads dim_tracks).
-                let contract = super::contract_schema(table).await?;
                 register_parts(ctx, layout, table.name, contract, &parts)?;
                 out.tables.push((table.name.to_string(), parts, same));
                 bar.inc(1);
@@ -224,18 +224,19 @@ async fn build_summary(
     Ok((parts, same, None))
 }
 
-/// A dimension: its previous parts plus a layer of its new keys' rows when
-/// it may take one, else written whole. Its parts, how many are unchanged,
-/// and the rows of its new layer (None: written whole).
+/// A dimension, with `contract` its schema: its previous parts plus a layer
+/// of its new keys' rows when it may take one, else written whole. Its
+/// parts, how many are unchanged, and the rows of its new layer (None:
+/// written whole).
 async fn build_dimension(
     ctx: &SessionContext,
     g: &GlobalInputs,
     table: &StarTable,
+    contract: &SchemaRef,
     gained: &HashMap<&str, Option<Vec<RecordBatch>>>,
 ) -> Result<(Vec<StarPart>, usize, Option<Vec<RecordBatch>>), ModelError> {
     let (layout, version) = (&g.layout, g.version);
     let file = format!("sql/model/{}.sql", table.name);
-    let contract = super::contract_schema(table).await?;
     if let (Some(spec), Some(before)) = (crate::sql::layered(table.name), g.previous_star.tables.get(table.name))
         && g.layers
         && layer::may_extend(before)
@@ -249,15 +250,15 @@ async fn build_dimension(
             sql: table.model.text,
             key: spec.key,
             inputs: spec.inputs,
-            schema: &contract,
+            schema: contract,
         };
         let extension = layer::extension(ctx, &model, keys, existing).await?;
-        if let Some((parts, rows)) = extended(layout, table.name, &contract, before, extension, version)? {
+        if let Some((parts, rows)) = extended(layout, table.name, contract, before, extension, version)? {
             return Ok((parts, before.len(), Some(rows)));
         }
     }
     let df = run_sql(ctx, &file, table.model.text).await?;
-    let (parts, same) = write_table(layout, table.name, df, Some(&contract), None, version, &g.previous).await?;
+    let (parts, same) = write_table(layout, table.name, df, Some(contract), None, version, &g.previous).await?;
     Ok((parts, same, None))
 }
 
