@@ -280,6 +280,31 @@ fn a_new_catalogue_song_sends_the_difference_and_deletes_the_derived_track() {
     lake.ingest(&sample());
     lake.build();
     lake.sync(&url);
+    new_song_for_a_derived_track(&lake, &url);
+}
+
+#[test]
+fn the_differences_of_several_months_are_sent_each_once() {
+    // The same day's plays in three months: a catalogue song then changes
+    // rows in each, and sync computes the months' differences two at a time.
+    let url = pg::server().create_database("several_months");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("three_months");
+    copy_dir(&sample().join("song_data"), &dir.join("song_data"));
+    let day = "2018-11-01-events.json";
+    shifted_logs(&dir, &[(day, 0), (day, 31), (day, 62)]);
+    let lake = TestLake::new();
+    lake.ingest(&dir);
+    lake.build();
+    lake.sync(&url);
+    let months = new_song_for_a_derived_track(&lake, &url);
+    assert_eq!(months, 3, "the song's plays are in every month");
+}
+
+/// Adds to the catalogue the song of a derived track, syncs, and checks that
+/// exactly its plays changed in PostgreSQL and the derived track went.
+/// Returns how many months its plays are in.
+fn new_song_for_a_derived_track(lake: &TestLake, url: &str) -> i64 {
     // A song the catalogue lacked: the plays of it get its ids, its derived track goes.
     let b = lake.query(
         "SELECT f.track_id, t.title, a.name, t.duration_s FROM fact_plays f JOIN dim_tracks t USING (track_id) \
@@ -288,6 +313,9 @@ fn a_new_catalogue_song_sends_the_difference_and_deletes_the_derived_track() {
     let cell = |i: usize| datafusion::arrow::util::display::array_value_to_string(b[0].column(i), 0).unwrap();
     let (derived, title, artist, duration) = (cell(0), cell(1), cell(2), cell(3));
     let plays = lake.scalar(&format!("SELECT count(*) FROM fact_plays WHERE track_id = '{derived}'"));
+    let months = lake.scalar(&format!(
+        "SELECT count(DISTINCT date_trunc('month', played_at)) FROM fact_plays WHERE track_id = '{derived}'"
+    ));
     let songs = lake.dir.path().join("new_song/song_data");
     std::fs::create_dir_all(&songs).unwrap();
     let song = serde_json::json!({"num_songs": 1, "artist_id": "ARNEWSONG0001", "artist_latitude": null,
@@ -297,18 +325,19 @@ fn a_new_catalogue_song_sends_the_difference_and_deletes_the_derived_track() {
     lake.ingest(songs.parent().unwrap());
     let built = lake.build_checked_against_full();
     assert!(built.catalogue_changed && built.full_reason.is_none(), "{built:?}");
-    let m = lake.sync(&url);
+    let m = lake.sync(url);
     assert_eq!(m.rows_sent, m.rows_changed.values().sum::<u64>(), "only rows that changed are sent: {m:?}");
     assert_eq!(m.rows_changed["fact_plays"], plays as u64, "{m:?}");
     assert!(m.rows_deleted >= 1, "{m:?}");
-    let mut client = connect(&url);
+    let mut client = connect(url);
     assert_eq!(count(&mut client, &format!("SELECT count(*) FROM dim_tracks WHERE track_id = '{derived}'")), 0);
     assert_eq!(
         count(&mut client, "SELECT count(*) FROM fact_plays WHERE track_id = 'SONEWSONG0001'"),
         plays,
         "the plays now name the catalogue's song"
     );
-    assert_pg_equals_lake(&lake, &mut client);
+    assert_pg_equals_lake(lake, &mut client);
+    months
 }
 
 #[test]
