@@ -264,7 +264,6 @@ fn sync_table(
     let mut buf = Vec::with_capacity(8 << 20);
     let mut have_stage = false;
     let paths_of = |unit: &Unit| -> Vec<PathBuf> { unit.parts.iter().map(|p| layout.abs(&p.path)).collect() };
-    let appended_of = |unit| appended(unit, opts.full);
     // The files the database got last time, when the lake still has them: send only the difference.
     let before_of = |unit: &Unit| -> Option<Vec<PathBuf>> {
         unit.sent
@@ -291,21 +290,24 @@ fn sync_table(
                         .get::<_, bool>(0),
             );
         }
+        // Each unit's files, its new layers (when only layers were added) and the files the database got.
+        let plans: Vec<_> = pair.iter().map(|u| (paths_of(u), appended(u, opts.full), before_of(u))).collect();
         let diffs: Vec<Option<Result<diff::Diff, SinkError>>> = std::thread::scope(|s| {
-            let running: Vec<_> = pair
+            let running: Vec<_> = plans
                 .iter()
                 .zip(&occupied)
-                .map(|(unit, &occupied)| {
-                    let old = before_of(unit).filter(|_| occupied && appended_of(unit).is_none())?;
-                    let (new, pk) = (paths_of(unit), &pk);
-                    Some(s.spawn(move || diff::diff(&old, &new, pk, name)))
+                .map(|((new, appended, before), &occupied)| {
+                    let old = before.as_ref().filter(|_| occupied && appended.is_none())?;
+                    let pk = &pk;
+                    Some(s.spawn(move || diff::diff(old, new, pk, name)))
                 })
                 .collect();
             // Both finish before either's error is returned.
             running.into_iter().map(|h| h.map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))).collect()
         });
-        for ((unit, occupied), mut difference) in pair.iter().zip(occupied).zip(diffs) {
-            let paths = paths_of(unit);
+        for (((unit, occupied), (paths, appended, before)), mut difference) in
+            pair.iter().zip(occupied).zip(plans).zip(diffs)
+        {
             let label = &unit.label;
             let pred = &unit.pred;
             let unit_rows: u64 = unit.parts.iter().map(|p| p.rows).sum();
@@ -335,7 +337,6 @@ fn sync_table(
                 .map_err(SinkError::sql(format!("{name}: TRUNCATE tl_stage, tl_gone")))?;
             let pk_match =
                 pk.iter().map(|c| format!("s.{0} = t.{0}", quote_ident(c))).collect::<Vec<_>>().join(" AND ");
-            let (appended, before) = (appended_of(unit), before_of(unit));
             // Parts sent (for a table that gained layers, only those), and the rest.
             let parts_sent = appended.as_ref().map_or(unit.parts.len(), Vec::len);
             metrics.parts_unchanged += unit.parts.len() - parts_sent;
@@ -350,11 +351,8 @@ fn sync_table(
                     }
                     (sent, columns, 0)
                 }
-                (None, Some(old)) => {
-                    let d = match difference.take() {
-                        Some(d) => d?,
-                        None => diff::diff(&old, &paths, &pk, name)?,
-                    };
+                (None, Some(_)) => {
+                    let d = difference.take().expect("an occupied unit's difference is computed with its pair")?;
                     tracing::info!(table = name, partition = %label, upserts = d.upsert_rows(), gone = d.gone_rows(), "difference");
                     let columns = d.columns;
                     // A table the lake emptied has no file to take columns from, and nothing to send.

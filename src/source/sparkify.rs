@@ -222,7 +222,6 @@ impl EventColumns {
 /// this is nearly always a check that finds nothing to do.
 fn in_time_order(batch: RecordBatch) -> RecordBatch {
     use datafusion::arrow::array::AsArray;
-    use datafusion::arrow::compute::{SortColumn, lexsort_to_indices, take_record_batch};
     use datafusion::arrow::datatypes::{Int64Type, TimestampMicrosecondType};
     let column = |name: &str| batch.column_by_name(name).expect("staging has the column").clone();
     let (ts, id, line) = (column("ts"), column("event_id"), column("line"));
@@ -236,9 +235,17 @@ fn in_time_order(batch: RecordBatch) -> RecordBatch {
     if (1..batch.num_rows()).all(|i| key(i - 1) <= key(i)) {
         return batch;
     }
-    let by = [ts, id, line].map(|values| SortColumn { values, options: None });
+    sorted_by(&batch, &["ts", "event_id", "line"])
+}
+
+/// `batch`'s rows sorted by the columns named, ascending, nulls first.
+fn sorted_by(batch: &RecordBatch, columns: &[&str]) -> RecordBatch {
+    let by: Vec<SortColumn> = columns
+        .iter()
+        .map(|c| SortColumn { values: batch.column_by_name(c).expect("a staging column").clone(), options: None })
+        .collect();
     let order = lexsort_to_indices(&by, None).expect("the sort columns have one length");
-    take_record_batch(&batch, &order).expect("indices are in range")
+    take_record_batch(batch, &order).expect("indices are in range")
 }
 
 /// A Sparkify event's id: its natural key (`userId`, `sessionId`,
@@ -442,10 +449,7 @@ pub fn parse_songs(bytes: &[u8], raw_sha256: &str, label: &str) -> ParsedSongs {
 pub fn sorted_songs(batches: Vec<RecordBatch>) -> RecordBatch {
     let all = concat_batches(&SONGS_SCHEMA, &batches).expect("batches of SONGS_SCHEMA");
     drop(batches);
-    let by =
-        |name: &str| SortColumn { values: all.column_by_name(name).expect("a song column").clone(), options: None };
-    let order = lexsort_to_indices(&[by("song_id"), by("raw_sha256"), by("record")], None).expect("sortable columns");
-    take_record_batch(&all, &order).expect("indices in range")
+    sorted_by(&all, &["song_id", "raw_sha256", "record"])
 }
 
 /// Song rows as one staging batch.
