@@ -13,22 +13,22 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use datafusion::parquet::arrow::{ArrowWriter, ProjectionMask};
 use datafusion::parquet::basic::Compression;
-use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties, WriterPropertiesBuilder};
 use datafusion::parquet::schema::types::ColumnPath;
 use sha2::{Digest, Sha256};
 
-use super::{LakeError, fsio};
+use super::{LakeError, fsio, staging};
 
 /// What a finished file holds.
 #[derive(Debug, Clone)]
 pub struct Written {
     pub rows: u64,
-    /// Empty for a scratch file.
+    /// Empty for a scratch or staging file.
     pub sha256: String,
 }
 
-/// Hashes what it writes, unless `hasher` is None (scratch files, which
-/// nothing compares: hashing a 1M-play scratch file took 0.15 s).
+/// Hashes what it writes, unless `hasher` is None (scratch and staging
+/// files, which nothing compares: hashing a 1M-play scratch file took 0.15 s).
 struct HashingWriter<W> {
     inner: W,
     hasher: Option<Sha256>,
@@ -47,14 +47,32 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
+fn is_text(t: &DataType) -> bool {
+    matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Binary | DataType::LargeBinary)
+}
+
+/// Min/max statistics only for the text columns in `keep` (numbers and times
+/// keep theirs). Nothing prunes by the other text columns of staging or
+/// scratch files, and computing their statistics compares every value: 2 % of
+/// the instructions of an ingest.
+fn text_statistics_only_for(mut b: WriterPropertiesBuilder, schema: &Schema, keep: &[&str]) -> WriterPropertiesBuilder {
+    for f in schema.fields() {
+        if is_text(f.data_type()) && !keep.contains(&f.name().as_str()) {
+            b = b.set_column_statistics_enabled(ColumnPath::from(f.name().as_str()), EnabledStatistics::None);
+        }
+    }
+    b
+}
+
 /// Scratch files live minutes and are read once or twice: no compression, no
-/// dictionaries (for unique ids they are pure cost).
-fn scratch_props() -> WriterProperties {
-    WriterProperties::builder()
+/// dictionaries (for unique ids they are pure cost), and text statistics
+/// only for the columns their rows are sorted by (which DataFusion checks).
+fn scratch_props(schema: &Schema, sorted_by: &[&str]) -> WriterProperties {
+    let b = WriterProperties::builder()
         .set_compression(Compression::UNCOMPRESSED)
         .set_dictionary_enabled(false)
-        .set_max_row_group_row_count(Some(128 * 1024))
-        .build()
+        .set_max_row_group_row_count(Some(128 * 1024));
+    text_statistics_only_for(b, schema, sorted_by).build()
 }
 
 /// Lake files: snappy, and dictionaries for text columns only. A dictionary
@@ -62,19 +80,17 @@ fn scratch_props() -> WriterProperties {
 /// nearly unique, and small integers (hour, month) compress as well plain.
 /// Writing the 1M-event fact_plays took 0.52 s with a dictionary for every
 /// column and 0.44 s without those (dim_time 0.09 s and 0.037 s), for files
-/// of the same size or smaller.
-fn props(schema: &Schema) -> WriterProperties {
+/// of the same size or smaller. (Uncompressed or LZ4 staging files took more
+/// instructions to write than snappy, and LZ4 made no faster build.)
+fn lake_props(schema: &Schema) -> WriterPropertiesBuilder {
     let mut b =
         WriterProperties::builder().set_compression(Compression::SNAPPY).set_max_row_group_row_count(Some(128 * 1024));
     for f in schema.fields() {
-        if !matches!(
-            f.data_type(),
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Binary | DataType::LargeBinary
-        ) {
+        if !is_text(f.data_type()) {
             b = b.set_column_dictionary_enabled(ColumnPath::from(f.name().as_str()), false);
         }
     }
-    b.build()
+    b
 }
 
 /// Writes `batches` (all of `schema`) to `path` atomically (see [`FileWriter`]).
@@ -84,6 +100,19 @@ pub fn write_batches<'a>(
     batches: impl IntoIterator<Item = &'a RecordBatch>,
 ) -> Result<Written, LakeError> {
     FileWriter::create(path, schema.clone()).write_all(batches)
+}
+
+/// Writes a staging file of `table`: a lake file, but without a hash
+/// (nothing compares staging files by content), and with text statistics
+/// only for the columns the build checks its rows' order by ([`staging::order_of`]).
+pub fn write_staging<'a>(
+    path: &Path,
+    table: &str,
+    schema: &SchemaRef,
+    batches: impl IntoIterator<Item = &'a RecordBatch>,
+) -> Result<Written, LakeError> {
+    let props = text_statistics_only_for(lake_props(schema), schema, staging::order_of(table)).build();
+    FileWriter { hashed: false, props, ..FileWriter::create(path, schema.clone()) }.write_all(batches)
 }
 
 /// A Parquet file being written batch by batch; nothing is visible at `path`
@@ -98,17 +127,21 @@ pub struct FileWriter {
     schema: SchemaRef,
     inner: Option<(tempfile::NamedTempFile, ArrowWriter<HashingWriter<std::io::BufWriter<File>>>)>,
     rows: u64,
-    scratch: bool,
+    hashed: bool,
+    props: WriterProperties,
 }
 
 impl FileWriter {
     pub fn create(path: &Path, schema: SchemaRef) -> Self {
-        FileWriter { path: path.into(), schema, inner: None, rows: 0, scratch: false }
+        let props = lake_props(&schema).build();
+        FileWriter { path: path.into(), schema, inner: None, rows: 0, hashed: true, props }
     }
 
-    /// A temp file for intermediate results, written for speed, not size.
-    pub fn scratch(path: &Path, schema: SchemaRef) -> Self {
-        FileWriter { scratch: true, ..FileWriter::create(path, schema) }
+    /// A temp file for intermediate results, written for speed, not size;
+    /// its rows are in the order of `sorted_by`.
+    pub fn scratch(path: &Path, schema: SchemaRef, sorted_by: &[&str]) -> Self {
+        let props = scratch_props(&schema, sorted_by);
+        FileWriter { hashed: false, props, ..FileWriter::create(path, schema) }
     }
 
     fn open(&mut self) -> Result<(), LakeError> {
@@ -119,14 +152,10 @@ impl FileWriter {
             .tempfile_in(dir)
             .map_err(LakeError::io("create temp file in", dir))?;
         let file = tmp.reopen().map_err(LakeError::io("open", tmp.path()))?;
-        let hasher = (!self.scratch).then(Sha256::new);
+        let hasher = self.hashed.then(Sha256::new);
         let hw = HashingWriter { inner: std::io::BufWriter::with_capacity(1 << 20, file), hasher };
-        let w = ArrowWriter::try_new(
-            hw,
-            self.schema.clone(),
-            Some(if self.scratch { scratch_props() } else { props(&self.schema) }),
-        )
-        .map_err(|source| LakeError::ParquetWrite { path: self.path.clone(), source })?;
+        let w = ArrowWriter::try_new(hw, self.schema.clone(), Some(self.props.clone()))
+            .map_err(|source| LakeError::ParquetWrite { path: self.path.clone(), source })?;
         self.inner = Some((tmp, w));
         Ok(())
     }
@@ -246,11 +275,46 @@ mod tests {
         assert!(chunk(1).is_some(), "a dictionary for a text column");
         // Scratch files have none at all.
         let scratch = dir.path().join("s.parquet");
-        let mut w = FileWriter::scratch(&scratch, schema.clone());
+        let mut w = FileWriter::scratch(&scratch, schema.clone(), &[]);
         w.write(&batch).unwrap();
         w.finish().unwrap();
         let meta = ParquetRecordBatchReaderBuilder::try_new(File::open(&scratch).unwrap()).unwrap().metadata().clone();
         assert!(meta.row_group(0).column(1).dictionary_page_offset().is_none());
+    }
+
+    #[test]
+    fn staging_and_scratch_keep_text_statistics_only_for_their_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let batch = RecordBatch::try_from_iter([
+            ("ts", Arc::new(Int64Array::from(vec![1, 2])) as datafusion::arrow::array::ArrayRef),
+            ("event_id", Arc::new(StringArray::from(vec!["a", "b"]))),
+            ("location", Arc::new(StringArray::from(vec!["x", "y"]))),
+        ])
+        .unwrap();
+        let schema = batch.schema();
+        let with_min_max = |path: &Path| -> Vec<bool> {
+            let meta = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap()).unwrap().metadata().clone();
+            let rg = meta.row_group(0);
+            (0..3).map(|c| rg.column(c).statistics().is_some_and(|s| s.min_bytes_opt().is_some())).collect()
+        };
+        // A lake file has every statistic (queries prune by them) and a hash.
+        let lake = dir.path().join("lake.parquet");
+        assert_eq!(write_batches(&lake, &schema, [&batch]).unwrap().sha256.len(), 64);
+        assert_eq!(with_min_max(&lake), [true, true, true]);
+        // Staging: numbers, and the text its order names (`staging::order_of`); no hash.
+        let stg = dir.path().join("stg.parquet");
+        let w = write_staging(&stg, staging::STG_SPARKIFY_EVENTS, &schema, [&batch]).unwrap();
+        assert_eq!((w.rows, w.sha256.as_str()), (2, ""));
+        assert_eq!(with_min_max(&stg), [true, true, false]);
+        let other = dir.path().join("other.parquet");
+        write_staging(&other, staging::STG_SPARKIFY_SONGS, &schema, [&batch]).unwrap();
+        assert_eq!(with_min_max(&other), [true, false, false]);
+        // Scratch: numbers, and the text it is sorted by.
+        let scratch = dir.path().join("scratch.parquet");
+        let mut w = FileWriter::scratch(&scratch, schema.clone(), &["ts", "location"]);
+        w.write(&batch).unwrap();
+        w.finish().unwrap();
+        assert_eq!(with_min_max(&scratch), [true, false, true]);
     }
 
     #[test]

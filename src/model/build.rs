@@ -727,7 +727,7 @@ async fn materialize(
     sorted_by: &[&str],
     path: &Path,
 ) -> Result<Vec<PathBuf>, ModelError> {
-    let (schema, rows) = write_helper(ctx, helper, path).await?;
+    let (schema, rows) = write_helper(ctx, helper, sorted_by, path).await?;
     // Without rows, an empty table the optimizer can see through.
     let files = if rows > 0 { vec![path.to_path_buf()] } else { vec![] };
     let provider = sorted_files_provider(helper.name, schema, &files, sorted_by)?;
@@ -761,7 +761,7 @@ fn halfway(spans: &[&Span], min_rows: u64) -> Option<i64> {
 async fn materialize_halves(
     ctx: &SessionContext,
     helper: &'static SqlFile,
-    sorted_by: &[&str],
+    sorted_by: &'static [&'static str],
     (table, column, cut): (&str, &str, i64),
     path: &Path,
 ) -> Result<Vec<PathBuf>, ModelError> {
@@ -778,7 +778,7 @@ async fn materialize_halves(
         replace_table(&session, table, half_of)?;
         let path = path.with_extension(format!("{half}.parquet"));
         paths.push(path.clone());
-        tasks.push(tokio::spawn(async move { write_helper(&session, helper, &path).await }));
+        tasks.push(tokio::spawn(async move { write_helper(&session, helper, sorted_by, &path).await }));
     }
     let mut written = vec![];
     for task in tasks {
@@ -803,14 +803,20 @@ async fn materialize_halves(
     Ok(paths)
 }
 
-/// Runs `helper` in `ctx` into scratch file `path`; its schema and rows.
-async fn write_helper(ctx: &SessionContext, helper: &SqlFile, path: &Path) -> Result<(SchemaRef, u64), ModelError> {
+/// Runs `helper` in `ctx` into scratch file `path`, whose rows come in the
+/// order of `sorted_by`; its schema and rows.
+async fn write_helper(
+    ctx: &SessionContext,
+    helper: &SqlFile,
+    sorted_by: &[&str],
+    path: &Path,
+) -> Result<(SchemaRef, u64), ModelError> {
     let file = format!("sql/model/{}.sql", helper.name);
     let df = run_sql(ctx, &file, helper.text).await?;
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
     let t0 = std::time::Instant::now();
     let (plan, mut stream) = execute(helper.name, &file, df).await?;
-    let mut writer = FileWriter::scratch(path, schema.clone());
+    let mut writer = FileWriter::scratch(path, schema.clone(), sorted_by);
     while let Some(batch) = stream.next().await {
         writer.write(&batch.map_err(|source| ModelError::Sql { file: file.clone(), what: "execution", source })?)?;
     }

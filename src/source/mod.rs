@@ -204,7 +204,7 @@ impl Collector {
             for n in 0.. {
                 let chunk = songs.slice(offset, (songs.num_rows() - offset).min(100_000));
                 let rel = Layout::staging_rel(sparkify::STG_SONGS, date, run, n);
-                let w = parquet::write_batches(&layout.abs(&rel), &chunk.schema(), [&chunk])?;
+                let w = parquet::write_staging(&layout.abs(&rel), sparkify::STG_SONGS, &chunk.schema(), [&chunk])?;
                 self.files.push(StagingFile {
                     table: sparkify::STG_SONGS.into(),
                     path: rel,
@@ -219,7 +219,7 @@ impl Collector {
         }
         for (table, batches) in &self.batches {
             let rel = Layout::staging_rel(table, date, run, 0);
-            let w = parquet::write_batches(&layout.abs(&rel), &batches[0].schema(), batches.iter())?;
+            let w = parquet::write_staging(&layout.abs(&rel), table, &batches[0].schema(), batches.iter())?;
             self.files.push(StagingFile { table: table.to_string(), path: rel, rows: w.rows, sorted: false });
         }
         self.files.sort_by(|a, b| a.path.cmp(&b.path));
@@ -259,7 +259,7 @@ fn stage(
             let mut files = vec![];
             for (date, batch) in &parsed.by_date {
                 let rel = Layout::staging_rel(sparkify::STG_EVENTS, *date, run, index);
-                let w = parquet::write_batches(&layout.abs(&rel), &batch.schema(), [batch])?;
+                let w = parquet::write_staging(&layout.abs(&rel), sparkify::STG_EVENTS, &batch.schema(), [batch])?;
                 files.push(StagingFile { table: sparkify::STG_EVENTS.into(), path: rel, rows: w.rows, sorted: true });
             }
             let mut c = out.lock().expect("collector lock");
@@ -279,7 +279,12 @@ fn stage(
             if parsed.batch.num_rows() > 0 {
                 let date = Utc::now().date_naive();
                 let rel = Layout::staging_rel(spotify_export::STG_STREAMS, date, run, index);
-                let w = parquet::write_batches(&layout.abs(&rel), &parsed.batch.schema(), [&parsed.batch])?;
+                let w = parquet::write_staging(
+                    &layout.abs(&rel),
+                    spotify_export::STG_STREAMS,
+                    &parsed.batch.schema(),
+                    [&parsed.batch],
+                )?;
                 file = Some(StagingFile {
                     table: spotify_export::STG_STREAMS.into(),
                     path: rel,
