@@ -228,6 +228,18 @@ impl Run {
         }
     }
 
+    /// The files this (uncommitted) run wrote, relative to the lake root: its
+    /// raw files (a pack once), its staging files, and the parts of its star
+    /// version that `previous` (the current one) does not name.
+    fn written<'a>(&'a self, previous: Option<&'a StarVersion>) -> impl Iterator<Item = &'a str> {
+        let before: HashSet<&str> =
+            previous.iter().flat_map(|s| s.tables.values().flatten()).map(|p| p.path.as_str()).collect();
+        let star = self.star.iter().flat_map(|s| s.tables.values().flatten()).map(|p| p.path.as_str());
+        let raw = self.raw.iter().map(|r| r.path.as_str());
+        let staging = self.staging.iter().flat_map(|c| &c.files).map(|f| f.path.as_str());
+        raw.chain(staging).chain(star.filter(move |p| !before.contains(p)))
+    }
+
     /// How many raw files the run stored.
     pub fn raw_count(&self) -> u64 {
         self.raw.len() as u64 + self.raw_index.as_ref().map_or(0, |i| i.files)
@@ -288,6 +300,8 @@ impl Manifest {
 
     /// Commits a run: after this returns, the run happened.
     pub fn commit(&mut self, layout: &Layout, mut run: Run) -> Result<(), LakeError> {
+        // Every file the run wrote is durable before the entry that names it.
+        fsio::sync_files(layout.root(), run.written(self.star()))?;
         run.finished_at = now_rfc3339();
         if !run.raw.is_empty() {
             let raw = std::mem::take(&mut run.raw);
@@ -469,6 +483,14 @@ fn read_raw_index(layout: &Layout, index: &RawIndex) -> Result<Vec<RawFile>, Lak
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
+
+    /// Writes each of `paths` (relative to the lake root), as a run would before its commit.
+    fn touch<'a>(layout: &Layout, paths: impl IntoIterator<Item = &'a str>) {
+        for p in paths {
+            fsio::write_deferred(&layout.abs(p), b"x").unwrap();
+        }
+    }
 
     #[test]
     fn replace_drops_older_staging_and_entries_round_trip() {
@@ -476,6 +498,7 @@ mod tests {
         let layout = Layout::new(dir.path());
         let mut m = Manifest::load(&layout).unwrap();
         assert_eq!(m.next_run_id(), 1);
+        touch(&layout, ["a", "b", "c"]);
         let file = |p: &str| StagingFile { table: "t".into(), path: p.into(), rows: 1, sorted: false };
         let mut r1 = Run::new(1, RunKind::Ingest, "ingest", now_rfc3339());
         r1.staging = Some(StagingChange { replace: false, files: vec![file("a"), file("b")] });
@@ -517,6 +540,7 @@ mod tests {
         let mut m = Manifest::load(&layout).unwrap();
         let mut r2 = Run::new(2, RunKind::Ingest, "ingest", now_rfc3339());
         r2.raw = vec![raw("b2"), raw("c3")];
+        touch(&layout, r2.raw.iter().map(|r| r.path.as_str()));
         m.commit(&layout, r2).unwrap();
         let entry = fs::read_to_string(layout.run_entry(2)).unwrap();
         assert!(!entry.contains("\"b2\""), "the entry does not list its raw files: {entry}");
@@ -558,5 +582,45 @@ mod tests {
         fs::write(&index, text).unwrap();
         let err = Manifest::load(&layout).unwrap().raw_files().unwrap_err().to_string();
         assert!(err.contains("00000002.raw.ndjson") && err.contains("raw index has sha256"), "{err}");
+    }
+
+    #[test]
+    fn a_commit_syncs_the_files_the_run_wrote_and_refuses_a_run_naming_a_missing_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        let mut m = Manifest::load(&layout).unwrap();
+        let part = |path: &str| StarPart { partition: None, path: path.into(), rows: 1, sha256: "s".into() };
+        let star = |version, paths: &[&str]| StarVersion {
+            version,
+            tables: BTreeMap::from([("t".to_string(), paths.iter().map(|p| part(p)).collect())]),
+        };
+        let mut r1 = Run::new(1, RunKind::Build, "build", now_rfc3339());
+        r1.star = Some(star(1, &["star/t/part-1", "star/u/part-1"]));
+        touch(&layout, ["star/t/part-1", "star/u/part-1"]);
+        m.commit(&layout, r1).unwrap();
+        // A run's files: its raw files (a pack once), its staging, and the star parts that are new.
+        let mut r2 = Run::new(2, RunKind::Ingest, "ingest", now_rfc3339());
+        let mut packed = [raw("p1"), raw("p2")];
+        for r in &mut packed {
+            r.path = "raw/s/pack-2.raw".into();
+        }
+        r2.raw = [raw("a"), packed[0].clone(), packed[1].clone()].into();
+        r2.staging = Some(StagingChange {
+            replace: false,
+            files: vec![StagingFile { table: "t".into(), path: "staging/t/p".into(), rows: 1, sorted: false }],
+        });
+        r2.star = Some(star(2, &["star/t/part-1", "star/t/part-2"]));
+        let written: BTreeSet<&str> = r2.written(m.star()).collect();
+        let want = ["raw/s/ingest_date=2026-01-01/a.json", "raw/s/pack-2.raw", "staging/t/p", "star/t/part-2"];
+        assert_eq!(written, BTreeSet::from(want));
+        // A file the run names but did not write: the commit fails, and nothing is committed.
+        touch(&layout, want);
+        fs::remove_file(layout.abs("staging/t/p")).unwrap();
+        let err = m.commit(&layout, r2.clone()).unwrap_err().to_string();
+        assert!(err.contains("fsync") && err.contains("staging/t/p"), "{err}");
+        assert_eq!(Manifest::load(&layout).unwrap().runs.len(), 1);
+        touch(&layout, ["staging/t/p"]);
+        m.commit(&layout, r2).unwrap();
+        assert_eq!(Manifest::load(&layout).unwrap().runs.len(), 2);
     }
 }

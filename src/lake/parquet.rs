@@ -1,5 +1,5 @@
 //! Parquet files in and out of the lake. Writes go to a temp file renamed
-//! into place (made durable by the run's one [`fsio::sync_filesystem`]) and
+//! into place (made durable when the run commits, by [`fsio::sync_files`]) and
 //! hash the bytes as they are written, so a file's sha256
 //! comes free: equal rows in equal order give equal bytes and equal hashes,
 //! which is how build and sync recognise unchanged partitions.
@@ -120,7 +120,7 @@ pub fn write_staging<'a>(
 /// by the Arrow writer in row groups, so memory is bounded by one row group.
 ///
 /// No file gets an fsync of its own: a run writes many files, then makes
-/// them all durable with one [`fsio::sync_filesystem`] before the manifest
+/// them all durable with one [`fsio::sync_files`] before the manifest
 /// entry that names them. Until then a file is debris that `vacuum` removes.
 pub struct FileWriter {
     path: std::path::PathBuf,

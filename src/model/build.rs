@@ -515,8 +515,7 @@ pub async fn build(
         run.stats.insert("all_months_because".into(), why.clone().into());
     }
     run.stats.insert("months".into(), serde_json::to_value(&month_counts).expect("counts serialize"));
-    // Every file of this version was written without its own fsync; one sync makes them all durable.
-    crate::lake::fsio::sync_filesystem(layout.root())?;
+    // The files of this version were written without an fsync of their own: the commit syncs them.
     manifest.commit(layout, run)?;
     Ok(metrics)
 }

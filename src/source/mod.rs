@@ -244,7 +244,7 @@ struct Staged {
 /// Parses one raw file's bytes and writes its staging files (logs) or keeps
 /// its rows for [`Collector::finish`] (songs, which are small and many).
 /// Staging files are written without their own fsync: every caller makes
-/// them durable with one `fsio::sync_filesystem` before its commit.
+/// them durable with one `fsio::sync_files` when it commits (`Manifest::commit`).
 fn stage(
     layout: &Layout,
     run: u64,
@@ -444,7 +444,7 @@ pub fn ingest_sparkify(
         if bytes.len() < raw::PACK_BELOW {
             pack.lock().expect("pack lock").add(raw, bytes)?;
         } else {
-            // Made durable all at once before the commit (one syncfs, not 15,000 fsyncs).
+            // Made durable with the run's other files when it commits (`fsio::sync_files`).
             fsio::write_deferred(&layout.abs(&raw.path), &bytes)?;
             raw_added.lock().expect("raw lock").push(raw);
         }
@@ -488,14 +488,13 @@ pub fn ingest_sparkify(
         return Ok(metrics);
     }
     tracing::debug!(seconds = t0.elapsed().as_secs_f64(), "ingest sparkify: songs staged, small files packed");
-    fsio::sync_filesystem(layout.root())?;
-    tracing::debug!(seconds = t0.elapsed().as_secs_f64(), "ingest sparkify: filesystem synced");
     let mut run = Run::new(run_id, RunKind::Ingest, command, started);
     run.raw = raw;
     run.staging = Some(staging);
     run.accounting = accounting;
     run.rejects = rejects;
     manifest.commit(layout, run)?;
+    tracing::debug!(seconds = t0.elapsed().as_secs_f64(), "ingest sparkify: files synced, run committed");
     metrics.committed = true;
     Ok(metrics)
 }
@@ -549,7 +548,6 @@ pub fn reprocess(layout: &Layout, manifest: &mut Manifest, command: &str) -> Res
     run.staging = Some(staging);
     run.accounting = accounting;
     run.rejects = rejects;
-    fsio::sync_filesystem(layout.root())?;
     manifest.commit(layout, run)?;
     Ok(metrics)
 }
@@ -684,7 +682,6 @@ pub fn ingest_spotify_export(
         run.accounting = staged.accounting;
         run.rejects = staged.rejects;
         run.stats.insert("files".into(), serde_json::to_value(&staged.files).expect("reports serialize"));
-        fsio::sync_filesystem(layout.root())?;
         manifest.commit(layout, run)?;
         metrics.committed = true;
         metrics.run = *run_id;
@@ -827,7 +824,6 @@ impl<'a> RawBatch<'a> {
         run.accounting = staged.accounting.clone();
         run.rejects = staged.rejects;
         run.stats = self.stats;
-        fsio::sync_filesystem(self.layout.root())?;
         manifest.commit(self.layout, run)?;
         Ok(staged.accounting)
     }
