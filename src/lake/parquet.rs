@@ -64,14 +64,21 @@ fn text_statistics_only_for(mut b: WriterPropertiesBuilder, schema: &Schema, kee
     b
 }
 
-/// Scratch files live minutes and are read once or twice: no compression, no
-/// dictionaries (for unique ids they are pure cost), and text statistics
-/// only for the columns their rows are sorted by (which DataFusion checks).
+/// Scratch files live minutes and are read once or twice: no compression;
+/// dictionaries for text columns but those the rows are sorted by, which
+/// are ids nearly unique (a dictionary of those is pure cost); and text
+/// statistics only for those sort columns (DataFusion checks the order by
+/// them). The dictionaries (user agents, locations, names) took the 1M build
+/// from 336-345 MB to 262-299 MB, in the same time (five alternating pairs:
+/// 2.03 s and 2.08 s median).
 fn scratch_props(schema: &Schema, sorted_by: &[&str]) -> WriterProperties {
-    let b = WriterProperties::builder()
+    let mut b = WriterProperties::builder()
         .set_compression(Compression::UNCOMPRESSED)
         .set_dictionary_enabled(false)
         .set_max_row_group_row_count(Some(128 * 1024));
+    for f in schema.fields().iter().filter(|f| is_text(f.data_type()) && !sorted_by.contains(&f.name().as_str())) {
+        b = b.set_column_dictionary_enabled(ColumnPath::from(f.name().as_str()), true);
+    }
     text_statistics_only_for(b, schema, sorted_by).build()
 }
 
@@ -273,13 +280,17 @@ mod tests {
         let chunk = |i: usize| meta.row_group(0).column(i).dictionary_page_offset();
         assert!(chunk(0).is_none(), "no dictionary for a number column");
         assert!(chunk(1).is_some(), "a dictionary for a text column");
-        // Scratch files have none at all.
-        let scratch = dir.path().join("s.parquet");
-        let mut w = FileWriter::scratch(&scratch, schema.clone(), &[]);
-        w.write(&batch).unwrap();
-        w.finish().unwrap();
-        let meta = ParquetRecordBatchReaderBuilder::try_new(File::open(&scratch).unwrap()).unwrap().metadata().clone();
-        assert!(meta.row_group(0).column(1).dictionary_page_offset().is_none());
+        // Scratch files: for text too, but not for the columns their rows are sorted by (nearly unique ids).
+        let scratch = |sorted_by: &[&str]| {
+            let path = dir.path().join("s.parquet");
+            let mut w = FileWriter::scratch(&path, schema.clone(), sorted_by);
+            w.write(&batch).unwrap();
+            w.finish().unwrap();
+            let meta = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap()).unwrap().metadata().clone();
+            (0..2).map(|c| meta.row_group(0).column(c).dictionary_page_offset().is_some()).collect::<Vec<_>>()
+        };
+        assert_eq!(scratch(&[]), [false, true]);
+        assert_eq!(scratch(&["hour", "level"]), [false, false]);
     }
 
     #[test]
