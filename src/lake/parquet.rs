@@ -119,7 +119,7 @@ pub fn write_staging<'a>(
     batches: impl IntoIterator<Item = &'a RecordBatch>,
 ) -> Result<Written, LakeError> {
     let props = text_statistics_only_for(lake_props(schema), schema, staging::order_of(table)).build();
-    FileWriter { hashed: false, props, ..FileWriter::create(path, schema.clone()) }.write_all(batches)
+    FileWriter::new(path, schema.clone(), false, props).write_all(batches)
 }
 
 /// A Parquet file being written batch by batch; nothing is visible at `path`
@@ -139,16 +139,21 @@ pub struct FileWriter {
 }
 
 impl FileWriter {
+    fn new(path: &Path, schema: SchemaRef, hashed: bool, props: WriterProperties) -> Self {
+        FileWriter { path: path.into(), schema, inner: None, rows: 0, hashed, props }
+    }
+
+    /// A lake file: hashed, compressed, with every statistic.
     pub fn create(path: &Path, schema: SchemaRef) -> Self {
         let props = lake_props(&schema).build();
-        FileWriter { path: path.into(), schema, inner: None, rows: 0, hashed: true, props }
+        FileWriter::new(path, schema, true, props)
     }
 
     /// A temp file for intermediate results, written for speed, not size;
     /// its rows are in the order of `sorted_by`.
     pub fn scratch(path: &Path, schema: SchemaRef, sorted_by: &[&str]) -> Self {
         let props = scratch_props(&schema, sorted_by);
-        FileWriter { hashed: false, props, ..FileWriter::create(path, schema) }
+        FileWriter::new(path, schema, false, props)
     }
 
     fn open(&mut self) -> Result<(), LakeError> {
