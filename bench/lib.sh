@@ -43,8 +43,12 @@ ensure_tools() {
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q "duckdb==$DUCKDB_VERSION"
   fi
-  # the tunelake release binary: built only when absent (it is not rebuilt
-  # when src/ changes; delete it or point TUNELAKE elsewhere to re-measure)
+  ensure_binary
+}
+
+# the tunelake release binary: built only when absent (it is not rebuilt
+# when src/ changes; delete it or point TUNELAKE elsewhere to re-measure)
+ensure_binary() {
   if [ ! -x "$TUNELAKE" ]; then
     log "building tunelake (release) into $CARGO_TARGET_DIR"
     (cd "$REPO" && cargo build --release --locked)
