@@ -145,15 +145,17 @@ settle() {
 
 # ---------------------------------------------------------------- timing
 # timed FILE cmd... : run cmd under GNU time, stdout+stderr to FILE.log; sets
-# T_SECS (wall), T_RSS_KB (peak RSS of the process and its waited children) and
-# T_RC (exit code; never aborts the script).
+# T_SECS (wall), T_RSS_KB (peak RSS of the process and its waited children),
+# T_USER and T_SYS (CPU seconds in user space and in the kernel: the system
+# time is what moves most between identical runs here) and T_RC (exit code;
+# never aborts the script).
 timed() {
   local f=$1; shift
   T_RC=0
-  /usr/bin/time -f "%e %M" -o "$f.time" "$@" >"$f.log" 2>&1 || T_RC=$?
-  read -r T_SECS T_RSS_KB < <(tail -1 "$f.time")
+  /usr/bin/time -f "%e %M %U %S" -o "$f.time" "$@" >"$f.log" 2>&1 || T_RC=$?
+  read -r T_SECS T_RSS_KB T_USER T_SYS < <(tail -1 "$f.time")
   # GNU time prefixes "Command exited with non-zero status N" on failure
-  [[ $T_SECS =~ ^[0-9.]+$ ]] || { T_SECS=null; T_RSS_KB=null; }
+  [[ $T_SECS =~ ^[0-9.]+$ ]] || { T_SECS=null; T_RSS_KB=null; T_USER=null; T_SYS=null; }
 }
 
 # record RESULTS system stage run events key=value... : one JSON line

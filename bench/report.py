@@ -132,6 +132,16 @@ def comparison(rows, bench):
         ratio("tunelake sync / COPY floor (CSV with PKs, median)", sec(tl_sync), {k: floor for k in tl_sync})
         ratio("DuckDB load_pg / COPY floor (CSV with PKs, median)", sec(d_load), {k: floor for k in d_load})
 
+    # CPU seconds per tunelake stage (recorded since 2026-11-27 09:00 UTC)
+    cpu = []
+    for st in TL_STAGES[:3]:
+        rs = [r for r in by_run(rows, "tunelake", st).values() if r.get("user_s") is not None]
+        if rs:
+            cpu.append(f"{st} {med([r['user_s'] for r in rs]):.2f} + {med([r['sys_s'] for r in rs]):.2f} "
+                       f"(system {rng([r['sys_s'] for r in rs])})")
+    if cpu:
+        out += ["", "tunelake CPU seconds, user + system, medians: " + "; ".join(cpu)]
+
     # row counts, for a correctness cross-check
     notes = [r.get("note", "") for r in rows if r["system"] == "tunelake" and r["stage"].startswith("total")]
     dnotes = [r.get("note", "") for r in rows if r["system"] == "duckdb" and r["stage"] == "transform"]

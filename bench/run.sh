@@ -64,7 +64,7 @@ run_tunelake() {  # run_tunelake K
     log "run $k: tunelake $stage"
     timed "$dir/tunelake-$stage" "${cmd[@]}"
     record "$RES" tunelake "$stage" "$k" "$EVENTS" bench="$BENCH" n="$N" order="$ORDER" \
-      seconds="$T_SECS" rss_kb="$T_RSS_KB" rc="$T_RC" log="$dir/tunelake-$stage.log"
+      seconds="$T_SECS" rss_kb="$T_RSS_KB" user_s="$T_USER" sys_s="$T_SYS" rc="$T_RC" log="$dir/tunelake-$stage.log"
     if [ "$T_RC" != 0 ]; then
       log "run $k: tunelake $stage FAILED (exit $T_RC):"; sed 's/^/    /' "$dir/tunelake-$stage.log" >&2
       ok=0; break
