@@ -22,17 +22,18 @@
 //!    usually only gain the rows of new keys, as one more file beside the
 //!    ones they have (`layer.rs`).
 //!
-//! Every table is checked against its `sql/schema/<t>.sql` contract. A
-//! partition whose bytes equal the previous version's is not kept twice: the
-//! new version points at the old file, and sync sees an unchanged hash.
+//! Every table is written by `write.rs`: checked against its
+//! `sql/schema/<t>.sql` contract, and a partition whose bytes equal the
+//! previous version's is not kept twice (the new version points at the old
+//! file, and sync sees an unchanged hash).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, Float64Array, RecordBatch};
+use datafusion::arrow::array::{AsArray, Float64Array, RecordBatch};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Int64Type, Schema, SchemaRef, TimestampMicrosecondType};
+use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::physical_plan::display::DisplayableExecutionPlan;
 use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, execute_stream};
@@ -42,7 +43,8 @@ use sha2::{Digest, Sha256};
 
 use super::globals::{GlobalInputs, build_globals, global_lanes};
 use super::plan::{MARGIN_US, Plan, STAGING, Span, month_of, month_start, next_month, partition_of, plan};
-use super::{ModelError, files_provider, layer, register_lake_files, session, session_copy, sorted_files_provider};
+use super::write::write_table;
+use super::{ModelError, files_provider, register_lake_files, session, session_copy, sorted_files_provider};
 use crate::lake::manifest::{Run, RunKind, StarPart, StarVersion, now_rfc3339};
 use crate::lake::parquet::FileWriter;
 use crate::lake::{Layout, Manifest, staging};
@@ -251,42 +253,6 @@ pub(super) fn parts_provider(
 ) -> Result<Arc<dyn datafusion::catalog::TableProvider>, ModelError> {
     let paths: Vec<PathBuf> = parts.iter().map(|p| layout.abs(&p.path)).collect();
     files_provider(name, schema, &paths)
-}
-
-/// A layered table's parts after an extension, and the rows its new layer holds.
-pub(super) type Extended = (Vec<StarPart>, Vec<RecordBatch>);
-
-/// The parts of a layered table after an extension: `before` plus a layer
-/// of the new keys' rows (none without new keys), and those rows; None when
-/// rows of known keys change and the table must be written whole.
-pub(super) fn extended(
-    layout: &Layout,
-    table: &str,
-    schema: &SchemaRef,
-    before: &[StarPart],
-    extension: layer::Extension,
-    version: u64,
-) -> Result<Option<Extended>, ModelError> {
-    let rows = match extension {
-        layer::Extension::Rows(rows) => rows,
-        layer::Extension::Changed(keys) => {
-            tracing::info!(table, keys, "rows of keys the table has change: written whole");
-            return Ok(None);
-        }
-    };
-    let mut parts = before.to_vec();
-    if rows.iter().any(|b| b.num_rows() > 0) {
-        let partition = layer::partition(version);
-        let rel = Layout::star_rel(table, Some(&partition), version);
-        let mut writer = FileWriter::create(&layout.abs(&rel), schema.clone());
-        for b in &rows {
-            writer.write(b)?;
-        }
-        let written = writer.finish()?;
-        tracing::info!(table, rows = written.rows, "layer of new keys");
-        parts.push(StarPart { partition: Some(partition), path: rel, rows: written.rows, sha256: written.sha256 });
-    }
-    Ok(Some((parts, rows)))
 }
 
 pub async fn build(
@@ -829,7 +795,7 @@ async fn write_helper(
 /// Plans and starts `df`, the model of `table` in `file`; with -vv, logs the
 /// physical plan DataFusion chose. Pass the plan to [`log_metrics`] once
 /// the stream is done.
-async fn execute(
+pub(super) async fn execute(
     table: &str,
     file: &str,
     df: DataFrame,
@@ -845,197 +811,10 @@ async fn execute(
 }
 
 /// With -vvv, `plan` as it ran: rows, time and memory of each operator.
-fn log_metrics(table: &str, plan: &dyn ExecutionPlan) {
+pub(super) fn log_metrics(table: &str, plan: &dyn ExecutionPlan) {
     if tracing::enabled!(tracing::Level::TRACE) {
         let shown = DisplayableExecutionPlan::with_metrics(plan).indent(true).to_string();
         tracing::trace!(table, plan = %shown, "plan as run");
-    }
-}
-
-/// Writes a model's output as table `name` of star version `version`, by
-/// month of column `by` when given. With a contract, the output's columns
-/// are checked against it and cast to its exact types. Returns the parts and
-/// how many of them equal the previous version's.
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn write_table(
-    layout: &Layout,
-    name: &str,
-    df: DataFrame,
-    contract: Option<&SchemaRef>,
-    by: Option<&str>,
-    version: u64,
-    previous: &HashMap<(String, Option<String>), StarPart>,
-) -> Result<(Vec<StarPart>, usize), ModelError> {
-    let file = format!("sql/model/{name}.sql");
-    let schema: SchemaRef = match contract {
-        Some(c) => {
-            check_schema(name, c, df.schema().as_arrow())?;
-            c.clone()
-        }
-        None => Arc::new(df.schema().as_arrow().clone()),
-    };
-    let partition_col = match by {
-        Some(c) => Some(schema.index_of(c).map_err(|_| ModelError::Output {
-            table: name.into(),
-            problem: format!("has no partition column `{c}`"),
-        })?),
-        None => None,
-    };
-    let t0 = std::time::Instant::now();
-    let (plan, mut stream) = execute(name, &file, df).await?;
-    let mut writer = PartitionedWriter {
-        layout,
-        table: name.to_string(),
-        version,
-        schema: schema.clone(),
-        partition_col,
-        current: None,
-        last: None,
-        parts: vec![],
-        unchanged: 0,
-        previous,
-    };
-    while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(|source| ModelError::Sql { file: file.clone(), what: "execution", source })?;
-        let batch = if contract.is_some() { conform(name, &schema, batch)? } else { batch };
-        writer.write(batch)?;
-    }
-    writer.close_current()?;
-    log_metrics(name, plan.as_ref());
-    let rows: u64 = writer.parts.iter().map(|p| p.rows).sum();
-    tracing::debug!(table = name, rows, seconds = t0.elapsed().as_secs_f64(), "written");
-    Ok((writer.parts, writer.unchanged))
-}
-
-fn same_family(a: &DataType, b: &DataType) -> bool {
-    let string = |t: &DataType| matches!(t, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8);
-    a == b || (string(a) && string(b))
-}
-
-/// Names, order and types must match the contract (string encodings aside).
-fn check_schema(table: &str, contract: &Schema, got: &Schema) -> Result<(), ModelError> {
-    let problem = |p: String| ModelError::Contract { table: table.into(), problem: p };
-    let want: Vec<&str> = contract.fields().iter().map(|f| f.name().as_str()).collect();
-    let have: Vec<&str> = got.fields().iter().map(|f| f.name().as_str()).collect();
-    if want != have {
-        return Err(problem(format!("columns are [{}], the contract has [{}]", have.join(", "), want.join(", "))));
-    }
-    for (w, g) in contract.fields().iter().zip(got.fields()) {
-        if !same_family(w.data_type(), g.data_type()) {
-            return Err(problem(format!(
-                "column `{}` is {}, the contract says {}",
-                w.name(),
-                g.data_type(),
-                w.data_type()
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Casts a model batch to the contract's exact types and checks NOT NULL.
-pub(super) fn conform(table: &str, contract: &SchemaRef, batch: RecordBatch) -> Result<RecordBatch, ModelError> {
-    let mut cols = Vec::with_capacity(batch.num_columns());
-    for (field, col) in contract.fields().iter().zip(batch.columns()) {
-        if !field.is_nullable() && col.null_count() > 0 {
-            return Err(ModelError::Contract {
-                table: table.into(),
-                problem: format!(
-                    "column `{}` is NOT NULL but the model produced {} nulls",
-                    field.name(),
-                    col.null_count()
-                ),
-            });
-        }
-        cols.push(if col.data_type() == field.data_type() {
-            col.clone()
-        } else {
-            cast(col, field.data_type()).map_err(|e| ModelError::Contract {
-                table: table.into(),
-                problem: format!("column `{}`: {e}", field.name()),
-            })?
-        });
-    }
-    RecordBatch::try_new(contract.clone(), cols)
-        .map_err(|e| ModelError::Contract { table: table.into(), problem: e.to_string() })
-}
-
-/// Writes one table's stream into one file per month partition (or one file).
-struct PartitionedWriter<'a> {
-    layout: &'a Layout,
-    table: String,
-    version: u64,
-    schema: SchemaRef,
-    partition_col: Option<usize>,
-    current: Option<(Option<String>, String, FileWriter)>,
-    /// The partition column's last value so far: it never decreases, so
-    /// each partition's rows come together and in order.
-    last: Option<i64>,
-    parts: Vec<StarPart>,
-    unchanged: usize,
-    previous: &'a HashMap<(String, Option<String>), StarPart>,
-}
-
-impl PartitionedWriter<'_> {
-    fn write(&mut self, batch: RecordBatch) -> Result<(), ModelError> {
-        let Some(col) = self.partition_col else {
-            return self.route(None, &batch);
-        };
-        let ts = batch.column(col).as_primitive::<TimestampMicrosecondType>().clone();
-        let values = ts.values();
-        let ordered = self.last.into_iter().chain(values.iter().copied()).is_sorted();
-        if !ordered {
-            return Err(ModelError::Output {
-                table: self.table.clone(),
-                problem: format!(
-                    "is out of order by `{}`: the model must ORDER BY its partition column",
-                    self.schema.field(col).name()
-                ),
-            });
-        }
-        self.last = values.last().copied().or(self.last);
-        let mut start = 0;
-        while start < batch.num_rows() {
-            let month = month_of(ts.value(start));
-            let mut end = start + 1;
-            while end < batch.num_rows() && month_of(ts.value(end)) == month {
-                end += 1;
-            }
-            let partition = Layout::month_partition(month.0, month.1);
-            self.route(Some(partition), &batch.slice(start, end - start))?;
-            start = end;
-        }
-        Ok(())
-    }
-
-    fn route(&mut self, partition: Option<String>, batch: &RecordBatch) -> Result<(), ModelError> {
-        if self.current.as_ref().map(|c| &c.0) != Some(&partition) {
-            self.close_current()?;
-            let rel = Layout::star_rel(&self.table, partition.as_deref(), self.version);
-            let w = FileWriter::create(&self.layout.abs(&rel), self.schema.clone());
-            self.current = Some((partition, rel, w));
-        }
-        let (_, _, w) = self.current.as_mut().expect("set above");
-        w.write(batch)?;
-        Ok(())
-    }
-
-    fn close_current(&mut self) -> Result<(), ModelError> {
-        let Some((partition, rel, w)) = self.current.take() else {
-            return Ok(());
-        };
-        let written = w.finish()?;
-        let key = (self.table.clone(), partition.clone());
-        match self.previous.get(&key) {
-            Some(prev) if prev.sha256 == written.sha256 && prev.path != rel => {
-                let abs = self.layout.abs(&rel);
-                std::fs::remove_file(&abs).map_err(crate::lake::LakeError::io("remove", abs))?;
-                self.parts.push(prev.clone());
-                self.unchanged += 1;
-            }
-            _ => self.parts.push(StarPart { partition, path: rel, rows: written.rows, sha256: written.sha256 }),
-        }
-        Ok(())
     }
 }
 
@@ -1043,41 +822,6 @@ impl PartitionedWriter<'_> {
 mod tests {
     use super::*;
     use crate::sql::reads;
-
-    #[test]
-    fn rows_out_of_time_order_are_an_output_error_that_names_the_column_and_the_model() {
-        let dir = tempfile::tempdir().unwrap();
-        let layout = Layout::new(dir.path());
-        let schema = Arc::new(Schema::new(vec![datafusion::arrow::datatypes::Field::new(
-            "played_at",
-            staging::ts_type(),
-            false,
-        )]));
-        let previous = HashMap::new();
-        let mut writer = PartitionedWriter {
-            layout: &layout,
-            table: "t".into(),
-            version: 1,
-            schema: schema.clone(),
-            partition_col: Some(0),
-            current: None,
-            last: None,
-            parts: vec![],
-            unchanged: 0,
-            previous: &previous,
-        };
-        let batch = |us: Vec<i64>| {
-            let ts = datafusion::arrow::array::TimestampMicrosecondArray::from(us);
-            RecordBatch::try_new(schema.clone(), vec![Arc::new(ts)]).unwrap()
-        };
-        // Two months in order, then a row earlier than the last: across batches too.
-        writer.write(batch(vec![1_541_030_400_000_000, 1_543_622_400_000_000])).unwrap();
-        let err = writer.write(batch(vec![1_541_030_400_000_001])).unwrap_err().to_string();
-        assert!(err.contains("out of order by `played_at`") && err.contains("ORDER BY"), "{err}");
-        assert!(err.contains("sql/model/t.sql") && !err.contains("contract"), "names the model, no contract: {err}");
-        let err = writer.write(batch(vec![1_543_622_400_000_002, 1_543_622_400_000_001])).unwrap_err().to_string();
-        assert!(err.contains("out of order"), "{err}");
-    }
 
     #[test]
     fn the_plays_are_halved_between_the_files_where_the_rows_come_out_most_even() {
@@ -1118,7 +862,7 @@ mod tests {
     #[tokio::test]
     async fn the_plays_stream_past_the_matches_whatever_their_estimated_sizes() {
         use datafusion::arrow::array::{BooleanArray, StringArray};
-        use datafusion::arrow::datatypes::Field;
+        use datafusion::arrow::datatypes::{Field, Schema};
         use datafusion::catalog::MemTable;
         use datafusion::logical_expr::SortExpr;
         let helper = SLICE_HELPERS.iter().find(|h| h.file.name == "_sparkify_plays").unwrap();

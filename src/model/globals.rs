@@ -10,7 +10,8 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::prelude::SessionContext;
 
-use super::build::{extended, parts_provider, register_parts, replace_table, run_sql, sql_err, write_table};
+use super::build::{parts_provider, register_parts, replace_table, run_sql, sql_err};
+use super::write::{extended, write_table};
 use super::{ModelError, files_provider, layer};
 use crate::lake::Layout;
 use crate::lake::manifest::{StarPart, StarVersion};

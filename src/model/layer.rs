@@ -123,7 +123,7 @@ async fn extend(
         super::build::replace_table(ctx, input, original)?;
         ctx.deregister_table(&full).map_err(err("deregister"))?;
     }
-    let rows = rows?.into_iter().map(|b| super::build::conform(table, schema, b)).collect::<Result<Vec<_>, _>>()?;
+    let rows = rows?.into_iter().map(|b| super::write::conform(table, schema, b)).collect::<Result<Vec<_>, _>>()?;
 
     // The table's rows of the keys asked for and of the keys the model gave:
     // a key it has that the model no longer gives counts as changed.
@@ -140,7 +140,7 @@ async fn extend(
         .map_err(err("reading the existing rows"))?;
     ctx.deregister_table("tl_layer_existing").map_err(err("deregister"))?;
     ctx.deregister_table("tl_layer_keys").map_err(err("deregister"))?;
-    let before = before.into_iter().map(|b| super::build::conform(table, schema, b)).collect::<Result<Vec<_>, _>>()?;
+    let before = before.into_iter().map(|b| super::write::conform(table, schema, b)).collect::<Result<Vec<_>, _>>()?;
 
     let converter = RowConverter::new(schema.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect())
         .map_err(|e| err("comparing rows")(e.into()))?;

@@ -8,6 +8,7 @@ mod globals;
 mod layer;
 mod plan;
 pub mod query;
+mod write;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
