@@ -35,8 +35,6 @@ use datafusion::arrow::array::{AsArray, Float64Array, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use datafusion::common::ScalarValue;
-use datafusion::physical_plan::display::DisplayableExecutionPlan;
-use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, execute_stream};
 use datafusion::prelude::{DataFrame, SessionContext, col, lit};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
@@ -44,7 +42,10 @@ use sha2::{Digest, Sha256};
 use super::globals::{GlobalInputs, build_globals, global_lanes};
 use super::plan::{MARGIN_US, Plan, STAGING, Span, month_of, month_start, next_month, partition_of, plan};
 use super::write::write_table;
-use super::{ModelError, files_provider, register_lake_files, session, session_copy, sorted_files_provider};
+use super::{
+    ModelError, execute, files_provider, log_metrics, register_lake_files, register_parts, replace_table, run_sql,
+    session, session_copy, sorted_files_provider, sql_err,
+};
 use crate::lake::manifest::{Run, RunKind, StarPart, StarVersion, now_rfc3339};
 use crate::lake::parquet::FileWriter;
 use crate::lake::{Layout, Manifest, staging};
@@ -209,50 +210,6 @@ fn ts_lit(micros: i64) -> datafusion::prelude::Expr {
 
 fn in_range(column: &str, lo: i64, hi: i64) -> datafusion::prelude::Expr {
     col(column).gt_eq(ts_lit(lo)).and(col(column).lt(ts_lit(hi)))
-}
-
-pub(super) fn sql_err(
-    file: impl Into<String>,
-    what: &'static str,
-) -> impl FnOnce(datafusion::error::DataFusionError) -> ModelError {
-    let file = file.into();
-    move |source| ModelError::Sql { file, what, source }
-}
-
-pub(super) async fn run_sql(ctx: &SessionContext, file: &str, sql: &str) -> Result<DataFrame, ModelError> {
-    ctx.sql(sql).await.map_err(sql_err(file, "planning"))
-}
-
-/// Registers table `name` over the files of `parts`.
-pub(super) fn register_parts(
-    ctx: &SessionContext,
-    layout: &Layout,
-    name: &str,
-    schema: SchemaRef,
-    parts: &[StarPart],
-) -> Result<(), ModelError> {
-    replace_table(ctx, name, parts_provider(layout, name, schema, parts)?)
-}
-
-pub(super) fn replace_table(
-    ctx: &SessionContext,
-    name: &str,
-    provider: Arc<dyn datafusion::catalog::TableProvider>,
-) -> Result<(), ModelError> {
-    ctx.deregister_table(name).map_err(sql_err(name, "deregister"))?;
-    ctx.register_table(name, provider).map_err(|source| ModelError::Register { path: name.into(), source })?;
-    Ok(())
-}
-
-/// A table over the files of `parts`.
-pub(super) fn parts_provider(
-    layout: &Layout,
-    name: &str,
-    schema: SchemaRef,
-    parts: &[StarPart],
-) -> Result<Arc<dyn datafusion::catalog::TableProvider>, ModelError> {
-    let paths: Vec<PathBuf> = parts.iter().map(|p| layout.abs(&p.path)).collect();
-    files_provider(name, schema, &paths)
 }
 
 pub async fn build(
@@ -792,32 +749,6 @@ async fn write_helper(
     Ok((schema, written.rows))
 }
 
-/// Plans and starts `df`, the model of `table` in `file`; with -vv, logs the
-/// physical plan DataFusion chose. Pass the plan to [`log_metrics`] once
-/// the stream is done.
-pub(super) async fn execute(
-    table: &str,
-    file: &str,
-    df: DataFrame,
-) -> Result<(Arc<dyn ExecutionPlan>, SendableRecordBatchStream), ModelError> {
-    let task = df.task_ctx();
-    let plan = df.create_physical_plan().await.map_err(sql_err(file, "planning"))?;
-    if tracing::enabled!(tracing::Level::DEBUG) {
-        let shown = datafusion::physical_plan::displayable(plan.as_ref()).indent(true).to_string();
-        tracing::debug!(table, plan = %shown, "physical plan");
-    }
-    let stream = execute_stream(plan.clone(), Arc::new(task)).map_err(sql_err(file, "execution"))?;
-    Ok((plan, stream))
-}
-
-/// With -vvv, `plan` as it ran: rows, time and memory of each operator.
-pub(super) fn log_metrics(table: &str, plan: &dyn ExecutionPlan) {
-    if tracing::enabled!(tracing::Level::TRACE) {
-        let shown = DisplayableExecutionPlan::with_metrics(plan).indent(true).to_string();
-        tracing::trace!(table, plan = %shown, "plan as run");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -865,6 +796,7 @@ mod tests {
         use datafusion::arrow::datatypes::{Field, Schema};
         use datafusion::catalog::MemTable;
         use datafusion::logical_expr::SortExpr;
+        use datafusion::physical_plan::display::DisplayableExecutionPlan;
         let helper = SLICE_HELPERS.iter().find(|h| h.file.name == "_sparkify_plays").unwrap();
         assert!(helper.joins_as_written);
         let events = staging::tables()[0].1.clone();

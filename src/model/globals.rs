@@ -10,9 +10,8 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::prelude::SessionContext;
 
-use super::build::{parts_provider, register_parts, replace_table, run_sql, sql_err};
 use super::write::{extended, write_table};
-use super::{ModelError, files_provider, layer};
+use super::{ModelError, files_provider, layer, parts_provider, register_parts, replace_table, run_sql, sql_err};
 use crate::lake::Layout;
 use crate::lake::manifest::{StarPart, StarVersion};
 use crate::sql::{STAR_TABLES, SUMMARIES, StarTable, Summary};

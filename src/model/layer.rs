@@ -106,13 +106,13 @@ async fn extend(
     for &(input, column) in inputs {
         let original = ctx.table_provider(input).await.map_err(err("reading an input"))?;
         let full = format!("tl_layer_full_{input}");
-        super::build::replace_table(ctx, &full, original.clone())?;
+        super::replace_table(ctx, &full, original.clone())?;
         let view = ctx
             .sql(&format!("SELECT * FROM {full} WHERE {column} IN (SELECT key FROM tl_layer_keys)"))
             .await
             .map_err(err("restricting an input to the new keys"))?
             .into_view();
-        super::build::replace_table(ctx, input, view)?;
+        super::replace_table(ctx, input, view)?;
         originals.push((input, full, original));
     }
     let rows = match ctx.sql(sql).await {
@@ -120,7 +120,7 @@ async fn extend(
         Err(e) => Err(err("planning")(e)),
     };
     for (input, full, original) in originals {
-        super::build::replace_table(ctx, input, original)?;
+        super::replace_table(ctx, input, original)?;
         ctx.deregister_table(&full).map_err(err("deregister"))?;
     }
     let rows = rows?.into_iter().map(|b| super::write::conform(table, schema, b)).collect::<Result<Vec<_>, _>>()?;
@@ -130,7 +130,7 @@ async fn extend(
     let result_keys = column_of(&rows, key, table)?;
     let asked_or_given = concat(&[keys.as_ref(), result_keys.as_ref()]).map_err(|e| err("casting keys")(e.into()))?;
     register_keys(ctx, "tl_layer_keys", asked_or_given)?;
-    super::build::replace_table(ctx, "tl_layer_existing", existing)?;
+    super::replace_table(ctx, "tl_layer_existing", existing)?;
     let before = ctx
         .sql(&format!("SELECT * FROM tl_layer_existing WHERE {key} IN (SELECT key FROM tl_layer_keys)"))
         .await
@@ -201,7 +201,7 @@ fn register_keys(ctx: &SessionContext, name: &str, keys: ArrayRef) -> Result<(),
         .map_err(|source| ModelError::Register { path: name.into(), source: source.into() })?;
     let table = MemTable::try_new(schema, vec![vec![batch]])
         .map_err(|source| ModelError::Register { path: name.into(), source })?;
-    super::build::replace_table(ctx, name, Arc::new(table))
+    super::replace_table(ctx, name, Arc::new(table))
 }
 
 #[cfg(test)]

@@ -22,8 +22,11 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::physical_plan::display::DisplayableExecutionPlan;
+use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, execute_stream};
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 
+use crate::lake::manifest::StarPart;
 use crate::lake::{LakeError, Layout};
 
 #[derive(Debug, thiserror::Error)]
@@ -218,6 +221,82 @@ pub async fn contract_schema(table: &crate::sql::StarTable) -> Result<SchemaRef,
     let df =
         ctx.table(table.name).await.map_err(|source| ModelError::Sql { file, what: "reading the contract", source })?;
     Ok(Arc::new(df.schema().as_arrow().clone()))
+}
+
+// The helpers below serve every model module (build, globals, layer, write):
+// running a model's SQL, logging its plans, and (re)registering tables.
+
+/// Maps a DataFusion error to [`ModelError::Sql`]: `what` failed in `file`.
+fn sql_err(
+    file: impl Into<String>,
+    what: &'static str,
+) -> impl FnOnce(datafusion::error::DataFusionError) -> ModelError {
+    let file = file.into();
+    move |source| ModelError::Sql { file, what, source }
+}
+
+/// Plans `sql`, the text of `file`.
+async fn run_sql(ctx: &SessionContext, file: &str, sql: &str) -> Result<DataFrame, ModelError> {
+    ctx.sql(sql).await.map_err(sql_err(file, "planning"))
+}
+
+/// Registers table `name` over the files of `parts`.
+fn register_parts(
+    ctx: &SessionContext,
+    layout: &Layout,
+    name: &str,
+    schema: SchemaRef,
+    parts: &[StarPart],
+) -> Result<(), ModelError> {
+    replace_table(ctx, name, parts_provider(layout, name, schema, parts)?)
+}
+
+/// Registers `provider` as `name`, in place of the table of that name.
+fn replace_table(
+    ctx: &SessionContext,
+    name: &str,
+    provider: Arc<dyn datafusion::catalog::TableProvider>,
+) -> Result<(), ModelError> {
+    ctx.deregister_table(name).map_err(sql_err(name, "deregister"))?;
+    ctx.register_table(name, provider).map_err(|source| ModelError::Register { path: name.into(), source })?;
+    Ok(())
+}
+
+/// A table over the files of `parts`.
+fn parts_provider(
+    layout: &Layout,
+    name: &str,
+    schema: SchemaRef,
+    parts: &[StarPart],
+) -> Result<Arc<dyn datafusion::catalog::TableProvider>, ModelError> {
+    let paths: Vec<PathBuf> = parts.iter().map(|p| layout.abs(&p.path)).collect();
+    files_provider(name, schema, &paths)
+}
+
+/// Plans and starts `df`, the model of `table` in `file`; with -vv, logs the
+/// physical plan DataFusion chose. Pass the plan to [`log_metrics`] once
+/// the stream is done.
+async fn execute(
+    table: &str,
+    file: &str,
+    df: DataFrame,
+) -> Result<(Arc<dyn ExecutionPlan>, SendableRecordBatchStream), ModelError> {
+    let task = df.task_ctx();
+    let plan = df.create_physical_plan().await.map_err(sql_err(file, "planning"))?;
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let shown = datafusion::physical_plan::displayable(plan.as_ref()).indent(true).to_string();
+        tracing::debug!(table, plan = %shown, "physical plan");
+    }
+    let stream = execute_stream(plan.clone(), Arc::new(task)).map_err(sql_err(file, "execution"))?;
+    Ok((plan, stream))
+}
+
+/// With -vvv, `plan` as it ran: rows, time and memory of each operator.
+fn log_metrics(table: &str, plan: &dyn ExecutionPlan) {
+    if tracing::enabled!(tracing::Level::TRACE) {
+        let shown = DisplayableExecutionPlan::with_metrics(plan).indent(true).to_string();
+        tracing::trace!(table, plan = %shown, "plan as run");
+    }
 }
 
 #[cfg(test)]

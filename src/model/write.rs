@@ -14,9 +14,8 @@ use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef, TimestampMicrose
 use datafusion::prelude::DataFrame;
 use futures::StreamExt;
 
-use super::build::{execute, log_metrics};
 use super::plan::month_of;
-use super::{ModelError, layer};
+use super::{ModelError, execute, layer, log_metrics};
 use crate::lake::Layout;
 use crate::lake::manifest::StarPart;
 use crate::lake::parquet::FileWriter;
