@@ -1,6 +1,6 @@
 //! Stage 4: the star schema into PostgreSQL.
 //!
-//! [`sync`] runs in one transaction: it applies `sql/schema/` and
+//! [`sync()`] runs in one transaction: it applies `sql/schema/` and
 //! `sql/postgres/` (each file once, recorded in `tunelake_migrations`), then
 //! for every star partition whose content hash differs from the one recorded
 //! in `tunelake_sync_parts` it COPYs the rows (binary) into a temp table,
