@@ -7,7 +7,7 @@
 //! user's latest level from their latest event of any page.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
 
@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use sha2::{Digest, Sha256};
 
-use super::normalize::{key, repair_mojibake};
+use super::normalize::{key, key_into, repair_mojibake};
 use crate::lake::manifest::{Accounting, Reject};
 
 pub const SOURCE: &str = "sparkify";
@@ -120,6 +120,8 @@ struct EventColumns {
     title_key: StringBuilder,
     raw_sha256: StringBuilder,
     line: Int64Builder,
+    /// Where the matching keys are folded before they are appended.
+    key: String,
 }
 
 impl EventColumns {
@@ -140,6 +142,7 @@ impl EventColumns {
             title_key: StringBuilder::new(),
             raw_sha256: StringBuilder::new(),
             line: Int64Builder::new(),
+            key: String::new(),
         }
     }
 
@@ -174,8 +177,15 @@ impl EventColumns {
         self.registration_ms.append_option(e.registration.map(|r| r.round() as i64));
         let artist = e.artist.as_deref().map(repair_mojibake);
         let song = e.song.as_deref().map(repair_mojibake);
-        self.artist_key.append_option(artist.as_deref().map(key));
-        self.title_key.append_option(song.as_deref().map(key));
+        for (name, keys) in [(&artist, &mut self.artist_key), (&song, &mut self.title_key)] {
+            match name {
+                Some(name) => {
+                    key_into(name, &mut self.key);
+                    keys.append_value(&self.key);
+                }
+                None => keys.append_null(),
+            }
+        }
         self.artist.append_option(artist);
         self.song.append_option(song);
         self.length.append_option(e.length);
@@ -298,6 +308,9 @@ pub fn parse_log(bytes: &[u8], raw_sha256: &str, label: &str) -> ParsedLog {
     acc.files = 1;
     let mut rejects = vec![];
     let mut cols: BTreeMap<NaiveDate, EventColumns> = BTreeMap::new();
+    // Events by page, not plays: counted under the page's own text, named
+    // "page=<page>" once at the end.
+    let mut filtered: HashMap<Cow<'_, str>, u64> = HashMap::new();
     for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
         let lineno = i as u64 + 1;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -350,10 +363,13 @@ pub fn parse_log(bytes: &[u8], raw_sha256: &str, label: &str) -> ParsedLog {
         if is_play {
             acc.plays += 1;
         } else {
-            *acc.filtered.entry(format!("page={}", event.page)).or_default() += 1;
+            *filtered.entry(event.page.clone()).or_default() += 1;
         }
         acc.kept += 1;
         cols.entry(date).or_insert_with(EventColumns::new).push(&event, user_id, raw_sha256, lineno);
+    }
+    for (page, n) in filtered {
+        *acc.filtered.entry(format!("page={page}")).or_default() += n;
     }
     let by_date = cols.into_iter().map(|(d, c)| (d, c.finish())).collect();
     ParsedLog { by_date, accounting: acc, rejects }
