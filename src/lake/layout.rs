@@ -55,9 +55,14 @@ impl Layout {
         self.state_dir().join("spotify_token.json")
     }
 
+    /// `raw/<source>/ingest_date=YYYY-MM-DD`, relative: where a day's raw files go.
+    pub fn raw_dir_rel(source: &str, ingest_date: NaiveDate) -> String {
+        format!("raw/{source}/ingest_date={ingest_date}")
+    }
+
     /// `raw/<source>/ingest_date=YYYY-MM-DD/<sha256>.json`, relative.
     pub fn raw_rel(source: &str, ingest_date: NaiveDate, sha256: &str) -> String {
-        format!("raw/{source}/ingest_date={ingest_date}/{sha256}.json")
+        format!("{}/{sha256}.json", Self::raw_dir_rel(source, ingest_date))
     }
 
     /// `raw/<source>/ingest_date=YYYY-MM-DD/pack-<run>.raw`, relative: a run's small raw files.
@@ -68,6 +73,12 @@ impl Layout {
     /// `staging/<table>/date=YYYY-MM-DD/part-<run>-<n>.parquet`, relative.
     pub fn staging_rel(table: &str, date: NaiveDate, run: u64, n: usize) -> String {
         format!("staging/{table}/date={date}/part-{run:08}-{n:05}.parquet")
+    }
+
+    /// `staging/<table>/date=YYYY-MM-DD/part-<run>-<n>-<piece>.parquet`,
+    /// relative: what piece `piece` of a big input file `n` had of that date.
+    pub fn staging_piece_rel(table: &str, date: NaiveDate, run: u64, n: usize, piece: usize) -> String {
+        format!("staging/{table}/date={date}/part-{run:08}-{n:05}-{piece:05}.parquet")
     }
 
     /// `star/<table>/[<partition>/]part-<version>.parquet`, relative.
@@ -93,6 +104,10 @@ mod tests {
         let d = NaiveDate::from_ymd_opt(2018, 11, 3).unwrap();
         assert_eq!(Layout::raw_rel("sparkify", d, "ab"), "raw/sparkify/ingest_date=2018-11-03/ab.json");
         assert_eq!(Layout::staging_rel("stg_x", d, 7, 2), "staging/stg_x/date=2018-11-03/part-00000007-00002.parquet");
+        assert_eq!(
+            Layout::staging_piece_rel("stg_x", d, 7, 2, 3),
+            "staging/stg_x/date=2018-11-03/part-00000007-00002-00003.parquet"
+        );
         let p = Layout::month_partition(2018, 11);
         assert_eq!(
             Layout::star_rel("fact_plays", Some(&p), 9),

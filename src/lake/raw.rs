@@ -31,6 +31,58 @@ pub fn read(layout: &Layout, raw: &RawFile) -> Result<Vec<u8>, LakeError> {
     }
 }
 
+/// A file copied into the lake under a temporary name (`fsio::TMP_PREFIX`,
+/// debris to `vacuum` if a crash leaves it), with the sha256 of what was
+/// copied. [`Incoming::keep`] gives it its content-addressed name; dropped
+/// without, it is removed.
+pub struct Incoming {
+    tmp: tempfile::TempPath,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+/// Copies `src` into the directory `dir` (absolute) a megabyte at a time,
+/// hashing on the way: a file of any size, without holding it in memory.
+/// Like the run's other raw files it gets no fsync here: the commit makes it
+/// durable (`fsio::sync_files`).
+pub fn copy_in(src: &Path, dir: &Path) -> Result<Incoming, LakeError> {
+    use sha2::Digest;
+    std::fs::create_dir_all(dir).map_err(LakeError::io("create directory", dir))?;
+    let mut from = File::open(src).map_err(LakeError::io("open", src))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(super::fsio::TMP_PREFIX)
+        .tempfile_in(dir)
+        .map_err(LakeError::io("create temp file in", dir))?;
+    let (mut to, tmp) = tmp.into_parts();
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0; 1 << 20];
+    let mut bytes = 0;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(LakeError::io("read", src)(e)),
+        };
+        hasher.update(&buf[..n]);
+        to.write_all(&buf[..n]).map_err(|e| LakeError::io("write", tmp.to_path_buf())(e))?;
+        bytes += n as u64;
+    }
+    super::fsio::start_writeback(&to);
+    Ok(Incoming { tmp, sha256: hex::encode(hasher.finalize()), bytes })
+}
+
+impl Incoming {
+    /// Renames the copy to `path` (absolute, in the same directory).
+    pub fn keep(self, path: &Path) -> Result<(), LakeError> {
+        self.tmp.persist(path).map_err(|e| LakeError::Io {
+            op: "rename into place",
+            path: path.into(),
+            source: e.error,
+        })
+    }
+}
+
 /// How many bytes of small files a [`Pack`] holds before it appends them to its file.
 const PACK_BUFFER: usize = 8 << 20;
 

@@ -5,6 +5,7 @@
 //! [`ingest_sparkify`] reads a Sparkify folder; [`reprocess`] re-parses every
 //! stored raw file into a fresh staging set, for a parser fix or a new model.
 
+pub mod chunks;
 pub mod normalize;
 pub mod sparkify;
 pub mod spotify_api;
@@ -241,6 +242,65 @@ struct Staged {
     files: Vec<FileReport>,
 }
 
+/// Parses whole lines of a Sparkify log and writes their staging files, one
+/// per date: the whole file, or one [`chunks::Piece`] of a big one.
+fn stage_log(
+    layout: &Layout,
+    run: u64,
+    index: usize,
+    raw: &RawFile,
+    bytes: &[u8],
+    piece: Option<&chunks::Piece>,
+    out: &Mutex<Collector>,
+) -> Result<(), SourceError> {
+    let first_line = piece.map_or(1, |p| p.first_line);
+    let parsed = sparkify::parse_log_lines(bytes, first_line, &raw.sha256, &raw.origin);
+    let mut files = vec![];
+    for (date, batch) in &parsed.by_date {
+        let rel = match piece {
+            None => Layout::staging_rel(sparkify::STG_EVENTS, *date, run, index),
+            Some(p) => Layout::staging_piece_rel(sparkify::STG_EVENTS, *date, run, index, p.number),
+        };
+        let w = parquet::write_staging(&layout.abs(&rel), sparkify::STG_EVENTS, &batch.schema(), [batch])?;
+        files.push(StagingFile { table: sparkify::STG_EVENTS.into(), path: rel, rows: w.rows, sorted: true });
+    }
+    let mut c = out.lock().expect("collector lock");
+    c.files.extend(files);
+    c.account(parsed.accounting, parsed.rejects);
+    Ok(())
+}
+
+/// Stages the big Sparkify log at `path` (its copy in the lake) piece by
+/// piece ([`chunks::LineChunks`]), as many pieces at once as there are
+/// threads, and returns the sha256 of what it read, for the caller to check
+/// against `raw`'s.
+fn stage_log_in_pieces(
+    layout: &Layout,
+    run: u64,
+    index: usize,
+    raw: &RawFile,
+    path: &Path,
+    out: &Mutex<Collector>,
+) -> Result<String, SourceError> {
+    let read_err = |source| SourceError::Read { path: path.into(), source };
+    let mut pieces = chunks::LineChunks::new(std::fs::File::open(path).map_err(read_err)?, chunks::PIECE);
+    let at_once = rayon::current_num_threads();
+    loop {
+        let mut group = Vec::with_capacity(at_once);
+        while group.len() < at_once {
+            match pieces.next_piece().map_err(read_err)? {
+                Some(p) => group.push(p),
+                None => break,
+            }
+        }
+        let last = group.len() < at_once;
+        group.par_iter().try_for_each(|p| stage_log(layout, run, index, raw, &p.bytes, Some(p), out))?;
+        if last {
+            return Ok(pieces.sha256().0);
+        }
+    }
+}
+
 /// Parses one raw file's bytes and writes its staging files (logs) or keeps
 /// its rows for [`Collector::finish`] (songs, which are small and many).
 /// Staging files are written without their own fsync: every caller makes
@@ -254,18 +314,7 @@ fn stage(
     out: &Mutex<Collector>,
 ) -> Result<(), SourceError> {
     match (raw.source.as_str(), raw.kind.as_str()) {
-        (sparkify::SOURCE, sparkify::KIND_LOG) => {
-            let parsed = sparkify::parse_log(bytes, &raw.sha256, &raw.origin);
-            let mut files = vec![];
-            for (date, batch) in &parsed.by_date {
-                let rel = Layout::staging_rel(sparkify::STG_EVENTS, *date, run, index);
-                let w = parquet::write_staging(&layout.abs(&rel), sparkify::STG_EVENTS, &batch.schema(), [batch])?;
-                files.push(StagingFile { table: sparkify::STG_EVENTS.into(), path: rel, rows: w.rows, sorted: true });
-            }
-            let mut c = out.lock().expect("collector lock");
-            c.files.extend(files);
-            c.account(parsed.accounting, parsed.rejects);
-        }
+        (sparkify::SOURCE, sparkify::KIND_LOG) => stage_log(layout, run, index, raw, bytes, None, out)?,
         (sparkify::SOURCE, sparkify::KIND_SONG) => {
             let parsed = sparkify::parse_songs(bytes, &raw.sha256, &raw.origin);
             let mut c = out.lock().expect("collector lock");
@@ -409,9 +458,50 @@ pub fn ingest_sparkify(
     let out = Mutex::new(Collector::new());
     let bar = progress::bar(logs.len() as u64, "ingest sparkify");
 
+    // A big log is copied into raw/ as it is read, then staged from that
+    // copy piece by piece (`chunks`), so memory stays bounded.
+    let ingest_big_log = |index: usize, rel: &PathBuf, path: &Path| -> Result<(), SourceError> {
+        let incoming = raw::copy_in(path, &layout.abs(&Layout::raw_dir_rel(sparkify::SOURCE, today)))?;
+        if !seen.lock().expect("seen lock").insert(incoming.sha256.clone()) {
+            *skipped.lock().expect("skipped lock").entry(sparkify::KIND_LOG).or_default() += 1;
+            bar.inc(1);
+            return Ok(());
+        }
+        let raw = RawFile {
+            path: Layout::raw_rel(sparkify::SOURCE, today, &incoming.sha256),
+            sha256: incoming.sha256.clone(),
+            source: sparkify::SOURCE.into(),
+            kind: sparkify::KIND_LOG.into(),
+            origin: rel.to_string_lossy().into_owned(),
+            bytes: incoming.bytes,
+            account: None,
+            offset: None,
+        };
+        let stored = layout.abs(&raw.path);
+        incoming.keep(&stored)?;
+        let actual = stage_log_in_pieces(layout, run_id, index, &raw, &stored, &out)?;
+        if actual != raw.sha256 {
+            return Err(SourceError::RawCorrupt { path: stored, expected: raw.sha256, actual });
+        }
+        raw_added.lock().expect("raw lock").push(raw);
+        bar.inc(1);
+        Ok(())
+    };
     let ingest_one = |index: usize, rel: &PathBuf, kind: &'static str| -> Result<(), SourceError> {
         let path = dir.join(rel);
-        let bytes = std::fs::read(&path).map_err(|source| SourceError::Read { path: path.clone(), source })?;
+        let read_err = |source| SourceError::Read { path: path.clone(), source };
+        let bytes = if kind == sparkify::KIND_LOG {
+            let mut file = std::fs::File::open(&path).map_err(read_err)?;
+            let len = file.metadata().map_err(read_err)?.len();
+            if len >= chunks::STREAM_FROM {
+                return ingest_big_log(index, rel, &path);
+            }
+            let mut bytes = Vec::with_capacity(len as usize);
+            std::io::Read::read_to_end(&mut file, &mut bytes).map_err(read_err)?;
+            bytes
+        } else {
+            std::fs::read(&path).map_err(read_err)?
+        };
         let sha = sha256_hex(&bytes);
         if !seen.lock().expect("seen lock").insert(sha.clone()) {
             *skipped.lock().expect("skipped lock").entry(kind).or_default() += 1;
@@ -522,6 +612,19 @@ pub fn reprocess(layout: &Layout, manifest: &mut Manifest, command: &str) -> Res
     let out = Mutex::new(Collector::new());
     let bar = progress::bar(raws.len() as u64, "reprocess");
     raws.par_iter().with_max_len(1).enumerate().try_for_each(|(index, raw)| -> Result<(), SourceError> {
+        if raw.offset.is_none()
+            && (raw.source.as_str(), raw.kind.as_str()) == (sparkify::SOURCE, sparkify::KIND_LOG)
+            && raw.bytes >= chunks::STREAM_FROM
+        {
+            // Checked as it is read: a mismatch fails the run before its commit.
+            let path = layout.abs(&raw.path);
+            let actual = stage_log_in_pieces(layout, run_id, index, raw, &path, &out)?;
+            if actual != raw.sha256 {
+                return Err(SourceError::RawCorrupt { path, expected: raw.sha256.clone(), actual });
+            }
+            bar.inc(1);
+            return Ok(());
+        }
         let bytes = raw::read(layout, raw)?;
         let actual = sha256_hex(&bytes);
         if actual != raw.sha256 {

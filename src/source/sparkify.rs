@@ -304,15 +304,22 @@ fn reject(file: &str, line: u64, reason: impl Into<String>) -> Reject {
 
 /// Parses an NDJSON event log. `label` names the file in rejects.
 pub fn parse_log(bytes: &[u8], raw_sha256: &str, label: &str) -> ParsedLog {
+    parse_log_lines(bytes, 1, raw_sha256, label)
+}
+
+/// Parses whole lines of an NDJSON event log, the first of which is line
+/// `first_line` of its file (a piece of a big file: `super::chunks`). The
+/// accounting counts one file for the piece that starts at line 1.
+pub fn parse_log_lines(bytes: &[u8], first_line: u64, raw_sha256: &str, label: &str) -> ParsedLog {
     let mut acc = Accounting::new(SOURCE, "events");
-    acc.files = 1;
+    acc.files = u64::from(first_line == 1);
     let mut rejects = vec![];
     let mut cols: BTreeMap<NaiveDate, EventColumns> = BTreeMap::new();
     // Events by page, not plays: counted under the page's own text, named
     // "page=<page>" once at the end.
     let mut filtered: HashMap<Cow<'_, str>, u64> = HashMap::new();
     for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
-        let lineno = i as u64 + 1;
+        let lineno = first_line + i as u64;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;

@@ -540,3 +540,99 @@ fn staging_written_before_it_was_sorted_builds_the_same_rows() {
         assert_eq!(old.star_rows(table), sorted.star_rows(table), "{table}");
     }
 }
+
+/// A log file of 64 MiB or more (`source::chunks::STREAM_FROM`) is copied
+/// into raw/ and staged in pieces: it loads exactly as the files it was
+/// made of, its lines keep their numbers, and reprocess reads it the same way.
+#[test]
+fn a_log_too_big_to_read_whole_is_staged_in_pieces_and_loads_like_its_parts() {
+    use tunelake::source::chunks::{PIECE, STREAM_FROM};
+    let lake = TestLake::new();
+    let input = lake.dir.path().join("input");
+    copy_dir(&sparkify_dataset().join("song_data"), &input.join("song_data"));
+    // Every real log, in order, repeated until the file is past the limit:
+    // each repetition is the same 8,056 events again.
+    let mut logs = walk(&sparkify_dataset().join("log_data"));
+    logs.sort();
+    let mut once = vec![];
+    for p in &logs {
+        once.extend(fs::read(p).unwrap());
+        if !once.ends_with(b"\n") {
+            once.push(b'\n');
+        }
+    }
+    let lines_once = once.iter().filter(|&&b| b == b'\n').count() as u64;
+    let times = STREAM_FROM as usize / once.len() + 1;
+    let mut big = once.repeat(times);
+    big.extend_from_slice(b"{\"ts\": oops}\n");
+    assert!(big.len() as u64 >= STREAM_FROM && big.len() > 3 * PIECE);
+    fs::create_dir_all(input.join("log_data")).unwrap();
+    fs::write(input.join("log_data/all.json"), &big).unwrap();
+
+    let m = lake.ingest(&input);
+    let ev = m.stream("events");
+    assert_eq!((ev.files, ev.read, ev.plays, ev.rejected), (1, 8056 * times as u64 + 1, 6820 * times as u64, 1));
+    let bad_line = lines_once * times as u64 + 1;
+    assert_eq!(
+        m.rejects.iter().map(|r| (r.file.as_str(), r.line)).collect::<Vec<_>>(),
+        [("log_data/all.json", bad_line)]
+    );
+    // Stored exactly as received, under its sha256, with no temp file left.
+    let manifest = lake.manifest();
+    let raw = manifest.raw_files().unwrap().iter().find(|r| r.origin == "log_data/all.json").unwrap().clone();
+    assert_eq!((raw.offset, raw.sha256.as_str()), (None, tunelake::lake::sha256_hex(&big).as_str()));
+    assert_eq!(fs::read(lake.layout.abs(&raw.path)).unwrap(), big);
+    let raw_dir = lake.layout.abs(&raw.path).parent().unwrap().to_path_buf();
+    let names: Vec<String> =
+        fs::read_dir(&raw_dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(names.iter().all(|n| !n.starts_with(".tmp-")), "{names:?}");
+    // Staged piece by piece: one file per piece and date.
+    let pieces = big.len().div_ceil(PIECE);
+    let piece_files = m.staging_files - 1; // and one of songs
+    assert!(piece_files >= pieces && piece_files <= pieces * 31, "{piece_files} files for {pieces} pieces");
+    let named_by_piece = walk(&lake.layout.abs("staging/stg_sparkify_events"))
+        .iter()
+        .filter(|p| p.file_name().unwrap().to_string_lossy().split('-').count() == 4) // part-<run>-<file>-<piece>
+        .count();
+    assert_eq!(named_by_piece, piece_files);
+
+    // The copies collapse: the star is the one the original files give.
+    lake.build();
+    let clean = TestLake::new();
+    clean.ingest(&sparkify_dataset());
+    clean.build();
+    let star = |l: &TestLake| STAR.iter().map(|t| l.star_rows(t)).collect::<Vec<_>>();
+    assert_eq!(lake.scalar("SELECT count(*) FROM fact_plays"), 6820);
+    assert_eq!(star(&lake), star(&clean));
+
+    // The same file again: already stored, nothing written.
+    let again = lake.ingest(&input);
+    assert_eq!((again.committed, again.files_already_stored), (false, 1 + 71));
+    assert!(fs::read_dir(&raw_dir).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with(".tmp-")));
+
+    // Reprocess reads it in pieces too, and checks it as it goes.
+    fs::remove_dir_all(lake.layout.abs("staging")).unwrap();
+    let r = lake.reprocess();
+    assert_eq!((r.stream("events").read, r.stream("events").files), (ev.read, 1));
+    assert_eq!(r.rejects.iter().map(|r| r.line).collect::<Vec<_>>(), [bad_line]);
+    lake.build();
+    assert_eq!(star(&lake), star(&clean));
+    let path = lake.layout.abs(&raw.path);
+    let mut damaged = big.clone();
+    damaged[big.len() - PIECE / 2] ^= 0x01;
+    fs::write(&path, damaged).unwrap();
+    let out = lake.cli(&["reprocess"]);
+    let err = crate::common::stderr(&out);
+    assert!(!out.status.success());
+    assert!(err.contains(&raw.path) && err.contains("raw file is corrupt"), "{err}");
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![];
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+    }
+    out
+}
