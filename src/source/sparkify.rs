@@ -226,6 +226,15 @@ impl EventColumns {
     }
 }
 
+/// Batches of one file's events of one day (each in staging's order, as
+/// [`parse_log_lines`] gives them) as one batch in that order.
+pub fn events_in_order(batches: &[RecordBatch]) -> RecordBatch {
+    match batches {
+        [one] => one.clone(),
+        _ => in_time_order(concat_batches(&EVENTS_SCHEMA, batches).expect("batches of EVENTS_SCHEMA")),
+    }
+}
+
 /// `batch` (one file's events of one day) in staging's order,
 /// [`crate::lake::staging::SPARKIFY_EVENTS_ORDER`]: by time, event id and
 /// line (one file has one raw_sha256). Logs are written in time order, so

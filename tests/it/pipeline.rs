@@ -542,84 +542,106 @@ fn staging_written_before_it_was_sorted_builds_the_same_rows() {
 }
 
 /// A log file of 64 MiB or more (`source::chunks::STREAM_FROM`) is copied
-/// into raw/ and staged in pieces: it loads exactly as the files it was
-/// made of, its lines keep their numbers, and reprocess reads it the same way.
+/// into raw/ and staged in pieces: it loads exactly as the same events in
+/// small files do, with one staging file per date, its lines keep their
+/// numbers, and reprocess reads it the same way.
 #[test]
-fn a_log_too_big_to_read_whole_is_staged_in_pieces_and_loads_like_its_parts() {
+fn a_log_too_big_to_read_whole_is_staged_in_pieces_and_loads_like_small_files() {
     use tunelake::source::chunks::{PIECE, STREAM_FROM};
-    let lake = TestLake::new();
-    let input = lake.dir.path().join("input");
-    copy_dir(&sparkify_dataset().join("song_data"), &input.join("song_data"));
-    // Every real log, in order, repeated until the file is past the limit:
-    // each repetition is the same 8,056 events again.
+    // The real logs again and again, each time 30 days later, in time order:
+    // one big file, and the same events as one small file per repetition.
     let mut logs = walk(&sparkify_dataset().join("log_data"));
     logs.sort();
-    let mut once = vec![];
-    for p in &logs {
-        once.extend(fs::read(p).unwrap());
-        if !once.ends_with(b"\n") {
-            once.push(b'\n');
+    let events: Vec<serde_json::Value> = logs
+        .iter()
+        .flat_map(|p| fs::read_to_string(p).unwrap().lines().map(String::from).collect::<Vec<_>>())
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(&l).unwrap())
+        .collect();
+    let (mut big, mut small) = (String::new(), vec![]);
+    let mut times = 0;
+    while (big.len() as u64) < STREAM_FROM {
+        let mut part = String::new();
+        for e in &events {
+            let mut e = e.clone();
+            e["ts"] = (e["ts"].as_i64().unwrap() + times * 30 * 86_400_000).into();
+            part.push_str(&e.to_string());
+            part.push('\n');
         }
+        big.push_str(&part);
+        small.push(part);
+        times += 1;
     }
-    let lines_once = once.iter().filter(|&&b| b == b'\n').count() as u64;
-    let times = STREAM_FROM as usize / once.len() + 1;
-    let mut big = once.repeat(times);
-    big.extend_from_slice(b"{\"ts\": oops}\n");
-    assert!(big.len() as u64 >= STREAM_FROM && big.len() > 3 * PIECE);
-    fs::create_dir_all(input.join("log_data")).unwrap();
-    fs::write(input.join("log_data/all.json"), &big).unwrap();
+    let bad = "{\"ts\": oops}\n";
+    big.push_str(bad);
+    small.last_mut().unwrap().push_str(bad);
+    assert!(big.len() > 3 * PIECE);
+    let lake = TestLake::new();
+    let input = |name: &str, files: &[(String, &str)]| {
+        let dir = lake.dir.path().join(name);
+        copy_dir(&sparkify_dataset().join("song_data"), &dir.join("song_data"));
+        fs::create_dir_all(dir.join("log_data")).unwrap();
+        for (file, text) in files {
+            fs::write(dir.join("log_data").join(file), text).unwrap();
+        }
+        dir
+    };
+    let one = input("one", &[("all.json".into(), big.as_str())]);
+    let many =
+        input("many", &small.iter().enumerate().map(|(i, t)| (format!("{i:02}.json"), t.as_str())).collect::<Vec<_>>());
 
-    let m = lake.ingest(&input);
+    let m = lake.ingest(&one);
     let ev = m.stream("events");
-    assert_eq!((ev.files, ev.read, ev.plays, ev.rejected), (1, 8056 * times as u64 + 1, 6820 * times as u64, 1));
-    let bad_line = lines_once * times as u64 + 1;
-    assert_eq!(
-        m.rejects.iter().map(|r| (r.file.as_str(), r.line)).collect::<Vec<_>>(),
-        [("log_data/all.json", bad_line)]
-    );
+    let n = events.len() as u64 * times as u64;
+    assert_eq!((ev.files, ev.read, ev.plays, ev.rejected), (1, n + 1, 6820 * times as u64, 1));
+    assert_eq!(m.rejects.iter().map(|r| (r.file.as_str(), r.line)).collect::<Vec<_>>(), [("log_data/all.json", n + 1)]);
     // Stored exactly as received, under its sha256, with no temp file left.
     let manifest = lake.manifest();
     let raw = manifest.raw_files().unwrap().iter().find(|r| r.origin == "log_data/all.json").unwrap().clone();
-    assert_eq!((raw.offset, raw.sha256.as_str()), (None, tunelake::lake::sha256_hex(&big).as_str()));
-    assert_eq!(fs::read(lake.layout.abs(&raw.path)).unwrap(), big);
+    assert_eq!((raw.offset, raw.sha256.as_str()), (None, tunelake::lake::sha256_hex(big.as_bytes()).as_str()));
+    assert_eq!(fs::read(lake.layout.abs(&raw.path)).unwrap(), big.as_bytes());
     let raw_dir = lake.layout.abs(&raw.path).parent().unwrap().to_path_buf();
-    let names: Vec<String> =
-        fs::read_dir(&raw_dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    assert!(names.iter().all(|n| !n.starts_with(".tmp-")), "{names:?}");
-    // Staged piece by piece: one file per piece and date.
-    let pieces = big.len().div_ceil(PIECE);
-    let piece_files = m.staging_files - 1; // and one of songs
-    assert!(piece_files >= pieces && piece_files <= pieces * 31, "{piece_files} files for {pieces} pieces");
-    let named_by_piece = walk(&lake.layout.abs("staging/stg_sparkify_events"))
+    let no_temp =
+        || fs::read_dir(&raw_dir).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with(".tmp-"));
+    assert!(no_temp());
+    // Staged in pieces (part-<run>-<file>-<piece>), one file per date even
+    // where a piece ended inside a date.
+    let staged = walk(&lake.layout.abs("staging/stg_sparkify_events"));
+    let dates: std::collections::BTreeSet<_> = staged.iter().map(|p| p.parent().unwrap().to_path_buf()).collect();
+    assert_eq!(staged.len(), dates.len());
+    assert!(staged.iter().all(|p| p.file_name().unwrap().to_string_lossy().split('-').count() == 4), "{staged:?}");
+    let pieces: std::collections::BTreeSet<_> = staged
         .iter()
-        .filter(|p| p.file_name().unwrap().to_string_lossy().split('-').count() == 4) // part-<run>-<file>-<piece>
-        .count();
-    assert_eq!(named_by_piece, piece_files);
+        .map(|p| p.file_stem().unwrap().to_string_lossy().rsplit('-').next().unwrap().to_string())
+        .collect();
+    assert!(pieces.len() > 3, "{pieces:?}");
 
-    // The copies collapse: the star is the one the original files give.
-    lake.build();
-    let clean = TestLake::new();
-    clean.ingest(&sparkify_dataset());
-    clean.build();
+    // The same rows as the small files give.
+    let parts = TestLake::new();
+    let pm = parts.ingest(&many);
+    assert_eq!((pm.stream("events").read, pm.stream("events").files), (n + 1, times as u64));
     let star = |l: &TestLake| STAR.iter().map(|t| l.star_rows(t)).collect::<Vec<_>>();
-    assert_eq!(lake.scalar("SELECT count(*) FROM fact_plays"), 6820);
-    assert_eq!(star(&lake), star(&clean));
+    lake.build();
+    parts.build();
+    assert_eq!(lake.scalar("SELECT count(*) FROM fact_plays"), 6820 * times);
+    assert_eq!(star(&lake), star(&parts));
 
     // The same file again: already stored, nothing written.
-    let again = lake.ingest(&input);
+    let again = lake.ingest(&one);
     assert_eq!((again.committed, again.files_already_stored), (false, 1 + 71));
-    assert!(fs::read_dir(&raw_dir).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with(".tmp-")));
+    assert!(no_temp());
 
     // Reprocess reads it in pieces too, and checks it as it goes.
     fs::remove_dir_all(lake.layout.abs("staging")).unwrap();
     let r = lake.reprocess();
-    assert_eq!((r.stream("events").read, r.stream("events").files), (ev.read, 1));
-    assert_eq!(r.rejects.iter().map(|r| r.line).collect::<Vec<_>>(), [bad_line]);
+    assert_eq!((r.stream("events").read, r.stream("events").files), (n + 1, 1));
+    assert_eq!(r.rejects.iter().map(|r| r.line).collect::<Vec<_>>(), [n + 1]);
     lake.build();
-    assert_eq!(star(&lake), star(&clean));
+    assert_eq!(star(&lake), star(&parts));
     let path = lake.layout.abs(&raw.path);
-    let mut damaged = big.clone();
-    damaged[big.len() - PIECE / 2] ^= 0x01;
+    let mut damaged = big.into_bytes();
+    let at = damaged.len() - PIECE / 2;
+    damaged[at] ^= 0x01;
     fs::write(&path, damaged).unwrap();
     let out = lake.cli(&["reprocess"]);
     let err = crate::common::stderr(&out);
