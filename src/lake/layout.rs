@@ -75,10 +75,11 @@ impl Layout {
         format!("staging/{table}/date={date}/part-{run:08}-{n:05}.parquet")
     }
 
-    /// `staging/<table>/date=YYYY-MM-DD/part-<run>-<n>-<piece>.parquet`,
-    /// relative: what piece `piece` of a big input file `n` had of that date.
-    pub fn staging_piece_rel(table: &str, date: NaiveDate, run: u64, n: usize, piece: usize) -> String {
-        format!("staging/{table}/date={date}/part-{run:08}-{n:05}-{piece:05}.parquet")
+    /// `staging/<table>/date=YYYY-MM-DD/part-<run>-<n>-<k>.parquet`,
+    /// relative: the `k`th staging file written from a big input file `n`,
+    /// which is read in pieces.
+    pub fn staging_piece_rel(table: &str, date: NaiveDate, run: u64, n: usize, k: usize) -> String {
+        format!("staging/{table}/date={date}/part-{run:08}-{n:05}-{k:05}.parquet")
     }
 
     /// `star/<table>/[<partition>/]part-<version>.parquet`, relative.

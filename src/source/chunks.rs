@@ -25,8 +25,8 @@ pub struct Piece {
 
 /// Reads `reader` in [`Piece`]s of up to `size` bytes that end just after a
 /// line break (the last one ends where the input does). A line longer than
-/// `size` makes its piece longer. Everything read is hashed on the way
-/// ([`LineChunks::sha256`]).
+/// `size` makes its piece longer. Made with [`LineChunks::hashing`], it
+/// also hashes everything it reads ([`LineChunks::sha256`]).
 pub struct LineChunks<R> {
     reader: R,
     size: usize,
@@ -34,23 +34,18 @@ pub struct LineChunks<R> {
     carry: Vec<u8>,
     next_line: u64,
     next_number: usize,
-    hasher: Sha256,
-    bytes: u64,
+    hasher: Option<Sha256>,
     done: bool,
 }
 
 impl<R: Read> LineChunks<R> {
     pub fn new(reader: R, size: usize) -> Self {
-        LineChunks {
-            reader,
-            size: size.max(1),
-            carry: vec![],
-            next_line: 1,
-            next_number: 0,
-            hasher: Sha256::new(),
-            bytes: 0,
-            done: false,
-        }
+        LineChunks { reader, size: size.max(1), carry: vec![], next_line: 1, next_number: 0, hasher: None, done: false }
+    }
+
+    /// Pieces that are also hashed, for [`LineChunks::sha256`].
+    pub fn hashing(reader: R, size: usize) -> Self {
+        LineChunks { hasher: Some(Sha256::new()), ..Self::new(reader, size) }
     }
 
     /// The next piece, or `None` at the end of the input.
@@ -76,8 +71,9 @@ impl<R: Read> LineChunks<R> {
         }
         self.carry = buf[end..].to_vec();
         buf.truncate(end);
-        self.hasher.update(&buf);
-        self.bytes += buf.len() as u64;
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf);
+        }
         let piece = Piece { number: self.next_number, first_line: self.next_line, bytes: buf };
         self.next_number += 1;
         self.next_line += piece.bytes.iter().filter(|&&b| b == b'\n').count() as u64;
@@ -107,10 +103,11 @@ impl<R: Read> LineChunks<R> {
         Ok(eof)
     }
 
-    /// The sha256 (hex) and length of everything the pieces held; complete
-    /// once [`LineChunks::next_piece`] has returned `None`.
-    pub fn sha256(&self) -> (String, u64) {
-        (hex::encode(self.hasher.clone().finalize()), self.bytes)
+    /// The sha256 (hex) of everything the pieces held, if made
+    /// [`LineChunks::hashing`]; complete once [`LineChunks::next_piece`] has
+    /// returned `None`.
+    pub fn sha256(&self) -> Option<String> {
+        self.hasher.as_ref().map(|h| hex::encode(h.clone().finalize()))
     }
 }
 
@@ -119,12 +116,12 @@ mod tests {
     use super::*;
 
     fn pieces(input: &[u8], size: usize) -> Vec<Piece> {
-        let mut chunks = LineChunks::new(input, size);
+        let mut chunks = LineChunks::hashing(input, size);
         let mut out = vec![];
         while let Some(p) = chunks.next_piece().unwrap() {
             out.push(p);
         }
-        assert_eq!(chunks.sha256(), (crate::lake::sha256_hex(input), input.len() as u64));
+        assert_eq!(chunks.sha256(), Some(crate::lake::sha256_hex(input)));
         out
     }
 

@@ -248,10 +248,12 @@ fn write_events(layout: &Layout, rel: String, batch: &RecordBatch) -> Result<Sta
     Ok(StagingFile { table: sparkify::STG_EVENTS.into(), path: rel, rows: w.rows, sorted: true })
 }
 
-/// Stages the big Sparkify log at `path` (its copy in the lake) piece by
+/// Stages the big Sparkify log `raw` from its copy in the lake, piece by
 /// piece ([`chunks::LineChunks`]): as many pieces at once as there are
-/// threads are parsed, then their dates are written, also at once. Returns
-/// the sha256 of what it read, for the caller to check against `raw`'s.
+/// threads are parsed, then their dates are written, also at once. With
+/// `verify`, what it reads must have `raw`'s sha256 (reprocess: the copy may
+/// have changed since it was stored); ingest, which has just hashed the
+/// bytes as it wrote the copy, does not hash them again.
 ///
 /// A date that goes on into the next piece is held back and written once,
 /// as one sorted file: two files of one date would overlap wherever a
@@ -265,13 +267,18 @@ fn stage_log_in_pieces(
     run: u64,
     index: usize,
     raw: &RawFile,
-    path: &Path,
+    verify: bool,
     out: &Mutex<Collector>,
-) -> Result<String, SourceError> {
-    let read_err = |source| SourceError::Read { path: path.into(), source };
-    let mut pieces = chunks::LineChunks::new(std::fs::File::open(path).map_err(read_err)?, chunks::PIECE);
+) -> Result<(), SourceError> {
+    let path = layout.abs(&raw.path);
+    let read_err = |source| SourceError::Read { path: path.clone(), source };
+    let file = std::fs::File::open(&path).map_err(read_err)?;
+    let mut pieces = match verify {
+        true => chunks::LineChunks::hashing(file, chunks::PIECE),
+        false => chunks::LineChunks::new(file, chunks::PIECE),
+    };
     let at_once = rayon::current_num_threads();
-    let mut held: BTreeMap<NaiveDate, Vec<RecordBatch>> = BTreeMap::new();
+    let (mut held, mut written) = (BTreeMap::new(), 0);
     loop {
         let mut group = Vec::with_capacity(at_once);
         while group.len() < at_once {
@@ -281,37 +288,58 @@ fn stage_log_in_pieces(
             }
         }
         let end = group.len() < at_once;
-        let parsed: Vec<_> = group
-            .par_iter()
-            .map(|p| sparkify::parse_log_lines(&p.bytes, p.first_line, &raw.sha256, &raw.origin))
-            .collect();
-        // (date, piece it is named after, its rows)
-        let mut ready = vec![];
-        for (piece, parsed) in group.iter().zip(parsed) {
-            let last = parsed.by_date.keys().next_back().copied();
-            for (date, batch) in parsed.by_date {
-                held.entry(date).or_default().push(batch);
-            }
-            let done: Vec<NaiveDate> = held.keys().copied().filter(|d| Some(*d) != last).collect();
-            ready.extend(done.into_iter().map(|d| (d, piece.number, held.remove(&d).unwrap_or_default())));
-            out.lock().expect("collector lock").account(parsed.accounting, parsed.rejects);
-        }
+        stage_pieces(layout, (run, index), raw, &group, (&mut held, &mut written), end, out)?;
         if end {
-            let number = group.last().map_or(0, |p| p.number);
-            ready.extend(std::mem::take(&mut held).into_iter().map(|(d, batches)| (d, number, batches)));
-        }
-        let files: Vec<StagingFile> = ready
-            .into_par_iter()
-            .map(|(date, number, batches)| {
-                let rel = Layout::staging_piece_rel(sparkify::STG_EVENTS, date, run, index, number);
-                write_events(layout, rel, &sparkify::events_in_order(&batches))
-            })
-            .collect::<Result<_, _>>()?;
-        out.lock().expect("collector lock").files.extend(files);
-        if end {
-            return Ok(pieces.sha256().0);
+            break;
         }
     }
+    match pieces.sha256() {
+        Some(actual) if actual != raw.sha256 => {
+            Err(SourceError::RawCorrupt { path, expected: raw.sha256.clone(), actual })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Parses `group` (pieces of one log, in order) at once, adds their rows to
+/// `held`, and writes every date held but the last piece's last (all of them
+/// at the `end` of the file), at once: file `index` of run `run`, its staging
+/// files numbered on from `written`.
+fn stage_pieces(
+    layout: &Layout,
+    (run, index): (u64, usize),
+    raw: &RawFile,
+    group: &[chunks::Piece],
+    (held, written): (&mut BTreeMap<NaiveDate, Vec<RecordBatch>>, &mut usize),
+    end: bool,
+    out: &Mutex<Collector>,
+) -> Result<(), SourceError> {
+    let parsed: Vec<_> =
+        group.par_iter().map(|p| sparkify::parse_log_lines(&p.bytes, p.first_line, &raw.sha256, &raw.origin)).collect();
+    // (date, its rows)
+    let mut ready = vec![];
+    for parsed in parsed {
+        let last = parsed.by_date.keys().next_back().copied();
+        for (date, batch) in parsed.by_date {
+            held.entry(date).or_default().push(batch);
+        }
+        let done: Vec<NaiveDate> = held.keys().copied().filter(|d| Some(*d) != last).collect();
+        ready.extend(done.into_iter().map(|d| (d, held.remove(&d).unwrap_or_default())));
+        out.lock().expect("collector lock").account(parsed.accounting, parsed.rejects);
+    }
+    if end {
+        ready.extend(std::mem::take(held));
+    }
+    let first = std::mem::replace(written, *written + ready.len());
+    let files: Vec<StagingFile> = (ready.into_par_iter().enumerate())
+        .map(|(i, (date, batches))| {
+            let number = first + i;
+            let rel = Layout::staging_piece_rel(sparkify::STG_EVENTS, date, run, index, number);
+            write_events(layout, rel, &sparkify::events_in_order(&batches))
+        })
+        .collect::<Result<_, _>>()?;
+    out.lock().expect("collector lock").files.extend(files);
+    Ok(())
 }
 
 /// Parses one raw file's bytes and writes its staging files (logs) or keeps
@@ -484,7 +512,9 @@ pub fn ingest_sparkify(
     // A big log is copied into raw/ as it is read, then staged from that
     // copy piece by piece (`chunks`), so memory stays bounded.
     let ingest_big_log = |index: usize, rel: &PathBuf, path: &Path| -> Result<(), SourceError> {
+        let t = std::time::Instant::now();
         let incoming = raw::copy_in(path, &layout.abs(&Layout::raw_dir_rel(sparkify::SOURCE, today)))?;
+        tracing::debug!(file = %rel.display(), bytes = incoming.bytes, seconds = t.elapsed().as_secs_f64(), "copied into raw/");
         if !seen.lock().expect("seen lock").insert(incoming.sha256.clone()) {
             *skipped.lock().expect("skipped lock").entry(sparkify::KIND_LOG).or_default() += 1;
             bar.inc(1);
@@ -500,12 +530,9 @@ pub fn ingest_sparkify(
             account: None,
             offset: None,
         };
-        let stored = layout.abs(&raw.path);
-        incoming.keep(&stored)?;
-        let actual = stage_log_in_pieces(layout, run_id, index, &raw, &stored, &out)?;
-        if actual != raw.sha256 {
-            return Err(SourceError::RawCorrupt { path: stored, expected: raw.sha256, actual });
-        }
+        incoming.keep(&layout.abs(&raw.path))?;
+        stage_log_in_pieces(layout, run_id, index, &raw, false, &out)?;
+        tracing::debug!(file = %rel.display(), seconds = t.elapsed().as_secs_f64(), "staged in pieces");
         raw_added.lock().expect("raw lock").push(raw);
         bar.inc(1);
         Ok(())
@@ -640,11 +667,7 @@ pub fn reprocess(layout: &Layout, manifest: &mut Manifest, command: &str) -> Res
             && raw.bytes >= chunks::STREAM_FROM
         {
             // Checked as it is read: a mismatch fails the run before its commit.
-            let path = layout.abs(&raw.path);
-            let actual = stage_log_in_pieces(layout, run_id, index, raw, &path, &out)?;
-            if actual != raw.sha256 {
-                return Err(SourceError::RawCorrupt { path, expected: raw.sha256.clone(), actual });
-            }
+            stage_log_in_pieces(layout, run_id, index, raw, true, &out)?;
             bar.inc(1);
             return Ok(());
         }
