@@ -261,14 +261,14 @@ fn write_events(layout: &Layout, rel: String, batch: &RecordBatch) -> Result<Sta
 /// files are sorted again by every build (1M events in one file: a build
 /// of 445 MB instead of 270 MB). A log in time order so gets one file per
 /// date, like the Sparkify day files; memory holds the parsed pieces and
-/// one date.
+/// one date. `bar` counted the file as one step: it moves by piece instead.
 fn stage_log_in_pieces(
     layout: &Layout,
-    run: u64,
-    index: usize,
+    (run, index): (u64, usize),
     raw: &RawFile,
     verify: bool,
     out: &Mutex<Collector>,
+    bar: &indicatif::ProgressBar,
 ) -> Result<(), SourceError> {
     let path = layout.abs(&raw.path);
     let read_err = |source| SourceError::Read { path: path.clone(), source };
@@ -279,6 +279,10 @@ fn stage_log_in_pieces(
     };
     let at_once = rayon::current_num_threads();
     let (mut held, mut written) = (BTreeMap::new(), 0);
+    // Pieces hold at most chunks::PIECE bytes, so there are at least this many.
+    let mut steps = raw.bytes.div_ceil(chunks::PIECE as u64).max(1);
+    bar.inc_length(steps - 1);
+    let mut staged = 0;
     loop {
         let mut group = Vec::with_capacity(at_once);
         while group.len() < at_once {
@@ -289,7 +293,14 @@ fn stage_log_in_pieces(
         }
         let end = group.len() < at_once;
         stage_pieces(layout, (run, index), raw, &group, (&mut held, &mut written), end, out)?;
+        staged += group.len() as u64;
+        if staged > steps {
+            bar.inc_length(staged - steps);
+            steps = staged;
+        }
+        bar.inc(group.len() as u64);
         if end {
+            bar.inc(steps - staged);
             break;
         }
     }
@@ -531,10 +542,9 @@ pub fn ingest_sparkify(
             offset: None,
         };
         incoming.keep(&layout.abs(&raw.path))?;
-        stage_log_in_pieces(layout, run_id, index, &raw, false, &out)?;
+        stage_log_in_pieces(layout, (run_id, index), &raw, false, &out, &bar)?;
         tracing::debug!(file = %rel.display(), seconds = t.elapsed().as_secs_f64(), "staged in pieces");
         raw_added.lock().expect("raw lock").push(raw);
-        bar.inc(1);
         Ok(())
     };
     let ingest_one = |index: usize, rel: &PathBuf, kind: &'static str| -> Result<(), SourceError> {
@@ -667,9 +677,7 @@ pub fn reprocess(layout: &Layout, manifest: &mut Manifest, command: &str) -> Res
             && raw.bytes >= chunks::STREAM_FROM
         {
             // Checked as it is read: a mismatch fails the run before its commit.
-            stage_log_in_pieces(layout, run_id, index, raw, true, &out)?;
-            bar.inc(1);
-            return Ok(());
+            return stage_log_in_pieces(layout, (run_id, index), raw, true, &out, &bar);
         }
         let bytes = raw::read(layout, raw)?;
         let actual = sha256_hex(&bytes);
