@@ -10,6 +10,13 @@ use std::borrow::Cow;
 
 use unicode_normalization::UnicodeNormalization;
 
+/// `bytes` without a leading UTF-8 byte order mark, which editors on Windows
+/// put before JSON and which JSON does not allow: the raw copy keeps it,
+/// the parsers skip it.
+pub fn without_bom(bytes: &[u8]) -> &[u8] {
+    bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes)
+}
+
 /// Undoes double (or triple) UTF-8 encoding. Text that is not mojibake comes
 /// back borrowed and unchanged.
 pub fn repair_mojibake(s: &str) -> Cow<'_, str> {

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use sha2::{Digest, Sha256};
 
-use super::normalize::{key, key_into, repair_mojibake};
+use super::normalize::{key, key_into, repair_mojibake, without_bom};
 use crate::lake::manifest::{Accounting, Reject};
 
 pub const SOURCE: &str = "sparkify";
@@ -320,6 +320,7 @@ pub fn parse_log(bytes: &[u8], raw_sha256: &str, label: &str) -> ParsedLog {
 /// `first_line` of its file (a piece of a big file: `super::chunks`). The
 /// accounting counts one file for the piece that starts at line 1.
 pub fn parse_log_lines(bytes: &[u8], first_line: u64, raw_sha256: &str, label: &str) -> ParsedLog {
+    let bytes = if first_line == 1 { without_bom(bytes) } else { bytes };
     let mut acc = Accounting::new(SOURCE, "events");
     acc.files = u64::from(first_line == 1);
     let mut rejects = vec![];
@@ -422,6 +423,7 @@ pub struct ParsedSongs {
 /// Parses a song file: one JSON object, several objects one after another
 /// (NDJSON or concatenated), or an array of them.
 pub fn parse_songs(bytes: &[u8], raw_sha256: &str, label: &str) -> ParsedSongs {
+    let bytes = without_bom(bytes);
     let mut acc = Accounting::new(SOURCE, "songs");
     acc.files = 1;
     let mut rejects = vec![];
@@ -561,6 +563,16 @@ mod tests {
         assert_eq!(artist.value(0), "Erdmöbel");
         let user = batch.column_by_name("user_id").unwrap();
         assert!(user.is_null(1), "an empty userId is stored as null");
+    }
+
+    #[test]
+    fn a_byte_order_mark_before_the_first_line_or_song_is_skipped() {
+        let log = format!("\u{feff}{GOOD}\n{HOME}\n");
+        let p = parse_log(log.as_bytes(), "sha", "log_data/bom.json");
+        assert_eq!((p.accounting.read, p.accounting.plays, p.accounting.rejected), (2, 1, 0), "{:?}", p.rejects);
+        let song = r#"{"song_id":"S","title":"T","artist_id":"A","artist_name":"N","duration":1.0}"#;
+        let s = parse_songs(format!("\u{feff}{song}").as_bytes(), "sha", "song_data/bom.json");
+        assert_eq!((s.accounting.kept, s.accounting.rejected), (1, 0), "{:?}", s.rejects);
     }
 
     #[test]

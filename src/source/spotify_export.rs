@@ -489,6 +489,7 @@ fn rfc3339(us: i64) -> Option<String> {
 /// Parses one history file of `kind`. `account` names whose export it is
 /// when the records do not (`username` in old extended files wins).
 pub fn parse(kind: &str, bytes: &[u8], account: &str, raw_sha256: &str, label: &str) -> ParsedStreams {
+    let bytes = super::normalize::without_bom(bytes);
     let history = if kind == KIND_EXTENDED { "extended" } else { "account" };
     let mut acc = Accounting::new(SOURCE, history);
     acc.files = 1;
@@ -579,5 +580,9 @@ mod tests {
         let ts = p.batch.column_by_name("ts").unwrap().as_primitive::<TimestampMicrosecondType>();
         assert_eq!(ts.value(0), 1_549_316_400_000_000);
         assert_eq!(p.accounting.first.as_deref(), Some("2019-02-04T21:40:00Z"));
+        // The same file saved by an editor that starts it with a byte order mark.
+        let bom = format!("\u{feff}{json}");
+        let p = parse(KIND_ACCOUNT_MUSIC, bom.as_bytes(), "me", "sha", "StreamingHistory0.json");
+        assert_eq!((p.accounting.kept, p.accounting.rejected), (1, 1));
     }
 }
