@@ -18,7 +18,6 @@ pub const PIECE: usize = 16 << 20;
 /// One piece of a file: whole lines, and the number of the first (from 1).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Piece {
-    pub number: usize,
     pub first_line: u64,
     pub bytes: Vec<u8>,
 }
@@ -33,14 +32,13 @@ pub struct LineChunks<R> {
     /// What was read past the last piece's final line break.
     carry: Vec<u8>,
     next_line: u64,
-    next_number: usize,
     hasher: Option<Sha256>,
     done: bool,
 }
 
 impl<R: Read> LineChunks<R> {
     pub fn new(reader: R, size: usize) -> Self {
-        LineChunks { reader, size: size.max(1), carry: vec![], next_line: 1, next_number: 0, hasher: None, done: false }
+        LineChunks { reader, size: size.max(1), carry: vec![], next_line: 1, hasher: None, done: false }
     }
 
     /// Pieces that are also hashed, for [`LineChunks::sha256`].
@@ -74,8 +72,7 @@ impl<R: Read> LineChunks<R> {
         if let Some(h) = &mut self.hasher {
             h.update(&buf);
         }
-        let piece = Piece { number: self.next_number, first_line: self.next_line, bytes: buf };
-        self.next_number += 1;
+        let piece = Piece { first_line: self.next_line, bytes: buf };
         self.next_line += piece.bytes.iter().filter(|&&b| b == b'\n').count() as u64;
         Ok(Some(piece))
     }
@@ -129,8 +126,8 @@ mod tests {
     fn pieces_end_at_line_breaks_and_number_their_lines() {
         let input = b"aa\nbbbb\n\ncc\nd";
         let got = pieces(input, 4);
-        let view: Vec<_> = got.iter().map(|p| (p.number, p.first_line, p.bytes.as_slice())).collect();
-        assert_eq!(view, [(0, 1, &b"aa\n"[..]), (1, 2, b"bbbb\n"), (2, 3, b"\ncc\n"), (3, 5, b"d")]);
+        let view: Vec<_> = got.iter().map(|p| (p.first_line, p.bytes.as_slice())).collect();
+        assert_eq!(view, [(1, &b"aa\n"[..]), (2, b"bbbb\n"), (3, b"\ncc\n"), (5, b"d")]);
         // Whatever the size, the pieces put together are the input.
         for size in [1, 2, 3, 5, 8, 13, 100] {
             let got = pieces(input, size);
@@ -153,7 +150,7 @@ mod tests {
     fn a_line_longer_than_a_piece_stays_whole_and_empty_input_has_no_piece() {
         let got = pieces(b"0123456789\nab\n", 3);
         assert_eq!(got[0].bytes, b"0123456789\n");
-        assert_eq!(got[1], Piece { number: 1, first_line: 2, bytes: b"ab\n".to_vec() });
+        assert_eq!(got[1], Piece { first_line: 2, bytes: b"ab\n".to_vec() });
         assert!(pieces(b"", 3).is_empty());
     }
 }
