@@ -147,7 +147,8 @@ pub(super) fn stage_log_in_pieces(
     };
     let at_once = rayon::current_num_threads();
     let (mut held, mut written) = (BTreeMap::new(), 0);
-    // Pieces hold at most chunks::PIECE bytes, so there are at least this many.
+    // About this many pieces (one holds at most chunks::PIECE bytes, unless a
+    // line is longer); the count is corrected as they come.
     let mut steps = raw.bytes.div_ceil(chunks::PIECE as u64).max(1);
     bar.inc_length(steps - 1);
     let mut staged = 0;
