@@ -172,7 +172,10 @@ pub enum IngestSource {
         max_enrich: usize,
     },
     /// A folder in the Sparkify course format: song_data/ and log_data/ inside.
-    #[command(after_help = "Example:\n  tunelake ingest sparkify ../shared/data/sparkify")]
+    #[command(after_help = "Example:\n  tunelake ingest sparkify ../shared/data/sparkify\n\n\
+        Every *.json under song_data/ is a song file (one or more JSON objects), every *.json under \
+        log_data/ an NDJSON event log of any size: a log of 64 MiB or more is read in pieces, so memory \
+        does not grow with it. A file stored before (same sha256) is skipped and counted.")]
     Sparkify {
         /// The folder holding song_data/ and log_data/.
         dir: PathBuf,
