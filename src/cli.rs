@@ -624,8 +624,17 @@ fn run_cycle(
         let m = source::spotify_api::pull(layout, &mut manifest, cfg, &opts, command, &std::thread::sleep)?;
         print_pull(out, &m).map_err(Error::Output)?;
     }
+    // With a database, the sync's transaction opens now and loads each month
+    // file the build writes while the build goes on (`sink::Loader`); it
+    // commits after the build, or rolls back if the build fails.
+    let mut loader =
+        settings.database_url.as_ref().map(|url| sink::Loader::start(layout, url.expose(), &SyncOptions::default()));
+    let opts = BuildOptions { on_star_part: loader.as_ref().map(sink::Loader::hook), ..Default::default() };
     let rt = runtime()?;
-    let m = rt.block_on(crate::model::build::build(layout, &mut manifest, &BuildOptions::default(), command))?;
+    let m = rt.block_on(crate::model::build::build(layout, &mut manifest, &opts, command))?;
+    if let Some(loader) = &mut loader {
+        loader.built(&manifest);
+    }
     print_build(out, &m).map_err(Error::Output)?;
     let top = rt.block_on(async {
         let ctx = query::star_context(layout, &manifest, crate::model::DEFAULT_MEMORY_LIMIT).await?;
@@ -635,9 +644,9 @@ fn run_cycle(
     drop(rt);
     writeln!(out, "\ntop artists:").map_err(Error::Output)?;
     query::write(out, &top, Format::Table).map_err(Error::Output)?;
-    match &settings.database_url {
-        Some(url) => {
-            let m = sink::sync(layout, &manifest, url.expose(), &SyncOptions::default())?;
+    match loader {
+        Some(loader) => {
+            let m = loader.finish()?;
             record_sync(layout, &mut manifest, &m, command)?;
             print_sync(out, &m).map_err(Error::Output)?;
         }
@@ -801,6 +810,9 @@ fn print_sync(out: &mut dyn Write, m: &SyncMetrics) -> std::io::Result<()> {
         m.rows_changed.values().sum::<u64>(),
         m.rows_deleted
     )?;
+    if m.parts_sent_during_build > 0 {
+        writeln!(out, "  {} of the parts were sent while the build was still running", m.parts_sent_during_build)?;
+    }
     if !m.migrations_applied.is_empty() {
         writeln!(out, "  applied: {}", m.migrations_applied.join(", "))?;
     }

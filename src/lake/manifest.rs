@@ -259,6 +259,13 @@ pub struct Manifest {
     raw: OnceLock<Vec<RawFile>>,
 }
 
+/// A copy of the runs; the raw file index is read again on first use.
+impl Clone for Manifest {
+    fn clone(&self) -> Self {
+        Manifest { runs: self.runs.clone(), layout: self.layout.clone(), raw: OnceLock::new() }
+    }
+}
+
 impl Manifest {
     /// Reads every committed entry. A missing lake is an empty manifest.
     pub fn load(layout: &Layout) -> Result<Self, LakeError> {

@@ -64,6 +64,24 @@ pub struct BuildOptions {
     /// Staging rows from which a slice's plays are computed in two halves by
     /// time at once, one per core (`SliceHelper::halves_by`).
     pub halves_rows: u64,
+    /// Called with each month file of a star table as soon as it is written
+    /// (`tunelake run` hands them to a sync that is already loading).
+    pub on_star_part: Option<PartHook>,
+}
+
+/// Receives `(table, part, star version)` for each month file of a star
+/// table once it is complete. The build may still fail after a call: the
+/// part is then not part of any committed version.
+#[derive(Clone)]
+pub struct PartHook(pub Arc<PartFn>);
+
+/// What a [`PartHook`] calls: `(table, part, star version)`.
+pub type PartFn = dyn Fn(&str, &StarPart, u64) + Send + Sync;
+
+impl std::fmt::Debug for PartHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PartHook")
+    }
 }
 
 impl Default for BuildOptions {
@@ -74,6 +92,7 @@ impl Default for BuildOptions {
             force: false,
             slice_rows: 1_000_000,
             halves_rows: 100_000,
+            on_star_part: None,
         }
     }
 }
@@ -296,7 +315,7 @@ pub async fn build(
             _ => {
                 tracing::info!(helper = helper.name, "computing global helper");
                 let df = run_sql(&ctx, &file, &format!("SELECT * FROM ({}) ORDER BY 1, 2", helper.text)).await?;
-                let (parts, same) = write_table(layout, helper.name, df, None, None, version, &previous).await?;
+                let (parts, same) = write_table(layout, helper.name, df, None, None, version, &previous, None).await?;
                 *unchanged.entry(helper.name.to_string()).or_default() += same;
                 parts
             }
@@ -558,7 +577,7 @@ async fn build_slice(
                 let file = format!("sql/model/{}.sql", s.name);
                 let df = run_sql(&ctx, &file, s.text).await?;
                 let df = df.filter(in_range("month", lo, hi)).map_err(sql_err(file, "planning"))?;
-                let parts = write_table(&layout, s.name, df, None, Some("month"), version, &previous).await?;
+                let parts = write_table(&layout, s.name, df, None, Some("month"), version, &previous, None).await?;
                 written.push((s.name.to_string(), parts));
             }
             Ok::<_, ModelError>(written)
@@ -572,7 +591,7 @@ async fn build_slice(
             let df = df.filter(in_range(by, lo, hi)).map_err(sql_err(h.file.name, "planning"))?;
             written.push((
                 h.file.name.to_string(),
-                write_table(layout, h.file.name, df, None, Some(by), version, previous).await?,
+                write_table(layout, h.file.name, df, None, Some(by), version, previous, None).await?,
             ));
         }
         for t in STAR_TABLES {
@@ -581,7 +600,9 @@ async fn build_slice(
             let contract = schemas.iter().find(|(n, _)| n == t.name).map(|(_, s)| s.clone()).expect("planned");
             let df = run_sql(ctx, &file, t.model.text).await?;
             let df = df.filter(in_range(by, lo, hi)).map_err(sql_err(file, "planning"))?;
-            let (parts, same) = write_table(layout, t.name, df, Some(&contract), Some(by), version, previous).await?;
+            let hook = opts.on_star_part.as_ref();
+            let (parts, same) =
+                write_table(layout, t.name, df, Some(&contract), Some(by), version, previous, hook).await?;
             // dim_time reads the fact rows just written, which are in time order
             // (PartitionedWriter checks), so it need not sort them.
             let paths: Vec<PathBuf> = parts.iter().map(|p| layout.abs(&p.path)).collect();

@@ -220,7 +220,7 @@ async fn build_summary(
         }
     }
     let df = run_sql(ctx, &file, summary.all.text).await?;
-    let (parts, same) = write_table(layout, all, df, None, None, version, &g.previous).await?;
+    let (parts, same) = write_table(layout, all, df, None, None, version, &g.previous, None).await?;
     Ok((parts, same, None))
 }
 
@@ -258,7 +258,7 @@ async fn build_dimension(
         }
     }
     let df = run_sql(ctx, &file, table.model.text).await?;
-    let (parts, same) = write_table(layout, table.name, df, Some(contract), None, version, &g.previous).await?;
+    let (parts, same) = write_table(layout, table.name, df, Some(contract), None, version, &g.previous, None).await?;
     Ok((parts, same, None))
 }
 

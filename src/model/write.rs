@@ -14,6 +14,7 @@ use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef, TimestampMicrose
 use datafusion::prelude::DataFrame;
 use futures::StreamExt;
 
+use super::build::PartHook;
 use super::plan::month_of;
 use super::{ModelError, execute, layer, log_metrics};
 use crate::lake::Layout;
@@ -59,7 +60,8 @@ pub(super) fn extended(
 /// Writes a model's output as table `name` of star version `version`, by
 /// month of column `by` when given. With a contract, the output's columns
 /// are checked against it and cast to its exact types. Returns the parts and
-/// how many of them equal the previous version's.
+/// how many of them equal the previous version's; `hook` gets each part as
+/// soon as its file is complete.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn write_table(
     layout: &Layout,
@@ -69,6 +71,7 @@ pub(super) async fn write_table(
     by: Option<&str>,
     version: u64,
     previous: &HashMap<(String, Option<String>), StarPart>,
+    hook: Option<&PartHook>,
 ) -> Result<(Vec<StarPart>, usize), ModelError> {
     let file = format!("sql/model/{name}.sql");
     let schema: SchemaRef = match contract {
@@ -98,6 +101,7 @@ pub(super) async fn write_table(
         parts: vec![],
         unchanged: 0,
         previous,
+        hook,
     };
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(|source| ModelError::Sql { file: file.clone(), what: "execution", source })?;
@@ -178,6 +182,7 @@ struct PartitionedWriter<'a> {
     parts: Vec<StarPart>,
     unchanged: usize,
     previous: &'a HashMap<(String, Option<String>), StarPart>,
+    hook: Option<&'a PartHook>,
 }
 
 impl PartitionedWriter<'_> {
@@ -239,6 +244,9 @@ impl PartitionedWriter<'_> {
             }
             _ => self.parts.push(StarPart { partition, path: rel, rows: written.rows, sha256: written.sha256 }),
         }
+        if let (Some(hook), Some(part)) = (self.hook, self.parts.last()) {
+            (hook.0)(&self.table, part, self.version);
+        }
         Ok(())
     }
 }
@@ -269,6 +277,7 @@ mod tests {
             parts: vec![],
             unchanged: 0,
             previous: &previous,
+            hook: None,
         };
         let batch = |us: Vec<i64>| {
             let ts = datafusion::arrow::array::TimestampMicrosecondArray::from(us);

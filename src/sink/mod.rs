@@ -7,6 +7,8 @@
 //! deletes what the partition no longer holds and upserts the rest, changing
 //! only rows that differ. The lake version synced is recorded in
 //! `tunelake_syncs` in the same transaction. Readers never see half a sync.
+//! `tunelake run` opens that transaction before it builds ([`Loader`]) and
+//! loads each month file the build writes at once, while the build goes on.
 //!
 //! The `postgres` crate blocks (and panics inside a tokio runtime): call this
 //! outside any runtime.
@@ -15,7 +17,7 @@ mod copy;
 mod diff;
 mod sync;
 
-pub use sync::{SyncMetrics, SyncOptions, redacted_target, sync};
+pub use sync::{Loader, SyncMetrics, SyncOptions, redacted_target, sync};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -54,6 +56,8 @@ pub enum SinkError {
         "{table}: comparing with the rows sent before failed: {problem} (`tunelake sync --full` resends everything)"
     )]
     Diff { table: String, problem: String },
+    #[error("the sync stopped before the build was done; nothing was committed")]
+    Abandoned,
     #[error(transparent)]
     Lake(#[from] crate::lake::LakeError),
 }

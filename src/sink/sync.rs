@@ -1,9 +1,11 @@
 //! The sync itself; see the module docs of `sink` for the protocol.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchReader};
 use postgres::{Client, NoTls, Transaction};
@@ -33,6 +35,8 @@ pub struct SyncMetrics {
     pub lake_version: u64,
     pub migrations_applied: Vec<String>,
     pub parts_sent: usize,
+    /// Of `parts_sent`, those sent while the build was still running ([`Loader`]).
+    pub parts_sent_during_build: usize,
     pub parts_unchanged: usize,
     pub parts_removed: usize,
     pub rows_sent: u64,
@@ -74,25 +78,50 @@ CREATE TABLE IF NOT EXISTS tunelake_syncs (
 
 /// Syncs the current star version into the database at `url`.
 pub fn sync(layout: &Layout, manifest: &Manifest, url: &str, opts: &SyncOptions) -> Result<SyncMetrics, SinkError> {
-    let star = manifest.star().ok_or(SinkError::NothingBuilt)?;
+    manifest.star().ok_or(SinkError::NothingBuilt)?;
+    let (mut client, target) = connect(url)?;
+    let mut tx = client.transaction().map_err(SinkError::sql("BEGIN"))?;
+    let mut metrics = SyncMetrics { target, ..Default::default() };
+    prepare(&mut tx, &mut metrics)?;
+    sync_star(&mut tx, layout, manifest, opts, Early::default(), &mut metrics)?;
+    tx.commit().map_err(SinkError::sql("COMMIT"))?;
+    Ok(metrics)
+}
+
+fn connect(url: &str) -> Result<(Client, String), SinkError> {
     let config = postgres::Config::from_str(url).map_err(SinkError::BadUrl)?;
     let target = redacted_target(url);
-    let mut client: Client =
-        config.connect(NoTls).map_err(|source| SinkError::Connect { target: target.clone(), source })?;
-    let mut tx = client.transaction().map_err(SinkError::sql("BEGIN"))?;
+    let client = config.connect(NoTls).map_err(|source| SinkError::Connect { target: target.clone(), source })?;
+    Ok((client, target))
+}
+
+/// Takes the sync lock and brings the database's tables up to date.
+fn prepare(tx: &mut Transaction<'_>, metrics: &mut SyncMetrics) -> Result<(), SinkError> {
     // One sync at a time per database.
     tx.execute("SELECT pg_advisory_xact_lock(7326157)", &[]).map_err(SinkError::sql("taking the sync lock"))?;
     tx.batch_execute(BOOKKEEPING).map_err(SinkError::sql("creating tunelake's bookkeeping tables"))?;
-
-    let mut metrics = SyncMetrics { lake_version: star.version, target, ..Default::default() };
     let schema_files = STAR_TABLES.iter().map(|t| (format!("sql/schema/{}.sql", t.name), t.schema.text));
     let migrations = POSTGRES_MIGRATIONS.iter().map(|m| (format!("sql/postgres/{}.sql", m.name), m.text));
     for (name, text) in schema_files.chain(migrations) {
-        if apply_once(&mut tx, &name, text)? {
+        if apply_once(tx, &name, text)? {
             metrics.migrations_applied.push(name);
         }
     }
+    Ok(())
+}
 
+/// Sends every star table of the manifest's current version that differs
+/// from what the database holds, after what `early` already sent.
+fn sync_star(
+    tx: &mut Transaction<'_>,
+    layout: &Layout,
+    manifest: &Manifest,
+    opts: &SyncOptions,
+    mut early: Early,
+    metrics: &mut SyncMetrics,
+) -> Result<(), SinkError> {
+    let star = manifest.star().ok_or(SinkError::NothingBuilt)?;
+    metrics.lake_version = star.version;
     let total: u64 = STAR_TABLES.iter().filter_map(|t| star.tables.get(t.name)).map(|p| p.len() as u64).sum();
     let bar = progress::bar(total, "sync");
     // Every part file any build made, by content: what a partition held when it was last sent.
@@ -105,7 +134,12 @@ pub fn sync(layout: &Layout, manifest: &Manifest, url: &str, opts: &SyncOptions)
         .collect();
     for table in STAR_TABLES {
         let parts: &[StarPart] = star.tables.get(table.name).map(Vec::as_slice).unwrap_or(&[]);
-        sync_table(&mut tx, layout, table, parts, &by_sha, star.version, opts, &mut metrics, &bar)?;
+        let before = early.tables.remove(table.name).unwrap_or_default();
+        sync_table(tx, layout, table, parts, &by_sha, star.version, opts, &before, metrics, &bar)?;
+        for statement in before.rebuild {
+            tx.batch_execute(&statement)
+                .map_err(SinkError::sql(format!("{}: rebuilding an index: {statement}", table.name)))?;
+        }
     }
     bar.finish_and_clear();
     tx.execute(
@@ -113,8 +147,182 @@ pub fn sync(layout: &Layout, manifest: &Manifest, url: &str, opts: &SyncOptions)
         &[&(star.version as i64), &(metrics.parts_sent as i32), &(metrics.rows_sent as i64)],
     )
     .map_err(SinkError::sql("recording the sync"))?;
-    tx.commit().map_err(SinkError::sql("COMMIT"))?;
-    Ok(metrics)
+    Ok(())
+}
+
+/// What a [`Loader`] sent of one table before the build was done.
+#[derive(Default)]
+struct EarlyTable {
+    /// The table was empty when the transaction first looked.
+    was_empty: bool,
+    /// The partitions sent, each recorded in `tunelake_sync_parts` like any other.
+    sent: BTreeSet<String>,
+    /// The statements that recreate the indexes dropped for the load.
+    rebuild: Vec<String>,
+}
+
+#[derive(Default)]
+struct Early {
+    tables: HashMap<String, EarlyTable>,
+}
+
+impl Early {
+    /// Sends one month file of `table` as soon as the build wrote it, when the
+    /// table was empty at the start (a first sync): straight into the table,
+    /// its indexes dropped until the end. Other tables wait for the build.
+    fn send(
+        &mut self,
+        tx: &mut Transaction<'_>,
+        layout: &Layout,
+        Written { table, part, version }: &Written,
+        metrics: &mut SyncMetrics,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), SinkError> {
+        let Some(star_table) = STAR_TABLES.iter().find(|t| t.name == table && t.month_partition_by.is_some()) else {
+            return Ok(());
+        };
+        let name = star_table.name;
+        let t = quote_ident(name);
+        if !self.tables.contains_key(name) {
+            let was_empty: bool = tx
+                .query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {t})"), &[])
+                .map_err(SinkError::sql(format!("{name}: probing")))?
+                .get(0);
+            let rebuild = if was_empty { drop_indexes(tx, name)? } else { vec![] };
+            self.tables.insert(name.to_string(), EarlyTable { was_empty, sent: BTreeSet::new(), rebuild });
+        }
+        let early = self.tables.get_mut(name).expect("inserted above");
+        let label = part_name(part);
+        if !early.was_empty || early.sent.contains(&label) {
+            return Ok(());
+        }
+        tracing::info!(table = name, partition = %label, rows = part.rows, "sending while the build goes on");
+        let (sent, _) = copy_file(tx, &t, name, &layout.abs(&part.path), buf)?;
+        let unit = Unit {
+            pred: partition_predicate(star_table, &label),
+            label: label.clone(),
+            parts: vec![part],
+            sent: BTreeMap::new(),
+        };
+        record_unit(tx, name, &unit, *version)?;
+        metrics.rows_sent += sent;
+        *metrics.rows_changed.entry(name.to_string()).or_default() += sent;
+        metrics.parts_sent += 1;
+        metrics.parts_sent_during_build += 1;
+        early.sent.insert(label);
+        Ok(())
+    }
+}
+
+/// A month file of a star table the build finished.
+struct Written {
+    table: String,
+    part: StarPart,
+    version: u64,
+}
+
+enum Message {
+    Part(Written),
+    Finish(Box<Manifest>),
+}
+
+/// A sync whose transaction opens before the build: the build hands it each
+/// month file of a star table as soon as the file is written
+/// ([`Loader::hook`]), and PostgreSQL loads it on the other core while the
+/// build goes on. [`Loader::built`] then has it sync the rest of the version
+/// the build committed and commit, in the same transaction: readers see all
+/// of it or none, as with [`sync()`], and the sync lock is held throughout.
+/// Dropped before `built` (the build failed), the transaction rolls back.
+/// Only a table that was empty sends early (a first sync, where the load is
+/// big); a sync into a loaded database sends what changed at the end.
+pub struct Loader {
+    sender: Option<mpsc::Sender<Message>>,
+    /// Set when the loader is dropped: the thread skips the parts still queued.
+    abandoned: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Result<SyncMetrics, SinkError>>>,
+}
+
+impl Loader {
+    /// Connects and prepares the database on a thread of its own; an error
+    /// (no connection, say) comes out of [`Loader::finish`].
+    pub fn start(layout: &Layout, url: &str, opts: &SyncOptions) -> Loader {
+        let (sender, receiver) = mpsc::channel();
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let (layout, url, opts, stop) = (layout.clone(), url.to_string(), opts.clone(), abandoned.clone());
+        let thread = std::thread::Builder::new()
+            .name("tunelake-sync".into())
+            .spawn(move || serve(&layout, &url, &opts, receiver, &stop))
+            .expect("a thread starts");
+        Loader { sender: Some(sender), abandoned, thread: Some(thread) }
+    }
+
+    /// What the build calls with each finished month file of a star table.
+    pub fn hook(&self) -> crate::model::build::PartHook {
+        let sender = self.sender.clone().expect("until finish");
+        crate::model::build::PartHook(Arc::new(move |table: &str, part: &StarPart, version: u64| {
+            let message = Message::Part(Written { table: table.to_string(), part: part.clone(), version });
+            // A loader that stopped on an error reports it from `finish`.
+            let _ = sender.send(message);
+        }))
+    }
+
+    /// Tells the loader that the build committed `manifest`'s current star
+    /// version: it syncs the rest of it and commits, while the caller goes on.
+    pub fn built(&mut self, manifest: &Manifest) {
+        if let Some(sender) = self.sender.take() {
+            let _ = sender.send(Message::Finish(Box::new(manifest.clone())));
+        }
+    }
+
+    /// Waits for the sync that [`Loader::built`] set going; without `built`,
+    /// nothing was committed.
+    pub fn finish(mut self) -> Result<SyncMetrics, SinkError> {
+        if self.sender.is_some() {
+            return Err(SinkError::Abandoned);
+        }
+        let thread = self.thread.take().expect("finish runs once");
+        thread.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
+    }
+}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        // Without `finish`: the channel closes, the thread rolls back and ends.
+        self.abandoned.store(true, Ordering::Relaxed);
+        drop(self.sender.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn serve(
+    layout: &Layout,
+    url: &str,
+    opts: &SyncOptions,
+    messages: mpsc::Receiver<Message>,
+    abandoned: &AtomicBool,
+) -> Result<SyncMetrics, SinkError> {
+    let (mut client, target) = connect(url)?;
+    let mut tx = client.transaction().map_err(SinkError::sql("BEGIN"))?;
+    let mut metrics = SyncMetrics { target, ..Default::default() };
+    prepare(&mut tx, &mut metrics)?;
+    let (mut early, mut buf) = (Early::default(), Vec::with_capacity(8 << 20));
+    for message in messages {
+        match message {
+            Message::Part(_) if abandoned.load(Ordering::Relaxed) => break,
+            Message::Part(written) => {
+                early.send(&mut tx, layout, &written, &mut metrics, &mut buf)?;
+            }
+            Message::Finish(manifest) => {
+                sync_star(&mut tx, layout, &manifest, opts, early, &mut metrics)?;
+                tx.commit().map_err(SinkError::sql("COMMIT"))?;
+                return Ok(metrics);
+            }
+        }
+    }
+    // The build failed: nothing of this transaction stays.
+    Err(SinkError::Abandoned)
 }
 
 /// Runs `text` unless `name` is recorded; refuses a recorded file that changed.
@@ -203,6 +411,7 @@ fn sync_table(
     by_sha: &HashMap<&str, &str>,
     version: u64,
     opts: &SyncOptions,
+    early: &EarlyTable,
     metrics: &mut SyncMetrics,
     bar: &indicatif::ProgressBar,
 ) -> Result<(), SinkError> {
@@ -247,17 +456,20 @@ fn sync_table(
     };
     let (same, changed): (Vec<Unit>, Vec<Unit>) = units.into_iter().partition(unchanged);
     let same_parts: usize = same.iter().map(|u| u.parts.len()).sum();
-    metrics.parts_unchanged += same_parts;
+    // Parts sent earlier in this transaction count as sent, not as unchanged.
+    metrics.parts_unchanged += same_parts - same.iter().filter(|u| early.sent.contains(&u.label)).count();
     bar.inc(same_parts as u64);
     if changed.is_empty() {
         return Ok(());
     }
     let pk = primary_key(tx, name)?;
     let rows: u64 = changed.iter().flat_map(|u| &u.parts).map(|p| p.rows).sum();
-    let empty: bool = tx
-        .query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {t})"), &[])
-        .map_err(SinkError::sql(format!("{name}: probing")))?
-        .get(0);
+    // A table that was empty when this transaction began holds only what it sent.
+    let empty: bool = early.was_empty
+        || tx
+            .query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {t})"), &[])
+            .map_err(SinkError::sql(format!("{name}: probing")))?
+            .get(0);
     // A big load into an empty table builds its indexes once afterwards, which is
     // much faster than keeping them up to date row by row.
     let rebuild = if empty && rows >= opts.bulk_load_rows { drop_indexes(tx, name)? } else { vec![] };
@@ -283,11 +495,12 @@ fn sync_table(
         for unit in pair {
             let (pred, label) = (&unit.pred, &unit.label);
             occupied.push(
-                !empty
-                    && tx
-                        .query_one(&format!("SELECT EXISTS (SELECT 1 FROM {t} WHERE {pred})"), &[])
-                        .map_err(SinkError::sql(format!("{name}: probing partition {label}")))?
-                        .get::<_, bool>(0),
+                early.sent.contains(label)
+                    || !empty
+                        && tx
+                            .query_one(&format!("SELECT EXISTS (SELECT 1 FROM {t} WHERE {pred})"), &[])
+                            .map_err(SinkError::sql(format!("{name}: probing partition {label}")))?
+                            .get::<_, bool>(0),
             );
         }
         // Each unit's files, its new layers (when only layers were added) and the files the database got.

@@ -505,3 +505,121 @@ fn a_database_from_before_byte_order_play_ids_is_upgraded_in_place_with_its_rows
         .get(0);
     assert!(granted, "songplays keeps its grants");
 }
+
+/// Builds `lake` with a [`tunelake::sink::Loader`] at `url` that takes the
+/// month files as the build writes them, then syncs the rest and commits.
+fn run_with_loader(lake: &TestLake, url: &str) -> tunelake::sink::SyncMetrics {
+    let mut loader = tunelake::sink::Loader::start(&lake.layout, url, &tunelake::sink::SyncOptions::default());
+    let opts = tunelake::model::build::BuildOptions { on_star_part: Some(loader.hook()), ..Default::default() };
+    let built = lake.build_with(&opts);
+    assert!(built.committed);
+    loader.built(&lake.manifest());
+    loader.finish().unwrap()
+}
+
+fn indexes_of(client: &mut Client, table: &str) -> Vec<String> {
+    client
+        .query("SELECT indexname::text FROM pg_indexes WHERE tablename = $1 ORDER BY 1", &[&table])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[test]
+fn a_loader_sends_month_files_while_the_build_runs_and_commits_the_version_built() {
+    let url = pg::server().create_database("loader");
+    let lake = TestLake::new();
+    let input = lake.dir.path().join("three-months");
+    shifted_logs(
+        &input,
+        &[("2018-11-01-events.json", 0), ("2018-11-02-events.json", 31), ("2018-11-03-events.json", 62)],
+    );
+    copy_dir(&sample().join("song_data"), &input.join("song_data"));
+    lake.ingest(&input);
+    let first = run_with_loader(&lake, &url);
+    // A first sync: every month file of fact_plays and dim_time went while the build ran.
+    let monthly: usize = ["fact_plays", "dim_time"].iter().map(|t| parts_of(&lake, t).len()).sum();
+    assert_eq!(monthly, 6, "three months of plays and of times");
+    assert_eq!(first.parts_sent_during_build, monthly, "{first:?}");
+    let star_parts: usize = lake.manifest().star().unwrap().tables.values().map(Vec::len).sum();
+    let helpers: usize = lake.manifest().star().unwrap().tables.keys().filter(|t| t.starts_with('_')).count();
+    assert!(first.parts_sent <= star_parts - helpers && first.parts_sent > monthly, "{first:?}");
+    assert_eq!(first.parts_unchanged, 0, "parts sent during the build are not unchanged ones: {first:?}");
+    let mut client = connect(&url);
+    assert_pg_equals_lake(&lake, &mut client);
+    // The indexes dropped for the load are back, and the key refuses a duplicate.
+    assert_eq!(indexes_of(&mut client, "fact_plays"), vec!["fact_plays_pkey", "fact_plays_played_at_idx"]);
+    assert_eq!(indexes_of(&mut client, "dim_time"), vec!["dim_time_pkey"]);
+    let err = client.batch_execute("INSERT INTO dim_time SELECT * FROM dim_time LIMIT 1").unwrap_err();
+    assert!(err.as_db_error().unwrap().message().contains("duplicate key"), "{err:?}");
+    // What the database records as sent is the committed version's parts.
+    let star = lake.manifest().star().unwrap().clone();
+    for table in ["fact_plays", "dim_time"] {
+        let mut want: Vec<(String, String)> =
+            star.tables[table].iter().map(|p| (p.partition.clone().unwrap(), p.sha256.clone())).collect();
+        want.sort();
+        let got: Vec<(String, String)> = client
+            .query(
+                "SELECT part, sha256 FROM tunelake_sync_parts WHERE table_name = $1 AND lake_version = $2 ORDER BY 1",
+                &[&table, &(star.version as i64)],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        assert_eq!(got, want, "{table}");
+    }
+
+    // A database that holds rows takes the changes at the end, as `sync` does.
+    let more = lake.dir.path().join("more");
+    shifted_logs(&more, &[("2018-11-21-events.json", 62), ("2018-11-03-events.json", 93)]);
+    lake.ingest(&more);
+    let second = run_with_loader(&lake, &url);
+    assert_eq!(second.parts_sent_during_build, 0, "{second:?}");
+    assert!(second.parts_sent > 0 && second.parts_unchanged > 0, "{second:?}");
+    assert_pg_equals_lake(&lake, &mut client);
+    assert_eq!(parts_of(&lake, "fact_plays").len(), 4);
+}
+
+#[test]
+fn a_loader_dropped_before_the_build_is_done_leaves_the_database_as_it_was() {
+    let url = pg::server().create_database("loader_dropped");
+    let lake = TestLake::new();
+    lake.ingest(&sample());
+    let loader = tunelake::sink::Loader::start(&lake.layout, &url, &tunelake::sink::SyncOptions::default());
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (hook, counter) = (loader.hook(), sent.clone());
+    let counting = tunelake::model::build::PartHook(std::sync::Arc::new(move |t: &str, p: &_, v: u64| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        (hook.0)(t, p, v)
+    }));
+    lake.build_with(&tunelake::model::build::BuildOptions { on_star_part: Some(counting), ..Default::default() });
+    assert!(sent.load(std::sync::atomic::Ordering::Relaxed) >= 2, "the build handed over its month files");
+    // As when the build fails: no `built`, the loader goes.
+    drop(loader);
+    let mut client = connect(&url);
+    let tables: Vec<String> = client
+        .query("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(tables.is_empty(), "nothing of the abandoned sync stays, not even its tables: {tables:?}");
+    // The same lake syncs in full afterwards.
+    lake.sync(&url);
+    assert_pg_equals_lake(&lake, &mut client);
+}
+
+#[test]
+fn a_run_that_cannot_reach_the_database_still_builds_and_says_so() {
+    let lake = TestLake::new();
+    let bad = format!("postgresql://postgres:Sup3rSecretPw@127.0.0.1:1/{}", "nowhere");
+    let out = lake.cli(&["run", "--sparkify", sample().to_str().unwrap(), "--database-url", &bad]);
+    let (so, se) = (crate::common::stdout(&out), crate::common::stderr(&out));
+    assert_eq!(out.status.code(), Some(5), "{so}\n{se}");
+    assert!(se.contains("cannot connect to PostgreSQL at postgres@127.0.0.1:1/nowhere"), "{se}");
+    assert!(!so.contains("Sup3rSecretPw") && !se.contains("Sup3rSecretPw"));
+    assert!(so.contains("build: star version"), "the build is done and committed before the error: {so}");
+    assert!(lake.manifest().star().is_some());
+}
