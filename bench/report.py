@@ -20,7 +20,7 @@ import json
 import statistics
 import sys
 
-TL_STAGES = ["ingest", "build", "sync", "total (ingest+build+sync)"]
+TL_STAGES = ["ingest", "build", "sync", "total (ingest+build+sync)", "run (one command)"]
 DUCK_STAGES = ["read_logs", "read_songs", "transform", "export_csv", "load_pg",
                "total (incl. load_pg)", "process wall (python start to exit)"]
 DUCK_EVENT_STAGES = {"read_logs", "transform", "export_csv", "load_pg", "total (incl. load_pg)",
@@ -85,9 +85,13 @@ def comparison(rows, bench):
     tl_rss = {}
     for st in TL_STAGES:
         rs = list(by_run(rows, "tunelake", st).values())
-        if st.startswith("total"):
+        if st.startswith("run"):
+            if rs:
+                line("tunelake", f"**{st}**", rs)
+        elif st.startswith("total"):
             # peak of the three processes, per run
-            stage_rs = [r for r in rows if r["system"] == "tunelake" and r.get("rss_kb")]
+            stage_rs = [r for r in rows if r["system"] == "tunelake" and r.get("rss_kb")
+                        and r["stage"] in TL_STAGES[:3]]
             line("tunelake", f"**{st}**", rs, rss=max((r["rss_kb"] for r in stage_rs), default=None))
         else:
             line("tunelake" if st == "ingest" else "", st, rs)
@@ -126,6 +130,9 @@ def comparison(rows, bench):
     sec = lambda d: {k: v["seconds"] for k, v in d.items()}  # noqa: E731
     ratio("end to end: tunelake ingest+build+sync / DuckDB total incl. load_pg", sec(tl_tot), sec(d_tot))
     ratio("end to end: tunelake ingest+build+sync / DuckDB process wall", sec(tl_tot), sec(d_wall))
+    tl_run = by_run(rows, "tunelake", "run (one command)")
+    ratio("end to end, one command: tunelake run / DuckDB total incl. load_pg", sec(tl_run), sec(d_tot))
+    ratio("end to end, one command: tunelake run / DuckDB process wall", sec(tl_run), sec(d_wall))
     ratio("tunelake sync / DuckDB load_pg", sec(tl_sync), sec(d_load))
     ratio("before PostgreSQL: tunelake ingest+build / DuckDB read+transform+export", tl_pre, d_pre)
     if floor:
@@ -134,7 +141,7 @@ def comparison(rows, bench):
 
     # CPU seconds per tunelake stage (recorded since 2026-11-27 09:00 UTC)
     cpu = []
-    for st in TL_STAGES[:3]:
+    for st in TL_STAGES[:3] + TL_STAGES[4:]:
         rs = [r for r in by_run(rows, "tunelake", st).values() if r.get("user_s") is not None]
         if rs:
             cpu.append(f"{st} {med([r['user_s'] for r in rs]):.2f} + {med([r['sys_s'] for r in rs]):.2f} "

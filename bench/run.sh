@@ -11,6 +11,8 @@
 #   4. RUNS repetitions, alternating which pipeline goes first:
 #        tunelake ingest, build, sync -- fresh lake dir and a fresh, empty
 #          database per run, each command under /usr/bin/time (wall s, peak RSS)
+#        tunelake run -- the same as one command, on another fresh lake and
+#          database (odd runs after the three commands, even runs before)
 #        ../shared/bench/baseline_duckdb.py -- per-stage seconds from its own
 #          JSONL results, peak RSS of the whole process (incl. its psql child)
 #      an untimed VACUUM ANALYZE + CHECKPOINT runs before each pipeline
@@ -86,6 +88,32 @@ run_tunelake() {  # run_tunelake K
   if [ "${KEEP:-0}" != 1 ]; then discard "$lake"; discard_db "$db"; fi
 }
 
+# The same three stages as one command, `tunelake run`, the user's main job:
+# its sync loads each month file while the build is still writing the rest
+# (src/sink/sync.rs, `Loader`). It also prints the top artists, as it always does.
+run_tunelake_one() {  # run_tunelake_one K
+  local k=$1 lake=$OUT/lake-$N-r$1-run db=tl_bench_${N}_r$1_run dir=$LOGS/r$1
+  mkdir -p "$dir"
+  discard "$lake"
+  fresh_db "$db"
+  settle
+  log "run $k: tunelake run (one command)"
+  timed "$dir/tunelake-run" "$TUNELAKE" --lake "$lake" --progress off run --sparkify "$DATA" \
+    --database-url "$(db_url "$db")"
+  if [ "$T_RC" != 0 ]; then
+    log "run $k: tunelake run FAILED (exit $T_RC):"; sed 's/^/    /' "$dir/tunelake-run.log" >&2
+  else
+    grep -E '^(ingest|build|sync):|while the build' "$dir/tunelake-run.log" | sed 's/^/    /' >&2
+  fi
+  local counts
+  counts=$(psql_db "$db" -At -F= -c "SELECT 'fact_plays', count(*) FROM fact_plays UNION ALL
+    SELECT 'dim_time', count(*) FROM dim_time" 2>&1 | tr '\n' ' ') || true
+  record "$RES" tunelake "run (one command)" "$k" "$EVENTS" bench="$BENCH" n="$N" order="$ORDER" \
+    seconds="$T_SECS" rss_kb="$T_RSS_KB" user_s="$T_USER" sys_s="$T_SYS" rc="$T_RC" \
+    log="$dir/tunelake-run.log" note="\"pg rows: $counts\""
+  if [ "${KEEP:-0}" != 1 ]; then discard "$lake"; discard_db "$db"; fi
+}
+
 run_duckdb() {  # run_duckdb K
   local k=$1 dir=$LOGS/r$1
   mkdir -p "$dir"
@@ -127,9 +155,9 @@ for l in sys.stdin:
 
 for k in $(seq 1 "$RUNS"); do
   if [ $((k % 2)) = 1 ]; then
-    ORDER="tunelake first"; run_tunelake "$k"; run_duckdb "$k"
+    ORDER="tunelake first"; run_tunelake "$k"; run_tunelake_one "$k"; run_duckdb "$k"
   else
-    ORDER="duckdb first"; run_duckdb "$k"; run_tunelake "$k"
+    ORDER="duckdb first"; run_duckdb "$k"; run_tunelake_one "$k"; run_tunelake "$k"
   fi
 done
 
