@@ -77,7 +77,10 @@ pub enum Command {
     /// Rebuild staging from raw alone (after a parser fix), then the star.
     Reprocess(ReprocessArgs),
     /// Ingest every given source, build, and sync when a database is configured.
-    #[command(after_help = "Examples:\n  tunelake run --sparkify data/sample/sparkify\n  \
+    #[command(after_help = "With a database, the sync starts with the build: into empty tables, each month \
+        of plays is loaded as soon as it is built, and all of it is committed in one transaction after the \
+        build (or nothing, if the build fails).\n\n\
+        Examples:\n  tunelake run --sparkify data/sample/sparkify\n  \
         tunelake run --sparkify ../shared/data/sparkify --database-url postgresql://me@localhost/music")]
     Run(RunArgs),
     /// Remove files no committed run names (debris, replaced versions). Committed raw files are kept.
