@@ -438,13 +438,7 @@ fn a_bulk_load_into_empty_tables_rebuilds_every_index() {
     tunelake::sink::sync(&lake.layout, &lake.manifest(), &url, &opts).unwrap();
     let mut client = connect(&url);
     assert_pg_equals_lake(&lake, &mut client);
-    let indexes: Vec<String> = client
-        .query("SELECT indexname::text FROM pg_indexes WHERE tablename = 'fact_plays' ORDER BY 1", &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(indexes, vec!["fact_plays_pkey", "fact_plays_played_at_idx"]);
+    assert_eq!(indexes_of(&mut client, "fact_plays"), vec!["fact_plays_pkey", "fact_plays_played_at_idx"]);
     // The key is a key again: a duplicate is refused.
     let dup = client.batch_execute("INSERT INTO fact_plays SELECT * FROM fact_plays LIMIT 1");
     let err = dup.unwrap_err();
@@ -517,13 +511,13 @@ fn run_with_loader(lake: &TestLake, url: &str) -> tunelake::sink::SyncMetrics {
     loader.finish().unwrap()
 }
 
+/// The first column of every row, as text.
+fn texts(client: &mut Client, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> Vec<String> {
+    client.query(sql, params).unwrap().iter().map(|r| r.get(0)).collect()
+}
+
 fn indexes_of(client: &mut Client, table: &str) -> Vec<String> {
-    client
-        .query("SELECT indexname::text FROM pg_indexes WHERE tablename = $1 ORDER BY 1", &[&table])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    texts(client, "SELECT indexname::text FROM pg_indexes WHERE tablename = $1 ORDER BY 1", &[&table])
 }
 
 #[test]
@@ -599,12 +593,7 @@ fn a_loader_dropped_before_the_build_is_done_leaves_the_database_as_it_was() {
     // As when the build fails: no `built`, the loader goes.
     drop(loader);
     let mut client = connect(&url);
-    let tables: Vec<String> = client
-        .query("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'", &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let tables = texts(&mut client, "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'", &[]);
     assert!(tables.is_empty(), "nothing of the abandoned sync stays, not even its tables: {tables:?}");
     // The same lake syncs in full afterwards.
     lake.sync(&url);
