@@ -308,7 +308,13 @@ fn serve(
     let mut metrics = SyncMetrics { target, ..Default::default() };
     prepare(&mut tx, &mut metrics)?;
     let (mut early, mut buf) = (Early::default(), Vec::with_capacity(8 << 20));
-    for message in messages {
+    loop {
+        // A hook may outlive the loader: a dropped loader is noticed within 0.1 s.
+        let message = match messages.recv_timeout(std::time::Duration::from_millis(100)) {
+            Ok(message) => message,
+            Err(mpsc::RecvTimeoutError::Timeout) if !abandoned.load(Ordering::Relaxed) => continue,
+            Err(_) => break,
+        };
         match message {
             Message::Part(_) if abandoned.load(Ordering::Relaxed) => break,
             Message::Part(written) => {

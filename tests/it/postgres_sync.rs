@@ -590,8 +590,10 @@ fn a_loader_dropped_before_the_build_is_done_leaves_the_database_as_it_was() {
     }));
     lake.build_with(&tunelake::model::build::BuildOptions { on_star_part: Some(counting), ..Default::default() });
     assert!(sent.load(std::sync::atomic::Ordering::Relaxed) >= 2, "the build handed over its month files");
-    // As when the build fails: no `built`, the loader goes.
+    // As when the build fails: no `built`, the loader goes, even while a copy of its hook lives on.
+    let outliving = loader.hook();
     drop(loader);
+    drop(outliving);
     let mut client = connect(&url);
     let tables = texts(&mut client, "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'", &[]);
     assert!(tables.is_empty(), "nothing of the abandoned sync stays, not even its tables: {tables:?}");
@@ -611,4 +613,25 @@ fn a_run_that_cannot_reach_the_database_still_builds_and_says_so() {
     assert!(!so.contains("Sup3rSecretPw") && !se.contains("Sup3rSecretPw"));
     assert!(so.contains("build: star version"), "the build is done and committed before the error: {so}");
     assert!(lake.manifest().star().is_some());
+}
+
+#[test]
+fn a_damaged_star_file_stops_the_sync_naming_it_and_nothing_is_committed() {
+    let url = pg::server().create_database("damaged_part");
+    let lake = TestLake::new();
+    let input = lake.dir.path().join("two-months");
+    shifted_logs(&input, &[("2018-11-01-events.json", 0), ("2018-11-02-events.json", 31)]);
+    lake.ingest(&input);
+    lake.build();
+    // The second month of plays loses its footer: the first month is sent before it is read.
+    let star = lake.manifest().star().unwrap().clone();
+    let damaged = lake.layout.abs(&star.tables["fact_plays"][1].path);
+    let bytes = std::fs::read(&damaged).unwrap();
+    std::fs::write(&damaged, &bytes[..bytes.len() - 20]).unwrap();
+    let err = tunelake::sink::sync(&lake.layout, &lake.manifest(), &url, &Default::default()).unwrap_err();
+    let text = format!("{err}");
+    assert!(text.contains(&damaged.display().to_string()), "names the file: {text}");
+    let mut client = connect(&url);
+    let tables = texts(&mut client, "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'", &[]);
+    assert!(tables.is_empty(), "the failed sync left nothing: {tables:?}");
 }
