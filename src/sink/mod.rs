@@ -15,9 +15,11 @@
 
 mod copy;
 mod diff;
+mod loader;
 mod sync;
 
-pub use sync::{Loader, SyncMetrics, SyncOptions, redacted_target, sync};
+pub use loader::Loader;
+pub use sync::{SyncMetrics, SyncOptions, redacted_target, sync};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {

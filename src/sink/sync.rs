@@ -1,15 +1,14 @@
 //! The sync itself; see the module docs of `sink` for the protocol.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, mpsc};
 
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchReader};
 use postgres::{Client, NoTls, Transaction};
 
+use super::loader::{Early, EarlyTable};
 use super::{SinkError, copy, diff};
 use crate::lake::manifest::StarPart;
 use crate::lake::{Layout, Manifest, parquet};
@@ -35,7 +34,7 @@ pub struct SyncMetrics {
     pub lake_version: u64,
     pub migrations_applied: Vec<String>,
     pub parts_sent: usize,
-    /// Of `parts_sent`, those sent while the build was still running ([`Loader`]).
+    /// Of `parts_sent`, those sent while the build was still running ([`super::Loader`]).
     pub parts_sent_during_build: usize,
     pub parts_unchanged: usize,
     pub parts_removed: usize,
@@ -88,7 +87,7 @@ pub fn sync(layout: &Layout, manifest: &Manifest, url: &str, opts: &SyncOptions)
     Ok(metrics)
 }
 
-fn connect(url: &str) -> Result<(Client, String), SinkError> {
+pub(super) fn connect(url: &str) -> Result<(Client, String), SinkError> {
     let config = postgres::Config::from_str(url).map_err(SinkError::BadUrl)?;
     let target = redacted_target(url);
     let client = config.connect(NoTls).map_err(|source| SinkError::Connect { target: target.clone(), source })?;
@@ -96,7 +95,7 @@ fn connect(url: &str) -> Result<(Client, String), SinkError> {
 }
 
 /// Takes the sync lock and brings the database's tables up to date.
-fn prepare(tx: &mut Transaction<'_>, metrics: &mut SyncMetrics) -> Result<(), SinkError> {
+pub(super) fn prepare(tx: &mut Transaction<'_>, metrics: &mut SyncMetrics) -> Result<(), SinkError> {
     // One sync at a time per database.
     tx.execute("SELECT pg_advisory_xact_lock(7326157)", &[]).map_err(SinkError::sql("taking the sync lock"))?;
     tx.batch_execute(BOOKKEEPING).map_err(SinkError::sql("creating tunelake's bookkeeping tables"))?;
@@ -112,7 +111,7 @@ fn prepare(tx: &mut Transaction<'_>, metrics: &mut SyncMetrics) -> Result<(), Si
 
 /// Sends every star table of the manifest's current version that differs
 /// from what the database holds, after what `early` already sent.
-fn sync_star(
+pub(super) fn sync_star(
     tx: &mut Transaction<'_>,
     layout: &Layout,
     manifest: &Manifest,
@@ -150,187 +149,6 @@ fn sync_star(
     Ok(())
 }
 
-/// What a [`Loader`] sent of one table before the build was done.
-#[derive(Default)]
-struct EarlyTable {
-    /// The table was empty when the transaction first looked.
-    was_empty: bool,
-    /// The partitions sent, each recorded in `tunelake_sync_parts` like any other.
-    sent: BTreeSet<String>,
-    /// The statements that recreate the indexes dropped for the load.
-    rebuild: Vec<String>,
-}
-
-#[derive(Default)]
-struct Early {
-    tables: HashMap<String, EarlyTable>,
-}
-
-impl Early {
-    /// Sends one month file of `table` as soon as the build wrote it, when the
-    /// table was empty at the start (a first sync): straight into the table,
-    /// its indexes dropped until the end. Other tables wait for the build.
-    fn send(
-        &mut self,
-        tx: &mut Transaction<'_>,
-        layout: &Layout,
-        Written { table, part, version }: &Written,
-        metrics: &mut SyncMetrics,
-        buf: &mut Vec<u8>,
-    ) -> Result<(), SinkError> {
-        let Some(star_table) = STAR_TABLES.iter().find(|t| t.name == table && t.month_partition_by.is_some()) else {
-            return Ok(());
-        };
-        let name = star_table.name;
-        let t = quote_ident(name);
-        if !self.tables.contains_key(name) {
-            let was_empty: bool = tx
-                .query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {t})"), &[])
-                .map_err(SinkError::sql(format!("{name}: probing")))?
-                .get(0);
-            let rebuild = if was_empty { drop_indexes(tx, name)? } else { vec![] };
-            self.tables.insert(name.to_string(), EarlyTable { was_empty, sent: BTreeSet::new(), rebuild });
-        }
-        let early = self.tables.get_mut(name).expect("inserted above");
-        let label = part_name(part);
-        if !early.was_empty || early.sent.contains(&label) {
-            return Ok(());
-        }
-        tracing::info!(table = name, partition = %label, rows = part.rows, "sending while the build goes on");
-        let (sent, _) = copy_file(tx, &t, name, &layout.abs(&part.path), buf)?;
-        let unit = Unit {
-            pred: partition_predicate(star_table, &label),
-            label: label.clone(),
-            parts: vec![part],
-            sent: BTreeMap::new(),
-        };
-        record_unit(tx, name, &unit, *version)?;
-        metrics.rows_sent += sent;
-        *metrics.rows_changed.entry(name.to_string()).or_default() += sent;
-        metrics.parts_sent += 1;
-        metrics.parts_sent_during_build += 1;
-        early.sent.insert(label);
-        Ok(())
-    }
-}
-
-/// A month file of a star table the build finished.
-struct Written {
-    table: String,
-    part: StarPart,
-    version: u64,
-}
-
-enum Message {
-    Part(Written),
-    Finish(Box<Manifest>),
-}
-
-/// A sync whose transaction opens before the build: the build hands it each
-/// month file of a star table as soon as the file is written
-/// ([`Loader::hook`]), and PostgreSQL loads it on the other core while the
-/// build goes on. [`Loader::built`] then has it sync the rest of the version
-/// the build committed and commit, in the same transaction: readers see all
-/// of it or none, as with [`sync()`], and the sync lock is held throughout.
-/// Dropped before `built` (the build failed), the transaction rolls back.
-/// Only a table that was empty sends early (a first sync, where the load is
-/// big); a sync into a loaded database sends what changed at the end.
-pub struct Loader {
-    sender: Option<mpsc::Sender<Message>>,
-    /// Set when the loader is dropped: the thread skips the parts still queued.
-    abandoned: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<Result<SyncMetrics, SinkError>>>,
-}
-
-impl Loader {
-    /// Connects and prepares the database on a thread of its own; an error
-    /// (no connection, say) comes out of [`Loader::finish`].
-    pub fn start(layout: &Layout, url: &str, opts: &SyncOptions) -> Loader {
-        let (sender, receiver) = mpsc::channel();
-        let abandoned = Arc::new(AtomicBool::new(false));
-        let (layout, url, opts, stop) = (layout.clone(), url.to_string(), opts.clone(), abandoned.clone());
-        let thread = std::thread::Builder::new()
-            .name("tunelake-sync".into())
-            .spawn(move || serve(&layout, &url, &opts, receiver, &stop))
-            .expect("a thread starts");
-        Loader { sender: Some(sender), abandoned, thread: Some(thread) }
-    }
-
-    /// What the build calls with each finished month file of a star table.
-    pub fn hook(&self) -> crate::model::build::PartHook {
-        let sender = self.sender.clone().expect("until finish");
-        crate::model::build::PartHook(Arc::new(move |table: &str, part: &StarPart, version: u64| {
-            let message = Message::Part(Written { table: table.to_string(), part: part.clone(), version });
-            // A loader that stopped on an error reports it from `finish`.
-            let _ = sender.send(message);
-        }))
-    }
-
-    /// Tells the loader that the build committed `manifest`'s current star
-    /// version: it syncs the rest of it and commits, while the caller goes on.
-    pub fn built(&mut self, manifest: &Manifest) {
-        if let Some(sender) = self.sender.take() {
-            let _ = sender.send(Message::Finish(Box::new(manifest.clone())));
-        }
-    }
-
-    /// Waits for the sync that [`Loader::built`] set going; without `built`,
-    /// nothing was committed.
-    pub fn finish(mut self) -> Result<SyncMetrics, SinkError> {
-        if self.sender.is_some() {
-            return Err(SinkError::Abandoned);
-        }
-        let thread = self.thread.take().expect("finish runs once");
-        thread.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
-    }
-}
-
-impl Drop for Loader {
-    fn drop(&mut self) {
-        // Without `finish`: the channel closes, the thread rolls back and ends.
-        self.abandoned.store(true, Ordering::Relaxed);
-        drop(self.sender.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn serve(
-    layout: &Layout,
-    url: &str,
-    opts: &SyncOptions,
-    messages: mpsc::Receiver<Message>,
-    abandoned: &AtomicBool,
-) -> Result<SyncMetrics, SinkError> {
-    let (mut client, target) = connect(url)?;
-    let mut tx = client.transaction().map_err(SinkError::sql("BEGIN"))?;
-    let mut metrics = SyncMetrics { target, ..Default::default() };
-    prepare(&mut tx, &mut metrics)?;
-    let (mut early, mut buf) = (Early::default(), Vec::with_capacity(8 << 20));
-    loop {
-        // A hook may outlive the loader: a dropped loader is noticed within 0.1 s.
-        let message = match messages.recv_timeout(std::time::Duration::from_millis(100)) {
-            Ok(message) => message,
-            Err(mpsc::RecvTimeoutError::Timeout) if !abandoned.load(Ordering::Relaxed) => continue,
-            Err(_) => break,
-        };
-        match message {
-            Message::Part(_) if abandoned.load(Ordering::Relaxed) => break,
-            Message::Part(written) => {
-                early.send(&mut tx, layout, &written, &mut metrics, &mut buf)?;
-            }
-            Message::Finish(manifest) => {
-                sync_star(&mut tx, layout, &manifest, opts, early, &mut metrics)?;
-                tx.commit().map_err(SinkError::sql("COMMIT"))?;
-                return Ok(metrics);
-            }
-        }
-    }
-    // The build failed: nothing of this transaction stays.
-    Err(SinkError::Abandoned)
-}
-
 /// Runs `text` unless `name` is recorded; refuses a recorded file that changed.
 fn apply_once(tx: &mut Transaction<'_>, name: &str, text: &str) -> Result<bool, SinkError> {
     let sha = crate::lake::sha256_hex(text.as_bytes());
@@ -354,12 +172,12 @@ fn apply_once(tx: &mut Transaction<'_>, name: &str, text: &str) -> Result<bool, 
     }
 }
 
-fn quote_ident(s: &str) -> String {
+pub(super) fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
 /// The SQL condition selecting one partition's rows, `TRUE` for a whole table.
-fn partition_predicate(table: &StarTable, part: &str) -> String {
+pub(super) fn partition_predicate(table: &StarTable, part: &str) -> String {
     let (Some(col), Some(rest)) = (table.month_partition_by, part.strip_prefix("year=")) else {
         return "TRUE".into();
     };
@@ -384,14 +202,14 @@ fn primary_key(tx: &mut Transaction<'_>, table: &str) -> Result<Vec<String>, Sin
 /// What sync sends as one: a month partition of a partitioned table, or every
 /// part of an unpartitioned one (its base and its layers of new keys, whose
 /// keys are disjoint, so together they are the table).
-struct Unit<'a> {
+pub(super) struct Unit<'a> {
     /// The partition (`year=YYYY/month=MM`), or "" for a whole table.
-    label: String,
+    pub(super) label: String,
     /// The SQL condition selecting the unit's rows in the table.
-    pred: String,
-    parts: Vec<&'a StarPart>,
+    pub(super) pred: String,
+    pub(super) parts: Vec<&'a StarPart>,
     /// The parts the database got last time: sync-state name to sha256.
-    sent: BTreeMap<String, String>,
+    pub(super) sent: BTreeMap<String, String>,
 }
 
 /// When every part the database got is still in `unit`, unchanged: the
@@ -404,7 +222,7 @@ fn appended<'u>(unit: &Unit<'u>, full: bool) -> Option<Vec<&'u StarPart>> {
     .then(|| unit.parts.iter().copied().filter(|p| !unit.sent.contains_key(&part_name(p))).collect())
 }
 
-fn part_name(p: &StarPart) -> String {
+pub(super) fn part_name(p: &StarPart) -> String {
     p.partition.clone().unwrap_or_default()
 }
 
@@ -652,7 +470,7 @@ fn upsert(
 /// Drops `table`'s indexes (its primary key included) and returns the
 /// statements that recreate them. Runs inside the sync's transaction, so no
 /// reader ever sees the table without them.
-fn drop_indexes(tx: &mut Transaction<'_>, table: &str) -> Result<Vec<String>, SinkError> {
+pub(super) fn drop_indexes(tx: &mut Transaction<'_>, table: &str) -> Result<Vec<String>, SinkError> {
     let rows = tx
         .query(
             "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid), c.conname::text, \
@@ -686,7 +504,7 @@ fn drop_indexes(tx: &mut Transaction<'_>, table: &str) -> Result<Vec<String>, Si
 /// sent and the file's columns. Columns null in every row of the file are
 /// left out of the COPY (the target's rows get NULL there all the same): a
 /// month of Sparkify plays has 13 of fact_plays' 26 columns empty.
-fn copy_file(
+pub(super) fn copy_file(
     tx: &mut Transaction<'_>,
     target: &str,
     table: &str,
@@ -733,7 +551,7 @@ fn copy_batches(
 
 /// Records that the parts of `unit` are in the database as of lake `version`,
 /// and forgets the parts it sent before that the lake no longer has.
-fn record_unit(tx: &mut Transaction<'_>, table: &str, unit: &Unit, version: u64) -> Result<(), SinkError> {
+pub(super) fn record_unit(tx: &mut Transaction<'_>, table: &str, unit: &Unit, version: u64) -> Result<(), SinkError> {
     let gone: Vec<&str> =
         unit.sent.keys().filter(|k| !unit.parts.iter().any(|p| &part_name(p) == *k)).map(String::as_str).collect();
     forget_parts(tx, table, &gone)?;
