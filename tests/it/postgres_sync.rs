@@ -383,6 +383,8 @@ fn the_cli_syncs_and_never_prints_the_password() {
     let (so, se) = (crate::common::stdout(&out), crate::common::stderr(&out));
     assert!(out.status.success(), "{so}\n{se}");
     assert!(so.contains("sync: lake version"), "{so}");
+    // A first sync: the month of plays and of times went while the build ran.
+    assert!(so.contains("2 of the parts were sent while the build was still running"), "{so}");
     assert!(!so.contains("Sup3rSecretPw") && !se.contains("Sup3rSecretPw"));
     let manifest_text: String = std::fs::read_dir(lake.layout.abs("_manifest"))
         .unwrap()
