@@ -632,7 +632,14 @@ fn run_cycle(
     // commits after the build, or rolls back if the build fails.
     let mut loader =
         settings.database_url.as_ref().map(|url| sink::Loader::start(layout, url.expose(), &SyncOptions::default()));
-    let opts = BuildOptions { on_star_part: loader.as_ref().map(sink::Loader::hook), ..Default::default() };
+    let opts = match &loader {
+        Some(loader) => BuildOptions {
+            on_star_part: Some(loader.hook()),
+            slice_rows: crate::model::build::LOADING_SLICE_ROWS,
+            ..Default::default()
+        },
+        None => BuildOptions::default(),
+    };
     let rt = runtime()?;
     let m = rt.block_on(crate::model::build::build(layout, &mut manifest, &opts, command))?;
     if let Some(loader) = &mut loader {
