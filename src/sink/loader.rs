@@ -11,8 +11,8 @@ use postgres::Transaction;
 
 use super::SinkError;
 use super::sync::{
-    SyncMetrics, SyncOptions, Unit, connect, copy_file, drop_indexes, part_name, partition_predicate, prepare,
-    quote_ident, record_unit, sync_star,
+    SyncMetrics, SyncOptions, Unit, connect, drop_indexes, part_name, partition_predicate, prepare, quote_ident,
+    send_whole, sync_star,
 };
 use crate::lake::manifest::StarPart;
 use crate::lake::{Layout, Manifest};
@@ -68,17 +68,13 @@ impl Early {
             return Ok(());
         }
         tracing::info!(table = name, partition = %label, rows = part.rows, "sending while the build goes on");
-        let (sent, _) = copy_file(tx, &t, name, &layout.abs(&part.path), buf)?;
         let unit = Unit {
             pred: partition_predicate(star_table, &label),
             label: label.clone(),
             parts: vec![part],
             sent: BTreeMap::new(),
         };
-        record_unit(tx, name, &unit, *version)?;
-        metrics.rows_sent += sent;
-        *metrics.rows_changed.entry(name.to_string()).or_default() += sent;
-        metrics.parts_sent += 1;
+        send_whole(tx, &[layout.abs(&part.path)], name, &unit, *version, metrics, buf)?;
         metrics.parts_sent_during_build += 1;
         early.sent.insert(label);
         Ok(())

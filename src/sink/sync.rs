@@ -351,13 +351,7 @@ fn sync_table(
             tracing::info!(table = name, partition = %label, parts = unit.parts.len(), rows = unit_rows, direct = !occupied, "sending");
             if !occupied {
                 // Nothing of this partition in the database yet (a first sync): COPY straight into the table.
-                for path in &paths {
-                    let (sent, _) = copy_file(tx, &t, name, path, &mut buf)?;
-                    metrics.rows_sent += sent;
-                    *metrics.rows_changed.entry(name.to_string()).or_default() += sent;
-                }
-                record_unit(tx, name, unit, version)?;
-                metrics.parts_sent += unit.parts.len();
+                send_whole(tx, &paths, name, unit, version, metrics, &mut buf)?;
                 bar.inc(unit.parts.len() as u64);
                 continue;
             }
@@ -440,6 +434,27 @@ fn sync_table(
     Ok(())
 }
 
+/// COPYs the files of `unit` (`paths`) straight into `table`, which holds
+/// none of its rows, records the unit as sent and counts it.
+pub(super) fn send_whole(
+    tx: &mut Transaction<'_>,
+    paths: &[PathBuf],
+    table: &str,
+    unit: &Unit,
+    version: u64,
+    metrics: &mut SyncMetrics,
+    buf: &mut Vec<u8>,
+) -> Result<(), SinkError> {
+    for path in paths {
+        let (sent, _) = copy_file(tx, &quote_ident(table), table, path, buf)?;
+        metrics.rows_sent += sent;
+        *metrics.rows_changed.entry(table.to_string()).or_default() += sent;
+    }
+    record_unit(tx, table, unit, version)?;
+    metrics.parts_sent += unit.parts.len();
+    Ok(())
+}
+
 /// Moves the rows staged in `tl_stage` into table `t`: new keys are
 /// inserted, and rows of known keys updated where they differ.
 fn upsert(
@@ -504,7 +519,7 @@ pub(super) fn drop_indexes(tx: &mut Transaction<'_>, table: &str) -> Result<Vec<
 /// sent and the file's columns. Columns null in every row of the file are
 /// left out of the COPY (the target's rows get NULL there all the same): a
 /// month of Sparkify plays has 13 of fact_plays' 26 columns empty.
-pub(super) fn copy_file(
+fn copy_file(
     tx: &mut Transaction<'_>,
     target: &str,
     table: &str,
@@ -551,7 +566,7 @@ fn copy_batches(
 
 /// Records that the parts of `unit` are in the database as of lake `version`,
 /// and forgets the parts it sent before that the lake no longer has.
-pub(super) fn record_unit(tx: &mut Transaction<'_>, table: &str, unit: &Unit, version: u64) -> Result<(), SinkError> {
+fn record_unit(tx: &mut Transaction<'_>, table: &str, unit: &Unit, version: u64) -> Result<(), SinkError> {
     let gone: Vec<&str> =
         unit.sent.keys().filter(|k| !unit.parts.iter().any(|p| &part_name(p) == *k)).map(String::as_str).collect();
     forget_parts(tx, table, &gone)?;
