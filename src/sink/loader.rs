@@ -154,7 +154,7 @@ impl Loader {
 
 impl Drop for Loader {
     fn drop(&mut self) {
-        // Without `finish`: the channel closes, the thread rolls back and ends.
+        // Before `built`: the channel closes, the thread rolls back and ends.
         self.abandoned.store(true, Ordering::Relaxed);
         drop(self.sender.take());
         if let Some(thread) = self.thread.take() {
