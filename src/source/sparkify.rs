@@ -22,6 +22,8 @@ use sha2::{Digest, Sha256};
 use super::normalize::{key, key_into, repair_mojibake, without_bom};
 use crate::lake::manifest::{Accounting, Reject};
 
+mod scan;
+
 pub const SOURCE: &str = "sparkify";
 pub const KIND_SONG: &str = "song";
 pub const KIND_LOG: &str = "log";
@@ -69,6 +71,7 @@ fn str_or_int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, 
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug))]
 #[serde(rename_all = "camelCase")]
 struct Event<'a> {
     #[serde(borrow)]
@@ -343,7 +346,7 @@ pub fn parse_log_lines(bytes: &[u8], first_line: u64, raw_sha256: &str, label: &
                 continue;
             }
         };
-        let event: Event<'_> = match serde_json::from_str(text) {
+        let event: Event<'_> = match scan::event(text).map_or_else(|| serde_json::from_str(text), Ok) {
             Ok(e) => e,
             Err(e) => {
                 acc.rejected += 1;
