@@ -331,7 +331,7 @@ pub fn parse_log_lines(bytes: &[u8], first_line: u64, raw_sha256: &str, label: &
     // Events by page, not plays: counted under the page's own text, named
     // "page=<page>" once at the end.
     let mut filtered: HashMap<Cow<'_, str>, u64> = HashMap::new();
-    for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+    for (i, line) in lines(bytes).enumerate() {
         let lineno = first_line + i as u64;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.iter().all(u8::is_ascii_whitespace) {
@@ -393,6 +393,26 @@ pub fn parse_log_lines(bytes: &[u8], first_line: u64, raw_sha256: &str, label: &
     }
     let by_date = cols.into_iter().map(|(d, c)| (d, c.finish())).collect();
     ParsedLog { by_date, accounting: acc, rejects }
+}
+
+/// `bytes` split at each `\n`, as `split(|&b| b == b'\n')` splits them
+/// (a last piece after the last `\n`, empty or not), found eight bytes at a
+/// time instead of one: the split was 2 % of an ingest's instructions.
+fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(bytes);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match memchr::memchr(b'\n', r) {
+            Some(p) => {
+                rest = Some(&r[p + 1..]);
+                Some(&r[..p])
+            }
+            None => {
+                rest = None;
+                Some(r)
+            }
+        }
+    })
 }
 
 // ---------------------------------------------------------------- songs
@@ -548,6 +568,14 @@ mod tests {
 
     const GOOD: &str = r#"{"artist":"Erdm\u00c3\u0083\u00c2\u00b6bel","auth":"Logged In","firstName":"A","gender":"F","itemInSession":0,"lastName":"B","length":200.5,"level":"free","location":"X","method":"PUT","page":"NextSong","registration":1540919166796.0,"sessionId":7,"song":"Song","status":200,"ts":1541105830796,"userAgent":"\"UA\"","userId":"15"}"#;
     const HOME: &str = r#"{"artist":null,"auth":"Logged Out","firstName":null,"gender":null,"itemInSession":1,"lastName":null,"length":null,"level":"free","location":null,"method":"GET","page":"Home","registration":null,"sessionId":7,"song":null,"status":200,"ts":1541105830796,"userAgent":null,"userId":""}"#;
+
+    #[test]
+    fn lines_split_as_the_slice_split_does() {
+        for text in ["", "\n", "a", "a\n", "a\nb", "\n\n", "ab\n\ncd\n", "\r\n x \r\n"] {
+            let b = text.as_bytes();
+            assert_eq!(lines(b).collect::<Vec<_>>(), b.split(|&c| c == b'\n').collect::<Vec<_>>(), "{text:?}");
+        }
+    }
 
     #[test]
     fn malformed_lines_are_rejected_with_line_numbers_and_the_rest_loads() {
