@@ -149,15 +149,10 @@ impl EventColumns {
         }
     }
 
-    fn push(&mut self, e: &Event<'_>, user_id: Option<&str>, raw_sha256: &str, line: u64) {
-        let mut id = [0u8; 32];
-        self.event_id.append_value(event_id_into(
-            user_id.unwrap_or(""),
-            e.session_id,
-            e.item_in_session,
-            e.ts,
-            &mut id,
-        ));
+    fn push(&mut self, row: &Row<'_>, raw_sha256: &str) {
+        let (e, line) = (&row.event, row.line);
+        let user_id = e.user_id.as_deref().filter(|u| !u.is_empty());
+        self.event_id.append_value(std::str::from_utf8(&row.id).expect("hex digits are ASCII"));
         self.ts.append_value(e.ts * 1000);
         let fields = [
             user_id,
@@ -196,6 +191,7 @@ impl EventColumns {
         self.line.append_value(line as i64);
     }
 
+    /// The columns, in the order the rows were pushed.
     fn finish(mut self) -> RecordBatch {
         let [user_id, auth, first, last, gender, level, location, agent, page] =
             self.strings.each_mut().map(|b| Arc::new(b.finish()) as ArrayRef);
@@ -224,9 +220,33 @@ impl EventColumns {
             Arc::new(self.raw_sha256.finish()),
             Arc::new(self.line.finish()),
         ];
-        let batch = RecordBatch::try_new(EVENTS_SCHEMA.clone(), cols).expect("columns match EVENTS_SCHEMA");
-        in_time_order(batch)
+        RecordBatch::try_new(EVENTS_SCHEMA.clone(), cols).expect("columns match EVENTS_SCHEMA")
     }
+}
+
+/// An event kept, with its id and line, until its day's rows are sorted.
+struct Row<'a> {
+    event: Event<'a>,
+    id: [u8; 32],
+    line: u64,
+}
+
+/// One day's rows of a file as a staging batch, in staging's order
+/// ([`crate::lake::staging::SPARKIFY_EVENTS_ORDER`]: time, event id, line).
+/// Logs are written in time order, but events at the same millisecond (2 %
+/// of them) come in any order of their ids, so nearly every day needs a
+/// sort. Sorting the rows' keys before the columns are built costs less
+/// than sorting the built columns (`take` of 23 columns): ingest at 100k
+/// 5.06 G to 4.98 G instructions.
+fn day_batch(rows: &[Row<'_>], raw_sha256: &str) -> RecordBatch {
+    let mut order: Vec<(i64, [u8; 32], u64, usize)> =
+        rows.iter().enumerate().map(|(i, r)| (r.event.ts, r.id, r.line, i)).collect();
+    order.sort_unstable();
+    let mut cols = EventColumns::new();
+    for &(.., i) in &order {
+        cols.push(&rows[i], raw_sha256);
+    }
+    cols.finish()
 }
 
 /// Batches of one file's events of one day (each in staging's order, as
@@ -327,7 +347,7 @@ pub fn parse_log_lines(bytes: &[u8], first_line: u64, raw_sha256: &str, label: &
     let mut acc = Accounting::new(SOURCE, "events");
     acc.files = u64::from(first_line == 1);
     let mut rejects = vec![];
-    let mut cols: BTreeMap<NaiveDate, EventColumns> = BTreeMap::new();
+    let mut days: BTreeMap<NaiveDate, Vec<Row<'_>>> = BTreeMap::new();
     // Events by page, not plays: counted under the page's own text, named
     // "page=<page>" once at the end.
     let mut filtered: HashMap<Cow<'_, str>, u64> = HashMap::new();
@@ -386,12 +406,14 @@ pub fn parse_log_lines(bytes: &[u8], first_line: u64, raw_sha256: &str, label: &
             *filtered.entry(event.page.clone()).or_default() += 1;
         }
         acc.kept += 1;
-        cols.entry(date).or_insert_with(EventColumns::new).push(&event, user_id, raw_sha256, lineno);
+        let mut id = [0u8; 32];
+        event_id_into(user_id.unwrap_or(""), event.session_id, event.item_in_session, event.ts, &mut id);
+        days.entry(date).or_default().push(Row { event, id, line: lineno });
     }
     for (page, n) in filtered {
         *acc.filtered.entry(format!("page={page}")).or_default() += n;
     }
-    let by_date = cols.into_iter().map(|(d, c)| (d, c.finish())).collect();
+    let by_date = days.into_iter().map(|(d, rows)| (d, day_batch(&rows, raw_sha256))).collect();
     ParsedLog { by_date, accounting: acc, rejects }
 }
 
@@ -568,6 +590,34 @@ mod tests {
 
     const GOOD: &str = r#"{"artist":"Erdm\u00c3\u0083\u00c2\u00b6bel","auth":"Logged In","firstName":"A","gender":"F","itemInSession":0,"lastName":"B","length":200.5,"level":"free","location":"X","method":"PUT","page":"NextSong","registration":1540919166796.0,"sessionId":7,"song":"Song","status":200,"ts":1541105830796,"userAgent":"\"UA\"","userId":"15"}"#;
     const HOME: &str = r#"{"artist":null,"auth":"Logged Out","firstName":null,"gender":null,"itemInSession":1,"lastName":null,"length":null,"level":"free","location":null,"method":"GET","page":"Home","registration":null,"sessionId":7,"song":null,"status":200,"ts":1541105830796,"userAgent":null,"userId":""}"#;
+
+    #[test]
+    fn a_days_events_come_out_by_time_then_event_id_then_line() {
+        let line = |session: i64, ts: i64| {
+            format!(
+                r#"{{"page":"Home","itemInSession":0,"sessionId":{session},"ts":{ts},"userId":"1","level":"free"}}"#
+            )
+        };
+        let t = 1_541_105_830_796;
+        let lines = [line(1, t + 2), line(2, t), line(3, t + 1), line(4, t + 1), line(5, t + 1), line(3, t + 1)];
+        let p = parse_log(lines.join("\n").as_bytes(), "sha", "x.json");
+        let batch = &p.by_date[&NaiveDate::from_ymd_opt(2018, 11, 1).unwrap()];
+        let ts = batch
+            .column_by_name("ts")
+            .unwrap()
+            .as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
+        let ids = batch.column_by_name("event_id").unwrap().as_string::<i32>();
+        let lines = batch.column_by_name("line").unwrap().as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        let rows: Vec<(i64, &str, i64)> =
+            (0..batch.num_rows()).map(|i| (ts.value(i), ids.value(i), lines.value(i))).collect();
+        let mut sorted = rows.clone();
+        sorted.sort();
+        assert_eq!(rows, sorted);
+        assert_eq!(rows.len(), 6);
+        assert_eq!((rows[0].2, rows[5].2), (2, 1), "first the earliest event, last the latest");
+        let copies: Vec<i64> = rows.iter().filter(|r| r.1 == event_id("1", 3, 0, t + 1)).map(|r| r.2).collect();
+        assert_eq!(copies, vec![3, 6], "copies of one event side by side, by line");
+    }
 
     #[test]
     fn lines_split_as_the_slice_split_does() {
