@@ -11,7 +11,7 @@ use postgres::Transaction;
 
 use super::SinkError;
 use super::sync::{
-    SyncMetrics, SyncOptions, Unit, connect, drop_indexes, part_name, partition_predicate, prepare, quote_ident,
+    SyncMetrics, SyncOptions, Unit, connect, drop_indexes, is_empty, part_name, partition_predicate, prepare,
     send_whole, sync_star,
 };
 use crate::lake::manifest::StarPart;
@@ -53,12 +53,8 @@ impl Early {
             return Ok(());
         };
         let name = star_table.name;
-        let t = quote_ident(name);
         if !self.tables.contains_key(name) {
-            let was_empty: bool = tx
-                .query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {t})"), &[])
-                .map_err(SinkError::sql(format!("{name}: probing")))?
-                .get(0);
+            let was_empty = is_empty(tx, name)?;
             let rebuild = if was_empty { drop_indexes(tx, name)? } else { vec![] };
             self.tables.insert(name.to_string(), EarlyTable { was_empty, sent: BTreeSet::new(), rebuild });
         }

@@ -289,11 +289,7 @@ fn sync_table(
     let pk = primary_key(tx, name)?;
     let rows: u64 = changed.iter().flat_map(|u| &u.parts).map(|p| p.rows).sum();
     // A table that was empty when this transaction began holds only what it sent.
-    let empty: bool = early.was_empty
-        || tx
-            .query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {t})"), &[])
-            .map_err(SinkError::sql(format!("{name}: probing")))?
-            .get(0);
+    let empty = early.was_empty || is_empty(tx, name)?;
     // A big load into an empty table builds its indexes once afterwards, which is
     // much faster than keeping them up to date row by row.
     let rebuild = if empty && rows >= opts.bulk_load_rows { drop_indexes(tx, name)? } else { vec![] };
@@ -432,6 +428,14 @@ fn sync_table(
         tx.batch_execute(&statement).map_err(SinkError::sql(format!("{name}: rebuilding an index: {statement}")))?;
     }
     Ok(())
+}
+
+/// Whether `table` holds no row (as this transaction sees it).
+pub(super) fn is_empty(tx: &mut Transaction<'_>, table: &str) -> Result<bool, SinkError> {
+    Ok(tx
+        .query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {})", quote_ident(table)), &[])
+        .map_err(SinkError::sql(format!("{table}: probing")))?
+        .get(0))
 }
 
 /// COPYs the files of `unit` (`paths`) straight into `table`, which holds
