@@ -64,19 +64,29 @@ pub struct BuildOptions {
     /// Staging rows from which a slice's plays are computed in two halves by
     /// time at once, one per core (`SliceHelper::halves_by`).
     pub halves_rows: u64,
-    /// Called with each month file of a star table as soon as it is written
+    /// Called with each month file of a star table as soon as it is written,
+    /// and with each monthly star table once all of it is
     /// (`tunelake run` hands them to a sync that is already loading).
     pub on_star_part: Option<PartHook>,
 }
 
-/// Receives `(table, part, star version)` for each month file of a star
-/// table once it is complete. The build may still fail after a call: the
-/// part is then not part of any committed version.
+/// What the build tells a [`PartHook`] while it runs. It may still fail
+/// after any of these: nothing told is then part of a committed version.
+#[derive(Debug, Clone, Copy)]
+pub enum StarEvent<'a> {
+    /// A month file of a star table, complete.
+    Part { table: &'a str, part: &'a StarPart, version: u64 },
+    /// Every month file a star table partitioned by month has in `version`:
+    /// no more come for it.
+    Table { table: &'a str, parts: &'a [StarPart], version: u64 },
+}
+
+/// Receives the [`StarEvent`]s of a build.
 #[derive(Clone)]
 pub struct PartHook(pub Arc<PartFn>);
 
-/// What a [`PartHook`] calls: `(table, part, star version)`.
-pub type PartFn = dyn Fn(&str, &StarPart, u64) + Send + Sync;
+/// What a [`PartHook`] calls.
+pub type PartFn = dyn Fn(StarEvent<'_>) + Send + Sync;
 
 impl std::fmt::Debug for PartHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -375,6 +385,14 @@ pub async fn build(
     }
     for parts in star.tables.values_mut() {
         parts.sort_by(|a, b| a.partition.cmp(&b.partition));
+    }
+    // The monthly star tables are done: a loading sync can build their
+    // indexes while the dimensions are computed.
+    if let Some(hook) = &opts.on_star_part {
+        for t in STAR_TABLES.iter().filter(|t| t.month_partition_by.is_some()) {
+            let parts = star.tables.get(t.name).map_or(&[][..], Vec::as_slice);
+            (hook.0)(StarEvent::Table { table: t.name, parts, version });
+        }
     }
 
     // The models over every month read staging whole and the monthly tables from all their parts.

@@ -14,7 +14,7 @@ use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef, TimestampMicrose
 use datafusion::prelude::DataFrame;
 use futures::StreamExt;
 
-use super::build::PartHook;
+use super::build::{PartHook, StarEvent};
 use super::plan::month_of;
 use super::{ModelError, execute, layer, log_metrics};
 use crate::lake::Layout;
@@ -245,7 +245,7 @@ impl PartitionedWriter<'_> {
             _ => self.parts.push(StarPart { partition, path: rel, rows: written.rows, sha256: written.sha256 }),
         }
         if let (Some(hook), Some(part)) = (self.hook, self.parts.last()) {
-            (hook.0)(&self.table, part, self.version);
+            (hook.0)(StarEvent::Part { table: &self.table, part, version: self.version });
         }
         Ok(())
     }

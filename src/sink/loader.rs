@@ -11,11 +11,12 @@ use postgres::Transaction;
 
 use super::SinkError;
 use super::sync::{
-    SyncMetrics, SyncOptions, Unit, connect, drop_indexes, is_empty, part_name, partition_predicate, prepare,
-    send_whole, sync_star,
+    COPY_CHUNK, SyncMetrics, SyncOptions, Unit, connect, drop_indexes, is_empty, part_name, partition_predicate,
+    prepare, send_whole, sync_star,
 };
 use crate::lake::manifest::StarPart;
 use crate::lake::{Layout, Manifest};
+use crate::model::build::StarEvent;
 use crate::sql::STAR_TABLES;
 
 #[cfg(doc)]
@@ -75,6 +76,31 @@ impl Early {
         early.sent.insert(label);
         Ok(())
     }
+
+    /// Builds the indexes of `table` again as soon as the build says it is
+    /// complete, when every one of its `parts` went early (all of a table
+    /// loaded by a first sync), instead of after the build. PostgreSQL then
+    /// builds them while the dimensions are computed; the sync at the end
+    /// finds the table's parts sent and has nothing left to do for it.
+    fn complete(
+        &mut self,
+        tx: &mut Transaction<'_>,
+        table: &str,
+        parts: &[StarPart],
+        metrics: &mut SyncMetrics,
+    ) -> Result<(), SinkError> {
+        let Some(early) = self.tables.get_mut(table) else { return Ok(()) };
+        if early.rebuild.is_empty() || !parts.iter().all(|p| early.sent.contains(&part_name(p))) {
+            return Ok(());
+        }
+        tracing::info!(table, "building indexes while the build goes on");
+        for statement in std::mem::take(&mut early.rebuild) {
+            tx.batch_execute(&statement)
+                .map_err(SinkError::sql(format!("{table}: rebuilding an index: {statement}")))?;
+        }
+        metrics.tables_indexed_during_build.push(table.to_string());
+        Ok(())
+    }
 }
 
 /// A month file of a star table the build finished.
@@ -86,6 +112,11 @@ struct Written {
 
 enum Message {
     Part(Written),
+    /// Every part a monthly star table has in the version being built.
+    Complete {
+        table: String,
+        parts: Vec<StarPart>,
+    },
     Finish(Box<Manifest>),
 }
 
@@ -119,11 +150,19 @@ impl Loader {
         Loader { sender: Some(sender), abandoned, thread: Some(thread) }
     }
 
-    /// What the build calls with each finished month file of a star table.
+    /// What the build calls with each finished month file of a star table,
+    /// and with each monthly star table once it is complete.
     pub fn hook(&self) -> crate::model::build::PartHook {
         let sender = self.sender.clone().expect("until finish");
-        crate::model::build::PartHook(Arc::new(move |table: &str, part: &StarPart, version: u64| {
-            let message = Message::Part(Written { table: table.to_string(), part: part.clone(), version });
+        crate::model::build::PartHook(Arc::new(move |event: StarEvent<'_>| {
+            let message = match event {
+                StarEvent::Part { table, part, version } => {
+                    Message::Part(Written { table: table.to_string(), part: part.clone(), version })
+                }
+                StarEvent::Table { table, parts, .. } => {
+                    Message::Complete { table: table.to_string(), parts: parts.to_vec() }
+                }
+            };
             // A loader that stopped on an error reports it from `finish`.
             let _ = sender.send(message);
         }))
@@ -170,7 +209,7 @@ fn serve(
     let mut tx = client.transaction().map_err(SinkError::sql("BEGIN"))?;
     let mut metrics = SyncMetrics { target, ..Default::default() };
     prepare(&mut tx, &mut metrics)?;
-    let (mut early, mut buf) = (Early::default(), Vec::with_capacity(8 << 20));
+    let (mut early, mut buf) = (Early::default(), Vec::with_capacity(2 * COPY_CHUNK));
     loop {
         // A hook may outlive the loader: a dropped loader is noticed within 0.1 s.
         let message = match messages.recv_timeout(std::time::Duration::from_millis(100)) {
@@ -179,9 +218,12 @@ fn serve(
             Err(_) => break,
         };
         match message {
-            Message::Part(_) if abandoned.load(Ordering::Relaxed) => break,
+            Message::Part(_) | Message::Complete { .. } if abandoned.load(Ordering::Relaxed) => break,
             Message::Part(written) => {
                 early.send(&mut tx, layout, &written, &mut metrics, &mut buf)?;
+            }
+            Message::Complete { table, parts } => {
+                early.complete(&mut tx, &table, &parts, &mut metrics)?;
             }
             Message::Finish(manifest) => {
                 sync_star(&mut tx, layout, &manifest, opts, early, &mut metrics)?;

@@ -542,6 +542,7 @@ fn a_loader_sends_month_files_while_the_build_runs_and_commits_the_version_built
     let helpers: usize = lake.manifest().star().unwrap().tables.keys().filter(|t| t.starts_with('_')).count();
     assert!(first.parts_sent <= star_parts - helpers && first.parts_sent > monthly, "{first:?}");
     assert_eq!(first.parts_unchanged, 0, "parts sent during the build are not unchanged ones: {first:?}");
+    assert_eq!(first.tables_indexed_during_build, ["fact_plays", "dim_time"], "{first:?}");
     let mut client = connect(&url);
     assert_pg_equals_lake(&lake, &mut client);
     // The indexes dropped for the load are back, and the key refuses a duplicate.
@@ -573,9 +574,34 @@ fn a_loader_sends_month_files_while_the_build_runs_and_commits_the_version_built
     lake.ingest(&more);
     let second = run_with_loader(&lake, &url);
     assert_eq!(second.parts_sent_during_build, 0, "{second:?}");
+    assert!(second.tables_indexed_during_build.is_empty(), "{second:?}");
     assert!(second.parts_sent > 0 && second.parts_unchanged > 0, "{second:?}");
     assert_pg_equals_lake(&lake, &mut client);
     assert_eq!(parts_of(&lake, "fact_plays").len(), 4);
+}
+
+#[test]
+fn a_loader_into_an_empty_database_builds_indexes_at_the_end_when_months_were_kept() {
+    let url = pg::server().create_database("loader_kept");
+    let lake = TestLake::new();
+    let input = lake.dir.path().join("two-months");
+    shifted_logs(&input, &[("2018-11-01-events.json", 0), ("2018-11-02-events.json", 31)]);
+    copy_dir(&sample().join("song_data"), &input.join("song_data"));
+    lake.ingest(&input);
+    lake.build();
+    let more = lake.dir.path().join("third-month");
+    shifted_logs(&more, &[("2018-11-03-events.json", 62)]);
+    lake.ingest(&more);
+    let m = run_with_loader(&lake, &url);
+    // Only the new month went early; the kept months came at the end, so the
+    // indexes could not be built before then.
+    assert_eq!(m.parts_sent_during_build, 2, "a month of plays and of times: {m:?}");
+    assert!(m.tables_indexed_during_build.is_empty(), "{m:?}");
+    let mut client = connect(&url);
+    assert_pg_equals_lake(&lake, &mut client);
+    assert_eq!(parts_of(&lake, "fact_plays").len(), 3);
+    assert_eq!(indexes_of(&mut client, "fact_plays"), vec!["fact_plays_pkey", "fact_plays_played_at_idx"]);
+    assert_eq!(indexes_of(&mut client, "dim_time"), vec!["dim_time_pkey"]);
 }
 
 #[test]
@@ -586,9 +612,11 @@ fn a_loader_dropped_before_the_build_is_done_leaves_the_database_as_it_was() {
     let loader = tunelake::sink::Loader::start(&lake.layout, &url, &tunelake::sink::SyncOptions::default());
     let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (hook, counter) = (loader.hook(), sent.clone());
-    let counting = tunelake::model::build::PartHook(std::sync::Arc::new(move |t: &str, p: &_, v: u64| {
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        (hook.0)(t, p, v)
+    let counting = tunelake::model::build::PartHook(std::sync::Arc::new(move |event| {
+        if matches!(event, tunelake::model::build::StarEvent::Part { .. }) {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        (hook.0)(event)
     }));
     lake.build_with(&tunelake::model::build::BuildOptions { on_star_part: Some(counting), ..Default::default() });
     assert!(sent.load(std::sync::atomic::Ordering::Relaxed) >= 2, "the build handed over its month files");
