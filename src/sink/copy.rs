@@ -5,7 +5,8 @@
 
 use std::io::Write;
 
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray};
+use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType};
 
 use super::SinkError;
@@ -41,45 +42,81 @@ pub fn check_types(table: &str, batch: &RecordBatch) -> Result<(), SinkError> {
     Ok(())
 }
 
+/// One column of a batch, its type found once per batch rather than per value.
+enum Column<'a> {
+    Text(&'a StringArray),
+    /// Eight bytes each: BIGINT, DOUBLE PRECISION (its bits), or TIMESTAMP
+    /// (already shifted to PostgreSQL's epoch by `shift`).
+    Eight {
+        values: &'a [i64],
+        shift: i64,
+    },
+    Float(&'a [f64]),
+    Int(&'a [i32]),
+    Bool(&'a BooleanArray),
+}
+
+impl<'a> Column<'a> {
+    fn of(col: &'a ArrayRef) -> Column<'a> {
+        match col.data_type() {
+            DataType::Utf8 => Column::Text(col.as_string::<i32>()),
+            DataType::Int64 => Column::Eight { values: col.as_primitive::<Int64Type>().values(), shift: 0 },
+            DataType::Timestamp(TimeUnit::Microsecond, None) => Column::Eight {
+                values: col.as_primitive::<TimestampMicrosecondType>().values(),
+                shift: PG_EPOCH_OFFSET_US,
+            },
+            DataType::Float64 => Column::Float(col.as_primitive::<Float64Type>().values()),
+            DataType::Int32 => Column::Int(col.as_primitive::<Int32Type>().values()),
+            DataType::Boolean => Column::Bool(col.as_boolean()),
+            _ => unreachable!("check_types admits only the types above"),
+        }
+    }
+}
+
 /// Appends the rows of `batch` to `buf` (types checked by [`check_types`]).
+/// Each column's type and null mask are looked up once per batch: matched
+/// per value through `dyn Array`, they took a third of the loader's time.
 pub fn encode(batch: &RecordBatch, buf: &mut Vec<u8>) {
     let ncols = batch.num_columns() as i16;
-    let cols = batch.columns();
+    let cols: Vec<(Column<'_>, Option<&NullBuffer>)> =
+        batch.columns().iter().map(|c| (Column::of(c), c.nulls())).collect();
+    let text: usize = cols
+        .iter()
+        .map(|(c, _)| match c {
+            Column::Text(a) => a.value_data().len(),
+            _ => 0,
+        })
+        .sum();
+    buf.reserve(batch.num_rows() * (2 + 12 * cols.len()) + text);
     for row in 0..batch.num_rows() {
         buf.extend_from_slice(&ncols.to_be_bytes());
-        for col in cols {
-            if col.is_null(row) {
+        for (col, nulls) in &cols {
+            if nulls.is_some_and(|n| n.is_null(row)) {
                 buf.extend_from_slice(&(-1i32).to_be_bytes());
                 continue;
             }
-            match col.data_type() {
-                DataType::Utf8 => {
-                    let v = col.as_string::<i32>().value(row).as_bytes();
+            match col {
+                Column::Text(a) => {
+                    let v = a.value(row).as_bytes();
                     buf.extend_from_slice(&(v.len() as i32).to_be_bytes());
                     buf.extend_from_slice(v);
                 }
-                DataType::Int64 => {
+                Column::Eight { values, shift } => {
                     buf.extend_from_slice(&8i32.to_be_bytes());
-                    buf.extend_from_slice(&col.as_primitive::<Int64Type>().value(row).to_be_bytes());
+                    buf.extend_from_slice(&(values[row] - shift).to_be_bytes());
                 }
-                DataType::Int32 => {
+                Column::Float(values) => {
+                    buf.extend_from_slice(&8i32.to_be_bytes());
+                    buf.extend_from_slice(&values[row].to_be_bytes());
+                }
+                Column::Int(values) => {
                     buf.extend_from_slice(&4i32.to_be_bytes());
-                    buf.extend_from_slice(&col.as_primitive::<Int32Type>().value(row).to_be_bytes());
+                    buf.extend_from_slice(&values[row].to_be_bytes());
                 }
-                DataType::Float64 => {
-                    buf.extend_from_slice(&8i32.to_be_bytes());
-                    buf.extend_from_slice(&col.as_primitive::<Float64Type>().value(row).to_be_bytes());
-                }
-                DataType::Boolean => {
+                Column::Bool(a) => {
                     buf.extend_from_slice(&1i32.to_be_bytes());
-                    buf.push(col.as_boolean().value(row) as u8);
+                    buf.push(a.value(row) as u8);
                 }
-                DataType::Timestamp(TimeUnit::Microsecond, None) => {
-                    let us = col.as_primitive::<TimestampMicrosecondType>().value(row) - PG_EPOCH_OFFSET_US;
-                    buf.extend_from_slice(&8i32.to_be_bytes());
-                    buf.extend_from_slice(&us.to_be_bytes());
-                }
-                _ => unreachable!("check_types admits only the types above"),
             }
         }
     }
@@ -88,33 +125,63 @@ pub fn encode(batch: &RecordBatch, buf: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::{BooleanArray, Int64Array, StringArray, TimestampMicrosecondArray};
+    use datafusion::arrow::array::{Float64Array, Int32Array, Int64Array, TimestampMicrosecondArray};
     use std::sync::Arc;
 
     #[test]
-    fn encodes_nulls_strings_ints_bools_and_timestamps() {
+    fn encodes_nulls_strings_ints_floats_bools_and_timestamps() {
         let batch = RecordBatch::try_from_iter([
-            ("s", Arc::new(StringArray::from(vec![Some("ab"), None])) as _),
-            ("i", Arc::new(Int64Array::from(vec![1, -1])) as _),
-            ("b", Arc::new(BooleanArray::from(vec![true, false])) as _),
-            ("t", Arc::new(TimestampMicrosecondArray::from(vec![PG_EPOCH_OFFSET_US + 1, 0])) as _),
+            ("s", Arc::new(StringArray::from(vec![Some("ab"), None, Some("")])) as _),
+            ("i", Arc::new(Int64Array::from(vec![Some(1), Some(-1), None])) as _),
+            ("n", Arc::new(Int32Array::from(vec![Some(7), None, Some(-2)])) as _),
+            ("f", Arc::new(Float64Array::from(vec![Some(1.5), Some(-0.25), None])) as _),
+            ("b", Arc::new(BooleanArray::from(vec![Some(true), Some(false), None])) as _),
+            ("t", Arc::new(TimestampMicrosecondArray::from(vec![Some(PG_EPOCH_OFFSET_US + 1), Some(0), None])) as _),
         ])
         .unwrap();
         check_types("t", &batch).unwrap();
+        let field = |out: &mut Vec<u8>, v: Option<&[u8]>| match v {
+            Some(v) => {
+                out.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                out.extend_from_slice(v);
+            }
+            None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+        };
+        let rows: [[Option<Vec<u8>>; 6]; 3] = [
+            [
+                Some(b"ab".to_vec()),
+                Some(1i64.to_be_bytes().to_vec()),
+                Some(7i32.to_be_bytes().to_vec()),
+                Some(1.5f64.to_be_bytes().to_vec()),
+                Some(vec![1]),
+                Some(1i64.to_be_bytes().to_vec()),
+            ],
+            [
+                None,
+                Some((-1i64).to_be_bytes().to_vec()),
+                None,
+                Some((-0.25f64).to_be_bytes().to_vec()),
+                Some(vec![0]),
+                Some((-PG_EPOCH_OFFSET_US).to_be_bytes().to_vec()),
+            ],
+            [Some(vec![]), None, Some((-2i32).to_be_bytes().to_vec()), None, None, None],
+        ];
+        let want = |rows: &[[Option<Vec<u8>>; 6]]| {
+            let mut out = vec![];
+            for row in rows {
+                out.extend_from_slice(&6i16.to_be_bytes());
+                for v in row {
+                    field(&mut out, v.as_deref());
+                }
+            }
+            out
+        };
         let mut buf = vec![];
         encode(&batch, &mut buf);
-        let mut want = vec![];
-        want.extend_from_slice(&4i16.to_be_bytes());
-        want.extend_from_slice(&2i32.to_be_bytes());
-        want.extend_from_slice(b"ab");
-        want.extend_from_slice(&8i32.to_be_bytes());
-        want.extend_from_slice(&1i64.to_be_bytes());
-        want.extend_from_slice(&1i32.to_be_bytes());
-        want.push(1);
-        want.extend_from_slice(&8i32.to_be_bytes());
-        want.extend_from_slice(&1i64.to_be_bytes());
-        assert_eq!(&buf[..want.len()], &want[..]);
-        // Second row starts with a null string.
-        assert_eq!(&buf[want.len() + 2..want.len() + 6], &(-1i32).to_be_bytes());
+        assert_eq!(buf, want(&rows));
+        // A slice of a batch (as a reader may hand over) starts at its own first row.
+        buf.clear();
+        encode(&batch.slice(1, 2), &mut buf);
+        assert_eq!(buf, want(&rows[1..]));
     }
 }
