@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{DEFAULT_LAKE, Settings};
 use crate::error::{Error, Result};
-use crate::lake::manifest::{Run, RunKind, now_rfc3339};
+use crate::lake::manifest::{Commit, Run, RunKind, now_rfc3339};
 use crate::lake::{LakeLock, Manifest, vacuum};
 use crate::model::build::{BuildMetrics, BuildOptions};
 use crate::model::query::{self, Format};
@@ -421,7 +421,7 @@ pub fn execute(cli: Cli, command: &str) -> Result<()> {
         Command::Ingest(IngestSource::Sparkify { dir }) => {
             let _lock = LakeLock::acquire(layout, "ingest")?;
             let mut manifest = Manifest::load(layout)?;
-            let m = source::ingest_sparkify(layout, &mut manifest, &dir, command)?;
+            let m = source::ingest_sparkify(layout, &mut manifest, &dir, Commit::Wait, command)?;
             print_ingest(out, &m).map_err(Error::Output)?;
         }
         Command::Ingest(IngestSource::SpotifyExport { path, user, no_build }) => {
@@ -624,7 +624,8 @@ fn run_cycle(
     let _lock = LakeLock::acquire(layout, "run")?;
     let mut manifest = Manifest::load(layout)?;
     for dir in &a.sparkify {
-        let m = source::ingest_sparkify(layout, &mut manifest, dir, command)?;
+        // Its files are synced while the next steps go on; the next commit waits for them.
+        let m = source::ingest_sparkify(layout, &mut manifest, dir, Commit::Behind, command)?;
         print_ingest(out, &m).map_err(Error::Output)?;
     }
     for path in &a.spotify_export {

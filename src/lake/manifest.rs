@@ -12,7 +12,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
-use std::sync::OnceLock;
+use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -257,12 +258,53 @@ pub struct Manifest {
     layout: Layout,
     /// Every raw file stored, read from the runs' raw indexes on first use.
     raw: OnceLock<Vec<RawFile>>,
+    /// The last run's commit, when it is still being made durable on a
+    /// thread of its own ([`Manifest::commit_behind`]).
+    behind: Mutex<Option<std::thread::JoinHandle<Result<(), LakeError>>>>,
 }
 
 /// A copy of the runs; the raw file index is read again on first use.
+/// Made after a [`Manifest::commit_behind`], it does not wait for that commit.
 impl Clone for Manifest {
     fn clone(&self) -> Self {
-        Manifest { runs: self.runs.clone(), layout: self.layout.clone(), raw: OnceLock::new() }
+        Manifest::new(self.layout.clone(), self.runs.clone())
+    }
+}
+
+/// Waits for a commit still being made durable; its error can only be logged here.
+impl Drop for Manifest {
+    fn drop(&mut self) {
+        if let Err(e) = self.settle() {
+            tracing::error!(error = %e, "a run's commit failed: the lake is as before that run");
+        }
+    }
+}
+
+/// When a commit is durable (see [`Manifest::commit_behind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// When the call that commits returns.
+    Wait,
+    /// Later, on a thread of its own, while the caller goes on.
+    Behind,
+}
+
+/// What makes a run's commit durable, in order: the files it wrote, its raw
+/// index (when it stored raw files), then its entry, which names them all.
+struct Durable {
+    root: PathBuf,
+    files: Vec<String>,
+    raw_index: Option<[(PathBuf, Vec<u8>); 2]>,
+    entry: (PathBuf, Vec<u8>),
+}
+
+impl Durable {
+    fn write(self) -> Result<(), LakeError> {
+        fsio::sync_files(&self.root, self.files.iter().map(String::as_str))?;
+        for (path, bytes) in self.raw_index.iter().flatten() {
+            fsio::write_atomic(path, bytes)?;
+        }
+        fsio::write_atomic(&self.entry.0, &self.entry.1)
     }
 }
 
@@ -273,7 +315,7 @@ impl Manifest {
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Manifest { runs: vec![], layout: layout.clone(), raw: OnceLock::new() });
+                return Ok(Manifest::new(layout.clone(), vec![]));
             }
             Err(e) => return Err(LakeError::io("list", &dir)(e)),
         };
@@ -298,30 +340,75 @@ impl Manifest {
             let run: Run = serde_json::from_slice(&bytes).map_err(|source| LakeError::BadManifest { path, source })?;
             runs.push(run);
         }
-        Ok(Manifest { runs, layout: layout.clone(), raw: OnceLock::new() })
+        Ok(Manifest::new(layout.clone(), runs))
     }
 
     pub fn next_run_id(&self) -> u64 {
         self.runs.last().map_or(1, |r| r.id + 1)
     }
 
+    fn new(layout: Layout, runs: Vec<Run>) -> Self {
+        Manifest { runs, layout, raw: OnceLock::new(), behind: Mutex::new(None) }
+    }
+
     /// Commits a run: after this returns, the run happened.
-    pub fn commit(&mut self, layout: &Layout, mut run: Run) -> Result<(), LakeError> {
-        // Every file the run wrote is durable before the entry that names it.
-        fsio::sync_files(layout.root(), run.written(self.star()))?;
-        run.finished_at = now_rfc3339();
-        if !run.raw.is_empty() {
-            let raw = std::mem::take(&mut run.raw);
-            run.raw_index = Some(write_raw_index(layout, run.id, &raw)?);
-            if let Some(all) = self.raw.get_mut() {
-                all.extend(raw);
-            }
-        }
-        let path = layout.run_entry(run.id);
-        let bytes = serde_json::to_vec_pretty(&run).expect("a run serializes");
-        fsio::write_atomic(&path, &bytes)?;
-        self.runs.push(run);
+    pub fn commit(&mut self, layout: &Layout, run: Run) -> Result<(), LakeError> {
+        self.settle()?;
+        let (run, raw, durable) = self.prepare(layout, run);
+        durable.write()?;
+        self.remember(run, raw);
         Ok(())
+    }
+
+    /// Commits a run whose files are made durable on a thread of its own,
+    /// while the caller goes on (`tunelake run` builds meanwhile: a 1M-event
+    /// ingest's files took 0.1 s to sync). The run is in this manifest at
+    /// once; it happened once [`Manifest::settle`] returns, which the next
+    /// commit, every read of the lake's raw indexes, and dropping the
+    /// manifest wait for. A crash before that leaves the lake as before the
+    /// run, and nothing committed after it either. After an error from
+    /// `settle`, this manifest holds a run the lake does not: load it again.
+    pub fn commit_behind(&mut self, layout: &Layout, run: Run) -> Result<(), LakeError> {
+        self.settle()?;
+        let (run, raw, durable) = self.prepare(layout, run);
+        let thread = std::thread::Builder::new()
+            .name("tunelake-commit".into())
+            .spawn(move || durable.write())
+            .map_err(|source| LakeError::Io { op: "start a thread to commit", path: layout.root().into(), source })?;
+        *self.behind.lock().expect("commit lock") = Some(thread);
+        self.remember(run, raw);
+        Ok(())
+    }
+
+    /// Waits for the commit [`Manifest::commit_behind`] left going, if any; its error.
+    pub fn settle(&self) -> Result<(), LakeError> {
+        let thread = self.behind.lock().expect("commit lock").take();
+        match thread {
+            Some(thread) => thread.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// `run` as committed, its raw files, and what makes it durable.
+    fn prepare(&self, layout: &Layout, mut run: Run) -> (Run, Vec<RawFile>, Durable) {
+        // Every file the run wrote is durable before the entry that names it.
+        let files = run.written(self.star()).map(str::to_string).collect();
+        run.finished_at = now_rfc3339();
+        let raw = std::mem::take(&mut run.raw);
+        let raw_index = (!raw.is_empty()).then(|| {
+            let (index, files) = encode_raw_index(layout, run.id, &raw);
+            run.raw_index = Some(index);
+            files
+        });
+        let entry = (layout.run_entry(run.id), serde_json::to_vec_pretty(&run).expect("a run serializes"));
+        (run, raw, Durable { root: layout.root().to_path_buf(), files, raw_index, entry })
+    }
+
+    fn remember(&mut self, run: Run, raw: Vec<RawFile>) {
+        if let Some(all) = self.raw.get_mut() {
+            all.extend(raw);
+        }
+        self.runs.push(run);
     }
 
     /// Every raw file stored, in commit order. The first call reads the raw
@@ -330,6 +417,7 @@ impl Manifest {
         if let Some(all) = self.raw.get() {
             return Ok(all);
         }
+        self.settle()?;
         let mut all = vec![];
         for run in &self.runs {
             all.extend(run.raw.iter().cloned());
@@ -343,6 +431,7 @@ impl Manifest {
     /// The sha256 of every raw file stored. Reads each run's digest list,
     /// not its raw index, unless a run has none (an older lake).
     pub fn raw_shas(&self) -> Result<HashSet<String>, LakeError> {
+        self.settle()?;
         let indexes = || self.runs.iter().filter_map(|r| r.raw_index.as_ref());
         if self.raw.get().is_some() || indexes().any(|i| i.digests.is_none()) {
             return Ok(self.raw_files()?.iter().map(|f| f.sha256.clone()).collect());
@@ -418,28 +507,28 @@ impl Manifest {
 }
 
 /// Writes `_manifest/<run>.raw.ndjson`, one raw file per line, durably.
-fn write_raw_index(layout: &Layout, run: u64, raw: &[RawFile]) -> Result<RawIndex, LakeError> {
+/// A run's raw index and digest list: their entry in the run, and the two
+/// files to write (absolute path, bytes).
+fn encode_raw_index(layout: &Layout, run: u64, raw: &[RawFile]) -> (RawIndex, [(PathBuf, Vec<u8>); 2]) {
     let mut bytes = Vec::with_capacity(raw.len() * 300);
     for f in raw {
         serde_json::to_writer(&mut bytes, f).expect("a raw file serializes");
         bytes.push(b'\n');
     }
-    let rel = Layout::raw_index_rel(run);
-    fsio::write_atomic(&layout.abs(&rel), &bytes)?;
     let mut digests = Vec::with_capacity(raw.len() * 65);
     for f in raw {
         digests.extend_from_slice(f.sha256.as_bytes());
         digests.push(b'\n');
     }
-    let digests_rel = Layout::raw_digests_rel(run);
-    fsio::write_atomic(&layout.abs(&digests_rel), &digests)?;
-    Ok(RawIndex {
-        path: rel,
+    let (rel, digests_rel) = (Layout::raw_index_rel(run), Layout::raw_digests_rel(run));
+    let index = RawIndex {
+        path: rel.clone(),
         files: raw.len() as u64,
         bytes: raw.iter().map(|f| f.bytes).sum(),
         sha256: super::sha256_hex(&bytes),
-        digests: Some(Digests { path: digests_rel, sha256: super::sha256_hex(&digests) }),
-    })
+        digests: Some(Digests { path: digests_rel.clone(), sha256: super::sha256_hex(&digests) }),
+    };
+    (index, [(layout.abs(&rel), bytes), (layout.abs(&digests_rel), digests)])
 }
 
 /// Adds the digests of `index`'s raw files to `shas`, from its digest list.
@@ -629,5 +718,42 @@ mod tests {
         touch(&layout, ["staging/t/p"]);
         m.commit(&layout, r2).unwrap();
         assert_eq!(Manifest::load(&layout).unwrap().runs.len(), 2);
+    }
+
+    #[test]
+    fn a_commit_behind_is_in_memory_at_once_and_on_disk_once_settled() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        let mut m = Manifest::load(&layout).unwrap();
+        let staged = |id: u64, path: &str| {
+            let mut r = Run::new(id, RunKind::Ingest, "ingest", now_rfc3339());
+            r.raw = vec![raw(&format!("r{id}"))];
+            r.staging = Some(StagingChange {
+                replace: false,
+                files: vec![StagingFile { table: "t".into(), path: path.into(), rows: 1, sorted: false }],
+            });
+            touch(&layout, r.raw.iter().map(|f| f.path.as_str()));
+            r
+        };
+        touch(&layout, ["staging/t/1", "staging/t/2"]);
+        m.commit_behind(&layout, staged(1, "staging/t/1")).unwrap();
+        assert_eq!(m.next_run_id(), 2, "the run counts in memory before it is durable");
+        assert_eq!(m.staging_files("t").len(), 1);
+        // The next commit waits for it: both are on disk, in order, with the raw index.
+        m.commit(&layout, staged(2, "staging/t/2")).unwrap();
+        let loaded = Manifest::load(&layout).unwrap();
+        assert_eq!(loaded.runs.iter().map(|r| r.id).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(loaded.raw_files().unwrap().len(), 2);
+        // A run naming a file that is not there: the error comes from `settle`, and nothing is committed.
+        m.commit_behind(&layout, staged(3, "staging/t/missing")).unwrap();
+        let err = m.settle().unwrap_err().to_string();
+        assert!(err.contains("fsync") && err.contains("staging/t/missing"), "{err}");
+        assert_eq!(Manifest::load(&layout).unwrap().runs.len(), 2);
+        // Dropping the manifest waits for a commit still going.
+        let mut m = Manifest::load(&layout).unwrap();
+        touch(&layout, ["staging/t/4"]);
+        m.commit_behind(&layout, staged(3, "staging/t/4")).unwrap();
+        drop(m);
+        assert_eq!(Manifest::load(&layout).unwrap().runs.len(), 3);
     }
 }

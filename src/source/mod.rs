@@ -22,7 +22,7 @@ use std::sync::Mutex;
 use chrono::Utc;
 use rayon::prelude::*;
 
-use crate::lake::manifest::{Accounting, MAX_REJECTS_KEPT, RawFile, Reject, Run, RunKind, now_rfc3339};
+use crate::lake::manifest::{Accounting, Commit, MAX_REJECTS_KEPT, RawFile, Reject, Run, RunKind, now_rfc3339};
 use crate::lake::{LakeError, Layout, Manifest, fsio, raw, sha256_hex};
 use crate::progress;
 use stage::{Collector, Staged, stage, stage_log_in_pieces};
@@ -178,6 +178,7 @@ pub fn ingest_sparkify(
     layout: &Layout,
     manifest: &mut Manifest,
     dir: &Path,
+    commit: Commit,
     command: &str,
 ) -> Result<IngestMetrics, SourceError> {
     let song_dir = dir.join("song_data");
@@ -334,8 +335,11 @@ pub fn ingest_sparkify(
     run.staging = Some(staging);
     run.accounting = accounting;
     run.rejects = rejects;
-    manifest.commit(layout, run)?;
-    tracing::debug!(seconds = t0.elapsed().as_secs_f64(), "ingest sparkify: files synced, run committed");
+    match commit {
+        Commit::Wait => manifest.commit(layout, run)?,
+        Commit::Behind => manifest.commit_behind(layout, run)?,
+    }
+    tracing::debug!(seconds = t0.elapsed().as_secs_f64(), ?commit, "ingest sparkify: run committed");
     metrics.committed = true;
     Ok(metrics)
 }

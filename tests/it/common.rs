@@ -59,7 +59,14 @@ impl TestLake {
 
     pub fn ingest(&self, dir: &Path) -> IngestMetrics {
         let mut m = self.manifest();
-        tunelake::source::ingest_sparkify(&self.layout, &mut m, dir, "test ingest").unwrap()
+        tunelake::source::ingest_sparkify(
+            &self.layout,
+            &mut m,
+            dir,
+            tunelake::lake::manifest::Commit::Wait,
+            "test ingest",
+        )
+        .unwrap()
     }
 
     pub fn build_with(&self, opts: &BuildOptions) -> BuildMetrics {
