@@ -29,11 +29,13 @@ span AS (
 -- The latest event is at the user's last time of the month: the events at
 -- that time are found by a hash join (span, a row per user and month, is
 -- the side hashed; the events stream past it) and only they are ordered.
+-- A time is in one month, so the join needs no month: the events are not
+-- truncated to theirs.
 at_last AS (
     SELECT s.month, s.user_id, b.first_name, b.last_name, b.gender, b.level, b.location, b.country,
            b.registration_ms, b.source, b.ts, b.pos1, b.pos2, s.first_seen, s.last_seen
     FROM span s
-    JOIN by_month b ON b.month = s.month AND b.user_id = s.user_id AND b.ts = s.last_seen
+    JOIN events b ON b.user_id = s.user_id AND b.ts = s.last_seen
 ),
 -- Events at the same last time (rare): the latest by session position, then
 -- source, is the first row of its user and month in that order (a sort of
