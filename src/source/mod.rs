@@ -200,6 +200,9 @@ pub fn ingest_sparkify(
     let skipped = Mutex::new(BTreeMap::<&str, u64>::new());
     let out = Mutex::new(Collector::new());
     let bar = progress::bar(logs.len() as u64, "ingest sparkify");
+    // Logs under chunks::STREAM_FROM, read whole, are stored from memory on a
+    // thread of their own; two wait at most.
+    let raw_writer = fsio::RawWriter::start(2);
 
     // A big log is copied into raw/ as it is read, then staged from that
     // copy piece by piece (`chunks`), so memory stays bounded.
@@ -264,7 +267,7 @@ pub fn ingest_sparkify(
             pack.lock().expect("pack lock").add(raw, bytes)?;
         } else {
             // Made durable with the run's other files when it commits (`fsio::sync_files`).
-            fsio::write_deferred(&layout.abs(&raw.path), &bytes)?;
+            raw_writer.write(layout.abs(&raw.path), bytes);
             raw_added.lock().expect("raw lock").push(raw);
         }
         bar.inc(1);
@@ -293,6 +296,7 @@ pub fn ingest_sparkify(
         .with_max_len(1)
         .enumerate()
         .try_for_each(|(i, rel)| ingest_one(logs.len() + i, rel, sparkify::KIND_SONG))?;
+    raw_writer.finish()?;
     bar.finish_and_clear();
     tracing::debug!(seconds = t0.elapsed().as_secs_f64(), "ingest sparkify: read, stored and staged");
 
