@@ -267,7 +267,7 @@ pub fn ingest_sparkify(
             pack.lock().expect("pack lock").add(raw, bytes)?;
         } else {
             // Made durable with the run's other files when it commits (`fsio::sync_files`).
-            raw_writer.write(layout.abs(&raw.path), bytes);
+            raw_writer.write(layout.abs(&raw.path), bytes)?;
             raw_added.lock().expect("raw lock").push(raw);
         }
         bar.inc(1);
