@@ -12,7 +12,7 @@ use postgres::Transaction;
 use super::SinkError;
 use super::sync::{
     COPY_CHUNK, SyncMetrics, SyncOptions, Unit, connect, drop_indexes, is_empty, part_name, partition_predicate,
-    prepare, send_whole, sync_star,
+    prepare, rebuild_indexes, send_whole, sync_star,
 };
 use crate::lake::manifest::StarPart;
 use crate::lake::{Layout, Manifest};
@@ -94,10 +94,7 @@ impl Early {
             return Ok(());
         }
         tracing::info!(table, "building indexes while the build goes on");
-        for statement in std::mem::take(&mut early.rebuild) {
-            tx.batch_execute(&statement)
-                .map_err(SinkError::sql(format!("{table}: rebuilding an index: {statement}")))?;
-        }
+        rebuild_indexes(tx, table, &std::mem::take(&mut early.rebuild))?;
         metrics.tables_indexed_during_build.push(table.to_string());
         Ok(())
     }

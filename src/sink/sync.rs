@@ -137,10 +137,7 @@ pub(super) fn sync_star(
         let parts: &[StarPart] = star.tables.get(table.name).map(Vec::as_slice).unwrap_or(&[]);
         let before = early.tables.remove(table.name).unwrap_or_default();
         sync_table(tx, layout, table, parts, &by_sha, star.version, opts, &before, metrics, &bar)?;
-        for statement in before.rebuild {
-            tx.batch_execute(&statement)
-                .map_err(SinkError::sql(format!("{}: rebuilding an index: {statement}", table.name)))?;
-        }
+        rebuild_indexes(tx, table.name, &before.rebuild)?;
     }
     bar.finish_and_clear();
     tx.execute(
@@ -426,9 +423,7 @@ fn sync_table(
             bar.inc(unit.parts.len() as u64);
         }
     }
-    for statement in rebuild {
-        tx.batch_execute(&statement).map_err(SinkError::sql(format!("{name}: rebuilding an index: {statement}")))?;
-    }
+    rebuild_indexes(tx, name, &rebuild)?;
     Ok(())
 }
 
@@ -486,6 +481,14 @@ fn upsert(
         )
     };
     tx.execute(&upsert, &[]).map_err(SinkError::sql(format!("{name}: upserting partition {partition}")))
+}
+
+/// Runs the statements [`drop_indexes`] returned for `table`.
+pub(super) fn rebuild_indexes(tx: &mut Transaction<'_>, table: &str, statements: &[String]) -> Result<(), SinkError> {
+    for statement in statements {
+        tx.batch_execute(statement).map_err(SinkError::sql(format!("{table}: rebuilding an index: {statement}")))?;
+    }
+    Ok(())
 }
 
 /// Drops `table`'s indexes (its primary key included) and returns the
