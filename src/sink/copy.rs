@@ -45,8 +45,8 @@ pub fn check_types(table: &str, batch: &RecordBatch) -> Result<(), SinkError> {
 /// One column of a batch, its type found once per batch rather than per value.
 enum Column<'a> {
     Text(&'a StringArray),
-    /// Eight bytes each: BIGINT, DOUBLE PRECISION (its bits), or TIMESTAMP
-    /// (already shifted to PostgreSQL's epoch by `shift`).
+    /// Eight bytes each: BIGINT, or TIMESTAMP (`shift` moves it to
+    /// PostgreSQL's epoch).
     Eight {
         values: &'a [i64],
         shift: i64,
@@ -83,7 +83,7 @@ pub fn encode(batch: &RecordBatch, buf: &mut Vec<u8>) {
     let text: usize = cols
         .iter()
         .map(|(c, _)| match c {
-            Column::Text(a) => a.value_data().len(),
+            Column::Text(a) => (a.value_offsets()[a.len()] - a.value_offsets()[0]) as usize,
             _ => 0,
         })
         .sum();
