@@ -4,6 +4,7 @@
 //! into a new star version; [`query`] runs SQL over the current star tables.
 
 pub mod build;
+mod files;
 mod globals;
 mod layer;
 mod plan;
@@ -94,6 +95,8 @@ pub fn session(memory_limit: usize) -> Result<SessionContext, DataFusionError> {
     // A fair pool gives every spilling operator (sort, aggregate) a share and makes it spill past it.
     let pool = Arc::new(FairSpillPool::new(memory_limit));
     let runtime = RuntimeEnvBuilder::new().with_memory_pool(pool).build_arc()?;
+    let local = datafusion::execution::object_store::ObjectStoreUrl::local_filesystem();
+    runtime.register_object_store(local.as_ref(), Arc::new(files::InlineFiles::default()));
     Ok(SessionContext::new_with_config_rt(config, runtime))
 }
 
