@@ -317,7 +317,7 @@ pub fn run() -> Result<()> {
     // arena the threads queued for it (1M events: 4.5 s with one arena, 1.9 s
     // with glibc's default, which ingest keeps).
     if !matches!(cli.command, Command::Ingest(IngestSource::Sparkify { .. })) {
-        two_malloc_arenas();
+        four_malloc_arenas();
     }
     large_buffers_mapped();
     init_tracing(cli.verbose);
@@ -326,19 +326,23 @@ pub fn run() -> Result<()> {
     execute(cli, &redact_args(&command_line))
 }
 
-/// Two malloc arenas for the whole process, for the commands that run
-/// DataFusion. It frees buffers on other threads than the ones that
-/// allocated them, and glibc's default of eight arenas per core then keeps
-/// that memory: a 5M-event build peaked at 725 MB with the default arenas
-/// and at 478 MB with one. One arena made the build's two sorting threads
-/// queue for it; two cost a few MB (1M events: 4.1 s and 395 MB against
-/// 4.4 s and 380 MB; 5M: 17.6 s and 407 MB against 18.1 s and 393 MB).
+/// Four malloc arenas for the whole process, for the commands that run
+/// DataFusion: one for each thread that allocates at once (the two tokio
+/// workers, the thread that waits on the build, and a sync's). DataFusion
+/// frees buffers on other threads than the ones that allocated them, and
+/// glibc's default of eight arenas per core then keeps that memory: a
+/// 5M-event build peaked at 725 MB with the default and at 478 MB with one.
+/// With two, three threads shared them and queued for their locks: a 1M
+/// build switched context 5,000 to 22,000 times (the futex of glibc's arena
+/// lock), against 950 with four. 1M `run`, five alternating pairs: median
+/// 5.04 s against 5.25 s, user time 5.8 s against 6.1 s, peak 225-233 MB
+/// against 210-225 MB; a 5M `run` peaked at 298 MB against 289 MB.
 /// Called before the process starts any thread.
-fn two_malloc_arenas() {
+fn four_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets an allocator parameter; no other thread exists yet.
     unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_ARENA_MAX, 4);
     }
 }
 
