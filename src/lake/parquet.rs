@@ -8,6 +8,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 
+use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
@@ -131,6 +132,16 @@ pub fn write_staging<'a>(
 /// until [`FileWriter::finish`] renames it into place. Batches are buffered
 /// by the Arrow writer in row groups, so memory is bounded by one row group.
 ///
+/// The bytes depend on the rows alone, not on how they came in batches: the
+/// Arrow writer cuts pages only where one of its mini-batches ends, and a
+/// mini-batch is `write_batch_size` rows counted from the start of each call,
+/// or the whole call where a column has no nulls (or only nulls) in it. So
+/// the rows reach it `write_batch_size` at a time from the file's start, and
+/// the few left over wait for the next batch. A build whose helpers were held
+/// in memory (batches as the query made them) writes the same files as one
+/// that read them back from scratch files. (Only for the hashed lake files:
+/// scratch and staging files go as they come, 0.05 s less at 1M.)
+///
 /// No file gets an fsync of its own: a run writes many files, then makes
 /// them all durable with one [`fsio::sync_files`] before the manifest
 /// entry that names them. Until then a file is debris that `vacuum` removes.
@@ -141,11 +152,13 @@ pub struct FileWriter {
     rows: u64,
     hashed: bool,
     props: WriterProperties,
+    /// Rows not handed to the Arrow writer yet: fewer than one mini-batch.
+    pending: Option<RecordBatch>,
 }
 
 impl FileWriter {
     fn new(path: &Path, schema: SchemaRef, hashed: bool, props: WriterProperties) -> Self {
-        FileWriter { path: path.into(), schema, inner: None, rows: 0, hashed, props }
+        FileWriter { path: path.into(), schema, inner: None, rows: 0, hashed, props, pending: None }
     }
 
     /// A lake file: hashed, compressed, with every statistic.
@@ -181,13 +194,41 @@ impl FileWriter {
         if batch.num_rows() == 0 {
             return Ok(());
         }
+        self.rows += batch.num_rows() as u64;
+        if !self.hashed {
+            // Scratch and staging files are never compared by their bytes.
+            return self.write_whole(batch);
+        }
+        let chunk = self.props.write_batch_size();
+        let mut rest = batch.clone();
+        if let Some(head) = self.pending.take() {
+            let fill = (chunk - head.num_rows()).min(rest.num_rows());
+            let joined = concat_batches(&self.schema, [&head, &rest.slice(0, fill)])
+                .map_err(|source| LakeError::ParquetWrite { path: self.path.clone(), source: source.into() })?;
+            rest = rest.slice(fill, rest.num_rows() - fill);
+            if joined.num_rows() < chunk {
+                self.pending = Some(joined);
+                return Ok(());
+            }
+            self.write_whole(&joined)?;
+        }
+        let whole = rest.num_rows() / chunk * chunk;
+        for at in (0..whole).step_by(chunk) {
+            self.write_whole(&rest.slice(at, chunk))?;
+        }
+        if whole < rest.num_rows() {
+            self.pending = Some(rest.slice(whole, rest.num_rows() - whole));
+        }
+        Ok(())
+    }
+
+    /// Hands rows to the Arrow writer: for a hashed file, one mini-batch or the file's last rows.
+    fn write_whole(&mut self, batch: &RecordBatch) -> Result<(), LakeError> {
         if self.inner.is_none() {
             self.open()?;
         }
         let (_, w) = self.inner.as_mut().expect("opened above");
-        w.write(batch).map_err(|source| LakeError::ParquetWrite { path: self.path.clone(), source })?;
-        self.rows += batch.num_rows() as u64;
-        Ok(())
+        w.write(batch).map_err(|source| LakeError::ParquetWrite { path: self.path.clone(), source })
     }
 
     pub fn rows(&self) -> u64 {
@@ -204,6 +245,9 @@ impl FileWriter {
 
     /// Closes the file and renames it into place.
     pub fn finish(mut self) -> Result<Written, LakeError> {
+        if let Some(last) = self.pending.take() {
+            self.write_whole(&last)?;
+        }
         if self.inner.is_none() {
             self.open()?;
         }
@@ -336,6 +380,52 @@ mod tests {
         w.write(&batch).unwrap();
         w.finish().unwrap();
         assert_eq!(with_min_max(&scratch), [true, false, true]);
+    }
+
+    #[test]
+    fn the_same_rows_make_the_same_file_however_they_come_in_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+            Field::new("rare", DataType::Int64, true),
+        ]));
+        // Enough rows for several pages (20,000 rows at most each) and a
+        // dictionary that grows as it goes; `rare` has nulls in a few rows
+        // only, so most batches of it have none.
+        let n = 70_000;
+        let all = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from_iter_values((0..n).map(|i| i * 7919 % 100_003))),
+                Arc::new(StringArray::from_iter((0..n).map(|i| (i % 13 != 0).then(|| format!("name {}", i % 5_000))))),
+                Arc::new(Int64Array::from_iter((0..n).map(|i| (!(30_000..30_010).contains(&i)).then_some(i)))),
+            ],
+        )
+        .unwrap();
+        let cut = |sizes: &[usize]| {
+            let (mut out, mut at) = (vec![], 0);
+            for size in sizes.iter().cycle() {
+                if at == all.num_rows() {
+                    break;
+                }
+                let len = (*size).min(all.num_rows() - at);
+                out.push(all.slice(at, len));
+                at += len;
+            }
+            out
+        };
+        let whole = write_batches(&dir.path().join("whole.parquet"), &schema, [&all]).unwrap();
+        for (i, sizes) in
+            [vec![1], vec![1000, 24], vec![8192], vec![3, 5000, 1023, 1025], vec![69_999]].iter().enumerate()
+        {
+            let batches = cut(sizes);
+            let written = write_batches(&dir.path().join(format!("{i}.parquet")), &schema, &batches).unwrap();
+            assert_eq!((written.rows, &written.sha256), (n as u64, &whole.sha256), "batches of {sizes:?}");
+        }
+        let back: Vec<RecordBatch> =
+            read(&dir.path().join("3.parquet"), 100_000).unwrap().collect::<Result<_, _>>().unwrap();
+        assert_eq!(back, vec![all]);
     }
 
     #[test]

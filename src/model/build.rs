@@ -39,6 +39,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{AsArray, Float64Array, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
+use datafusion::catalog::MemTable;
 use datafusion::common::ScalarValue;
 use datafusion::prelude::{DataFrame, SessionContext, col, lit};
 use futures::StreamExt;
@@ -69,6 +70,9 @@ pub struct BuildOptions {
     /// Staging rows from which a slice's plays are computed in two halves by
     /// time at once, one per core (`SliceHelper::halves_by`).
     pub halves_rows: u64,
+    /// Staging rows up to which a slice's helpers (the plays, the matches)
+    /// are held in memory instead of written to scratch files and read back.
+    pub helpers_in_memory_rows: u64,
     /// Called with each month file of a star table as soon as it is written,
     /// and with each monthly star table once all of it is
     /// (`tunelake run` hands them to a sync that is already loading).
@@ -108,6 +112,19 @@ impl std::fmt::Debug for PartHook {
 /// 272-300 MB; a build alone is slower in more slices (2.4-2.5 s against 2.2-2.4 s).
 pub const LOADING_SLICE_ROWS: u64 = 350_000;
 
+/// Staging rows up to which a slice's helpers stay in memory
+/// ([`BuildOptions::helpers_in_memory_rows`]): `run`'s slices
+/// ([`LOADING_SLICE_ROWS`]) and the slices of an everyday build (a day
+/// recomputes its month). Written to a scratch file, the plays were encoded
+/// once and decoded twice (for fact_plays and the unmatched tracks): a 1M
+/// `run`, four alternating pairs, took 4.91-4.98 s in memory against
+/// 5.15-5.39 s, with 5.5-5.8 s of user time against 6.0-6.1 s, and peaked
+/// at 291-303 MB against 226-235 MB. A slice of 1M events (a first `build`)
+/// held them in 565 MB against 270 MB, so larger slices keep the files
+/// (a `build --force` took 1.54 s instead of 1.90 s that way). Memory held
+/// this way is outside DataFusion's pool.
+pub const HELPERS_IN_MEMORY_ROWS: u64 = 400_000;
+
 impl Default for BuildOptions {
     fn default() -> Self {
         BuildOptions {
@@ -116,6 +133,7 @@ impl Default for BuildOptions {
             force: false,
             slice_rows: 1_000_000,
             halves_rows: 100_000,
+            helpers_in_memory_rows: HELPERS_IN_MEMORY_ROWS,
             on_star_part: None,
         }
     }
@@ -546,19 +564,22 @@ async fn monthly_schemas(ctx: &SessionContext) -> Result<Vec<(String, SchemaRef)
     Ok(out)
 }
 
+/// Where to cut each staging table in two halves: by which column, at what time.
+type Cuts = HashMap<&'static str, (&'static str, i64)>;
+
 /// Registers staging restricted to the slice `lo..hi` and its margin (only
 /// files that overlap it, filtered by time), in time order where its files
 /// are (`staging::order_of`), so that `_sparkify_plays` need not sort.
 /// Returns where to cut each table's files in two halves by time, for those
-/// with at least `halves_rows` rows (`halfway`).
+/// with at least `halves_rows` rows (`halfway`), and the rows of the files.
 fn restrict_staging(
     ctx: &SessionContext,
     layout: &Layout,
     plan: &Plan,
     (lo, hi): (i64, i64),
     halves_rows: u64,
-) -> Result<HashMap<&'static str, (&'static str, i64)>, ModelError> {
-    let mut cuts = HashMap::new();
+) -> Result<(Cuts, u64), ModelError> {
+    let (mut cuts, mut rows) = (HashMap::new(), 0);
     for (name, schema) in staging::tables() {
         let Some(column) = STAGING.iter().find(|s| s.0 == name).and_then(|s| s.1) else { continue };
         let (from, to) = (lo - MARGIN_US, hi + MARGIN_US);
@@ -572,6 +593,7 @@ fn restrict_staging(
         if let Some(cut) = halfway(&spans, halves_rows) {
             cuts.insert(name, (column, cut));
         }
+        rows += spans.iter().map(|s| s.rows).sum::<u64>();
         let paths: Vec<PathBuf> = spans.iter().map(|s| layout.abs(&s.path)).collect();
         let in_slice = |provider| {
             ctx.read_table(provider)
@@ -581,7 +603,7 @@ fn restrict_staging(
         };
         replace_table(ctx, name, in_slice(sorted_files_provider(name, schema, &paths, sorted)?)?)?;
     }
-    Ok(cuts)
+    Ok((cuts, rows))
 }
 
 /// What one slice wrote: parts per table (with how many were unchanged) and counts per month.
@@ -606,10 +628,11 @@ async fn build_slice(
     summaries: &[&'static SqlFile],
     opts: &BuildOptions,
 ) -> Result<SliceOutput, ModelError> {
-    let cuts = restrict_staging(ctx, layout, plan, (lo, hi), opts.halves_rows)?;
+    let (cuts, rows) = restrict_staging(ctx, layout, plan, (lo, hi), opts.halves_rows)?;
+    let in_memory = rows <= opts.helpers_in_memory_rows;
     let (mut scratch_files, mut halved) = (vec![], 0);
     for h in SLICE_HELPERS {
-        let path = scratch.join(format!("{}-{slice}.parquet", h.file.name));
+        let path = (!in_memory).then(|| scratch.join(format!("{}-{slice}.parquet", h.file.name)));
         ctx.deregister_table(h.file.name).map_err(sql_err(h.file.name, "deregister"))?;
         // Two sorters need two merge reservations: below the default memory, one.
         let roomy = opts.memory_limit >= super::DEFAULT_MEMORY_LIMIT;
@@ -621,9 +644,9 @@ async fn build_slice(
         let paths = match halves {
             Some(cut) => {
                 halved += 1;
-                materialize_halves(ctx, &h.file, h.sorted_by, cut, &path).await?
+                materialize_halves(ctx, &h.file, h.sorted_by, cut, path.as_deref()).await?
             }
-            None => materialize(ctx, &h.file, h.sorted_by, &path).await?,
+            None => materialize(ctx, &h.file, h.sorted_by, path.as_deref()).await?,
         };
         scratch_files.extend(paths);
         super::set(ctx, "datafusion.execution.target_partitions", "1").await?;
@@ -785,20 +808,18 @@ async fn count_months(
     Ok(out)
 }
 
-/// Runs a helper model into `path` and registers it under its name.
+/// Runs a helper model and registers it under its name: kept in memory, or
+/// in scratch file `path`. Returns the scratch files written.
 async fn materialize(
     ctx: &SessionContext,
     helper: &SqlFile,
     sorted_by: &[&str],
-    path: &Path,
+    path: Option<&Path>,
 ) -> Result<Vec<PathBuf>, ModelError> {
-    let (schema, rows) = write_helper(ctx, helper, sorted_by, path).await?;
-    // Without rows, an empty table the optimizer can see through.
-    let files = if rows > 0 { vec![path.to_path_buf()] } else { vec![] };
-    let provider = sorted_files_provider(helper.name, schema, &files, sorted_by)?;
-    ctx.register_table(helper.name, provider)
-        .map_err(|source| ModelError::Register { path: helper.name.into(), source })?;
-    Ok(vec![path.to_path_buf()])
+    let (schema, kept) = write_helper(ctx, helper, sorted_by, path).await?;
+    let files = kept.file().into_iter().collect();
+    register_helper(ctx, helper.name, schema, vec![kept], sorted_by)?;
+    Ok(files)
 }
 
 /// Where to cut a slice's staging files (in time order) into two halves of
@@ -828,10 +849,9 @@ async fn materialize_halves(
     helper: &'static SqlFile,
     sorted_by: &'static [&'static str],
     (table, column, cut): (&str, &str, i64),
-    path: &Path,
+    path: Option<&Path>,
 ) -> Result<Vec<PathBuf>, ModelError> {
     let mut tasks = vec![];
-    let mut paths = vec![];
     for (half, keep) in [col(column).lt(ts_lit(cut)), col(column).gt_eq(ts_lit(cut))].into_iter().enumerate() {
         let session = session_copy(ctx).await?;
         let provider = ctx.table_provider(table).await.map_err(sql_err(table, "lookup"))?;
@@ -841,55 +861,102 @@ async fn materialize_halves(
             .map_err(sql_err(table, "restricting to a half"))?
             .into_view();
         replace_table(&session, table, half_of)?;
-        let path = path.with_extension(format!("{half}.parquet"));
-        paths.push(path.clone());
-        tasks.push(tokio::spawn(async move { write_helper(&session, helper, sorted_by, &path).await }));
+        let path = path.map(|p| p.with_extension(format!("{half}.parquet")));
+        tasks.push(tokio::spawn(async move { write_helper(&session, helper, sorted_by, path.as_deref()).await }));
     }
     let mut written = vec![];
     for task in tasks {
         // Both finish before either's error is returned: no task outlives the build.
         written.push(task.await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())));
     }
-    let mut schema = None;
-    let mut files = vec![];
-    for (w, path) in written.into_iter().zip(&paths) {
-        let (s, rows) = w?;
+    let (mut schema, mut halves) = (None, vec![]);
+    for w in written {
+        let (s, kept) = w?;
         schema = Some(s);
-        // A file without rows has no statistics to show the order by (and
-        // no file at all is an empty table the optimizer can see through).
-        if rows > 0 {
-            files.push(path.clone());
-        }
+        halves.push(kept);
     }
-    let schema = schema.expect("two halves");
-    let provider = sorted_files_provider(helper.name, schema, &files, sorted_by)?;
-    ctx.register_table(helper.name, provider)
-        .map_err(|source| ModelError::Register { path: helper.name.into(), source })?;
-    Ok(paths)
+    let files = halves.iter().filter_map(Kept::file).collect();
+    register_helper(ctx, helper.name, schema.expect("two halves"), halves, sorted_by)?;
+    Ok(files)
 }
 
-/// Runs `helper` in `ctx` into scratch file `path`, whose rows come in the
-/// order of `sorted_by`; its schema and rows.
+/// Where a slice helper's rows wait until the slice's tables are written.
+enum Kept {
+    File { path: PathBuf, rows: u64 },
+    Memory(Vec<RecordBatch>),
+}
+
+impl Kept {
+    fn file(&self) -> Option<PathBuf> {
+        match self {
+            Kept::File { path, .. } => Some(path.clone()),
+            Kept::Memory(_) => None,
+        }
+    }
+}
+
+/// Registers helper `name` from its parts, in order (the halves in time
+/// order): the rows in memory as one sorted partition, or the files.
+fn register_helper(
+    ctx: &SessionContext,
+    name: &str,
+    schema: SchemaRef,
+    parts: Vec<Kept>,
+    sorted_by: &[&str],
+) -> Result<(), ModelError> {
+    let (mut files, mut batches) = (vec![], vec![]);
+    for part in parts {
+        match part {
+            // A file without rows has no statistics to show the order by (and
+            // no file at all is an empty table the optimizer can see through).
+            Kept::File { path, rows } if rows > 0 => files.push(path),
+            Kept::File { .. } => {}
+            Kept::Memory(b) => batches.extend(b),
+        }
+    }
+    let provider = if batches.is_empty() {
+        sorted_files_provider(name, schema, &files, sorted_by)?
+    } else {
+        let order = sorted_by.iter().map(|c| col(*c).sort(true, false)).collect();
+        let table = MemTable::try_new(schema, vec![batches])
+            .map_err(|source| ModelError::Register { path: name.into(), source })?;
+        Arc::new(if sorted_by.is_empty() { table } else { table.with_sort_order(vec![order]) })
+    };
+    ctx.register_table(name, provider).map_err(|source| ModelError::Register { path: name.into(), source })?;
+    Ok(())
+}
+
+/// Runs `helper` in `ctx`, whose rows come in the order of `sorted_by`, into
+/// scratch file `path`, or into memory without one; its schema and rows.
 async fn write_helper(
     ctx: &SessionContext,
     helper: &SqlFile,
     sorted_by: &[&str],
-    path: &Path,
-) -> Result<(SchemaRef, u64), ModelError> {
+    path: Option<&Path>,
+) -> Result<(SchemaRef, Kept), ModelError> {
     let file = format!("sql/model/{}.sql", helper.name);
     let df = run_sql(ctx, &file, helper.text).await?;
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
     let t0 = std::time::Instant::now();
     let (plan, mut stream) = execute(helper.name, &file, df).await?;
-    let mut writer = FileWriter::scratch(path, schema.clone(), sorted_by);
+    let mut writer = path.map(|p| FileWriter::scratch(p, schema.clone(), sorted_by));
+    let (mut batches, mut rows) = (vec![], 0);
     while let Some(batch) = stream.next().await {
-        writer.write(&batch.map_err(|source| ModelError::Sql { file: file.clone(), what: "execution", source })?)?;
+        let batch = batch.map_err(|source| ModelError::Sql { file: file.clone(), what: "execution", source })?;
+        rows += batch.num_rows() as u64;
+        match &mut writer {
+            Some(w) => w.write(&batch)?,
+            None => batches.push(batch),
+        }
     }
-    let written = writer.finish()?;
+    let kept = match (writer, path) {
+        (Some(w), Some(path)) => Kept::File { path: path.to_path_buf(), rows: w.finish()?.rows },
+        _ => Kept::Memory(batches),
+    };
     log_metrics(helper.name, plan.as_ref());
     let seconds = t0.elapsed().as_secs_f64();
-    tracing::debug!(helper = helper.name, path = %path.display(), rows = written.rows, seconds, "materialized");
-    Ok((schema, written.rows))
+    tracing::debug!(helper = helper.name, in_memory = path.is_none(), rows, seconds, "materialized");
+    Ok((schema, kept))
 }
 
 #[cfg(test)]

@@ -358,7 +358,9 @@ fn a_build_of_the_changed_months_equals_a_build_of_all() {
     let sliced = TestLake::new();
     let halved = TestLake::new();
     let sliced_halved = TestLake::new();
-    for lake in [&whole, &sliced, &halved, &sliced_halved] {
+    let on_disk = TestLake::new();
+    let halved_on_disk = TestLake::new();
+    for lake in [&whole, &sliced, &halved, &sliced_halved, &on_disk, &halved_on_disk] {
         for dir in [&songs, &early, &later, &again] {
             lake.ingest(dir);
         }
@@ -369,10 +371,24 @@ fn a_build_of_the_changed_months_equals_a_build_of_all() {
     assert_eq!(s.months_computed, 3);
     let h = halved.build_with(&BuildOptions { halves_rows: 1, ..Default::default() });
     let sh = sliced_halved.build_with(&BuildOptions { slice_rows: 1, halves_rows: 1, ..Default::default() });
+    // The helpers through scratch files instead of memory: the same files, byte for byte.
+    let d = on_disk.build_with(&BuildOptions { helpers_in_memory_rows: 0, ..Default::default() });
+    let hd =
+        halved_on_disk.build_with(&BuildOptions { halves_rows: 1, helpers_in_memory_rows: 0, ..Default::default() });
+    let hashes = |lake: &TestLake| {
+        let star = lake.manifest().star().cloned().unwrap();
+        star.tables
+            .iter()
+            .map(|(t, parts)| (t.clone(), parts.iter().map(|p| p.sha256.clone()).collect::<Vec<_>>()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(hashes(&on_disk), hashes(&whole), "helpers in scratch files vs in memory");
+    assert_eq!(hashes(&halved_on_disk), hashes(&halved), "halves in scratch files vs in memory");
+    assert!(hashes(&whole).iter().any(|(t, parts)| t == "fact_plays" && parts.len() == 3));
     // Halves need two files in a slice: all five days at once; one month per
     // slice halves December's two days and February's two copies of one day
     // (both start at the cut, so the first half is empty), not November's one.
-    assert_eq!((w.halved, s.halved, h.halved, sh.halved), (0, 0, 1, 2), "slices whose plays were halved");
+    assert_eq!((w.halved, s.halved, h.halved, sh.halved, hd.halved), (0, 0, 1, 2, 1), "slices whose plays were halved");
     for t in STAR {
         let rows = step.star_rows(t);
         assert_eq!(rows, whole.star_rows(t), "{t}: month by month vs all at once");
@@ -380,7 +396,7 @@ fn a_build_of_the_changed_months_equals_a_build_of_all() {
         assert_eq!(rows, halved.star_rows(t), "{t}: plays in one task vs two halves");
         assert_eq!(rows, sliced_halved.star_rows(t), "{t}: one slice vs one month per slice, in halves");
     }
-    for m in [&w, &s, &h, &sh] {
+    for m in [&w, &s, &h, &sh, &d, &hd] {
         assert_eq!((m.plays, m.matched, &m.duplicates), (third.plays, third.matched, &third.duplicates));
     }
     let copies = third.duplicates["sparkify: the same event in two raw files"];
