@@ -122,7 +122,8 @@ pub const LOADING_SLICE_ROWS: u64 = 350_000;
 /// at 291-303 MB against 226-235 MB. A slice of 1M events (a first `build`)
 /// held them in 565 MB against 270 MB, so larger slices keep the files
 /// (a `build --force` took 1.54 s instead of 1.90 s that way). Memory held
-/// this way is outside DataFusion's pool.
+/// this way is outside DataFusion's pool, so a build given less than the
+/// default memory keeps the files too.
 pub const HELPERS_IN_MEMORY_ROWS: u64 = 400_000;
 
 impl Default for BuildOptions {
@@ -173,6 +174,8 @@ pub struct BuildMetrics {
     pub layered: Vec<String>,
     /// Slice helpers computed in two halves at once (`BuildOptions::halves_rows`), over all slices.
     pub halved: usize,
+    /// Slices whose helpers stayed in memory (`BuildOptions::helpers_in_memory_rows`).
+    pub in_memory: usize,
 }
 
 impl BuildMetrics {
@@ -213,6 +216,7 @@ impl BuildMetrics {
             catalogue_changed: false,
             layered: vec![],
             halved: 0,
+            in_memory: 0,
         }
     }
 }
@@ -398,7 +402,7 @@ pub async fn build(
         Some(_) => monthly_summaries_by_input(),
         None => (SUMMARIES.iter().map(|s| &s.monthly).collect(), vec![]),
     };
-    let mut halved = 0;
+    let (mut halved, mut in_memory) = (0, 0);
     for (i, months) in plan.slices.iter().enumerate() {
         let lo = month_start(months[0]);
         let hi = month_start(next_month(*months.last().expect("a slice has a month")));
@@ -408,12 +412,20 @@ pub async fn build(
             build_slice(&ctx, layout, &plan, &schemas, scratch.path(), i, (lo, hi), version, &previous, &beside, opts)
                 .await?;
         halved += written.halved;
+        in_memory += usize::from(written.in_memory);
+        let helpers_in_memory = written.in_memory;
         for (name, (parts, same)) in written.parts {
             *unchanged.entry(name.clone()).or_default() += same;
             star.tables.entry(name).or_default().extend(parts);
         }
         month_counts.extend(written.counts);
-        tracing::info!(slice = i, months = months.len(), seconds = t0.elapsed().as_secs_f64(), "slice built");
+        tracing::info!(
+            slice = i,
+            months = months.len(),
+            helpers_in_memory,
+            seconds = t0.elapsed().as_secs_f64(),
+            "slice built"
+        );
         bar.inc(1);
         trim_heap();
     }
@@ -451,6 +463,7 @@ pub async fn build(
         full_reason: plan.full.clone(),
         catalogue_changed: plan.catalogue_changed,
         halved,
+        in_memory,
         ..Default::default()
     };
     // The cumulative summaries and the dimensions, in lanes that read
@@ -612,6 +625,8 @@ struct SliceOutput {
     counts: BTreeMap<String, BTreeMap<String, i64>>,
     /// Helpers computed in two halves.
     halved: usize,
+    /// The helpers stayed in memory.
+    in_memory: bool,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -629,13 +644,15 @@ async fn build_slice(
     opts: &BuildOptions,
 ) -> Result<SliceOutput, ModelError> {
     let (cuts, rows) = restrict_staging(ctx, layout, plan, (lo, hi), opts.halves_rows)?;
-    let in_memory = rows <= opts.helpers_in_memory_rows;
+    // Two sorters need two merge reservations: below the default memory, one.
+    // And helpers held in memory are outside DataFusion's pool: below the
+    // default memory, scratch files.
+    let roomy = opts.memory_limit >= super::DEFAULT_MEMORY_LIMIT;
+    let in_memory = roomy && rows <= opts.helpers_in_memory_rows;
     let (mut scratch_files, mut halved) = (vec![], 0);
     for h in SLICE_HELPERS {
         let path = (!in_memory).then(|| scratch.join(format!("{}-{slice}.parquet", h.file.name)));
         ctx.deregister_table(h.file.name).map_err(sql_err(h.file.name, "deregister"))?;
-        // Two sorters need two merge reservations: below the default memory, one.
-        let roomy = opts.memory_limit >= super::DEFAULT_MEMORY_LIMIT;
         let partitions = if roomy { h.partitions } else { 1 };
         super::set(ctx, "datafusion.execution.target_partitions", &partitions.to_string()).await?;
         super::set(ctx, "datafusion.optimizer.join_reordering", if h.joins_as_written { "false" } else { "true" })
@@ -694,7 +711,7 @@ async fn build_slice(
     // Both finish before either's error is returned: no task outlives the build.
     let summaries = summaries.await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
     let (star, counts) = star?;
-    let mut out = SliceOutput { parts: star.into_iter().collect(), counts, halved };
+    let mut out = SliceOutput { parts: star.into_iter().collect(), counts, halved, in_memory };
     out.parts.extend(summaries?);
     for path in scratch_files {
         std::fs::remove_file(&path).map_err(crate::lake::LakeError::io("remove", path))?;

@@ -360,7 +360,8 @@ fn a_build_of_the_changed_months_equals_a_build_of_all() {
     let sliced_halved = TestLake::new();
     let on_disk = TestLake::new();
     let halved_on_disk = TestLake::new();
-    for lake in [&whole, &sliced, &halved, &sliced_halved, &on_disk, &halved_on_disk] {
+    let low_memory = TestLake::new();
+    for lake in [&whole, &sliced, &halved, &sliced_halved, &on_disk, &halved_on_disk, &low_memory] {
         for dir in [&songs, &early, &later, &again] {
             lake.ingest(dir);
         }
@@ -375,6 +376,11 @@ fn a_build_of_the_changed_months_equals_a_build_of_all() {
     let d = on_disk.build_with(&BuildOptions { helpers_in_memory_rows: 0, ..Default::default() });
     let hd =
         halved_on_disk.build_with(&BuildOptions { halves_rows: 1, helpers_in_memory_rows: 0, ..Default::default() });
+    // Given less than the default memory, the helpers go to scratch files too.
+    let lm = low_memory
+        .build_with(&BuildOptions { memory_limit: tunelake::model::DEFAULT_MEMORY_LIMIT - 1, ..Default::default() });
+    let in_memory = [&w, &s, &h, &sh, &d, &hd, &lm].map(|m| m.in_memory);
+    assert_eq!(in_memory, [1, 3, 1, 3, 0, 0, 0], "slices whose helpers stayed in memory");
     let hashes = |lake: &TestLake| {
         let star = lake.manifest().star().cloned().unwrap();
         star.tables
@@ -384,6 +390,7 @@ fn a_build_of_the_changed_months_equals_a_build_of_all() {
     };
     assert_eq!(hashes(&on_disk), hashes(&whole), "helpers in scratch files vs in memory");
     assert_eq!(hashes(&halved_on_disk), hashes(&halved), "halves in scratch files vs in memory");
+    assert_eq!(hashes(&low_memory), hashes(&whole), "less memory: scratch files, one task");
     assert!(hashes(&whole).iter().any(|(t, parts)| t == "fact_plays" && parts.len() == 3));
     // Halves need two files in a slice: all five days at once; one month per
     // slice halves December's two days and February's two copies of one day
@@ -396,7 +403,7 @@ fn a_build_of_the_changed_months_equals_a_build_of_all() {
         assert_eq!(rows, halved.star_rows(t), "{t}: plays in one task vs two halves");
         assert_eq!(rows, sliced_halved.star_rows(t), "{t}: one slice vs one month per slice, in halves");
     }
-    for m in [&w, &s, &h, &sh, &d, &hd] {
+    for m in [&w, &s, &h, &sh, &d, &hd, &lm] {
         assert_eq!((m.plays, m.matched, &m.duplicates), (third.plays, third.matched, &third.duplicates));
     }
     let copies = third.duplicates["sparkify: the same event in two raw files"];
