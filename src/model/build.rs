@@ -46,7 +46,7 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
 use super::globals::{GlobalInputs, build_globals, global_lanes};
-use super::plan::{MARGIN_US, Plan, STAGING, Span, month_of, month_start, next_month, partition_of, plan};
+use super::plan::{MARGIN_US, Month, Plan, STAGING, Span, month_of, month_start, next_month, partition_of, plan};
 use super::write::write_table;
 use super::{
     ModelError, execute, files_provider, log_metrics, register_lake_files, register_parts, replace_table, run_sql,
@@ -404,8 +404,7 @@ pub async fn build(
     };
     let (mut halved, mut in_memory) = (0, 0);
     for (i, months) in plan.slices.iter().enumerate() {
-        let lo = month_start(months[0]);
-        let hi = month_start(next_month(*months.last().expect("a slice has a month")));
+        let (lo, hi) = slice_range(months);
         bar.set_message(format!("build {} to {}", partition_of(months[0]), partition_of(*months.last().unwrap())));
         let t0 = std::time::Instant::now();
         let written =
@@ -575,6 +574,13 @@ async fn monthly_schemas(ctx: &SessionContext) -> Result<Vec<(String, SchemaRef)
         out.push((s.name.to_string(), Arc::new(df.schema().as_arrow().clone())));
     }
     Ok(out)
+}
+
+/// The times a slice of consecutive months covers: from its first month's
+/// start to the next month's after its last.
+fn slice_range(months: &[Month]) -> (i64, i64) {
+    let last = *months.last().expect("a slice has a month");
+    (month_start(months[0]), month_start(next_month(last)))
 }
 
 /// Where to cut each staging table in two halves: by which column, at what time.
@@ -768,7 +774,7 @@ async fn summarize_slices(
     for slices in plan.slices.chunks(at_once) {
         let mut tasks = vec![];
         for months in slices {
-            let range = (month_start(months[0]), month_start(next_month(*months.last().expect("a slice has a month"))));
+            let range = slice_range(months);
             let session = session_copy(ctx).await?;
             restrict_staging(&session, layout, plan, range, u64::MAX)?;
             let (layout, previous, summaries) = (layout.clone(), previous.clone(), summaries.to_vec());

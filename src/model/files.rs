@@ -36,12 +36,8 @@ impl fmt::Display for InlineFiles {
 }
 
 impl InlineFiles {
-    fn open(&self, location: &Path) -> object_store::Result<(File, std::path::PathBuf)> {
-        let path = self.inner.path_to_filesystem(location)?;
-        match File::open(&path) {
-            Ok(file) => Ok((file, path)),
-            Err(e) => Err(io_error(location, e)),
-        }
+    fn open(&self, location: &Path) -> object_store::Result<File> {
+        File::open(self.inner.path_to_filesystem(location)?).map_err(|e| io_error(location, e))
     }
 }
 
@@ -104,7 +100,7 @@ impl ObjectStore for InlineFiles {
         if options.range.is_none() && !options.head {
             return self.inner.get_opts(location, options).await;
         }
-        let (file, _) = self.open(location)?;
+        let file = self.open(location)?;
         let meta = meta_of(&file, location)?;
         options.check_preconditions(&meta)?;
         let range = match &options.range {
@@ -123,7 +119,7 @@ impl ObjectStore for InlineFiles {
     }
 
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> object_store::Result<Vec<bytes::Bytes>> {
-        let (file, _) = self.open(location)?;
+        let file = self.open(location)?;
         ranges.iter().map(|r| read_range(&file, location, r.clone())).collect()
     }
 
