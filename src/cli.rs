@@ -66,7 +66,8 @@ pub enum Command {
     Build(BuildArgs),
     /// Run SQL over the star tables, offline.
     #[command(after_help = "Examples:\n  tunelake query --list\n  tunelake query --name top_artists --format json\n  \
-        tunelake query \"SELECT count(*) FROM fact_plays\"")]
+        tunelake query \"SELECT count(*) FROM fact_plays\"\n  \
+        tunelake query --as-of 2026-12-01T18:00:00Z \"SELECT count(*) FROM fact_plays\"")]
     Query(QueryArgs),
     /// Load the star tables into PostgreSQL (COPY + upsert, one transaction).
     #[command(after_help = "Examples:\n  DATABASE_URL=postgresql://me@localhost/music tunelake sync\n  \
@@ -83,7 +84,11 @@ pub enum Command {
         Examples:\n  tunelake run --sparkify data/sample/sparkify\n  \
         tunelake run --sparkify ../shared/data/sparkify --database-url postgresql://me@localhost/music")]
     Run(RunArgs),
-    /// Remove files no committed run names (debris, replaced versions). Committed raw files are kept.
+    /// Remove files no version within the retention needs (debris, replaced star versions).
+    #[command(after_help = "Committed raw files and the Delta logs are always kept, and so are the files \
+        of the current star version and of the version PostgreSQL last got.\n\n\
+        Examples:\n  tunelake vacuum --dry-run\n  tunelake vacuum --retain 30d\n  \
+        tunelake vacuum --retain 0s            keep only the current and the synced version")]
     Vacuum(VacuumArgs),
 }
 
@@ -228,6 +233,9 @@ pub struct QueryArgs {
     pub list: bool,
     #[arg(long, short, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+    /// Read the star as it was: a build version (`tunelake status` lists them) or an RFC 3339 time.
+    #[arg(long, value_name = "VERSION|TIME")]
+    pub as_of: Option<query::AsOf>,
     /// Memory DataFusion may use before spilling to disk, in MiB [default: a
     /// quarter of this machine's memory, at least 384].
     #[arg(long, value_name = "MIB")]
@@ -286,28 +294,39 @@ pub struct RunArgs {
 
 /// `90s`, `30m`, `6h`, `1d`.
 pub fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
+    let span = parse_span(s)?;
+    if span.is_zero() {
+        return Err("the interval must be longer than zero".into());
+    }
+    Ok(span)
+}
+
+/// `30s`, `15m`, `6h`, `1d`, `2w` (or `0s`) as a duration.
+pub fn parse_span(s: &str) -> std::result::Result<std::time::Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (n, unit) = s.split_at(split);
     let n: u64 = n.parse().map_err(|_| format!("`{s}` is not a duration like 30m, 6h or 1d"))?;
-    let secs = match unit {
-        "s" => n,
-        "m" | "min" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
-        _ => return Err(format!("`{s}`: the unit must be s, m, h or d")),
+    let unit_secs = match unit {
+        "s" => 1,
+        "m" | "min" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        "w" => 7 * 86400,
+        _ => return Err(format!("`{s}`: the unit must be s, m, h, d or w")),
     };
-    if secs == 0 {
-        return Err("the interval must be longer than zero".into());
-    }
-    Ok(std::time::Duration::from_secs(secs))
+    n.checked_mul(unit_secs).map(std::time::Duration::from_secs).ok_or_else(|| format!("`{s}` is too long"))
 }
 
 #[derive(Debug, Args)]
 pub struct VacuumArgs {
-    /// List what would be removed, remove nothing.
+    /// List what would be removed and its bytes, remove nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Keep the files of every star version that was current this recently
+    /// (`<n>s|m|h|d|w`; `0s` keeps only the current one and the one last synced).
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_span)]
+    pub retain: std::time::Duration,
 }
 
 /// Parses the command line and runs it.
@@ -499,7 +518,7 @@ pub fn execute(cli: Cli, command: &str) -> Result<()> {
             let memory = a.memory_mib.map_or_else(crate::model::query_memory_default, |m| m << 20);
             let rt = runtime()?;
             let batches = rt.block_on(async {
-                let ctx = query::star_context(layout, &manifest, memory).await?;
+                let ctx = query::star_context(layout, &manifest, memory, a.as_of.as_ref()).await?;
                 query::run(&ctx, text).await
             })?;
             query::write(out, &batches, a.format).map_err(Error::Output)?;
@@ -583,10 +602,14 @@ pub fn execute(cli: Cli, command: &str) -> Result<()> {
         Command::Vacuum(a) => {
             let _lock = LakeLock::acquire(layout, "vacuum")?;
             let manifest = Manifest::load(layout)?;
-            let m = vacuum::vacuum(layout, &manifest, a.dry_run)?;
-            for f in &m.files {
-                writeln!(out, "{}{}", if a.dry_run { "would remove " } else { "removed " }, f.display())
-                    .map_err(Error::Output)?;
+            let delta_live = runtime()?.block_on(crate::lake::delta::live_files(layout))?;
+            let retain =
+                chrono::Duration::from_std(a.retain).map_err(|_| Error::Usage("--retain is too long".into()))?;
+            let opts = vacuum::VacuumOptions { retain, dry_run: a.dry_run, delta_live };
+            let m = vacuum::vacuum(layout, &manifest, &opts)?;
+            for (f, bytes) in &m.files {
+                let verb = if a.dry_run { "would remove" } else { "removed" };
+                writeln!(out, "{verb} {} ({bytes} bytes)", f.display()).map_err(Error::Output)?;
             }
             writeln!(
                 out,
@@ -661,7 +684,7 @@ fn run_cycle(
     }
     print_build(out, &m).map_err(Error::Output)?;
     let top = rt.block_on(async {
-        let ctx = query::star_context(layout, &manifest, crate::model::DEFAULT_MEMORY_LIMIT).await?;
+        let ctx = query::star_context(layout, &manifest, crate::model::DEFAULT_MEMORY_LIMIT, None).await?;
         query::run(&ctx, &format!("SELECT * FROM ({}) LIMIT 5", sql::query("top_artists").expect("registered").text))
             .await
     })?;

@@ -52,9 +52,12 @@ impl Error {
             Error::Source(SourceError::Lake(_)) => exit::LAKE,
             Error::Source(_) => exit::INPUT,
             Error::Lake(_) => exit::LAKE,
-            Error::Model(ModelError::NothingIngested | ModelError::NothingBuilt | ModelError::UnknownQuery { .. }) => {
-                exit::USAGE
-            }
+            Error::Model(
+                ModelError::NothingIngested
+                | ModelError::NothingBuilt
+                | ModelError::UnknownQuery { .. }
+                | ModelError::NoSuchVersion { .. },
+            ) => exit::USAGE,
             Error::Model(ModelError::Query(_)) => exit::USAGE,
             Error::Model(_) => exit::LAKE,
             Error::Sink(crate::sink::SinkError::NothingBuilt | crate::sink::SinkError::NoDatabase) => exit::USAGE,

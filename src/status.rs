@@ -116,7 +116,8 @@ pub fn render(out: &mut dyn Write, manifest: &Manifest, lake: &str, max_runs: us
             // Tables named `_…` are the build's monthly bookkeeping, not part of the star.
             for (table, parts) in star.tables.iter().filter(|(t, _)| !t.starts_with('_')) {
                 let rows: u64 = parts.iter().map(|p| p.rows).sum();
-                writeln!(out, "  {table:<20} {rows:>10} rows in {} file(s)", parts.len())?;
+                let delta = star.delta.get(table).map(|v| format!(", Delta version {v}")).unwrap_or_default();
+                writeln!(out, "  {table:<20} {rows:>10} rows in {} file(s){delta}", parts.len())?;
             }
             if let Some(b) = manifest.last_build() {
                 let s = |k: &str| b.stats.get(k).and_then(|v| v.as_u64()).unwrap_or(0);

@@ -125,6 +125,10 @@ pub struct StarPart {
 pub struct StarVersion {
     pub version: u64,
     pub tables: BTreeMap<String, Vec<StarPart>>,
+    /// The Delta version of each star table that holds exactly these parts
+    /// ([`super::delta`]). Empty for a version built before the star was Delta.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub delta: BTreeMap<String, u64>,
 }
 
 /// Where every record of a source went, for one stream of one run.
@@ -355,6 +359,23 @@ impl Manifest {
     pub fn commit(&mut self, layout: &Layout, run: Run) -> Result<(), LakeError> {
         self.settle()?;
         let (run, raw, durable) = self.prepare(layout, run);
+        durable.write()?;
+        self.remember(run, raw);
+        Ok(())
+    }
+
+    /// Makes the files `run` wrote durable ahead of its commit, for a run
+    /// that names them elsewhere first (a build's Delta commits).
+    pub fn sync_written(&self, layout: &Layout, run: &Run) -> Result<(), LakeError> {
+        self.settle()?;
+        fsio::sync_files(layout.root(), run.written(self.star()))
+    }
+
+    /// Commits a run whose files [`Manifest::sync_written`] made durable.
+    pub fn commit_synced(&mut self, layout: &Layout, run: Run) -> Result<(), LakeError> {
+        self.settle()?;
+        let (run, raw, mut durable) = self.prepare(layout, run);
+        durable.files.clear();
         durable.write()?;
         self.remember(run, raw);
         Ok(())
@@ -688,6 +709,7 @@ mod tests {
         let part = |path: &str| StarPart { partition: None, path: path.into(), rows: 1, sha256: "s".into() };
         let star = |version, paths: &[&str]| StarVersion {
             version,
+            delta: BTreeMap::new(),
             tables: BTreeMap::from([("t".to_string(), paths.iter().map(|p| part(p)).collect())]),
         };
         let mut r1 = Run::new(1, RunKind::Build, "build", now_rfc3339());

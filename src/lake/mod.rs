@@ -5,6 +5,7 @@
 //! <lake>/raw/<source>/ingest_date=YYYY-MM-DD/pack-<run>.raw   a run's small files, concatenated ([`raw`])
 //! <lake>/staging/<table>/date=YYYY-MM-DD/part-<run>-<n>.parquet
 //! <lake>/star/<table>/[year=YYYY/month=MM/]part-<version>.parquet
+//! <lake>/star/<table>/_delta_log/                            the star table as a Delta table ([`delta`])
 //! <lake>/_manifest/<run>.json                                 one file per committed run
 //! <lake>/_manifest/<run>.raw.ndjson                           the raw files that run stored
 //! <lake>/state/                                               cursors and tokens (0600)
@@ -14,6 +15,7 @@
 //! ([`fsio`]); a run's manifest entry is written last and is its commit
 //! ([`manifest`]); one writer at a time holds [`lock::LakeLock`].
 
+pub mod delta;
 pub mod fsio;
 pub mod layout;
 pub mod lock;
@@ -65,6 +67,13 @@ pub enum LakeError {
     Corrupt { path: PathBuf, what: String },
     #[error("{path}: {what}; this list of a run's raw files is damaged: restore `_manifest/` from a backup")]
     BadRawIndex { path: PathBuf, what: String },
+    #[error("star/{table}: Delta Lake {what} failed")]
+    Delta {
+        table: String,
+        what: &'static str,
+        #[source]
+        source: Box<deltalake_core::DeltaTableError>,
+    },
     #[error("{path}: cannot read Parquet batch")]
     ArrowRead {
         path: PathBuf,

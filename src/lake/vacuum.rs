@@ -1,37 +1,77 @@
-//! `tunelake vacuum`: removes files no committed run names — temp files and
-//! the output of crashed runs, staging replaced by a reprocess, star versions
-//! older than the current one. A raw file a committed run names is never removed.
+//! `tunelake vacuum`: removes files no committed run needs: temp files and
+//! the output of crashed runs, staging replaced by a reprocess, and star
+//! files that no version within the retention needs. A star file is kept
+//! while any of these names it: the current version; a version that was
+//! current less than `retain` ago (a reader that started on it, tunelake's
+//! `query --as-of` or another engine's, still finds its files); the version
+//! PostgreSQL last got (the next sync sends only what differs from it); the
+//! latest version of its Delta table. A raw file a committed run names is
+//! never removed, and neither is a Delta log.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use super::{LakeError, Layout, Manifest};
+use super::{LakeError, Layout, Manifest, RunKind};
 
 #[derive(Debug, Clone, Default)]
 pub struct VacuumMetrics {
-    pub files: Vec<PathBuf>,
+    /// Each file removed (or, on a dry run, to remove) and its bytes.
+    pub files: Vec<(PathBuf, u64)>,
     pub bytes: u64,
     pub dry_run: bool,
 }
 
-pub fn vacuum(layout: &Layout, manifest: &Manifest, dry_run: bool) -> Result<VacuumMetrics, LakeError> {
-    let live: HashSet<PathBuf> = manifest.live_paths()?.iter().map(|p| layout.abs(p)).collect();
-    let mut metrics = VacuumMetrics { dry_run, ..Default::default() };
-    for top in ["staging", "star"] {
+/// What a vacuum keeps besides what the ledger names as current.
+#[derive(Debug, Clone)]
+pub struct VacuumOptions {
+    /// Star versions that stopped being current less than this long ago keep their files.
+    pub retain: chrono::Duration,
+    pub dry_run: bool,
+    /// Files the star's Delta tables name in their latest version ([`super::delta::live_files`]).
+    pub delta_live: HashSet<String>,
+}
+
+/// The star files a vacuum must keep (relative paths): see the module's comment.
+fn star_kept(manifest: &Manifest, retain: chrono::Duration) -> HashSet<String> {
+    let cutoff = (chrono::Utc::now() - retain).format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+    let builds: Vec<&super::Run> = manifest.runs.iter().filter(|r| r.star.is_some()).collect();
+    let synced = manifest
+        .runs
+        .iter()
+        .rev()
+        .find(|r| r.kind == RunKind::Sync)
+        .and_then(|r| r.stats.get("lake_version"))
+        .and_then(|v| v.as_u64());
+    let mut kept = HashSet::new();
+    for (i, build) in builds.iter().enumerate() {
+        let star = build.star.as_ref().expect("filtered");
+        // A version is needed until the build after it finished, and for `retain` after that.
+        let replaced_at = builds.get(i + 1).map(|next| next.finished_at.as_str());
+        let needed = replaced_at.is_none_or(|t| t > cutoff.as_str()) || Some(star.version) == synced;
+        if needed {
+            kept.extend(star.tables.values().flatten().map(|p| p.path.clone()));
+        }
+    }
+    kept
+}
+
+pub fn vacuum(layout: &Layout, manifest: &Manifest, opts: &VacuumOptions) -> Result<VacuumMetrics, LakeError> {
+    let mut live: HashSet<PathBuf> = manifest.live_paths()?.iter().map(|p| layout.abs(p)).collect();
+    live.extend(star_kept(manifest, opts.retain).iter().map(|p| layout.abs(p)));
+    live.extend(opts.delta_live.iter().map(|p| layout.abs(p)));
+    let mut metrics = VacuumMetrics { dry_run: opts.dry_run, ..Default::default() };
+    let mut found = |path: &Path, len: u64| {
+        metrics.files.push((path.to_path_buf(), len));
+        metrics.bytes += len;
+    };
+    for top in ["staging", "star", "raw"] {
+        // A raw file no entry names was written by a run that never committed.
         walk(&layout.abs(top), &mut |path, len| {
-            if !live.contains(path) {
-                metrics.files.push(path.to_path_buf());
-                metrics.bytes += len;
+            if !live.contains(path) && !in_delta_log(path) {
+                found(path, len);
             }
         })?;
     }
-    // A raw file no entry names was written by a run that never committed.
-    walk(&layout.abs("raw"), &mut |path, len| {
-        if !live.contains(path) {
-            metrics.files.push(path.to_path_buf());
-            metrics.bytes += len;
-        }
-    })?;
     // Temp files beside manifest entries are debris too, and so is the raw
     // index (and digest list) of a run that crashed before its entry.
     walk(&layout.manifest_dir(), &mut |path, len| {
@@ -39,17 +79,21 @@ pub fn vacuum(layout: &Layout, manifest: &Manifest, dry_run: bool) -> Result<Vac
         if name.starts_with(super::fsio::TMP_PREFIX)
             || ((name.ends_with(".raw.ndjson") || name.ends_with(".raw.sha256")) && !live.contains(path))
         {
-            metrics.files.push(path.to_path_buf());
-            metrics.bytes += len;
+            found(path, len);
         }
     })?;
     metrics.files.sort();
-    if !dry_run {
-        for f in &metrics.files {
+    if !opts.dry_run {
+        for (f, _) in &metrics.files {
             std::fs::remove_file(f).map_err(LakeError::io("remove", f))?;
         }
     }
     Ok(metrics)
+}
+
+/// Whether `path` is part of a Delta table's log, which delta-rs keeps (and checkpoints) itself.
+fn in_delta_log(path: &Path) -> bool {
+    path.components().any(|c| c.as_os_str() == "_delta_log")
 }
 
 fn walk(dir: &Path, f: &mut dyn FnMut(&Path, u64)) -> Result<(), LakeError> {

@@ -187,7 +187,7 @@ impl BuildMetrics {
         self.tables.iter().find(|t| t.name == table).map_or(0, |t| t.rows)
     }
 
-    fn from_run(run: &Run) -> Self {
+    pub(super) fn from_run(run: &Run) -> Self {
         let star = run.star.as_ref().expect("a build run has a star version");
         let stat = |k: &str| run.stats.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
         BuildMetrics {
@@ -294,6 +294,9 @@ pub async fn build(
         let same_staging = last.stats.get("staging_run").and_then(|v| v.as_u64()) == Some(staging_run);
         let same_model = last.stats.get("model_hash").and_then(|v| v.as_str()) == Some(fingerprint.as_str());
         if same_staging && same_model {
+            if super::publish::out_of_step(layout, last.star.as_ref().expect("a build has a star"))? {
+                return super::publish::republish(layout, manifest, command).await;
+            }
             return Ok(BuildMetrics::from_run(last));
         }
     }
@@ -344,7 +347,7 @@ pub async fn build(
         .flat_map(|(t, parts)| parts.iter().map(move |p| ((t.clone(), p.partition.clone()), p.clone())))
         .collect();
     let previous_months = manifest.last_build().map(month_stats_of).unwrap_or_default();
-    let mut star = StarVersion { version, tables: BTreeMap::new() };
+    let mut star = StarVersion { version, tables: BTreeMap::new(), delta: BTreeMap::new() };
     let mut unchanged: HashMap<String, usize> = HashMap::new();
 
     // Global helpers: their inputs change only in builds that compute every
@@ -536,8 +539,13 @@ pub async fn build(
         run.stats.insert("all_months_because".into(), why.clone().into());
     }
     run.stats.insert("months".into(), serde_json::to_value(&month_counts).expect("counts serialize"));
-    // The files of this version were written without an fsync of their own: the commit syncs them.
-    manifest.commit(layout, run)?;
+    // The files of this version were written without an fsync of their own:
+    // they are made durable, then committed to the Delta tables, then the
+    // ledger entry that names both is written.
+    manifest.sync_written(layout, &run)?;
+    let star = run.star.as_mut().expect("set above");
+    star.delta = super::publish::publish(layout, star).await?;
+    manifest.commit_synced(layout, run)?;
     Ok(metrics)
 }
 

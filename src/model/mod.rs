@@ -8,6 +8,7 @@ mod files;
 mod globals;
 mod layer;
 mod plan;
+mod publish;
 pub mod query;
 mod write;
 
@@ -53,6 +54,13 @@ pub enum ModelError {
     /// (helpers and summaries have none): a missing column, rows out of order.
     #[error("{table}: the output of sql/model/{table}.sql {problem}")]
     Output { table: String, problem: String },
+    #[error("no star version {asked}; the builds are: {versions}")]
+    NoSuchVersion { asked: String, versions: String },
+    #[error(
+        "star version {version} is no longer whole: {path} was removed by `tunelake vacuum` (it keeps the versions \
+         of the last `--retain`, 7 days unless told)"
+    )]
+    Vacuumed { version: u64, path: String },
     #[error("unknown named query `{name}`; `tunelake query --list` shows them")]
     UnknownQuery { name: String },
     #[error("{path}: cannot register as a table")]

@@ -10,6 +10,7 @@ use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::prelude::SessionContext;
 
 use super::{ModelError, contract_schema, register_lake_files, session};
+use crate::lake::manifest::StarVersion;
 use crate::lake::{Layout, Manifest};
 use crate::sql::STAR_TABLES;
 
@@ -23,13 +24,60 @@ pub enum Format {
     Json,
 }
 
-/// A context with every star table of the current version registered.
+/// Which star version a query reads (`--as-of`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AsOf {
+    /// The version a build made (its run id, as `status` shows it).
+    Version(u64),
+    /// The version that was current at this instant.
+    Time(chrono::DateTime<chrono::Utc>),
+}
+
+impl std::str::FromStr for AsOf {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Ok(v) = s.parse::<u64>() {
+            return Ok(AsOf::Version(v));
+        }
+        chrono::DateTime::parse_from_rfc3339(s).map(|t| AsOf::Time(t.with_timezone(&chrono::Utc))).map_err(|_| {
+            format!("`{s}` is neither a build version (a number) nor an RFC 3339 time like 2026-12-01T18:00:00Z")
+        })
+    }
+}
+
+/// The star version `as_of` names (the current one without it).
+pub fn star_version<'a>(manifest: &'a Manifest, as_of: Option<&AsOf>) -> Result<&'a StarVersion, ModelError> {
+    let current = manifest.star().ok_or(ModelError::NothingBuilt)?;
+    let builds = || manifest.runs.iter().filter_map(|r| r.star.as_ref().map(|s| (r, s)));
+    let found = match as_of {
+        None => Some(current),
+        Some(AsOf::Version(v)) => builds().map(|(_, s)| s).filter(|s| s.version == *v).last(),
+        Some(AsOf::Time(t)) => {
+            let t = t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+            builds().filter(|(r, _)| r.finished_at <= t).map(|(_, s)| s).last()
+        }
+    };
+    found.ok_or_else(|| {
+        let versions: Vec<String> = builds().map(|(r, s)| format!("{} ({})", s.version, r.finished_at)).collect();
+        ModelError::NoSuchVersion { asked: format!("{as_of:?}"), versions: versions.join(", ") }
+    })
+}
+
+/// A context with every star table of the current version (or the one
+/// `as_of` names) registered.
 pub async fn star_context(
     layout: &Layout,
     manifest: &Manifest,
     memory_limit: usize,
+    as_of: Option<&AsOf>,
 ) -> Result<SessionContext, ModelError> {
-    let star = manifest.star().ok_or(ModelError::NothingBuilt)?;
+    let star = star_version(manifest, as_of)?;
+    if as_of.is_some()
+        && let Some(gone) = star.tables.values().flatten().find(|p| !layout.abs(&p.path).is_file())
+    {
+        return Err(ModelError::Vacuumed { version: star.version, path: gone.path.clone() });
+    }
     let ctx =
         session(memory_limit).map_err(|source| ModelError::Sql { file: "session".into(), what: "setup", source })?;
     for table in STAR_TABLES {

@@ -92,7 +92,7 @@ impl TestLake {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let m = self.manifest();
         rt.block_on(async {
-            let ctx = tunelake::model::query::star_context(&self.layout, &m, 256 << 20).await.unwrap();
+            let ctx = tunelake::model::query::star_context(&self.layout, &m, 256 << 20, None).await.unwrap();
             tunelake::model::query::run(&ctx, sql).await.unwrap()
         })
     }

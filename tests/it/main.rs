@@ -3,6 +3,7 @@
 
 mod cli;
 mod common;
+mod delta;
 mod fake_spotify;
 mod pg;
 mod pipeline;

@@ -1,0 +1,363 @@
+//! The star's tables as Delta Lake tables, so that DuckDB, Polars, pandas,
+//! Spark and Trino read a consistent version without knowing tunelake.
+//!
+//! `star/<table>/` is a Delta table: its `_delta_log/` says which of the
+//! Parquet files beside it make each version. tunelake writes the files
+//! itself ([`super::parquet`]) and commits them here through delta-rs's
+//! transaction API: one commit per table and build, adding the files that
+//! are new and removing those the build replaced, with partition values
+//! (`year`, `month`) and statistics. The commit diffs against the table's
+//! own latest version, not tunelake's ledger, so a build that crashed between
+//! table commits is rolled forward by the next build.
+//!
+//! tunelake itself reads the files its ledger names ([`super::manifest`]);
+//! the ledger records each table's Delta version beside them.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+use datafusion::parquet::file::statistics::Statistics;
+use deltalake_core::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake_core::kernel::{Action, Add, StructType, Transaction};
+use deltalake_core::protocol::{ColumnCountStat, ColumnValueStat, DeltaOperation, SaveMode, Stats};
+use deltalake_core::{DeltaTable, DeltaTableError, TableProperty};
+
+use super::manifest::StarPart;
+use super::{LakeError, Layout, fsio};
+
+/// The partition columns of a table partitioned by month.
+pub const MONTH_COLUMNS: [&str; 2] = ["year", "month"];
+
+/// The application id of tunelake's commits: each carries the build version
+/// as a Delta `txn`, which ties a Delta version to the build that made it.
+pub const APP_ID: &str = "tunelake";
+
+/// Commits between checkpoints: a reader replays at most this many JSON
+/// commits, however many builds the table has seen.
+const CHECKPOINT_INTERVAL: &str = "10";
+
+/// A star table as a Delta table: its contract and whether it is partitioned by month.
+#[derive(Debug, Clone)]
+pub struct TableSpec {
+    pub name: String,
+    /// The contract's columns (`sql/schema/<t>.sql`), as the files hold them.
+    pub schema: SchemaRef,
+    pub by_month: bool,
+}
+
+impl TableSpec {
+    /// The table's Delta schema: the contract, plus `year` and `month` when
+    /// partitioned by month and the contract lacks them. Delta keeps
+    /// partition values in its log, not in the files.
+    pub fn delta_schema(&self) -> Schema {
+        let mut fields: Vec<Field> = self.schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        if self.by_month {
+            for c in MONTH_COLUMNS {
+                if self.schema.field_with_name(c).is_err() {
+                    fields.push(Field::new(c, DataType::Int32, false));
+                }
+            }
+        }
+        Schema::new(fields)
+    }
+
+    fn partition_columns(&self) -> Vec<String> {
+        if self.by_month { MONTH_COLUMNS.iter().map(|c| c.to_string()).collect() } else { vec![] }
+    }
+}
+
+/// What one table's commit did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableCommit {
+    /// The table's Delta version after the commit (unchanged when nothing was to commit).
+    pub version: u64,
+    pub added: usize,
+    pub removed: usize,
+}
+
+/// `star/<table>/`, the Delta table's root.
+pub fn table_dir(layout: &Layout, table: &str) -> PathBuf {
+    layout.abs(&format!("star/{table}"))
+}
+
+fn table_url(layout: &Layout, table: &str) -> Result<url::Url, LakeError> {
+    let dir =
+        std::path::absolute(table_dir(layout, table)).map_err(LakeError::io("resolve", table_dir(layout, table)))?;
+    url::Url::from_directory_path(&dir).map_err(|()| LakeError::Io {
+        op: "make a URL of",
+        path: dir,
+        source: std::io::Error::other("not an absolute path"),
+    })
+}
+
+fn delta_err(table: &str, what: &'static str) -> impl FnOnce(DeltaTableError) -> LakeError {
+    let table = table.to_string();
+    move |source| LakeError::Delta { table, what, source: Box::new(source) }
+}
+
+/// Commits `parts` as the latest version of each table in `stages`: the
+/// tables of a stage at once, each stage once the one before is committed
+/// (the caller puts dimensions before facts, so that a reader never sees a
+/// play whose dimension rows are missing). `build` is the tunelake build
+/// version the commits carry. Every file must already be durable.
+pub async fn commit_star(
+    layout: &Layout,
+    stages: &[Vec<TableSpec>],
+    parts: &BTreeMap<String, Vec<StarPart>>,
+    build: u64,
+) -> Result<BTreeMap<String, TableCommit>, LakeError> {
+    let mut out = BTreeMap::new();
+    for stage in stages {
+        let commits = stage.iter().map(|spec| {
+            let table_parts = parts.get(&spec.name).map_or(&[][..], Vec::as_slice);
+            commit_table(layout, spec, table_parts, build)
+        });
+        let done = futures::future::try_join_all(commits).await?;
+        out.extend(stage.iter().map(|s| s.name.clone()).zip(done));
+    }
+    Ok(out)
+}
+
+/// Commits one table: creates it with `parts` when it has no log yet, else
+/// adds what its latest version lacks and removes what `parts` no longer names.
+pub async fn commit_table(
+    layout: &Layout,
+    spec: &TableSpec,
+    parts: &[StarPart],
+    build: u64,
+) -> Result<TableCommit, LakeError> {
+    let name = spec.name.as_str();
+    let prefix = format!("star/{name}/");
+    let rel = |p: &StarPart| p.path.strip_prefix(&prefix).unwrap_or(&p.path).to_string();
+    // A table with no rows yet (no podcasts in Sparkify logs) has no folder but is a table all the same.
+    let dir = table_dir(layout, name);
+    std::fs::create_dir_all(&dir).map_err(LakeError::io("create", &dir))?;
+    let url = table_url(layout, name)?;
+    let table = DeltaTable::try_from_url(url.clone()).await.map_err(delta_err(name, "opening"))?;
+    let props = CommitProperties::default().with_application_transaction(Transaction::new(APP_ID, build as i64));
+
+    let Some(_) = table.version() else {
+        let adds = parts.iter().map(|p| add_action(layout, spec, p, rel(p))).collect::<Result<Vec<_>, _>>()?;
+        let added = adds.len();
+        let arrow = spec.delta_schema();
+        let delta_schema: StructType = (&arrow)
+            .try_into_kernel()
+            .map_err(|e| delta_err(name, "converting the schema")(DeltaTableError::from(e)))?;
+        let created = deltalake_core::operations::create::CreateBuilder::new()
+            .with_location(url.as_str())
+            .with_table_name(name)
+            .with_columns(delta_schema.fields().cloned())
+            .with_partition_columns(spec.partition_columns())
+            .with_configuration_property(TableProperty::CheckpointInterval, Some(CHECKPOINT_INTERVAL))
+            .with_commit_properties(props)
+            .with_actions(adds.into_iter().map(Action::Add))
+            .await
+            .map_err(delta_err(name, "creating the table"))?;
+        let version = created.version().unwrap_or(0);
+        sync_commit(layout, name, version)?;
+        return Ok(TableCommit { version, added, removed: 0 });
+    };
+
+    let snapshot = table.snapshot().map_err(delta_err(name, "reading the log"))?;
+    let wanted: HashSet<String> = parts.iter().map(rel).collect();
+    let mut current = HashSet::new();
+    let mut actions = vec![];
+    for file in snapshot.log_data().iter() {
+        let path = file.path().to_string();
+        if !wanted.contains(&path) {
+            actions.push(Action::Remove(file.remove_action(true)));
+        }
+        current.insert(path);
+    }
+    let removed = actions.len();
+    for p in parts.iter().filter(|p| !current.contains(&rel(p))) {
+        actions.push(Action::Add(add_action(layout, spec, p, rel(p))?));
+    }
+    let added = actions.len() - removed;
+    if actions.is_empty() {
+        return Ok(TableCommit { version: snapshot.version(), added, removed });
+    }
+    let operation = DeltaOperation::Write {
+        mode: if removed > 0 { SaveMode::Overwrite } else { SaveMode::Append },
+        partition_by: spec.by_month.then(|| spec.partition_columns()),
+        predicate: None,
+    };
+    let version = CommitBuilder::from(props)
+        .with_actions(actions)
+        .build(Some(snapshot), table.log_store(), operation)
+        .await
+        .map_err(delta_err(name, "committing"))?
+        .version();
+    sync_commit(layout, name, version)?;
+    Ok(TableCommit { version, added, removed })
+}
+
+/// Makes a table's commit file durable before tunelake's ledger names its version.
+fn sync_commit(layout: &Layout, table: &str, version: u64) -> Result<(), LakeError> {
+    let log = format!("star/{table}/_delta_log/{version:020}.json");
+    fsio::sync_files(layout.root(), [log.as_str()])
+}
+
+/// The Delta `add` action of a part: its path relative to the table, its
+/// partition values, size, time and statistics.
+fn add_action(layout: &Layout, spec: &TableSpec, part: &StarPart, rel: String) -> Result<Add, LakeError> {
+    let path = layout.abs(&part.path);
+    let meta = std::fs::metadata(&path).map_err(LakeError::io("stat", &path))?;
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as i64);
+    let partition_values = match (&part.partition, spec.by_month) {
+        (Some(p), true) => month_values(p).ok_or_else(|| LakeError::Corrupt {
+            path: path.clone(),
+            what: format!("partition `{p}` is not year=YYYY/month=MM"),
+        })?,
+        _ => HashMap::new(),
+    };
+    let skip: Vec<&str> = if spec.by_month { MONTH_COLUMNS.to_vec() } else { vec![] };
+    Ok(Add {
+        path: rel,
+        partition_values,
+        size: meta.len() as i64,
+        modification_time: modified,
+        data_change: true,
+        stats: Some(file_stats(&path, part.rows, &skip)?),
+        ..Default::default()
+    })
+}
+
+/// `year=2018/month=11` as Delta partition values (`{"year": "2018", "month": "11"}`).
+fn month_values(partition: &str) -> Option<HashMap<String, Option<String>>> {
+    let mut values = HashMap::new();
+    for (kv, column) in partition.split('/').zip(MONTH_COLUMNS) {
+        let value: i32 = kv.strip_prefix(column)?.strip_prefix('=')?.parse().ok()?;
+        values.insert(column.to_string(), Some(value.to_string()));
+    }
+    (values.len() == MONTH_COLUMNS.len()).then_some(values)
+}
+
+/// A file's Delta statistics from its Parquet footer: the row count, each
+/// column's nulls, and the bounds of its integer columns. Strings are left
+/// out (Parquet may truncate their bounds) and so are timestamps (engines
+/// disagree on the text of a timestamp without zone); a reader then scans
+/// the file rather than skip it wrongly.
+fn file_stats(path: &std::path::Path, rows: u64, skip: &[&str]) -> Result<String, LakeError> {
+    let file = std::fs::File::open(path).map_err(LakeError::io("open", path))?;
+    let reader = SerializedFileReader::new(file)
+        .map_err(|source| LakeError::ParquetRead { path: path.to_path_buf(), source })?;
+    let meta = reader.metadata();
+    let mut stats = Stats { num_records: rows as i64, ..Default::default() };
+    for (i, column) in meta.file_metadata().schema_descr().columns().iter().enumerate() {
+        let name = column.path().string();
+        if skip.contains(&name.as_str()) {
+            continue;
+        }
+        let mut nulls = Some(0i64);
+        let mut bounds: Option<(i64, i64)> = None;
+        let mut integer = true;
+        for group in meta.row_groups() {
+            let Some(s) = group.column(i).statistics() else {
+                nulls = None;
+                integer = false;
+                continue;
+            };
+            nulls = nulls.zip(s.null_count_opt()).map(|(a, b)| a + b as i64);
+            let range = match s {
+                Statistics::Int32(v) => v.min_opt().zip(v.max_opt()).map(|(a, b)| (*a as i64, *b as i64)),
+                Statistics::Int64(v) => v.min_opt().zip(v.max_opt()).map(|(a, b)| (*a, *b)),
+                _ => {
+                    integer = false;
+                    None
+                }
+            };
+            if let Some((lo, hi)) = range {
+                bounds = Some(bounds.map_or((lo, hi), |(l, h)| (l.min(lo), h.max(hi))));
+            } else if group.num_rows() > s.null_count_opt().unwrap_or(0) as i64 {
+                // A group with values but no bounds: no bounds for the file.
+                integer = false;
+            }
+        }
+        let timestamp = column
+            .logical_type_ref()
+            .is_some_and(|t| matches!(t, datafusion::parquet::basic::LogicalType::Timestamp { .. }))
+            || column.converted_type() == datafusion::parquet::basic::ConvertedType::TIMESTAMP_MICROS;
+        if let Some(n) = nulls {
+            stats.null_count.insert(name.clone(), ColumnCountStat::Value(n));
+        }
+        if let (true, false, Some((lo, hi))) = (integer, timestamp, bounds) {
+            stats.min_values.insert(name.clone(), ColumnValueStat::Value(lo.into()));
+            stats.max_values.insert(name, ColumnValueStat::Value(hi.into()));
+        }
+    }
+    Ok(serde_json::to_string(&stats).expect("stats serialize"))
+}
+
+/// The latest version of table `name`'s Delta log, from the names of its
+/// commit files alone (None without a log): cheap enough for every build.
+pub fn latest_version(layout: &Layout, name: &str) -> Result<Option<u64>, LakeError> {
+    let log = table_dir(layout, name).join("_delta_log");
+    let entries = match std::fs::read_dir(&log) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(LakeError::io("list", &log)(e)),
+    };
+    let mut latest = None;
+    for entry in entries {
+        let entry = entry.map_err(LakeError::io("list", &log))?;
+        let file = entry.file_name();
+        let version = file.to_str().and_then(|f| f.strip_suffix(".json")).and_then(|v| v.parse::<u64>().ok());
+        latest = latest.max(version);
+    }
+    Ok(latest)
+}
+
+/// The files of every star table's latest Delta version, relative to the lake root.
+pub async fn live_files(layout: &Layout) -> Result<HashSet<String>, LakeError> {
+    let mut live = HashSet::new();
+    for name in tables(layout)? {
+        let table = DeltaTable::try_from_url(table_url(layout, &name)?).await.map_err(delta_err(&name, "opening"))?;
+        if table.version().is_none() {
+            continue;
+        }
+        let snapshot = table.snapshot().map_err(delta_err(&name, "reading the log"))?;
+        live.extend(snapshot.log_data().iter().map(|f| format!("star/{name}/{}", f.path())));
+    }
+    Ok(live)
+}
+
+/// The names of the star's Delta tables: the folders of `star/` with a `_delta_log`.
+pub fn tables(layout: &Layout) -> Result<Vec<String>, LakeError> {
+    let star = layout.abs("star");
+    let entries = match std::fs::read_dir(&star) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(LakeError::io("list", &star)(e)),
+    };
+    let mut names = vec![];
+    for entry in entries {
+        let entry = entry.map_err(LakeError::io("list", &star))?;
+        if entry.path().join("_delta_log").is_dir() {
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn month_partitions_become_delta_partition_values() {
+        let v = month_values("year=2018/month=03").unwrap();
+        assert_eq!(v.get("year"), Some(&Some("2018".to_string())));
+        assert_eq!(v.get("month"), Some(&Some("3".to_string())));
+        assert!(month_values("layer=00000004").is_none());
+        assert!(month_values("year=2018").is_none());
+    }
+}
