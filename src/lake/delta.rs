@@ -23,7 +23,7 @@ use deltalake_core::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake_core::kernel::{Action, Add, StructType, Transaction};
 use deltalake_core::protocol::{ColumnCountStat, ColumnValueStat, DeltaOperation, SaveMode, Stats};
-use deltalake_core::{DeltaTable, DeltaTableError, TableProperty};
+use deltalake_core::{DeltaTableError, TableProperty};
 
 use super::manifest::StarPart;
 use super::{LakeError, Layout, fsio};
@@ -136,10 +136,9 @@ pub async fn commit_table(
     let dir = table_dir(layout, name);
     std::fs::create_dir_all(&dir).map_err(LakeError::io("create", &dir))?;
     let url = table_url(layout, name)?;
-    let table = DeltaTable::try_from_url(url.clone()).await.map_err(delta_err(name, "opening"))?;
     let props = CommitProperties::default().with_application_transaction(Transaction::new(APP_ID, build as i64));
 
-    let Some(_) = table.version() else {
+    if latest_version(layout, name)?.is_none() {
         let adds = parts.iter().map(|p| add_action(layout, spec, p, rel(p))).collect::<Result<Vec<_>, _>>()?;
         let added = adds.len();
         let arrow = spec.delta_schema();
@@ -159,8 +158,9 @@ pub async fn commit_table(
         let version = created.version().unwrap_or(0);
         sync_commit(layout, name, version)?;
         return Ok(TableCommit { version, added, removed: 0 });
-    };
+    }
 
+    let table = deltalake_core::open_table(url).await.map_err(delta_err(name, "opening"))?;
     let snapshot = table.snapshot().map_err(delta_err(name, "reading the log"))?;
     let wanted: HashSet<String> = parts.iter().map(rel).collect();
     let mut current = HashSet::new();
@@ -319,10 +319,10 @@ pub fn latest_version(layout: &Layout, name: &str) -> Result<Option<u64>, LakeEr
 pub async fn live_files(layout: &Layout) -> Result<HashSet<String>, LakeError> {
     let mut live = HashSet::new();
     for name in tables(layout)? {
-        let table = DeltaTable::try_from_url(table_url(layout, &name)?).await.map_err(delta_err(&name, "opening"))?;
-        if table.version().is_none() {
+        if latest_version(layout, &name)?.is_none() {
             continue;
         }
+        let table = deltalake_core::open_table(table_url(layout, &name)?).await.map_err(delta_err(&name, "opening"))?;
         let snapshot = table.snapshot().map_err(delta_err(&name, "reading the log"))?;
         live.extend(snapshot.log_data().iter().map(|f| format!("star/{name}/{}", f.path())));
     }
