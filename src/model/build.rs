@@ -544,7 +544,7 @@ pub async fn build(
     // ledger entry that names both is written.
     manifest.sync_written(layout, &run)?;
     let star = run.star.as_mut().expect("set above");
-    star.delta = super::publish::publish(layout, star).await?;
+    star.delta = super::publish::publish(layout, star, Some(&previous_star)).await?;
     manifest.commit_synced(layout, run)?;
     Ok(metrics)
 }

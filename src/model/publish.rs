@@ -24,14 +24,38 @@ pub async fn stages() -> Result<[Vec<TableSpec>; 2], ModelError> {
 }
 
 /// Commits `star`'s parts to the Delta tables; each table's Delta version.
-pub async fn publish(layout: &Layout, star: &StarVersion) -> Result<BTreeMap<String, u64>, ModelError> {
+/// A table whose parts equal `previous`'s, and whose log is still at the
+/// version recorded for it, is not opened: most builds change a few tables.
+pub async fn publish(
+    layout: &Layout,
+    star: &StarVersion,
+    previous: Option<&StarVersion>,
+) -> Result<BTreeMap<String, u64>, ModelError> {
     let t0 = std::time::Instant::now();
-    let commits = delta::commit_star(layout, &stages().await?, &star.tables, star.version).await?;
+    let mut versions = BTreeMap::new();
+    for (table, prev) in STAR_TABLES.iter().filter_map(|t| previous.map(|p| (t.name, p))) {
+        if let Some(&v) = prev.delta.get(table)
+            && prev.tables.get(table) == star.tables.get(table)
+            && delta::latest_version(layout, table)? == Some(v)
+        {
+            versions.insert(table.to_string(), v);
+        }
+    }
+    let mut stages = stages().await?;
+    for stage in &mut stages {
+        stage.retain(|spec| !versions.contains_key(&spec.name));
+    }
+    let commits = delta::commit_star(layout, &stages, &star.tables, star.version).await?;
     for (table, c) in &commits {
         tracing::debug!(table, version = c.version, added = c.added, removed = c.removed, "Delta commit");
     }
-    tracing::info!(seconds = t0.elapsed().as_secs_f64(), "star committed to its Delta tables");
-    Ok(commits.into_iter().map(|(t, c)| (t, c.version)).collect())
+    tracing::info!(
+        seconds = t0.elapsed().as_secs_f64(),
+        unchanged = versions.len(),
+        "star committed to its Delta tables"
+    );
+    versions.extend(commits.into_iter().map(|(t, c)| (t, c.version)));
+    Ok(versions)
 }
 
 /// Whether the Delta tables are not at the versions the ledger records for
@@ -54,7 +78,7 @@ pub async fn republish(layout: &Layout, manifest: &mut Manifest, command: &str) 
     let last = manifest.last_build().expect("called with a build").clone();
     let mut star = last.star.clone().expect("a build run has a star version");
     tracing::info!(version = star.version, "committing the star to its Delta tables");
-    star.delta = publish(layout, &star).await?;
+    star.delta = publish(layout, &star, None).await?;
     let mut run = Run::new(manifest.next_run_id(), RunKind::Build, command, now_rfc3339());
     run.stats = last.stats.clone();
     run.star = Some(star);
