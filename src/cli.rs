@@ -587,7 +587,7 @@ pub fn execute(cli: Cli, command: &str) -> Result<()> {
                 if let Err(e) = run_cycle(&settings, &a, spotify.as_ref(), command, out) {
                     // A failed cycle is logged and tried again at the next tick.
                     tracing::error!(error = %error_chain(&e), "cycle failed; retrying at the next tick");
-                    eprintln!("error: {}", error_chain(&e));
+                    let _ = writeln!(std::io::stderr(), "error: {}", error_chain(&e));
                 }
                 out.flush().map_err(Error::Output)?;
                 while !stopping() && started.elapsed() < every {

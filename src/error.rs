@@ -56,7 +56,8 @@ impl Error {
                 ModelError::NothingIngested
                 | ModelError::NothingBuilt
                 | ModelError::UnknownQuery { .. }
-                | ModelError::NoSuchVersion { .. },
+                | ModelError::NoSuchVersion { .. }
+                | ModelError::ReadOnly { .. },
             ) => exit::USAGE,
             Error::Model(ModelError::Query(_)) => exit::USAGE,
             Error::Model(_) => exit::LAKE,

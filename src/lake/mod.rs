@@ -40,10 +40,9 @@ pub enum LakeError {
         #[source]
         source: std::io::Error,
     },
-    #[error(
-        "the lake at {lake} is locked by another run ({holder}); wait for it to finish, \
-         or remove {lock} if that process is gone"
-    )]
+    // No advice to remove the lock file: the kernel drops the lock when its
+    // holder dies, and removing it under a live holder lets two writers in.
+    #[error("the lake at {lake} is locked by another run ({holder}, {lock}); wait for it to finish")]
     Locked { lake: PathBuf, lock: PathBuf, holder: String },
     #[error("{path}: manifest entry is not valid")]
     BadManifest {

@@ -61,6 +61,11 @@ pub enum ModelError {
          of the last `--retain`, 7 days unless told)"
     )]
     Vacuumed { version: u64, path: String },
+    #[error(
+        "`tunelake query` only reads the star ({statement}): SELECT, WITH, EXPLAIN, SHOW and DESCRIBE run; \
+         COPY, CREATE, INSERT, DROP and SET are refused"
+    )]
+    ReadOnly { statement: String },
     #[error("unknown named query `{name}`; `tunelake query --list` shows them")]
     UnknownQuery { name: String },
     #[error("{path}: cannot register as a table")]

@@ -7,7 +7,7 @@ use std::io::Write;
 
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::pretty::pretty_format_batches;
-use datafusion::prelude::SessionContext;
+use datafusion::prelude::{SQLOptions, SessionContext};
 
 use super::{ModelError, contract_schema, register_lake_files, session};
 use crate::lake::manifest::StarVersion;
@@ -88,9 +88,17 @@ pub async fn star_context(
     Ok(ctx)
 }
 
-/// Runs one SQL statement over the star and returns its rows.
+/// Runs one SQL statement over the star and returns its rows. The
+/// statement is planned, and refused unless it only reads: COPY, DDL
+/// (CREATE EXTERNAL TABLE over any folder), DML and SET could replace or
+/// read files outside the star, and a query must never change the lake.
 pub async fn run(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, ModelError> {
-    let df = ctx.sql(sql).await.map_err(ModelError::Query)?;
+    let plan = ctx.state().create_logical_plan(sql).await.map_err(ModelError::Query)?;
+    let read_only = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+    read_only
+        .verify_plan(&plan)
+        .map_err(|e| ModelError::ReadOnly { statement: e.strip_backtrace().replace("Error during planning: ", "") })?;
+    let df = ctx.execute_logical_plan(plan).await.map_err(ModelError::Query)?;
     df.collect().await.map_err(ModelError::Query)
 }
 

@@ -108,3 +108,115 @@ fn a_second_writer_is_told_who_holds_the_lake() {
     let err = stderr(&out);
     assert!(err.contains("is locked by another run") && err.contains("tunelake ingest sparkify x"), "{err}");
 }
+
+/// Issue 24: `tunelake query` could write (`COPY ... TO` over a star or raw
+/// file) and read any folder (`CREATE EXTERNAL TABLE ... LOCATION '/etc/'`).
+#[test]
+fn issue_24_query_is_read_only() {
+    let lake = TestLake::new();
+    lake.ingest(&sample());
+    lake.build();
+    let m = lake.manifest();
+    let star_file = lake.layout.abs(&m.star().unwrap().tables["fact_plays"][0].path);
+    let raw_file = lake.layout.abs(&m.raw_files().unwrap()[0].path);
+    let before = (std::fs::read(&star_file).unwrap(), std::fs::read(&raw_file).unwrap());
+    let refused = [
+        format!("COPY (SELECT 1 AS x) TO '{}' STORED AS PARQUET", star_file.display()),
+        format!("COPY (SELECT 1 AS x) TO '{}' STORED AS CSV", raw_file.display()),
+        "EXPLAIN ANALYZE COPY (SELECT 1 AS x) TO '/tmp/tunelake-should-not-exist.parquet'".to_string(),
+        "CREATE EXTERNAL TABLE etc STORED AS CSV LOCATION '/etc/'".to_string(),
+        "CREATE TABLE t AS SELECT 1 AS x".to_string(),
+        "INSERT INTO fact_plays SELECT * FROM fact_plays".to_string(),
+        "DROP TABLE fact_plays".to_string(),
+        "SET datafusion.execution.batch_size = 1".to_string(),
+    ];
+    for sql in &refused {
+        let out = lake.cli(&["query", sql]);
+        assert_eq!(out.status.code(), Some(2), "{sql}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("only reads the star") && err.contains("refused"), "{sql}: {err}");
+    }
+    assert!(!std::path::Path::new("/tmp/tunelake-should-not-exist.parquet").exists());
+    assert_eq!((std::fs::read(&star_file).unwrap(), std::fs::read(&raw_file).unwrap()), before);
+    // What reads still runs, and the lake still builds.
+    for sql in [
+        "WITH x AS (SELECT 1 AS a) SELECT a FROM x",
+        "EXPLAIN SELECT count(*) FROM fact_plays",
+        "SHOW TABLES",
+        "DESCRIBE fact_plays",
+    ] {
+        let out = lake.cli(&["query", sql]);
+        assert!(out.status.success(), "{sql}: {}", stderr(&out));
+        assert!(!stdout(&out).is_empty(), "{sql}");
+    }
+    let b = lake.build_with(&tunelake::model::build::BuildOptions { force: true, ..Default::default() });
+    assert_eq!(b.rows("fact_plays"), 703);
+}
+
+/// Issue 24: the lock message told users to remove the lock file, which let
+/// two writers in while the holder lived; the kernel drops a dead holder's lock.
+#[test]
+fn issue_24_a_dead_holders_lock_is_taken_over_and_no_one_is_told_to_remove_it() {
+    let lake = TestLake::new();
+    let lock = lake.layout.lock_file();
+    std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    // Another process holds the lock (flock, as tunelake takes it), then dies by SIGKILL.
+    let holder = "import fcntl, sys, time\nf = open(sys.argv[1], 'a+')\nfcntl.flock(f, fcntl.LOCK_EX)\n\
+                  f.write('pid x `tunelake run` since then')\nf.flush()\nprint('held', flush=True)\ntime.sleep(120)\n";
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", holder])
+        .arg(&lock)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs the lock holder");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    assert_eq!(line.trim(), "held");
+    let out = lake.cli(&["ingest", "sparkify", sample().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(4));
+    let err = stderr(&out);
+    assert!(err.contains("is locked by another run") && err.contains("tunelake run"), "{err}");
+    assert!(!err.contains("remove"), "no advice to remove the lock: {err}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = lake.cli(&["ingest", "sparkify", sample().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(lake.manifest().runs.len(), 1);
+}
+
+/// Issue 24: an error printed to a closed stderr (`2>&1 | head -1`) panicked
+/// now and then (exit 101); a closed stdout is success.
+#[test]
+fn issue_24_closed_stdout_and_stderr_end_quietly_with_the_right_code() {
+    use std::os::fd::FromRawFd;
+    // A pipe whose reading end is closed before the process starts: every write fails.
+    let closed = || {
+        let mut fds = [0; 2];
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        unsafe { libc::close(fds[0]) };
+        unsafe { std::process::Stdio::from_raw_fd(fds[1]) }
+    };
+    let lake = TestLake::new();
+    for _ in 0..5 {
+        let status = tunelake_cmd()
+            .arg("--lake")
+            .arg(lake.layout.root())
+            .args(["query", "SELECT 1"])
+            .stdout(closed())
+            .stderr(closed())
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(2), "nothing built: a usage error, not a panic");
+    }
+    lake.ingest(&sample());
+    lake.build();
+    let status = tunelake_cmd()
+        .arg("--lake")
+        .arg(lake.layout.root())
+        .args(["query", "SELECT * FROM fact_plays"])
+        .stdout(closed())
+        .stderr(closed())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "a closed stdout is success");
+}
