@@ -351,6 +351,45 @@ pub fn tables(layout: &Layout) -> Result<Vec<String>, LakeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use datafusion::arrow::array::{Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+    use std::sync::Arc;
+
+    #[test]
+    fn stats_count_rows_and_nulls_and_bound_integers_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("name", DataType::Utf8, true),
+            Field::new("ts", DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None), false),
+            Field::new("month", DataType::Int32, false),
+        ]));
+        let batch = |ids: Vec<Option<i64>>| {
+            let n = ids.len();
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(Int64Array::from(ids)),
+                    Arc::new(StringArray::from(vec![Some("b"); n])),
+                    Arc::new(TimestampMicrosecondArray::from(vec![1_000_000; n])),
+                    Arc::new(Int32Array::from(vec![11; n])),
+                ],
+            )
+            .unwrap()
+        };
+        let path = dir.path().join("part.parquet");
+        let written = super::super::parquet::write_batches(
+            &path,
+            &schema,
+            [&batch(vec![Some(7), None, Some(-3)]), &batch(vec![Some(40), None])],
+        )
+        .unwrap();
+        let stats: serde_json::Value =
+            serde_json::from_str(&file_stats(&path, written.rows, &["month"]).unwrap()).unwrap();
+        assert_eq!(stats["numRecords"], 5);
+        assert_eq!(stats["nullCount"], serde_json::json!({"id": 2, "name": 0, "ts": 0}));
+        assert_eq!(stats["minValues"], serde_json::json!({"id": -3}));
+        assert_eq!(stats["maxValues"], serde_json::json!({"id": 40}));
+    }
 
     #[test]
     fn month_partitions_become_delta_partition_values() {
