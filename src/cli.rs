@@ -602,9 +602,10 @@ pub fn execute(cli: Cli, command: &str) -> Result<()> {
         Command::Vacuum(a) => {
             let _lock = LakeLock::acquire(layout, "vacuum")?;
             let manifest = Manifest::load(layout)?;
-            let delta_live = runtime()?.block_on(crate::lake::delta::live_files(layout))?;
             let retain =
                 chrono::Duration::from_std(a.retain).map_err(|_| Error::Usage("--retain is too long".into()))?;
+            let cutoff = (chrono::Utc::now() - retain).timestamp_millis();
+            let delta_live = runtime()?.block_on(crate::lake::delta::live_files(layout, cutoff))?;
             let opts = vacuum::VacuumOptions { retain, dry_run: a.dry_run, delta_live };
             let m = vacuum::vacuum(layout, &manifest, &opts)?;
             for (f, bytes) in &m.files {

@@ -315,8 +315,13 @@ pub fn latest_version(layout: &Layout, name: &str) -> Result<Option<u64>, LakeEr
     Ok(latest)
 }
 
-/// The files of every star table's latest Delta version, relative to the lake root.
-pub async fn live_files(layout: &Layout) -> Result<HashSet<String>, LakeError> {
+/// The files a Delta reader may still need, relative to the lake root: those
+/// of every star table's latest version, and those a commit removed after
+/// `removed_after` (ms since the epoch), which a reader that started on an
+/// earlier version may still be reading. This covers versions the ledger
+/// never recorded: the commits of a build that crashed before its entry.
+pub async fn live_files(layout: &Layout, removed_after: i64) -> Result<HashSet<String>, LakeError> {
+    use futures::StreamExt;
     let mut live = HashSet::new();
     for name in tables(layout)? {
         if latest_version(layout, &name)?.is_none() {
@@ -325,6 +330,13 @@ pub async fn live_files(layout: &Layout) -> Result<HashSet<String>, LakeError> {
         let table = deltalake_core::open_table(table_url(layout, &name)?).await.map_err(delta_err(&name, "opening"))?;
         let snapshot = table.snapshot().map_err(delta_err(&name, "reading the log"))?;
         live.extend(snapshot.log_data().iter().map(|f| format!("star/{name}/{}", f.path())));
+        let mut tombstones = snapshot.all_tombstones(table.log_store().as_ref());
+        while let Some(removed) = tombstones.next().await {
+            let removed = removed.map_err(delta_err(&name, "reading the removed files"))?;
+            if removed.deletion_timestamp().is_none_or(|t| t > removed_after) {
+                live.insert(format!("star/{name}/{}", removed.path()));
+            }
+        }
     }
     Ok(live)
 }

@@ -5,7 +5,8 @@
 //! current less than `retain` ago (a reader that started on it, tunelake's
 //! `query --as-of` or another engine's, still finds its files); the version
 //! PostgreSQL last got (the next sync sends only what differs from it); the
-//! latest version of its Delta table. A raw file a committed run names is
+//! latest version of its Delta table, or a version a Delta commit replaced
+//! less than `retain` ago. A raw file a committed run names is
 //! never removed, and neither is a Delta log.
 
 use std::collections::HashSet;
@@ -27,7 +28,8 @@ pub struct VacuumOptions {
     /// Star versions that stopped being current less than this long ago keep their files.
     pub retain: chrono::Duration,
     pub dry_run: bool,
-    /// Files the star's Delta tables name in their latest version ([`super::delta::live_files`]).
+    /// Files the star's Delta tables name in their latest version or removed
+    /// within the retention ([`super::delta::live_files`]).
     pub delta_live: HashSet<String>,
 }
 

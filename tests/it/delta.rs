@@ -200,33 +200,50 @@ fn other_engines_read_every_star_table_as_tunelake_does_across_builds_and_vacuum
 #[test]
 fn a_build_that_crashed_between_its_delta_commits_is_ignored_then_rolled_forward() {
     let tmp = tempfile::tempdir().unwrap();
-    let (first_half, second_half) = (tmp.path().join("first"), tmp.path().join("second"));
-    course_days(&first_half, 1..=15);
-    course_days(&second_half, 16..=30);
+    let (first, second, third) = (tmp.path().join("first"), tmp.path().join("second"), tmp.path().join("third"));
+    course_days(&first, 1..=15);
+    course_days(&second, 16..=23);
+    course_days(&third, 24..=30);
     let lake = TestLake::new();
-    lake.ingest(&first_half);
-    let first = lake.build().rows("fact_plays");
-    lake.ingest(&second_half);
+    lake.ingest(&first);
+    let first_plays = lake.build().rows("fact_plays");
+    lake.ingest(&second);
     let crashed = lake.build();
     // The crash: the dimensions took the build's commits, the facts did not, and its ledger entry never came.
     std::fs::remove_file(lake.layout.run_entry(crashed.version)).unwrap();
     std::fs::remove_file(lake.layout.abs("star/fact_plays/_delta_log/00000000000000000001.json")).unwrap();
     assert_eq!(tunelake::lake::delta::latest_version(&lake.layout, "dim_users").unwrap(), Some(1));
     assert_eq!(tunelake::lake::delta::latest_version(&lake.layout, "fact_plays").unwrap(), Some(0));
-    assert_eq!(lake.scalar("SELECT count(*) FROM fact_plays") as u64, first, "tunelake reads what its ledger names");
+    assert_eq!(
+        lake.scalar("SELECT count(*) FROM fact_plays") as u64,
+        first_plays,
+        "tunelake reads its ledger's version"
+    );
+    let crashed_users = lake.layout.abs(&format!("star/dim_users/part-{:08}.parquet", crashed.version));
+    assert!(crashed_users.is_file());
 
+    lake.ingest(&third);
     let again = lake.build();
-    assert!(again.committed);
-    assert_eq!(again.rows("fact_plays"), crashed.rows("fact_plays"));
+    assert!(again.committed && again.version != crashed.version);
+    assert!(again.rows("fact_plays") > crashed.rows("fact_plays"), "the third part's plays are there too");
     let m = lake.manifest();
     let delta = &m.star().unwrap().delta;
-    // The facts take the build's files now; the dimensions had them already (the same version's files again).
-    assert_eq!((delta["fact_plays"], delta["dim_users"]), (1, 1), "rolled forward from where each table was");
+    assert_eq!((delta["fact_plays"], delta["dim_users"]), (1, 2), "rolled forward from where each table was");
     for t in STAR_TABLES {
         let latest = tunelake::lake::delta::latest_version(&lake.layout, t.name).unwrap();
         assert_eq!(latest, delta.get(t.name).copied(), "{} is in step with the ledger", t.name);
     }
     assert_engines_read_the_star(&lake, "after rolling forward");
+
+    // The crashed build's dimension file is in no ledger version, but a Delta
+    // reader may have started on it: vacuum keeps it for the retention.
+    let o = lake.cli(&["vacuum"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(crashed_users.is_file(), "{}", stdout(&o));
+    let o = lake.cli(&["vacuum", "--retain", "0s"]);
+    assert!(stdout(&o).contains(&crashed_users.display().to_string()), "{}", stdout(&o));
+    assert!(!crashed_users.exists());
+    assert_engines_read_the_star(&lake, "after vacuum");
 }
 
 #[test]
