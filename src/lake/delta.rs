@@ -403,6 +403,50 @@ mod tests {
         assert_eq!(stats["maxValues"], serde_json::json!({"id": 40}));
     }
 
+    /// Twelve builds of a one-file table: each commit replaces the file, the
+    /// tenth leaves a checkpoint, and the log says which file is current.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_build_replaces_the_files_it_rewrote_and_the_log_is_checkpointed() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+        let spec = TableSpec { name: "t".into(), schema: schema.clone(), by_month: true };
+        for build in 1..=12u64 {
+            let ids = Int64Array::from(vec![build as i64; build as usize]);
+            let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(ids)]).unwrap();
+            let rel = Layout::star_rel("t", Some("year=2024/month=02"), build);
+            let written = super::super::parquet::write_batches(&layout.abs(&rel), &schema, [&batch]).unwrap();
+            let part = StarPart {
+                partition: Some("year=2024/month=02".into()),
+                path: rel,
+                rows: written.rows,
+                sha256: written.sha256,
+            };
+            let commit = commit_table(&layout, &spec, std::slice::from_ref(&part), build).await.unwrap();
+            let (added, removed) = if build == 1 { (1, 0) } else { (1, 1) };
+            assert_eq!(commit, TableCommit { version: build - 1, added, removed });
+            // The same parts again: nothing to commit.
+            let again = commit_table(&layout, &spec, &[part], build).await.unwrap();
+            assert_eq!(again, TableCommit { version: build - 1, added: 0, removed: 0 });
+        }
+        assert!(dir.path().join("star/t/_delta_log/00000000000000000009.checkpoint.parquet").is_file());
+        assert_eq!(latest_version(&layout, "t").unwrap(), Some(11));
+        let live = live_files(&layout, i64::MAX).await.unwrap();
+        assert_eq!(live, HashSet::from(["star/t/year=2024/month=02/part-00000012.parquet".to_string()]));
+        let table = deltalake_core::open_table(table_url(&layout, "t").unwrap()).await.unwrap();
+        let files: Vec<(String, Option<String>)> = table
+            .snapshot()
+            .unwrap()
+            .log_data()
+            .iter()
+            .map(|f| (f.path().to_string(), f.partition_values_map()["month"].clone()))
+            .collect();
+        assert_eq!(files, [("year=2024/month=02/part-00000012.parquet".to_string(), Some("2".to_string()))]);
+        let removed_within_a_day =
+            live_files(&layout, chrono::Utc::now().timestamp_millis() - 86_400_000).await.unwrap();
+        assert_eq!(removed_within_a_day.len(), 12, "every file removed since is kept for readers");
+    }
+
     #[test]
     fn month_partitions_become_delta_partition_values() {
         let v = month_values("year=2018/month=03").unwrap();
