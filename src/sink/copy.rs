@@ -44,7 +44,10 @@ pub fn check_types(table: &str, batch: &RecordBatch) -> Result<(), SinkError> {
 
 /// One column of a batch, its type found once per batch rather than per value.
 enum Column<'a> {
-    Text(&'a StringArray),
+    /// Text, and whether any value holds U+0000, which PostgreSQL's text
+    /// cannot store (valid JSON `"\u0000"` in a source): dropped when sent,
+    /// so one such value never blocks every sync.
+    Text(&'a StringArray, bool),
     /// Eight bytes each: BIGINT, or TIMESTAMP (`shift` moves it to
     /// PostgreSQL's epoch).
     Eight {
@@ -59,7 +62,12 @@ enum Column<'a> {
 impl<'a> Column<'a> {
     fn of(col: &'a ArrayRef) -> Column<'a> {
         match col.data_type() {
-            DataType::Utf8 => Column::Text(col.as_string::<i32>()),
+            DataType::Utf8 => {
+                let a = col.as_string::<i32>();
+                let offsets = a.value_offsets();
+                let bytes = &a.value_data()[offsets[0] as usize..offsets[a.len()] as usize];
+                Column::Text(a, memchr::memchr(0, bytes).is_some())
+            }
             DataType::Int64 => Column::Eight { values: col.as_primitive::<Int64Type>().values(), shift: 0 },
             DataType::Timestamp(TimeUnit::Microsecond, None) => Column::Eight {
                 values: col.as_primitive::<TimestampMicrosecondType>().values(),
@@ -83,7 +91,7 @@ pub fn encode(batch: &RecordBatch, buf: &mut Vec<u8>) {
     let text: usize = cols
         .iter()
         .map(|(c, _)| match c {
-            Column::Text(a) => (a.value_offsets()[a.len()] - a.value_offsets()[0]) as usize,
+            Column::Text(a, _) => (a.value_offsets()[a.len()] - a.value_offsets()[0]) as usize,
             _ => 0,
         })
         .sum();
@@ -96,10 +104,15 @@ pub fn encode(batch: &RecordBatch, buf: &mut Vec<u8>) {
                 continue;
             }
             match col {
-                Column::Text(a) => {
+                Column::Text(a, false) => {
                     let v = a.value(row).as_bytes();
                     buf.extend_from_slice(&(v.len() as i32).to_be_bytes());
                     buf.extend_from_slice(v);
+                }
+                Column::Text(a, true) => {
+                    let v: Vec<u8> = a.value(row).bytes().filter(|&b| b != 0).collect();
+                    buf.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                    buf.extend_from_slice(&v);
                 }
                 Column::Eight { values, shift } => {
                     buf.extend_from_slice(&8i32.to_be_bytes());
@@ -183,5 +196,20 @@ mod tests {
         buf.clear();
         encode(&batch.slice(1, 2), &mut buf);
         assert_eq!(buf, want(&rows[1..]));
+    }
+
+    #[test]
+    fn text_loses_its_nul_characters_which_postgresql_cannot_store() {
+        let batch =
+            RecordBatch::try_from_iter([("s", Arc::new(StringArray::from(vec!["a\0b\0", "c"])) as ArrayRef)]).unwrap();
+        let mut buf = vec![];
+        encode(&batch, &mut buf);
+        let mut want = vec![];
+        for v in [&b"ab"[..], b"c"] {
+            want.extend_from_slice(&1i16.to_be_bytes());
+            want.extend_from_slice(&(v.len() as i32).to_be_bytes());
+            want.extend_from_slice(v);
+        }
+        assert_eq!(buf, want);
     }
 }

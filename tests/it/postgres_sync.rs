@@ -665,3 +665,48 @@ fn a_damaged_star_file_stops_the_sync_naming_it_and_nothing_is_committed() {
     let tables = texts(&mut client, "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'", &[]);
     assert!(tables.is_empty(), "the failed sync left nothing: {tables:?}");
 }
+
+/// Issue 24: a text value holding U+0000 (valid JSON `"\u0000"`) was staged,
+/// then every sync failed ("invalid byte sequence for encoding UTF8: 0x00"),
+/// `--full` and `reprocess` included: PostgreSQL was stuck for good.
+#[test]
+fn issue_24_a_nul_in_a_text_value_never_blocks_the_sync() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    copy_dir(&sample(), &data);
+    let log = data.join("log_data/2018/11/2018-11-01-events.json");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let (first, rest) = text.split_once('\n').unwrap();
+    let mut event: serde_json::Value = serde_json::from_str(first).unwrap();
+    event["firstName"] = "Ja\u{0}ne".into();
+    event["location"] = "Nowhere\u{0}, NW".into();
+    std::fs::write(&log, format!("{event}\n{rest}")).unwrap();
+    assert!(std::fs::read_to_string(&log).unwrap().contains("\\u0000"));
+    let user = event["userId"].as_str().unwrap().to_string();
+
+    let url = pg::server().create_database("nul");
+    let lake = TestLake::new();
+    lake.ingest(&data);
+    lake.build();
+    let m = lake.sync(&url);
+    assert!(m.rows_sent > 700, "{m:?}");
+    let mut client = connect(&url);
+    let plays: i64 = client.query_one("SELECT count(*) FROM fact_plays", &[]).unwrap().get(0);
+    assert_eq!(plays as u64, lake.star_rows("fact_plays").len() as u64);
+    let locations: Vec<String> = client
+        .query("SELECT DISTINCT location FROM fact_plays WHERE user_id = $1", &[&user])
+        .unwrap()
+        .iter()
+        .filter_map(|r| r.get::<_, Option<String>>(0))
+        .collect();
+    assert!(locations.iter().all(|l| !l.contains('\0')), "{locations:?}");
+    // A full resend works the same.
+    let full = tunelake::sink::sync(
+        &lake.layout,
+        &lake.manifest(),
+        &url,
+        &tunelake::sink::SyncOptions { full: true, ..Default::default() },
+    )
+    .unwrap();
+    assert_eq!(full.rows_deleted, 0, "{full:?}");
+}
