@@ -197,26 +197,15 @@ fn issue_24_closed_stdout_and_stderr_end_quietly_with_the_right_code() {
         unsafe { std::process::Stdio::from_raw_fd(fds[1]) }
     };
     let lake = TestLake::new();
+    let query = |sql: &str| {
+        let mut cmd = tunelake_cmd();
+        cmd.arg("--lake").arg(lake.layout.root()).args(["query", sql]).stdout(closed()).stderr(closed());
+        cmd.status().unwrap().code()
+    };
     for _ in 0..5 {
-        let status = tunelake_cmd()
-            .arg("--lake")
-            .arg(lake.layout.root())
-            .args(["query", "SELECT 1"])
-            .stdout(closed())
-            .stderr(closed())
-            .status()
-            .unwrap();
-        assert_eq!(status.code(), Some(2), "nothing built: a usage error, not a panic");
+        assert_eq!(query("SELECT 1"), Some(2), "nothing built: a usage error, not a panic");
     }
     lake.ingest(&sample());
     lake.build();
-    let status = tunelake_cmd()
-        .arg("--lake")
-        .arg(lake.layout.root())
-        .args(["query", "SELECT * FROM fact_plays"])
-        .stdout(closed())
-        .stderr(closed())
-        .status()
-        .unwrap();
-    assert_eq!(status.code(), Some(0), "a closed stdout is success");
+    assert_eq!(query("SELECT * FROM fact_plays"), Some(0), "a closed stdout is success");
 }

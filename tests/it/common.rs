@@ -88,6 +88,12 @@ impl TestLake {
         tunelake::sink::sync(&self.layout, &self.manifest(), url, &SyncOptions::default()).unwrap()
     }
 
+    /// `sync --full`: every partition sent again.
+    pub fn sync_full(&self, url: &str) -> SyncMetrics {
+        tunelake::sink::sync(&self.layout, &self.manifest(), url, &SyncOptions { full: true, ..Default::default() })
+            .unwrap()
+    }
+
     pub fn query(&self, sql: &str) -> Vec<RecordBatch> {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let m = self.manifest();

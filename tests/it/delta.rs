@@ -128,13 +128,19 @@ fn course_days(to: &Path, days: std::ops::RangeInclusive<u32>) {
     }
 }
 
+/// The course's first and second halves of November, under `dir`.
+fn halves(dir: &Path) -> (PathBuf, PathBuf) {
+    let (first, second) = (dir.join("first"), dir.join("second"));
+    course_days(&first, 1..=15);
+    course_days(&second, 16..=30);
+    (first, second)
+}
+
 #[test]
 fn other_engines_read_every_star_table_as_tunelake_does_across_builds_and_vacuum() {
     python();
     let tmp = tempfile::tempdir().unwrap();
-    let (first_half, second_half) = (tmp.path().join("first"), tmp.path().join("second"));
-    course_days(&first_half, 1..=15);
-    course_days(&second_half, 16..=30);
+    let (first_half, second_half) = halves(tmp.path());
     let lake = TestLake::new();
 
     lake.ingest(&first_half);
@@ -279,9 +285,7 @@ fn a_lake_built_before_delta_is_published_by_the_next_build() {
 #[test]
 fn a_reader_during_a_build_sees_whole_versions_and_no_play_without_its_dimensions() {
     let tmp = tempfile::tempdir().unwrap();
-    let (first_half, second_half) = (tmp.path().join("first"), tmp.path().join("second"));
-    course_days(&first_half, 1..=15);
-    course_days(&second_half, 16..=30);
+    let (first_half, second_half) = halves(tmp.path());
     let lake = TestLake::new();
     lake.ingest(&first_half);
     let before = lake.build().rows("fact_plays");

@@ -89,13 +89,7 @@ fn sync_equals_the_lake_row_for_row_and_reruns_add_nothing() {
     assert_eq!(version as u64, lake.manifest().star().unwrap().version);
 
     // --full resends everything and still changes no row.
-    let full = tunelake::sink::sync(
-        &lake.layout,
-        &lake.manifest(),
-        &url,
-        &tunelake::sink::SyncOptions { full: true, ..Default::default() },
-    )
-    .unwrap();
+    let full = lake.sync_full(&url);
     assert!(full.parts_sent >= 5, "{full:?}");
     assert_eq!(full.rows_changed.values().sum::<u64>(), 0, "{:?}", full.rows_changed);
     assert_pg_equals_lake(&lake, &mut client);
@@ -356,13 +350,7 @@ fn rows_the_lake_drops_are_deleted_from_postgres() {
             "INSERT INTO dim_users (user_id, first_seen, last_seen, source) VALUES ('stray', now(), now(), 'x')",
         )
         .unwrap();
-    let m = tunelake::sink::sync(
-        &lake.layout,
-        &lake.manifest(),
-        &url,
-        &tunelake::sink::SyncOptions { full: true, ..Default::default() },
-    )
-    .unwrap();
+    let m = lake.sync_full(&url);
     assert_eq!(m.rows_deleted, 1);
     assert_eq!(m.rows_changed["dim_users"], 1);
     assert_pg_equals_lake(&lake, &mut client);
@@ -701,12 +689,6 @@ fn issue_24_a_nul_in_a_text_value_never_blocks_the_sync() {
         .collect();
     assert!(locations.iter().all(|l| !l.contains('\0')), "{locations:?}");
     // A full resend works the same.
-    let full = tunelake::sink::sync(
-        &lake.layout,
-        &lake.manifest(),
-        &url,
-        &tunelake::sink::SyncOptions { full: true, ..Default::default() },
-    )
-    .unwrap();
+    let full = lake.sync_full(&url);
     assert_eq!(full.rows_deleted, 0, "{full:?}");
 }
