@@ -295,6 +295,14 @@ fn a_reader_during_a_build_sees_whole_versions_and_no_play_without_its_dimension
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/read_delta.py");
     let mut reader =
         Command::new(python()).arg(script).arg("loop").arg(lake.layout.root()).arg(&stop).arg(&out).spawn().unwrap();
+    // The build starts once the reader has read the star before it.
+    let ready = tmp.path().join("reads.json.ready");
+    let waited = std::time::Instant::now();
+    while !ready.exists() {
+        assert!(reader.try_wait().unwrap().is_none(), "the reader stopped before its first read");
+        assert!(waited.elapsed().as_secs() < 300, "the reader made no first read in 300 s");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let build = lake.cli(&["--progress", "off", "build"]);
     std::fs::write(&stop, b"").unwrap();
     assert!(reader.wait().unwrap().success());

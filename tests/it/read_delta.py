@@ -12,7 +12,7 @@ to <out_dir>/<engine>/versions.json. Then runs every named query of
 `tunelake query`'s.
 
 `loop` reads the star with delta-rs again and again until <stop_file>
-exists (a build runs meanwhile), and writes what each read saw: the plays,
+exists (a build runs meanwhile; <out.json>.ready says the first read is done), and writes what each read saw: the plays,
 their Delta version, and how many of the users, tracks, artists and times
 they name the dimensions lack.
 """
@@ -97,6 +97,9 @@ def read_loop(lake, stop, out):
             named = set(v for v in plays[column].to_pylist() if v is not None)
             missing += len(named - keys)
         reads.append({"plays": plays.num_rows, "version": fact.version(), "missing": missing})
+        if len(reads) == 1:
+            # The test starts the build once a read has seen the star before it.
+            pathlib.Path(str(out) + ".ready").touch()
         if last:
             break
     out.write_text(json.dumps(reads))
