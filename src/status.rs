@@ -68,6 +68,9 @@ pub fn accounting_line(a: &Accounting) -> String {
     } else {
         let mut line =
             format!("{} {}: read {} = kept {} + rejected {}", a.source, a.stream, a.read, a.kept, a.rejected);
+        if a.as_text > 0 {
+            line.push_str(&format!(" ({} numbers kept as text)", a.as_text));
+        }
         if a.source == crate::source::spotify_export::SOURCE {
             line.push_str(&format!(" ({} of 30 s or more)", a.plays));
         }

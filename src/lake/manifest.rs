@@ -144,6 +144,10 @@ pub struct Accounting {
     pub plays: u64,
     pub filtered: BTreeMap<String, u64>,
     pub rejected: u64,
+    /// Values kept as their text where the source gave a number for a text
+    /// field (a song file's `"artist_name": 112`): data, not an error.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub as_text: u64,
     /// The earliest and latest time among the kept records (RFC 3339, UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first: Option<String>,
@@ -163,6 +167,7 @@ impl Accounting {
         self.kept += other.kept;
         self.plays += other.plays;
         self.rejected += other.rejected;
+        self.as_text += other.as_text;
         for (k, v) in &other.filtered {
             *self.filtered.entry(k.clone()).or_default() += v;
         }
@@ -174,6 +179,10 @@ impl Accounting {
     pub fn filtered_total(&self) -> u64 {
         self.filtered.values().sum()
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A rejected record: which file, which line, why.

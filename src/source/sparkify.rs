@@ -503,7 +503,10 @@ pub fn parse_songs(bytes: &[u8], raw_sha256: &str, label: &str) -> ParsedSongs {
     };
     for (record, (line, value)) in values.into_iter().enumerate() {
         acc.read += 1;
-        let parsed = value.and_then(serde_json::from_value::<SongJson>);
+        let parsed = value.and_then(|mut v| {
+            acc.as_text += numbers_as_text(&mut v);
+            serde_json::from_value::<SongJson>(v)
+        });
         match parsed {
             Ok(json) if !json.song_id.is_empty() && !json.artist_id.is_empty() => {
                 acc.kept += 1;
@@ -520,6 +523,20 @@ pub fn parse_songs(bytes: &[u8], raw_sha256: &str, label: &str) -> ParsedSongs {
         }
     }
     ParsedSongs { rows, accounting: acc, rejects }
+}
+
+/// A song's text fields given as numbers (`"artist_name": 112`, as some of
+/// the course's song files have) become their text, as the course's pandas
+/// loader keeps them; how many did.
+fn numbers_as_text(song: &mut serde_json::Value) -> u64 {
+    let mut n = 0;
+    for field in ["song_id", "title", "artist_id", "artist_name", "artist_location"] {
+        if let Some(v) = song.get_mut(field).filter(|v| v.is_number()) {
+            *v = serde_json::Value::String(v.to_string());
+            n += 1;
+        }
+    }
+    n
 }
 
 /// Song batches as one, sorted by song id, raw file and record, so that a
@@ -654,6 +671,25 @@ mod tests {
         let song = r#"{"song_id":"S","title":"T","artist_id":"A","artist_name":"N","duration":1.0}"#;
         let s = parse_songs(format!("\u{feff}{song}").as_bytes(), "sha", "song_data/bom.json");
         assert_eq!((s.accounting.kept, s.accounting.rejected), (1, 0), "{:?}", s.rejects);
+    }
+
+    /// Issue 24: real song files of the course's S3 set have `"artist_name": 112`
+    /// and `"artist_location": 108`; the song was rejected whole, and the plays it matches lost.
+    #[test]
+    fn issue_24_numbers_in_a_songs_text_fields_are_kept_as_text_and_counted() {
+        let song =
+            r#"{"song_id":"S","title":1999,"artist_id":"A","artist_name":112,"artist_location":108,"duration":1.0}"#;
+        let s = parse_songs(song.as_bytes(), "sha", "song_data/n.json");
+        assert_eq!((s.accounting.kept, s.accounting.rejected, s.accounting.as_text), (1, 0, 3), "{:?}", s.rejects);
+        let batch = songs_batch(&s.rows);
+        let text = |c: &str| batch.column_by_name(c).unwrap().as_string::<i32>().value(0).to_string();
+        assert_eq!(
+            (text("title"), text("artist_name"), text("artist_location")),
+            ("1999".into(), "112".into(), "108".into())
+        );
+        // What cannot be text still is an error: an object for a name.
+        let bad = r#"{"song_id":"S","title":"T","artist_id":"A","artist_name":{"x":1},"duration":1.0}"#;
+        assert_eq!(parse_songs(bad.as_bytes(), "sha", "f").accounting.rejected, 1);
     }
 
     #[test]
