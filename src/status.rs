@@ -151,7 +151,16 @@ pub fn render(out: &mut dyn Write, manifest: &Manifest, lake: &str, max_runs: us
             let f: Vec<String> = a.filtered.iter().map(|(k, v)| format!("{k} {v}")).collect();
             writeln!(out, "    filtered: {}", f.join(", "))?;
         }
-        writeln!(out, "    files: {} stored, {} skipped as already stored", a.files, a.files_already_stored)?;
+        let unreadable = if a.files_unreadable > 0 {
+            format!(", {} unreadable (rejected)", a.files_unreadable)
+        } else {
+            String::new()
+        };
+        writeln!(
+            out,
+            "    files: {} stored, {} skipped as already stored{unreadable}",
+            a.files, a.files_already_stored
+        )?;
     }
     let files = import_files(manifest);
     if !files.is_empty() {

@@ -139,6 +139,10 @@ pub struct Accounting {
     pub stream: String,
     pub files: u64,
     pub files_already_stored: u64,
+    /// Files that could not be read (a symlink that loops, or points nowhere):
+    /// each is a reject naming the file, and the rest of the source loads.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub files_unreadable: u64,
     pub read: u64,
     pub kept: u64,
     pub plays: u64,
@@ -163,6 +167,7 @@ impl Accounting {
     pub fn add(&mut self, other: &Accounting) {
         self.files += other.files;
         self.files_already_stored += other.files_already_stored;
+        self.files_unreadable += other.files_unreadable;
         self.read += other.read;
         self.kept += other.kept;
         self.plays += other.plays;

@@ -150,6 +150,18 @@ impl FileReport {
     }
 }
 
+/// The accounting of the Sparkify stream a file `kind` feeds, added when missing.
+fn stream_of<'a>(accounting: &'a mut Vec<Accounting>, kind: &str) -> &'a mut Accounting {
+    let stream = if kind == sparkify::KIND_LOG { "events" } else { "songs" };
+    match accounting.iter().position(|a| a.stream == stream) {
+        Some(i) => &mut accounting[i],
+        None => {
+            accounting.push(Accounting::new(sparkify::SOURCE, stream));
+            accounting.last_mut().expect("just pushed")
+        }
+    }
+}
+
 /// Every `*.json` file under `dir`, sorted, as paths relative to `base`.
 fn json_files(base: &Path, dir: &Path) -> Result<Vec<PathBuf>, SourceError> {
     let mut out = vec![];
@@ -231,20 +243,33 @@ pub fn ingest_sparkify(
         raw_added.lock().expect("raw lock").push(raw);
         Ok(())
     };
+    // Input files that cannot be read: each one rejected, the others stored.
+    let unreadable = Mutex::new(Vec::<(&'static str, Reject)>::new());
     let ingest_one = |index: usize, rel: &PathBuf, kind: &'static str| -> Result<(), SourceError> {
         let path = dir.join(rel);
-        let read_err = |source| SourceError::Read { path: path.clone(), source };
-        let bytes = if kind == sparkify::KIND_LOG {
-            let mut file = std::fs::File::open(&path).map_err(read_err)?;
-            let len = file.metadata().map_err(read_err)?.len();
+        let read = || -> std::io::Result<Option<Vec<u8>>> {
+            if kind != sparkify::KIND_LOG {
+                return std::fs::read(&path).map(Some);
+            }
+            let mut file = std::fs::File::open(&path)?;
+            let len = file.metadata()?.len();
             if len >= chunks::STREAM_FROM {
-                return ingest_big_log(index, rel, &path);
+                return Ok(None);
             }
             let mut bytes = Vec::with_capacity(len as usize);
-            std::io::Read::read_to_end(&mut file, &mut bytes).map_err(read_err)?;
-            bytes
-        } else {
-            std::fs::read(&path).map_err(read_err)?
+            std::io::Read::read_to_end(&mut file, &mut bytes)?;
+            Ok(Some(bytes))
+        };
+        let bytes = match read() {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return ingest_big_log(index, rel, &path),
+            Err(e) => {
+                let file = rel.to_string_lossy().into_owned();
+                let reject = Reject { file, line: 0, reason: format!("cannot read the file: {e}") };
+                unreadable.lock().expect("unreadable lock").push((kind, reject));
+                bar.inc(1);
+                return Ok(());
+            }
         };
         let sha = sha256_hex(&bytes);
         if !seen.lock().expect("seen lock").insert(sha.clone()) {
@@ -305,18 +330,15 @@ pub fn ingest_sparkify(
     raw.extend(packed);
     raw.sort_by(|a, b| a.origin.cmp(&b.origin));
     let skipped = skipped.into_inner().expect("skipped lock");
-    let Staged { change: staging, mut accounting, rejects, .. } =
+    let Staged { change: staging, mut accounting, mut rejects, .. } =
         out.into_inner().expect("collector lock").finish(layout, run_id, today)?;
     for (kind, n) in &skipped {
-        let stream = if *kind == sparkify::KIND_LOG { "events" } else { "songs" };
-        match accounting.iter_mut().find(|a| a.stream == stream) {
-            Some(a) => a.files_already_stored += n,
-            None => {
-                let mut a = Accounting::new(sparkify::SOURCE, stream);
-                a.files_already_stored = *n;
-                accounting.push(a);
-            }
-        }
+        stream_of(&mut accounting, kind).files_already_stored += n;
+    }
+    for (kind, reject) in unreadable.into_inner().expect("unreadable lock") {
+        tracing::warn!(file = %reject.file, reason = %reject.reason, "file rejected");
+        stream_of(&mut accounting, kind).files_unreadable += 1;
+        rejects.push(reject);
     }
     let mut metrics = IngestMetrics {
         run: run_id,

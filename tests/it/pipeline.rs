@@ -681,3 +681,30 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// Issue 24: a file symlink that loops aborted the whole ingest, and the good
+/// files beside it were not stored.
+#[test]
+fn issue_24_an_unreadable_file_is_one_reject_and_the_rest_loads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    copy_dir(&sample(), &data);
+    let logs = data.join("log_data/2018/11");
+    std::os::unix::fs::symlink("loop-b.json", logs.join("loop-a.json")).unwrap();
+    std::os::unix::fs::symlink("loop-a.json", logs.join("loop-b.json")).unwrap();
+    std::os::unix::fs::symlink("nowhere.json", data.join("song_data/dangling.json")).unwrap();
+    let lake = TestLake::new();
+    let m = lake.ingest(&data);
+    assert_eq!(m.files_new, 75, "the good files are stored");
+    let events = m.accounting.iter().find(|a| a.stream == "events").unwrap();
+    let songs = m.accounting.iter().find(|a| a.stream == "songs").unwrap();
+    assert_eq!((events.files_unreadable, songs.files_unreadable), (2, 1));
+    assert_eq!(events.plays, 703);
+    let mut rejected: Vec<&str> = m.rejects.iter().map(|r| r.file.as_str()).collect();
+    rejected.sort();
+    assert_eq!(rejected, ["log_data/2018/11/loop-a.json", "log_data/2018/11/loop-b.json", "song_data/dangling.json"]);
+    assert!(m.rejects.iter().all(|r| r.reason.starts_with("cannot read the file")), "{:?}", m.rejects);
+    assert_eq!(lake.build().rows("fact_plays"), 703);
+    let status = crate::common::stdout(&lake.cli(&["status"]));
+    assert!(status.contains("2 unreadable (rejected)") && status.contains("loop-a.json"), "{status}");
+}
