@@ -480,6 +480,9 @@ pub fn execute(cli: Cli, command: &str) -> Result<()> {
             let opts = source::spotify_api::PullOptions { max_enrich };
             let m = source::spotify_api::pull(layout, &mut manifest, &cfg, &opts, command, &std::thread::sleep)?;
             print_pull(out, &m).map_err(Error::Output)?;
+            if let Some(stop) = &m.stopped {
+                return Err(stopped_early(stop));
+            }
         }
         Command::Build(a) => {
             if !(a.match_tolerance >= 0.0 && a.match_tolerance.is_finite()) {
@@ -660,10 +663,14 @@ fn run_cycle(
         let m = source::ingest_spotify_export(layout, &mut manifest, path, None, command)?;
         print_export(out, &m).map_err(Error::Output)?;
     }
+    // A pull that stopped early still lets the cycle build and sync what it
+    // has; the cycle then says so with its exit code.
+    let mut stopped = None;
     if let Some(cfg) = spotify {
         let opts = source::spotify_api::PullOptions { max_enrich: 50 };
         let m = source::spotify_api::pull(layout, &mut manifest, cfg, &opts, command, &std::thread::sleep)?;
         print_pull(out, &m).map_err(Error::Output)?;
+        stopped = m.stopped;
     }
     // With a database, the sync's transaction opens now and loads each month
     // file the build writes while the build goes on (`sink::Loader`); it
@@ -705,14 +712,34 @@ fn run_cycle(
         )
         .map_err(Error::Output)?,
     }
-    Ok(())
+    match &stopped {
+        Some(stop) => Err(stopped_early(stop)),
+        None => Ok(()),
+    }
+}
+
+/// The error a Spotify pull that stopped early ends its command with (exit 75).
+fn stopped_early(stop: &source::spotify_api::Stop) -> Error {
+    Error::StoppedEarly(match stop {
+        source::spotify_api::Stop::QuotaExceeded => "Spotify stopped the pull: QUOTA_EXCEEDED for this app".into(),
+        source::spotify_api::Stop::RateLimited { retry_after_s } => {
+            format!("Spotify stopped the pull: rate limited for {retry_after_s} s, past --spotify-max-wait")
+        }
+    })
 }
 
 fn print_pull(out: &mut dyn Write, m: &source::spotify_api::PullMetrics) -> std::io::Result<()> {
     writeln!(
         out,
         "ingest spotify: user {}: {} page(s), {} items, {} new plays, {} rejected; {} looked up, {} left for next time; {} requests",
-        m.user, m.pages, m.items, m.plays_new, m.rejected, m.enriched, m.enrich_left, m.requests
+        if m.user.is_empty() { "not known (Spotify did not answer /v1/me)" } else { &m.user },
+        m.pages,
+        m.items,
+        m.plays_new,
+        m.rejected,
+        m.enriched,
+        m.enrich_left,
+        m.requests
     )?;
     for g in &m.gaps {
         writeln!(

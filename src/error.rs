@@ -16,6 +16,9 @@ pub mod exit {
     pub const LAKE: i32 = 4;
     pub const DATABASE: i32 = 5;
     pub const NETWORK: i32 = 6;
+    /// Stopped early for a reason that will pass (Spotify's quota, a
+    /// Retry-After past the limit): try again later (sysexits' EX_TEMPFAIL).
+    pub const TEMPFAIL: i32 = 75;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +33,8 @@ pub enum Error {
     Sink(#[from] SinkError),
     #[error("{0}")]
     Usage(String),
+    #[error("{0}; what was received is stored, and the next run goes on from there")]
+    StoppedEarly(String),
     #[error("cannot write the output")]
     Output(#[source] std::io::Error),
     #[error("cannot start the async runtime")]
@@ -63,6 +68,7 @@ impl Error {
             Error::Model(_) => exit::LAKE,
             Error::Sink(crate::sink::SinkError::NothingBuilt | crate::sink::SinkError::NoDatabase) => exit::USAGE,
             Error::Sink(_) => exit::DATABASE,
+            Error::StoppedEarly(_) => exit::TEMPFAIL,
             Error::Output(_) | Error::Runtime(_) => exit::FAILURE,
         }
     }

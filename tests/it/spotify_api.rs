@@ -53,6 +53,14 @@ fn ingest(lake: &TestLake, server: &FakeSpotify, extra: &[&str]) -> String {
     text
 }
 
+/// `tunelake ingest spotify` that stops early: exit 75 (try again later).
+fn ingest_stopped(lake: &TestLake, server: &FakeSpotify) -> String {
+    let out = cmd(lake, server).args(["ingest", "spotify"]).output().unwrap();
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(75), "{text}");
+    text
+}
+
 fn rows(lake: &TestLake, sql: &str) -> Vec<String> {
     lake.query(sql).iter().flat_map(render_rows).collect()
 }
@@ -187,7 +195,7 @@ fn a_long_rate_limit_stops_cleanly_and_the_next_run_resumes() {
     let server = FakeSpotify::start(plays(12, NOW_MS, 0));
     let lake = logged_in(&server);
     server.inject("/v1/me/player", Fault::RateLimited { retry_after: 3600 });
-    let text = ingest(&lake, &server, &[]);
+    let text = ingest_stopped(&lake, &server);
     assert!(text.contains("stopped: rate limited (Retry-After 3600 s"), "{text}");
     // The cursor did not move past anything unstored.
     let m = lake.manifest();
@@ -196,8 +204,29 @@ fn a_long_rate_limit_stops_cleanly_and_the_next_run_resumes() {
     assert!(text.contains("12 new plays"), "{text}");
 
     server.inject("/v1/me/player", Fault::QuotaExceeded);
-    let text = ingest(&lake, &server, &[]);
+    let text = ingest_stopped(&lake, &server);
     assert!(text.contains("QUOTA_EXCEEDED"), "{text}");
+}
+
+/// Issue 24: with QUOTA_EXCEEDED on every call, `ingest spotify` printed
+/// "stopped" with an empty user and exited 0, so a cron job never learned
+/// that nothing was pulled. It exits 75 (try again later), and so does `run`.
+#[test]
+fn issue_24_a_pull_that_stops_early_exits_75_and_says_whose_it_is_not() {
+    let server = FakeSpotify::start(plays(4, NOW_MS, 0));
+    let lake = logged_in(&server);
+    ingest(&lake, &server, &[]);
+    for _ in 0..20 {
+        server.inject("/v1/", Fault::QuotaExceeded);
+    }
+    let text = ingest_stopped(&lake, &server);
+    assert!(text.contains("user not known (Spotify did not answer /v1/me)"), "{text}");
+    assert!(text.contains("QUOTA_EXCEEDED") && text.contains("what was received is stored"), "{text}");
+    // `run` builds and reports what it has, then exits 75 as well.
+    let out = cmd(&lake, &server).args(["--progress", "off", "run"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(75), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("top artists:"), "{}", stdout(&out));
+    assert_eq!(rows(&lake, "SELECT count(*) FROM fact_plays"), vec!["4"]);
 }
 
 #[test]
