@@ -44,6 +44,11 @@ pub enum SourceError {
     RawCorrupt { path: PathBuf, expected: String, actual: String },
     #[error("{path}: no parser for raw files of source `{source_name}`, kind `{kind}`")]
     UnknownKind { path: PathBuf, source_name: String, kind: String },
+    #[error(
+        "{path}: zip entry {entry} unpacks to more than {limit} bytes, past what a streaming history \
+         can be (at most 100 times its packed size, 16 MiB to 1 GiB); it is not imported"
+    )]
+    ZipEntryTooLarge { path: PathBuf, entry: String, limit: u64 },
     #[error("{path}: cannot read the zip")]
     Zip {
         path: PathBuf,
@@ -436,6 +441,15 @@ enum ExportEntry {
     Zip(usize),
 }
 
+/// The most bytes a zip entry of `compressed` bytes may unpack to: 100 times
+/// its size (JSON history compresses about tenfold), at least 16 MiB, at most
+/// 1 GiB. A zip bomb (1 MB of spaces unpacking to 1 GiB) is stopped there,
+/// before it fills memory or raw/.
+fn unzip_limit(compressed: u64) -> u64 {
+    const MIB: u64 = 1 << 20;
+    compressed.saturating_mul(100).clamp(16 * MIB, 1024 * MIB)
+}
+
 /// Files of an export: a `.zip`, a folder, or one `.json` file.
 struct Export {
     path: PathBuf,
@@ -493,10 +507,16 @@ impl Export {
             ExportEntry::File(p) => std::fs::read(p).map_err(|source| SourceError::Read { path: p.clone(), source }),
             ExportEntry::Zip(i) => {
                 let zip = self.zip.as_mut().expect("zip entries come from a zip");
-                let mut f = zip.by_index(*i).map_err(|e| SourceError::Zip { path: self.path.clone(), source: e })?;
-                let mut bytes = Vec::with_capacity(f.size() as usize);
-                std::io::Read::read_to_end(&mut f, &mut bytes)
+                let f = zip.by_index(*i).map_err(|e| SourceError::Zip { path: self.path.clone(), source: e })?;
+                let limit = unzip_limit(f.compressed_size());
+                let entry = f.name().map(|n| n.into_owned()).unwrap_or_default();
+                // The entry's header may lie about its size: read one byte past the limit at most.
+                let mut bytes = Vec::with_capacity(f.size().min(limit) as usize);
+                std::io::Read::read_to_end(&mut std::io::Read::take(f, limit + 1), &mut bytes)
                     .map_err(|source| SourceError::Read { path: self.path.clone(), source })?;
+                if bytes.len() as u64 > limit {
+                    return Err(SourceError::ZipEntryTooLarge { path: self.path.clone(), entry, limit });
+                }
                 Ok(bytes)
             }
         }
@@ -701,5 +721,36 @@ impl<'a> RawBatch<'a> {
         run.stats = self.stats;
         manifest.commit(self.layout, run)?;
         Ok(staged.accounting)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 24: a 1 MB zip holding 1 GiB of spaces imported with 1.08 GB of
+    /// memory and kept 1 GiB in raw/ for good.
+    #[test]
+    fn issue_24_a_zip_entry_that_unpacks_past_its_limit_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("my_spotify_data.zip");
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+        let deflated = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+        zip.start_file("Spotify Extended Streaming History/Streaming_History_Audio_2024.json", deflated).unwrap();
+        let spaces = vec![b' '; 1 << 20];
+        for _ in 0..40 {
+            std::io::Write::write_all(&mut zip, &spaces).unwrap();
+        }
+        zip.finish().unwrap();
+        assert!(std::fs::metadata(&path).unwrap().len() < 1 << 20, "40 MiB of spaces pack small");
+
+        let layout = Layout::new(dir.path().join("lake"));
+        let mut manifest = Manifest::load(&layout).unwrap();
+        let err = ingest_spotify_export(&layout, &mut manifest, &path, Some("me"), "test").unwrap_err().to_string();
+        assert!(err.contains("Streaming_History_Audio_2024.json") && err.contains("16777216 bytes"), "{err}");
+        assert!(Manifest::load(&layout).unwrap().runs.is_empty(), "nothing committed");
+        assert!(!dir.path().join("lake/raw").exists(), "nothing stored");
+        assert_eq!(unzip_limit(10 << 20), 1000 << 20);
+        assert_eq!(unzip_limit(100 << 20), 1 << 30);
     }
 }
