@@ -90,6 +90,19 @@ pub enum Command {
         Examples:\n  tunelake vacuum --dry-run\n  tunelake vacuum --retain 30d\n  \
         tunelake vacuum --retain 0s            keep only the current and the synced version")]
     Vacuum(VacuumArgs),
+    /// Check that the lake on disk is what its ledger says, and say how to repair what is not.
+    #[command(after_help = "Checks every raw file's sha256 and size, that every live staging file and every \
+        file of the current star version is there with its rows, that each Delta table is at the version the \
+        ledger records, and that every run's accounting adds up. Exits 4 naming each problem and its repair.\n\n\
+        Examples:\n  tunelake verify\n  tunelake verify --deep          also hash every star file")]
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Also compare every star file's sha256 with the ledger's.
+    #[arg(long)]
+    pub deep: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -602,13 +615,42 @@ pub fn execute(cli: Cli, command: &str) -> Result<()> {
                 }
             }
         }
+        Command::Verify(a) => {
+            let _lock = LakeLock::acquire(layout, "verify")?;
+            let manifest = Manifest::load(layout)?;
+            let delta = crate::lake::verify::DeltaState {
+                versions: crate::sql::STAR_TABLES
+                    .iter()
+                    .map(|t| Ok((t.name.to_string(), crate::lake::delta::latest_version(layout, t.name)?)))
+                    .collect::<Result<_>>()?,
+                files: runtime()?.block_on(crate::lake::delta::live_files(layout, None))?,
+            };
+            let m = crate::lake::verify::verify(layout, &manifest, &delta, a.deep)?;
+            for p in &m.problems {
+                writeln!(out, "problem: {}\n  repair: {}", p.what, p.repair).map_err(Error::Output)?;
+            }
+            writeln!(
+                out,
+                "verify: {} raw files ({} bytes), {} staging files, {} star files{}: {}",
+                m.raw_files,
+                m.raw_bytes,
+                m.staging_files,
+                m.star_files,
+                if a.deep { " (hashed)" } else { "" },
+                if m.problems.is_empty() { "ok".to_string() } else { format!("{} problem(s)", m.problems.len()) }
+            )
+            .map_err(Error::Output)?;
+            if !m.problems.is_empty() {
+                return Err(crate::lake::LakeError::Damaged { problems: m.problems.len() }.into());
+            }
+        }
         Command::Vacuum(a) => {
             let _lock = LakeLock::acquire(layout, "vacuum")?;
             let manifest = Manifest::load(layout)?;
             let retain =
                 chrono::Duration::from_std(a.retain).map_err(|_| Error::Usage("--retain is too long".into()))?;
             let cutoff = (chrono::Utc::now() - retain).timestamp_millis();
-            let delta_live = runtime()?.block_on(crate::lake::delta::live_files(layout, cutoff))?;
+            let delta_live = runtime()?.block_on(crate::lake::delta::live_files(layout, Some(cutoff)))?;
             let opts = vacuum::VacuumOptions { retain, dry_run: a.dry_run, delta_live };
             let m = vacuum::vacuum(layout, &manifest, &opts)?;
             for (f, bytes) in &m.files {

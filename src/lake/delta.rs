@@ -317,10 +317,10 @@ pub fn latest_version(layout: &Layout, name: &str) -> Result<Option<u64>, LakeEr
 
 /// The files a Delta reader may still need, relative to the lake root: those
 /// of every star table's latest version, and those a commit removed after
-/// `removed_after` (ms since the epoch), which a reader that started on an
+/// `removed_after` (ms since the epoch; none without it), which a reader that started on an
 /// earlier version may still be reading. This covers versions the ledger
 /// never recorded: the commits of a build that crashed before its entry.
-pub async fn live_files(layout: &Layout, removed_after: i64) -> Result<HashSet<String>, LakeError> {
+pub async fn live_files(layout: &Layout, removed_after: Option<i64>) -> Result<HashSet<String>, LakeError> {
     use futures::StreamExt;
     let mut live = HashSet::new();
     for name in tables(layout)? {
@@ -330,6 +330,7 @@ pub async fn live_files(layout: &Layout, removed_after: i64) -> Result<HashSet<S
         let table = deltalake_core::open_table(table_url(layout, &name)?).await.map_err(delta_err(&name, "opening"))?;
         let snapshot = table.snapshot().map_err(delta_err(&name, "reading the log"))?;
         live.extend(snapshot.log_data().iter().map(|f| format!("star/{name}/{}", f.path())));
+        let Some(removed_after) = removed_after else { continue };
         let mut tombstones = snapshot.all_tombstones(table.log_store().as_ref());
         while let Some(removed) = tombstones.next().await {
             let removed = removed.map_err(delta_err(&name, "reading the removed files"))?;
@@ -431,7 +432,7 @@ mod tests {
         }
         assert!(dir.path().join("star/t/_delta_log/00000000000000000009.checkpoint.parquet").is_file());
         assert_eq!(latest_version(&layout, "t").unwrap(), Some(11));
-        let live = live_files(&layout, i64::MAX).await.unwrap();
+        let live = live_files(&layout, None).await.unwrap();
         assert_eq!(live, HashSet::from(["star/t/year=2024/month=02/part-00000012.parquet".to_string()]));
         let table = deltalake_core::open_table(table_url(&layout, "t").unwrap()).await.unwrap();
         let files: Vec<(String, Option<String>)> = table
@@ -443,7 +444,7 @@ mod tests {
             .collect();
         assert_eq!(files, [("year=2024/month=02/part-00000012.parquet".to_string(), Some("2".to_string()))]);
         let removed_within_a_day =
-            live_files(&layout, chrono::Utc::now().timestamp_millis() - 86_400_000).await.unwrap();
+            live_files(&layout, Some(chrono::Utc::now().timestamp_millis() - 86_400_000)).await.unwrap();
         assert_eq!(removed_within_a_day.len(), 12, "every file removed since is kept for readers");
     }
 

@@ -24,6 +24,7 @@ pub mod parquet;
 pub mod raw;
 pub mod staging;
 pub mod vacuum;
+pub mod verify;
 
 use std::path::PathBuf;
 
@@ -73,6 +74,8 @@ pub enum LakeError {
         #[source]
         source: Box<deltalake_core::DeltaTableError>,
     },
+    #[error("the lake has {problems} problem(s), each listed above with the command that repairs it")]
+    Damaged { problems: usize },
     #[error("{path}: cannot read Parquet batch")]
     ArrowRead {
         path: PathBuf,

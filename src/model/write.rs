@@ -236,7 +236,11 @@ impl PartitionedWriter<'_> {
         let written = w.finish()?;
         let key = (self.table.clone(), partition.clone());
         match self.previous.get(&key) {
-            Some(prev) if prev.sha256 == written.sha256 && prev.path != rel => {
+            // Kept by its recorded hash, when it is still there: a file removed
+            // (as `tunelake verify` says to do with a damaged one) is written again.
+            Some(prev)
+                if prev.sha256 == written.sha256 && prev.path != rel && self.layout.abs(&prev.path).is_file() =>
+            {
                 let abs = self.layout.abs(&rel);
                 std::fs::remove_file(&abs).map_err(crate::lake::LakeError::io("remove", abs))?;
                 self.parts.push(prev.clone());

@@ -708,3 +708,54 @@ fn issue_24_an_unreadable_file_is_one_reject_and_the_rest_loads() {
     let status = crate::common::stdout(&lake.cli(&["status"]));
     assert!(status.contains("2 unreadable (rejected)") && status.contains("loop-a.json"), "{status}");
 }
+
+/// Issue 24: a truncated or edited raw file went unnoticed by `status` and
+/// `build`; `verify` checks the lake against its ledger and says how to repair it.
+#[test]
+fn issue_24_verify_names_each_problem_and_its_repair() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    copy_dir(&sample(), &data);
+    let lake = TestLake::new();
+    lake.ingest(&data);
+    lake.build();
+    let o = lake.cli(&["verify", "--deep"]);
+    assert!(o.status.success(), "{}{}", crate::common::stdout(&o), crate::common::stderr(&o));
+    assert!(
+        crate::common::stdout(&o).contains("verify: 75 raw files") && crate::common::stdout(&o).ends_with(": ok\n")
+    );
+
+    // A truncated raw log, a staging file gone, an edited star file.
+    let m = lake.manifest();
+    let log = m.raw_files().unwrap().iter().find(|r| r.kind == "log" && r.offset.is_none()).unwrap().clone();
+    let original = data.join(&log.origin);
+    fs::write(lake.layout.abs(&log.path), &fs::read(&original).unwrap()[..100]).unwrap();
+    let staged = m.staging_files("stg_sparkify_events")[0].path.clone();
+    fs::rename(lake.layout.abs(&staged), tmp.path().join("staged.parquet")).unwrap();
+    let part = m.star().unwrap().tables["dim_users"][0].path.clone();
+    let mut bytes = fs::read(lake.layout.abs(&part)).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x55;
+    fs::write(lake.layout.abs(&part), &bytes).unwrap();
+
+    let o = lake.cli(&["verify"]);
+    assert_eq!(o.status.code(), Some(4));
+    let text = crate::common::stdout(&o);
+    assert!(text.contains(&format!("problem: {} (from {}): 100 bytes", log.path, log.origin)), "{text}");
+    assert!(text.contains(&format!("repair: copy the original over it: cp '{}'", log.origin)), "{text}");
+    assert!(text.contains(&format!("problem: {staged}")) && text.contains("tunelake reprocess"), "{text}");
+    assert!(!text.contains(&format!("problem: {part}")), "only --deep hashes the star: {text}");
+    assert!(crate::common::stderr(&o).contains("the lake has 2 problem(s)"), "{}", crate::common::stderr(&o));
+    let o = lake.cli(&["verify", "--deep"]);
+    let text = crate::common::stdout(&o);
+    let rm = format!("repair: remove it, then run `tunelake build --force`: rm '{}'", lake.layout.abs(&part).display());
+    assert!(text.contains(&format!("problem: {part}: sha256")) && text.contains(&rm), "{text}");
+
+    // The repairs it names work.
+    fs::copy(&original, lake.layout.abs(&log.path)).unwrap();
+    fs::rename(tmp.path().join("staged.parquet"), lake.layout.abs(&staged)).unwrap();
+    fs::remove_file(lake.layout.abs(&part)).unwrap();
+    lake.build_with(&tunelake::model::build::BuildOptions { force: true, ..Default::default() });
+    let o = lake.cli(&["verify", "--deep"]);
+    assert!(o.status.success(), "{}{}", crate::common::stdout(&o), crate::common::stderr(&o));
+}
