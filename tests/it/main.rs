@@ -5,6 +5,7 @@ mod cli;
 mod common;
 mod delta;
 mod fake_spotify;
+mod fuzz;
 mod pg;
 mod pipeline;
 mod postgres_sync;
