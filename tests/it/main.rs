@@ -3,6 +3,7 @@
 
 mod cli;
 mod common;
+mod crash;
 mod delta;
 mod fake_spotify;
 mod fuzz;
