@@ -106,6 +106,33 @@ struct Event<'a> {
     user_id: Option<Cow<'a, str>>,
 }
 
+/// The most bytes one text value of an event may hold. Names, locations and
+/// user agents are far shorter; one value of many megabytes would make every
+/// later build that sorts its month run out of memory, so its line is rejected.
+pub const MAX_TEXT_BYTES: usize = 64 * 1024;
+
+/// The first text field of `event` longer than [`MAX_TEXT_BYTES`], and its length.
+fn oversized(event: &Event<'_>) -> Option<(&'static str, usize)> {
+    let fields = [
+        ("artist", &event.artist),
+        ("auth", &event.auth),
+        ("firstName", &event.first_name),
+        ("gender", &event.gender),
+        ("lastName", &event.last_name),
+        ("level", &event.level),
+        ("location", &event.location),
+        ("method", &event.method),
+        ("song", &event.song),
+        ("userAgent", &event.user_agent),
+        ("userId", &event.user_id),
+    ];
+    let long = |v: &Option<Cow<'_, str>>| v.as_ref().map_or(0, |s| s.len());
+    if event.page.len() > MAX_TEXT_BYTES {
+        return Some(("page", event.page.len()));
+    }
+    fields.into_iter().map(|(name, v)| (name, long(v))).find(|(_, len)| *len > MAX_TEXT_BYTES)
+}
+
 /// Column builders for one date's events.
 struct EventColumns {
     event_id: StringBuilder,
@@ -374,6 +401,15 @@ pub fn parse_log_lines(bytes: &[u8], first_line: u64, raw_sha256: &str, label: &
                 continue;
             }
         };
+        if let Some((field, len)) = oversized(&event) {
+            acc.rejected += 1;
+            rejects.push(reject(
+                label,
+                lineno,
+                format!("{field} is {len} bytes, past the {MAX_TEXT_BYTES} a text value may hold"),
+            ));
+            continue;
+        }
         let user_id = event.user_id.as_deref().filter(|u| !u.is_empty());
         let is_play = event.page == PLAY_PAGE;
         if is_play {
@@ -671,6 +707,19 @@ mod tests {
         let song = r#"{"song_id":"S","title":"T","artist_id":"A","artist_name":"N","duration":1.0}"#;
         let s = parse_songs(format!("\u{feff}{song}").as_bytes(), "sha", "song_data/bom.json");
         assert_eq!((s.accounting.kept, s.accounting.rejected), (1, 0), "{:?}", s.rejects);
+    }
+
+    /// Issue 24: one 50 MB string in a log line ingested fine, then every
+    /// incremental build failed with "Resources exhausted".
+    #[test]
+    fn issue_24_a_text_value_past_the_limit_rejects_its_line_with_the_field() {
+        let huge = GOOD.replace("\"song\":\"Song\"", &format!("\"song\":\"{}\"", "x".repeat(50 << 20)));
+        let p = parse_log(format!("{huge}\n{GOOD}\n").as_bytes(), "sha", "log_data/big.json");
+        assert_eq!((p.accounting.read, p.accounting.plays, p.accounting.rejected), (2, 1, 1));
+        assert_eq!((p.rejects[0].file.as_str(), p.rejects[0].line), ("log_data/big.json", 1));
+        assert!(p.rejects[0].reason.starts_with("song is 52428800 bytes, past the 65536"), "{:?}", p.rejects);
+        let at_limit = GOOD.replace("\"song\":\"Song\"", &format!("\"song\":\"{}\"", "x".repeat(MAX_TEXT_BYTES)));
+        assert_eq!(parse_log(at_limit.as_bytes(), "sha", "f").accounting.plays, 1);
     }
 
     /// Issue 24: real song files of the course's S3 set have `"artist_name": 112`
