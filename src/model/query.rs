@@ -52,10 +52,10 @@ pub fn star_version<'a>(manifest: &'a Manifest, as_of: Option<&AsOf>) -> Result<
     let builds = || manifest.runs.iter().filter_map(|r| r.star.as_ref().map(|s| (r, s)));
     let found = match as_of {
         None => Some(current),
-        Some(AsOf::Version(v)) => builds().map(|(_, s)| s).filter(|s| s.version == *v).last(),
+        Some(AsOf::Version(v)) => builds().map(|(_, s)| s).rfind(|s| s.version == *v),
         Some(AsOf::Time(t)) => {
             let t = t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
-            builds().filter(|(r, _)| r.finished_at <= t).map(|(_, s)| s).last()
+            builds().rfind(|(r, _)| r.finished_at <= t).map(|(_, s)| s)
         }
     };
     found.ok_or_else(|| {

@@ -3,7 +3,7 @@
 //! Every time the lake and PostgreSQL equal an uninterrupted run's (counts
 //! and a checksum of the play ids), and `verify` finds nothing wrong.
 
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::Duration;
 
 use postgres::{Client, NoTls};
