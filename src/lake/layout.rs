@@ -50,6 +50,12 @@ impl Layout {
         self.root.join("state")
     }
 
+    /// The raw files `tunelake verify` found damaged (`[{"sha256", "path"}]`),
+    /// which an ingest of their originals writes again.
+    pub fn damaged_raw(&self) -> PathBuf {
+        self.state_dir().join("damaged_raw.json")
+    }
+
     /// The Spotify token cache (mode 0600).
     pub fn spotify_token(&self) -> PathBuf {
         self.state_dir().join("spotify_token.json")

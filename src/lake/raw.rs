@@ -209,3 +209,34 @@ mod tests {
         assert_eq!(std::fs::metadata(dir.path().join("raw/s/tiny.raw")).unwrap().len(), many as u64);
     }
 }
+
+/// A stored raw file `tunelake verify` found damaged: its id and where its copy is.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Damaged {
+    pub sha256: String,
+    /// Relative to the lake root.
+    pub path: String,
+}
+
+/// The damaged raw files `verify` recorded last (none when it found none).
+pub fn damaged(layout: &Layout) -> Result<Vec<Damaged>, LakeError> {
+    let path = layout.damaged_raw();
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| LakeError::BadManifest { path, source }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(vec![]),
+        Err(e) => Err(LakeError::io("read", &path)(e)),
+    }
+}
+
+/// Records `files` as the damaged raw files (removes the record when none).
+pub fn set_damaged(layout: &Layout, files: &[Damaged]) -> Result<(), LakeError> {
+    let path = layout.damaged_raw();
+    if files.is_empty() {
+        return match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(LakeError::io("remove", &path)(e)),
+            _ => Ok(()),
+        };
+    }
+    std::fs::create_dir_all(layout.state_dir()).map_err(LakeError::io("create", layout.state_dir()))?;
+    super::fsio::write_atomic(&path, &serde_json::to_vec_pretty(files).expect("serializes"))
+}

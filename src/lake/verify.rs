@@ -98,12 +98,17 @@ pub fn verify(
 
 /// Every raw file: there, its recorded size, its recorded sha256.
 fn verify_raw(layout: &Layout, manifest: &Manifest, m: &mut VerifyMetrics) -> Result<(), LakeError> {
+    let mut damaged = vec![];
     for f in manifest.raw_files()? {
         m.raw_files += 1;
         m.raw_bytes += f.bytes;
         let path = layout.abs(&f.path);
         let restore = match f.offset {
-            None => format!("copy the original over it: cp '{}' '{}'", f.origin, path.display()),
+            None => format!(
+                "ingest the original again (its bytes replace the damaged copy), or copy it over: cp '{}' '{}'",
+                f.origin,
+                path.display()
+            ),
             Some(_) => format!("restore {} from a backup (it packs several small files)", path.display()),
         };
         let problem = match raw::read(layout, f) {
@@ -120,10 +125,13 @@ fn verify_raw(layout: &Layout, manifest: &Manifest, m: &mut VerifyMetrics) -> Re
         };
         if let Some(what) = problem {
             m.problems.push(Problem { what, repair: restore });
+            if f.offset.is_none() {
+                damaged.push(raw::Damaged { sha256: f.sha256.clone(), path: f.path.clone() });
+            }
         }
     }
-    // A whole file read past its recorded bytes is caught above; a pack's tail is not a file's.
-    Ok(())
+    // The next ingest of an original writes its damaged copy again.
+    raw::set_damaged(layout, &damaged)
 }
 
 /// Whether the Parquet file at `rel` is there with `rows` rows; a problem if not.

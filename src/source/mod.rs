@@ -15,7 +15,7 @@ pub mod spotify_auth;
 pub mod spotify_export;
 mod stage;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -248,6 +248,9 @@ pub fn ingest_sparkify(
         raw_added.lock().expect("raw lock").push(raw);
         Ok(())
     };
+    // Stored copies `verify` found damaged: an original that hashes as one replaces it.
+    let damaged: HashMap<String, String> = raw::damaged(layout)?.into_iter().map(|d| (d.sha256, d.path)).collect();
+    let repaired = Mutex::new(Vec::<String>::new());
     // Input files that cannot be read: each one rejected, the others stored.
     let unreadable = Mutex::new(Vec::<(&'static str, Reject)>::new());
     let ingest_one = |index: usize, rel: &PathBuf, kind: &'static str| -> Result<(), SourceError> {
@@ -278,6 +281,10 @@ pub fn ingest_sparkify(
         };
         let sha = sha256_hex(&bytes);
         if !seen.lock().expect("seen lock").insert(sha.clone()) {
+            if let Some(stored) = damaged.get(&sha) {
+                fsio::write_atomic(&layout.abs(stored), &bytes)?;
+                repaired.lock().expect("repaired lock").push(sha.clone());
+            }
             *skipped.lock().expect("skipped lock").entry(kind).or_default() += 1;
             bar.inc(1);
             return Ok(());
@@ -339,6 +346,13 @@ pub fn ingest_sparkify(
         out.into_inner().expect("collector lock").finish(layout, run_id, today)?;
     for (kind, n) in &skipped {
         stream_of(&mut accounting, kind).files_already_stored += n;
+    }
+    let repaired = repaired.into_inner().expect("repaired lock");
+    if !repaired.is_empty() {
+        tracing::warn!(files = repaired.len(), "damaged raw files written again from their originals");
+        let left: Vec<raw::Damaged> =
+            raw::damaged(layout)?.into_iter().filter(|d| !repaired.contains(&d.sha256)).collect();
+        raw::set_damaged(layout, &left)?;
     }
     for (kind, reject) in unreadable.into_inner().expect("unreadable lock") {
         tracing::warn!(file = %reject.file, reason = %reject.reason, "file rejected");

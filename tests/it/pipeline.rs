@@ -742,7 +742,10 @@ fn issue_24_verify_names_each_problem_and_its_repair() {
     assert_eq!(o.status.code(), Some(4));
     let text = crate::common::stdout(&o);
     assert!(text.contains(&format!("problem: {} (from {}): 100 bytes", log.path, log.origin)), "{text}");
-    assert!(text.contains(&format!("repair: copy the original over it: cp '{}'", log.origin)), "{text}");
+    assert!(
+        text.contains("repair: ingest the original again") && text.contains(&format!("cp '{}'", log.origin)),
+        "{text}"
+    );
     assert!(text.contains(&format!("problem: {staged}")) && text.contains("tunelake reprocess"), "{text}");
     assert!(!text.contains(&format!("problem: {part}")), "only --deep hashes the star: {text}");
     assert!(crate::common::stderr(&o).contains("the lake has 2 problem(s)"), "{}", crate::common::stderr(&o));
@@ -751,8 +754,15 @@ fn issue_24_verify_names_each_problem_and_its_repair() {
     let rm = format!("repair: remove it, then run `tunelake build --force`: rm '{}'", lake.layout.abs(&part).display());
     assert!(text.contains(&format!("problem: {part}: sha256")) && text.contains(&rm), "{text}");
 
-    // The repairs it names work.
-    fs::copy(&original, lake.layout.abs(&log.path)).unwrap();
+    // The repairs it names work: the original ingested again replaces the damaged copy.
+    let o = lake.cli(&["ingest", "sparkify", data.to_str().unwrap()]);
+    assert!(
+        o.status.success() && crate::common::stderr(&o).contains("written again from their originals"),
+        "{}",
+        crate::common::stderr(&o)
+    );
+    assert_eq!(fs::read(lake.layout.abs(&log.path)).unwrap(), fs::read(&original).unwrap());
+    assert!(!lake.layout.damaged_raw().exists(), "nothing left to repair");
     fs::rename(tmp.path().join("staged.parquet"), lake.layout.abs(&staged)).unwrap();
     fs::remove_file(lake.layout.abs(&part)).unwrap();
     lake.build_with(&tunelake::model::build::BuildOptions { force: true, ..Default::default() });
