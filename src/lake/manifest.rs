@@ -184,6 +184,15 @@ impl Accounting {
     pub fn filtered_total(&self) -> u64 {
         self.filtered.values().sum()
     }
+
+    /// `read = plays + filtered + rejected` for events, `read = kept + rejected` otherwise.
+    pub fn adds_up(&self) -> bool {
+        if self.stream == "events" {
+            self.read == self.plays + self.filtered_total() + self.rejected
+        } else {
+            self.read == self.kept + self.rejected
+        }
+    }
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -371,11 +380,7 @@ impl Manifest {
 
     /// Commits a run: after this returns, the run happened.
     pub fn commit(&mut self, layout: &Layout, run: Run) -> Result<(), LakeError> {
-        self.settle()?;
-        let (run, raw, durable) = self.prepare(layout, run);
-        durable.write()?;
-        self.remember(run, raw);
-        Ok(())
+        self.commit_now(layout, run, false)
     }
 
     /// Makes the files `run` wrote durable ahead of its commit, for a run
@@ -387,9 +392,15 @@ impl Manifest {
 
     /// Commits a run whose files [`Manifest::sync_written`] made durable.
     pub fn commit_synced(&mut self, layout: &Layout, run: Run) -> Result<(), LakeError> {
+        self.commit_now(layout, run, true)
+    }
+
+    fn commit_now(&mut self, layout: &Layout, run: Run, files_synced: bool) -> Result<(), LakeError> {
         self.settle()?;
         let (run, raw, mut durable) = self.prepare(layout, run);
-        durable.files.clear();
+        if files_synced {
+            durable.files.clear();
+        }
         durable.write()?;
         self.remember(run, raw);
         Ok(())

@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 
-use super::manifest::{Accounting, StarPart};
+use super::manifest::StarPart;
 use super::{LakeError, Layout, Manifest, raw};
 
 /// One thing that is not as the ledger says, and how to repair it.
@@ -43,14 +43,7 @@ pub fn verify(
     let mut m = VerifyMetrics::default();
     verify_raw(layout, manifest, &mut m)?;
     let reprocess = "run `tunelake reprocess` (it writes staging again from raw)";
-    for table in manifest
-        .runs
-        .iter()
-        .filter_map(|r| r.staging.as_ref())
-        .flat_map(|c| &c.files)
-        .map(|f| f.table.as_str())
-        .collect::<HashSet<_>>()
-    {
+    for (table, _) in super::staging::tables() {
         for f in manifest.staging_files(table) {
             m.staging_files += 1;
             check_rows(layout, &f.path, f.rows, reprocess, &mut m.problems);
@@ -86,7 +79,7 @@ pub fn verify(
         }
     }
     for run in &manifest.runs {
-        for a in run.accounting.iter().filter(|a| !adds_up(a)) {
+        for a in run.accounting.iter().filter(|a| !a.adds_up()) {
             m.problems.push(Problem {
                 what: format!("run {}: {} {} accounting does not add up (read {})", run.id, a.source, a.stream, a.read),
                 repair: reprocess.into(),
@@ -164,13 +157,4 @@ fn check_hash(layout: &Layout, part: &StarPart, repair: &str, problems: &mut Vec
         });
     }
     Ok(())
-}
-
-/// `read = plays + filtered + rejected` for events, `read = kept + rejected` otherwise.
-fn adds_up(a: &Accounting) -> bool {
-    if a.stream == "events" {
-        a.read == a.plays + a.filtered_total() + a.rejected
-    } else {
-        a.read == a.kept + a.rejected
-    }
 }
