@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bench/run.sh [EVENTS] [RUNS]      tunelake vs the DuckDB + psql baseline (defaults 1000000 3)
 # bench/run.sh incremental [N...]   one more day on a lake of N events (see incremental.sh)
+# bench/run.sh ledger [N]           status, query and build after 10 and 2,000 runs (see ledger.sh)
 #
 # One command, same machine, same run, same generated files:
 #   1. installs what is missing (GNU time, PostgreSQL 15, a venv with duckdb,
@@ -27,6 +28,7 @@
 #                  `discard` in lib.sh)
 set -euo pipefail
 if [ "${1:-}" = incremental ]; then shift; exec "$(dirname "$0")/incremental.sh" "$@"; fi
+if [ "${1:-}" = ledger ]; then shift; exec "$(dirname "$0")/ledger.sh" "$@"; fi
 source "$(dirname "$0")/lib.sh"
 
 N=${1:-1000000}

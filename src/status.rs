@@ -2,7 +2,6 @@
 //! version's row counts, and the accounting of every record read, per
 //! source: `read = plays + filtered + rejected`.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 
 use crate::lake::Manifest;
@@ -10,48 +9,21 @@ use crate::lake::manifest::{Accounting, Reject, RunKind};
 
 /// The accounting of the live staging set: the last reprocess's plus every ingest after it.
 pub fn accounting(manifest: &Manifest) -> Vec<Accounting> {
-    let mut acc: BTreeMap<(String, String), Accounting> = BTreeMap::new();
-    for run in &manifest.runs {
-        match run.kind {
-            RunKind::Reprocess => acc.clear(),
-            RunKind::Ingest => {}
-            _ => continue,
-        }
-        for a in &run.accounting {
-            acc.entry((a.source.clone(), a.stream.clone()))
-                .or_insert_with(|| Accounting::new(&a.source, &a.stream))
-                .add(a);
-        }
-        if run.kind == RunKind::Reprocess {
-            // A reprocess reads every file again: none is "already stored" for it.
-            for a in acc.values_mut() {
-                a.files_already_stored = 0;
-            }
-        }
-    }
-    acc.into_values().collect()
+    manifest.state().accounting.clone()
 }
 
 /// The per-file import reports kept by export imports (and the last reprocess).
 pub fn import_files(manifest: &Manifest) -> Vec<crate::source::FileReport> {
-    let start = manifest.runs.iter().rposition(|r| r.kind == RunKind::Reprocess).unwrap_or(0);
-    manifest.runs[start..]
-        .iter()
-        .filter_map(|r| r.stats.get("files"))
-        .filter_map(|v| serde_json::from_value::<Vec<crate::source::FileReport>>(v.clone()).ok())
-        .flatten()
+    let imported = manifest.state().imported.iter();
+    imported
+        .filter_map(|v| serde_json::from_value::<crate::source::FileReport>(v.clone()).ok())
         .filter(|f| !f.already_stored)
         .collect()
 }
 
 /// Rejects of the live staging set, as kept by name in the manifest.
 pub fn rejects(manifest: &Manifest) -> Vec<&Reject> {
-    let start = manifest.runs.iter().rposition(|r| r.kind == RunKind::Reprocess).unwrap_or(0);
-    manifest.runs[start..]
-        .iter()
-        .filter(|r| matches!(r.kind, RunKind::Ingest | RunKind::Reprocess))
-        .flat_map(|r| &r.rejects)
-        .collect()
+    manifest.state().rejects.iter().collect()
 }
 
 pub fn accounting_line(a: &Accounting) -> String {
@@ -83,12 +55,13 @@ pub fn accounting_line(a: &Accounting) -> String {
 
 pub fn render(out: &mut dyn Write, manifest: &Manifest, lake: &str, max_runs: usize) -> std::io::Result<()> {
     writeln!(out, "lake: {lake}")?;
-    if manifest.runs.is_empty() {
+    if manifest.run_count() == 0 {
         writeln!(out, "empty: nothing ingested yet (try `tunelake ingest sparkify data/sample/sparkify`)")?;
         return Ok(());
     }
-    writeln!(out, "\nruns ({} in all, latest {}):", manifest.runs.len(), max_runs.min(manifest.runs.len()))?;
-    for run in manifest.runs.iter().rev().take(max_runs).rev() {
+    let recent = manifest.recent(max_runs).map_err(std::io::Error::other)?;
+    writeln!(out, "\nruns ({} in all, latest {}):", manifest.run_count(), recent.len())?;
+    for run in &recent {
         let what = match run.kind {
             RunKind::Ingest | RunKind::Reprocess => {
                 let read: u64 = run.accounting.iter().map(|a| a.read).sum();
@@ -169,8 +142,7 @@ pub fn render(out: &mut dyn Write, manifest: &Manifest, lake: &str, max_runs: us
             writeln!(out, "  {}: {f}", f.origin)?;
         }
     }
-    let gaps: Vec<&serde_json::Value> =
-        manifest.runs.iter().filter_map(|r| r.stats.get("spotify_gaps").and_then(|g| g.as_array())).flatten().collect();
+    let gaps = &manifest.state().spotify_gaps;
     if !gaps.is_empty() {
         writeln!(out, "\ncoverage gaps (Spotify Web API: plays in these spans may be missing; an export fills them):")?;
         for g in gaps {
@@ -185,7 +157,7 @@ pub fn render(out: &mut dyn Write, manifest: &Manifest, lake: &str, max_runs: us
             writeln!(out, "  {}:{}: {}", r.file, r.line, r.reason)?;
         }
     }
-    if let Some(sync) = manifest.runs.iter().rev().find(|r| r.kind == RunKind::Sync) {
+    if let Some(sync) = manifest.last_sync() {
         writeln!(
             out,
             "\nlast sync: {} (lake version {})",

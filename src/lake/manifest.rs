@@ -9,6 +9,9 @@
 //! with its sha256. Most commands never need that list (build, sync, query),
 //! so loading the manifest does not read it: it grows with every file ever
 //! ingested, where the entries grow with the runs.
+//!
+//! Loading does not read every entry either: a checkpoint every few runs
+//! holds the fold of the entries before it ([`super::checkpoint`]).
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
@@ -17,6 +20,7 @@ use std::sync::{Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
+use super::checkpoint::{self, CHECKPOINT_EVERY, State};
 use super::{LakeError, Layout, fsio};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -278,10 +282,13 @@ pub fn now_rfc3339() -> String {
     chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
-/// All committed runs, in order, and the state they add up to.
+/// The committed runs and the state they add up to.
 #[derive(Debug)]
 pub struct Manifest {
-    pub runs: Vec<Run>,
+    /// The fold of every committed run.
+    state: State,
+    /// The runs after the last checkpoint, in order (every run when the lake has none).
+    tail: Vec<Run>,
     layout: Layout,
     /// Every raw file stored, read from the runs' raw indexes on first use.
     raw: OnceLock<Vec<RawFile>>,
@@ -294,7 +301,7 @@ pub struct Manifest {
 /// Made after a [`Manifest::commit_behind`], it does not wait for that commit.
 impl Clone for Manifest {
     fn clone(&self) -> Self {
-        Manifest::new(self.layout.clone(), self.runs.clone())
+        Manifest::new(self.layout.clone(), self.state.clone(), self.tail.clone())
     }
 }
 
@@ -317,12 +324,14 @@ pub enum Commit {
 }
 
 /// What makes a run's commit durable, in order: the files it wrote, its raw
-/// index (when it stored raw files), then its entry, which names them all.
+/// index (when it stored raw files), its entry, which names them all, then
+/// the checkpoint, when one is due.
 struct Durable {
     root: PathBuf,
     files: Vec<String>,
     raw_index: Option<[(PathBuf, Vec<u8>); 2]>,
     entry: (PathBuf, Vec<u8>),
+    checkpoint: Option<[(PathBuf, Vec<u8>); 2]>,
 }
 
 impl Durable {
@@ -331,51 +340,81 @@ impl Durable {
         for (path, bytes) in self.raw_index.iter().flatten() {
             fsio::write_atomic(path, bytes)?;
         }
-        fsio::write_atomic(&self.entry.0, &self.entry.1)
+        fsio::write_atomic(&self.entry.0, &self.entry.1)?;
+        self.checkpoint.as_ref().map_or(Ok(()), checkpoint::write)
     }
 }
 
 impl Manifest {
-    /// Reads every committed entry. A missing lake is an empty manifest.
+    /// Reads the ledger: the last checkpoint and the entries after it, or
+    /// every entry when there is no checkpoint. A missing lake is an empty manifest.
     pub fn load(layout: &Layout) -> Result<Self, LakeError> {
-        let dir = layout.manifest_dir();
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Manifest::new(layout.clone(), vec![]));
-            }
-            Err(e) => return Err(LakeError::io("list", &dir)(e)),
-        };
-        let mut ids = vec![];
-        for entry in entries {
-            let entry = entry.map_err(LakeError::io("list", &dir))?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            // Only `NNNNNNNN.json` is an entry; temp files are debris.
-            if let Some(stem) = name.strip_suffix(".json")
-                && stem.len() == 8
-                && stem.bytes().all(|b| b.is_ascii_digit())
-            {
-                ids.push(stem.parse::<u64>().expect("eight digits parse"));
-            }
+        let Some(state) = checkpoint::read(layout)? else { return Manifest::replay(layout) };
+        // Runs are numbered without gaps: the entries after the checkpoint are
+        // the next ids, up to the first that is not there.
+        let mut m = Manifest::new(layout.clone(), state, vec![]);
+        while let Some(run) = read_entry(layout, m.next_run_id())? {
+            m.fold(run);
         }
-        ids.sort_unstable();
-        let mut runs = Vec::with_capacity(ids.len());
-        for id in ids {
-            let path = layout.run_entry(id);
-            let bytes = fs::read(&path).map_err(LakeError::io("read", &path))?;
-            let run: Run = serde_json::from_slice(&bytes).map_err(|source| LakeError::BadManifest { path, source })?;
-            runs.push(run);
+        Ok(m)
+    }
+
+    /// Reads every entry, ignoring the checkpoint (what `verify` compares it with).
+    pub fn replay(layout: &Layout) -> Result<Self, LakeError> {
+        let mut m = Manifest::new(layout.clone(), State::default(), vec![]);
+        for id in entry_ids(layout)? {
+            m.fold(read_entry(layout, id)?.ok_or_else(|| vanished(layout, id))?);
         }
-        Ok(Manifest::new(layout.clone(), runs))
+        Ok(m)
+    }
+
+    fn fold(&mut self, run: Run) {
+        self.state.apply(&run);
+        self.tail.push(run);
     }
 
     pub fn next_run_id(&self) -> u64 {
-        self.runs.last().map_or(1, |r| r.id + 1)
+        self.state.run + 1
     }
 
-    fn new(layout: Layout, runs: Vec<Run>) -> Self {
-        Manifest { runs, layout, raw: OnceLock::new(), behind: Mutex::new(None) }
+    /// How many runs were committed.
+    pub fn run_count(&self) -> u64 {
+        self.state.runs
+    }
+
+    /// What the runs add up to.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The last `n` runs, oldest first; those before the last checkpoint are read from their entries.
+    pub fn recent(&self, n: usize) -> Result<Vec<Run>, LakeError> {
+        self.settle()?;
+        let first = self.next_run_id().saturating_sub(n as u64).max(1);
+        let from_disk = first..self.tail.first().map_or(self.next_run_id(), |r| r.id);
+        let mut runs = vec![];
+        for id in from_disk {
+            runs.extend(read_entry(&self.layout, id)?);
+        }
+        runs.extend(self.tail.iter().filter(|r| r.id >= first).cloned());
+        Ok(runs)
+    }
+
+    /// Every committed run, oldest first, read from the entries: for what
+    /// needs the history rather than the state (`query --as-of`, `vacuum`).
+    pub fn history(&self) -> Result<Vec<Run>, LakeError> {
+        self.settle()?;
+        let before = self.tail.first().map_or(self.next_run_id(), |r| r.id);
+        let mut runs = vec![];
+        for id in entry_ids(&self.layout)?.into_iter().filter(|id| *id < before) {
+            runs.push(read_entry(&self.layout, id)?.ok_or_else(|| vanished(&self.layout, id))?);
+        }
+        runs.extend(self.tail.iter().cloned());
+        Ok(runs)
+    }
+
+    fn new(layout: Layout, state: State, tail: Vec<Run>) -> Self {
+        Manifest { state, tail, layout, raw: OnceLock::new(), behind: Mutex::new(None) }
     }
 
     /// Commits a run: after this returns, the run happened.
@@ -397,12 +436,13 @@ impl Manifest {
 
     fn commit_now(&mut self, layout: &Layout, run: Run, files_synced: bool) -> Result<(), LakeError> {
         self.settle()?;
-        let (run, raw, mut durable) = self.prepare(layout, run);
+        let (run, raw, state, mut durable) = self.prepare(layout, run);
         if files_synced {
             durable.files.clear();
         }
+        let checkpointed = durable.checkpoint.is_some();
         durable.write()?;
-        self.remember(run, raw);
+        self.remember(run, raw, state, checkpointed);
         Ok(())
     }
 
@@ -416,13 +456,14 @@ impl Manifest {
     /// `settle`, this manifest holds a run the lake does not: load it again.
     pub fn commit_behind(&mut self, layout: &Layout, run: Run) -> Result<(), LakeError> {
         self.settle()?;
-        let (run, raw, durable) = self.prepare(layout, run);
+        let (run, raw, state, durable) = self.prepare(layout, run);
+        let checkpointed = durable.checkpoint.is_some();
         let thread = std::thread::Builder::new()
             .name("tunelake-commit".into())
             .spawn(move || durable.write())
             .map_err(|source| LakeError::Io { op: "start a thread to commit", path: layout.root().into(), source })?;
         *self.behind.lock().expect("commit lock") = Some(thread);
-        self.remember(run, raw);
+        self.remember(run, raw, state, checkpointed);
         Ok(())
     }
 
@@ -435,8 +476,8 @@ impl Manifest {
         }
     }
 
-    /// `run` as committed, its raw files, and what makes it durable.
-    fn prepare(&self, layout: &Layout, mut run: Run) -> (Run, Vec<RawFile>, Durable) {
+    /// `run` as committed, its raw files, the state after it, and what makes it durable.
+    fn prepare(&self, layout: &Layout, mut run: Run) -> (Run, Vec<RawFile>, State, Durable) {
         // Every file the run wrote is durable before the entry that names it.
         let files = run.written(self.star()).map(str::to_string).collect();
         run.finished_at = now_rfc3339();
@@ -447,14 +488,23 @@ impl Manifest {
             files
         });
         let entry = (layout.run_entry(run.id), serde_json::to_vec_pretty(&run).expect("a run serializes"));
-        (run, raw, Durable { root: layout.root().to_path_buf(), files, raw_index, entry })
+        let mut state = self.state.clone();
+        state.apply(&run);
+        let checkpoint = (self.tail.len() + 1 >= CHECKPOINT_EVERY).then(|| checkpoint::encode(layout, &state));
+        let durable = Durable { root: layout.root().to_path_buf(), files, raw_index, entry, checkpoint };
+        (run, raw, state, durable)
     }
 
-    fn remember(&mut self, run: Run, raw: Vec<RawFile>) {
+    fn remember(&mut self, run: Run, raw: Vec<RawFile>, state: State, checkpointed: bool) {
         if let Some(all) = self.raw.get_mut() {
             all.extend(raw);
         }
-        self.runs.push(run);
+        self.state = state;
+        if checkpointed {
+            self.tail.clear();
+        } else {
+            self.tail.push(run);
+        }
     }
 
     /// Every raw file stored, in commit order. The first call reads the raw
@@ -464,12 +514,9 @@ impl Manifest {
             return Ok(all);
         }
         self.settle()?;
-        let mut all = vec![];
-        for run in &self.runs {
-            all.extend(run.raw.iter().cloned());
-            if let Some(index) = &run.raw_index {
-                all.extend(read_raw_index(&self.layout, index)?);
-            }
+        let mut all = self.state.raw_inline.clone();
+        for index in &self.state.raw_indexes {
+            all.extend(read_raw_index(&self.layout, index)?);
         }
         Ok(self.raw.get_or_init(|| all))
     }
@@ -478,71 +525,61 @@ impl Manifest {
     /// not its raw index, unless a run has none (an older lake).
     pub fn raw_shas(&self) -> Result<HashSet<String>, LakeError> {
         self.settle()?;
-        let indexes = || self.runs.iter().filter_map(|r| r.raw_index.as_ref());
-        if self.raw.get().is_some() || indexes().any(|i| i.digests.is_none()) {
+        let indexes = &self.state.raw_indexes;
+        if self.raw.get().is_some() || indexes.iter().any(|i| i.digests.is_none()) {
             return Ok(self.raw_files()?.iter().map(|f| f.sha256.clone()).collect());
         }
         let mut shas: HashSet<String> = HashSet::with_capacity(self.raw_count() as usize);
-        for run in &self.runs {
-            shas.extend(run.raw.iter().map(|f| f.sha256.clone()));
-            if let Some(index) = &run.raw_index {
-                read_digests(&self.layout, index, &mut shas)?;
-            }
+        shas.extend(self.state.raw_inline.iter().map(|f| f.sha256.clone()));
+        for index in indexes {
+            read_digests(&self.layout, index, &mut shas)?;
         }
         Ok(shas)
     }
 
     /// How many raw files are stored (without reading a raw index).
     pub fn raw_count(&self) -> u64 {
-        self.runs.iter().map(Run::raw_count).sum()
+        self.state.raw_inline.len() as u64 + self.state.raw_indexes.iter().map(|i| i.files).sum::<u64>()
     }
 
     /// The live staging files of `table`.
     pub fn staging_files(&self, table: &str) -> Vec<&StagingFile> {
-        let mut live: Vec<&StagingFile> = vec![];
-        for run in &self.runs {
-            if let Some(change) = &run.staging {
-                if change.replace {
-                    live.clear();
-                }
-                live.extend(change.files.iter().filter(|f| f.table == table));
-            }
-        }
-        live
+        self.state.staging.iter().map(|s| &s.file).filter(|f| f.table == table).collect()
+    }
+
+    /// The live staging files that runs after `run` added.
+    pub fn staged_after(&self, run: u64) -> HashSet<&str> {
+        self.state.staging.iter().filter(|s| s.run > run).map(|s| s.file.path.as_str()).collect()
     }
 
     /// The id of the last run that changed staging (0 if none).
     pub fn staging_run(&self) -> u64 {
-        self.runs.iter().rev().find(|r| r.staging.is_some()).map_or(0, |r| r.id)
+        self.state.staging_run
     }
 
     /// The current star version, if anything was built.
     pub fn star(&self) -> Option<&StarVersion> {
-        self.runs.iter().rev().find_map(|r| r.star.as_ref())
+        self.last_build().and_then(|r| r.star.as_ref())
     }
 
     /// The build that made the current star version.
     pub fn last_build(&self) -> Option<&Run> {
-        self.runs.iter().rev().find(|r| r.star.is_some())
+        self.state.last_build.as_ref()
+    }
+
+    /// The last sync.
+    pub fn last_sync(&self) -> Option<&Run> {
+        self.state.last_sync.as_ref()
     }
 
     /// Every path any committed run still names (raw, live staging, current star).
     pub fn live_paths(&self) -> Result<HashSet<String>, LakeError> {
         let mut live: HashSet<String> = self.raw_files()?.iter().map(|f| f.path.clone()).collect();
-        for index in self.runs.iter().filter_map(|r| r.raw_index.as_ref()) {
+        for index in &self.state.raw_indexes {
             live.insert(index.path.clone());
             live.extend(index.digests.as_ref().map(|d| d.path.clone()));
         }
-        let mut staging: Vec<&str> = vec![];
-        for run in &self.runs {
-            if let Some(change) = &run.staging {
-                if change.replace {
-                    staging.clear();
-                }
-                staging.extend(change.files.iter().map(|f| f.path.as_str()));
-            }
-        }
-        live.extend(staging.into_iter().map(String::from));
+        live.extend(self.state.staging.iter().map(|s| s.file.path.clone()));
         if let Some(star) = self.star() {
             for parts in star.tables.values() {
                 live.extend(parts.iter().map(|p| p.path.clone()));
@@ -550,6 +587,47 @@ impl Manifest {
         }
         Ok(live)
     }
+}
+
+/// The ids of every committed entry (`NNNNNNNN.json`), in order.
+fn entry_ids(layout: &Layout) -> Result<Vec<u64>, LakeError> {
+    let dir = layout.manifest_dir();
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(LakeError::io("list", &dir)(e)),
+    };
+    let mut ids = vec![];
+    for entry in entries {
+        let entry = entry.map_err(LakeError::io("list", &dir))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        // Only `NNNNNNNN.json` is an entry; temp files are debris.
+        if let Some(stem) = name.strip_suffix(".json")
+            && stem.len() == 8
+            && stem.bytes().all(|b| b.is_ascii_digit())
+        {
+            ids.push(stem.parse::<u64>().expect("eight digits parse"));
+        }
+    }
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// Run `id`'s entry, or `None` if it has none.
+fn read_entry(layout: &Layout, id: u64) -> Result<Option<Run>, LakeError> {
+    let path = layout.run_entry(id);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(LakeError::io("read", &path)(e)),
+    };
+    serde_json::from_slice(&bytes).map(Some).map_err(|source| LakeError::BadManifest { path, source })
+}
+
+fn vanished(layout: &Layout, id: u64) -> LakeError {
+    let path = layout.run_entry(id);
+    LakeError::io("read", &path)(std::io::Error::new(std::io::ErrorKind::NotFound, "the entry vanished while read"))
 }
 
 /// Writes `_manifest/<run>.raw.ndjson`, one raw file per line, durably.
@@ -651,7 +729,7 @@ mod tests {
         // A temp file left by a crash is not an entry.
         fs::write(layout.manifest_dir().join(".tmp-xyz"), b"{").unwrap();
         let m = Manifest::load(&layout).unwrap();
-        assert_eq!(m.runs.len(), 2);
+        assert_eq!(m.run_count(), 2);
         let live: Vec<_> = m.staging_files("t").iter().map(|f| f.path.clone()).collect();
         assert_eq!(live, vec!["c"]);
         assert_eq!(m.next_run_id(), 3);
@@ -687,7 +765,7 @@ mod tests {
         let entry = fs::read_to_string(layout.run_entry(2)).unwrap();
         assert!(!entry.contains("\"b2\""), "the entry does not list its raw files: {entry}");
         assert!(entry.contains("00000002.raw.ndjson"), "{entry}");
-        assert_eq!(m.runs[1].raw_count(), 2);
+        assert_eq!(m.recent(1).unwrap()[0].raw_count(), 2);
 
         let m = Manifest::load(&layout).unwrap();
         assert!(m.raw.get().is_none(), "loading reads no raw index");
@@ -761,10 +839,10 @@ mod tests {
         fs::remove_file(layout.abs("staging/t/p")).unwrap();
         let err = m.commit(&layout, r2.clone()).unwrap_err().to_string();
         assert!(err.contains("fsync") && err.contains("staging/t/p"), "{err}");
-        assert_eq!(Manifest::load(&layout).unwrap().runs.len(), 1);
+        assert_eq!(Manifest::load(&layout).unwrap().run_count(), 1);
         touch(&layout, ["staging/t/p"]);
         m.commit(&layout, r2).unwrap();
-        assert_eq!(Manifest::load(&layout).unwrap().runs.len(), 2);
+        assert_eq!(Manifest::load(&layout).unwrap().run_count(), 2);
     }
 
     #[test]
@@ -789,18 +867,122 @@ mod tests {
         // The next commit waits for it: both are on disk, in order, with the raw index.
         m.commit(&layout, staged(2, "staging/t/2")).unwrap();
         let loaded = Manifest::load(&layout).unwrap();
-        assert_eq!(loaded.runs.iter().map(|r| r.id).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(loaded.history().unwrap().iter().map(|r| r.id).collect::<Vec<_>>(), [1, 2]);
         assert_eq!(loaded.raw_files().unwrap().len(), 2);
         // A run naming a file that is not there: the error comes from `settle`, and nothing is committed.
         m.commit_behind(&layout, staged(3, "staging/t/missing")).unwrap();
         let err = m.settle().unwrap_err().to_string();
         assert!(err.contains("fsync") && err.contains("staging/t/missing"), "{err}");
-        assert_eq!(Manifest::load(&layout).unwrap().runs.len(), 2);
+        assert_eq!(Manifest::load(&layout).unwrap().run_count(), 2);
         // Dropping the manifest waits for a commit still going.
         let mut m = Manifest::load(&layout).unwrap();
         touch(&layout, ["staging/t/4"]);
         m.commit_behind(&layout, staged(3, "staging/t/4")).unwrap();
         drop(m);
-        assert_eq!(Manifest::load(&layout).unwrap().runs.len(), 3);
+        assert_eq!(Manifest::load(&layout).unwrap().run_count(), 3);
+    }
+
+    #[test]
+    fn loading_reads_the_last_checkpoint_and_the_entries_after_it_and_gets_the_same_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        let mut m = Manifest::load(&layout).unwrap();
+        let part =
+            |v: u64| StarPart { partition: None, path: format!("star/t/part-{v}"), rows: v, sha256: format!("s{v}") };
+        for id in 1..=25u64 {
+            let kind = match id % 4 {
+                _ if id == 12 => RunKind::Reprocess,
+                0 => RunKind::Build,
+                3 => RunKind::Sync,
+                _ => RunKind::Ingest,
+            };
+            let mut r = Run::new(id, kind, "test", now_rfc3339());
+            match kind {
+                RunKind::Ingest | RunKind::Reprocess => {
+                    r.raw = vec![raw(&format!("r{id}"))];
+                    let path = format!("staging/t/{id}");
+                    touch(&layout, [path.as_str()]);
+                    let file = StagingFile { table: "t".into(), path, rows: 1, sorted: true };
+                    r.staging = Some(StagingChange { replace: kind == RunKind::Reprocess, files: vec![file] });
+                    let mut a = Accounting::new("s", "events");
+                    (a.read, a.plays) = (id, id);
+                    r.accounting = vec![a];
+                    r.rejects = vec![Reject { file: format!("f{id}"), line: id, reason: "bad".into() }];
+                    r.stats.insert("spotify_user".into(), "u".into());
+                    r.stats.insert("spotify_cursor_after".into(), (id * 10).into());
+                }
+                RunKind::Build => {
+                    touch(&layout, [part(id).path.as_str()]);
+                    r.star = Some(StarVersion {
+                        version: id,
+                        delta: BTreeMap::new(),
+                        tables: BTreeMap::from([("t".to_string(), vec![part(id)])]),
+                    });
+                    r.stats.insert("staging_run".into(), (id - 1).into());
+                }
+                _ => {
+                    r.stats.insert("lake_version".into(), (id - 3).into());
+                }
+            }
+            touch(&layout, r.raw.iter().map(|f| f.path.as_str()));
+            if id % 2 == 0 { m.commit_behind(&layout, r).unwrap() } else { m.commit(&layout, r).unwrap() }
+        }
+        m.settle().unwrap();
+        let state = |m: &Manifest| serde_json::to_value(m.state()).unwrap();
+
+        let loaded = Manifest::load(&layout).unwrap();
+        assert_eq!(
+            loaded.tail.iter().map(|r| r.id).collect::<Vec<_>>(),
+            [21, 22, 23, 24, 25],
+            "read after run 20's checkpoint"
+        );
+        assert_eq!(state(&loaded), state(&m), "the loaded state is the committed one");
+        // The fold: staging since the reprocess (run 12), accounting and rejects since it too, the last build and sync.
+        let s = loaded.state();
+        assert_eq!((s.run, s.runs, s.staging_run, s.replaced_run), (25, 25, 25, 12));
+        let live: Vec<u64> = s.staging.iter().map(|l| l.run).collect();
+        assert_eq!(live, [12, 13, 14, 17, 18, 21, 22, 25]);
+        assert_eq!(loaded.staged_after(20), HashSet::from(["staging/t/21", "staging/t/22", "staging/t/25"]));
+        assert_eq!(s.accounting[0].read, live.iter().sum::<u64>());
+        assert_eq!(s.rejects.len(), live.len());
+        assert_eq!(loaded.star().unwrap().version, 24);
+        assert_eq!(loaded.last_sync().unwrap().id, 23);
+        assert_eq!(s.spotify_cursors["u"].after, Some(250));
+        assert_eq!(loaded.raw_count(), 14);
+        assert_eq!(loaded.raw_shas().unwrap().len(), 14);
+        assert_eq!(s.parts.len(), 5, "every build's part, by sha256");
+        assert_eq!(loaded.recent(7).unwrap().iter().map(|r| r.id).collect::<Vec<_>>(), [19, 20, 21, 22, 23, 24, 25]);
+        assert_eq!(loaded.history().unwrap().len(), 25);
+
+        // Without a checkpoint (or with a damaged one), every entry is read: the same state.
+        let pointer = layout.manifest_dir().join("_last_checkpoint");
+        let kept = fs::read(&pointer).unwrap();
+        fs::remove_file(&pointer).unwrap();
+        let replayed = Manifest::load(&layout).unwrap();
+        assert_eq!(replayed.tail.len(), 25);
+        assert_eq!(state(&replayed), state(&m));
+        fs::write(&pointer, &kept).unwrap();
+        fs::write(checkpoint::checkpoint_path(&layout, 20), b"{\"run\": 2").unwrap();
+        assert_eq!(state(&Manifest::load(&layout).unwrap()), state(&m));
+        // The next commit writes a checkpoint again, and the older one is superseded.
+        let mut replayed = replayed;
+        replayed.commit(&layout, Run::new(26, RunKind::Sync, "test", now_rfc3339())).unwrap();
+        assert!(checkpoint::checkpoint_path(&layout, 26).is_file());
+        assert!(checkpoint::is_superseded(&layout, "00000020.checkpoint.json"));
+        assert!(!checkpoint::is_superseded(&layout, "00000026.checkpoint.json"));
+        let loaded = Manifest::load(&layout).unwrap();
+        assert!(loaded.tail.is_empty());
+        assert_eq!(loaded.last_sync().unwrap().id, 26);
+
+        // A vacuumed part drops out of the parts at the next checkpoint.
+        fs::remove_file(layout.abs("star/t/part-4")).unwrap();
+        let mut m = loaded;
+        for id in 27..=36 {
+            m.commit(&layout, Run::new(id, RunKind::Sync, "test", now_rfc3339())).unwrap();
+        }
+        let loaded = Manifest::load(&layout).unwrap();
+        assert!(loaded.tail.is_empty());
+        assert_eq!(loaded.state().parts.len(), 4);
+        assert!(!loaded.state().parts.contains_key("s4"));
     }
 }

@@ -8,6 +8,7 @@
 //! <lake>/star/<table>/_delta_log/                            the star table as a Delta table ([`delta`])
 //! <lake>/_manifest/<run>.json                                 one file per committed run
 //! <lake>/_manifest/<run>.raw.ndjson                           the raw files that run stored
+//! <lake>/_manifest/<run>.checkpoint.json                      the state as of that run ([`checkpoint`])
 //! <lake>/state/                                               cursors and tokens (0600)
 //! ```
 //!
@@ -15,6 +16,7 @@
 //! ([`fsio`]); a run's manifest entry is written last and is its commit
 //! ([`manifest`]); one writer at a time holds [`lock::LakeLock`].
 
+pub mod checkpoint;
 pub mod delta;
 pub mod fsio;
 pub mod layout;

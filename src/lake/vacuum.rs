@@ -7,12 +7,13 @@
 //! PostgreSQL last got (the next sync sends only what differs from it); the
 //! latest version of its Delta table, or a version a Delta commit replaced
 //! less than `retain` ago. A raw file a committed run names is
-//! never removed, and neither is a Delta log.
+//! never removed, and neither is a Delta log nor a ledger entry; a ledger
+//! checkpoint is removed once a newer one is current.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use super::{LakeError, Layout, Manifest, RunKind};
+use super::{LakeError, Layout, Manifest};
 
 #[derive(Debug, Clone, Default)]
 pub struct VacuumMetrics {
@@ -34,16 +35,11 @@ pub struct VacuumOptions {
 }
 
 /// The star files a vacuum must keep (relative paths): see the module's comment.
-fn star_kept(manifest: &Manifest, retain: chrono::Duration) -> HashSet<String> {
+fn star_kept(manifest: &Manifest, retain: chrono::Duration) -> Result<HashSet<String>, LakeError> {
     let cutoff = (chrono::Utc::now() - retain).format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
-    let builds: Vec<&super::Run> = manifest.runs.iter().filter(|r| r.star.is_some()).collect();
-    let synced = manifest
-        .runs
-        .iter()
-        .rev()
-        .find(|r| r.kind == RunKind::Sync)
-        .and_then(|r| r.stats.get("lake_version"))
-        .and_then(|v| v.as_u64());
+    let history = manifest.history()?;
+    let builds: Vec<&super::Run> = history.iter().filter(|r| r.star.is_some()).collect();
+    let synced = manifest.last_sync().and_then(|r| r.stats.get("lake_version")).and_then(|v| v.as_u64());
     let mut kept = HashSet::new();
     for (i, build) in builds.iter().enumerate() {
         let star = build.star.as_ref().expect("filtered");
@@ -54,12 +50,12 @@ fn star_kept(manifest: &Manifest, retain: chrono::Duration) -> HashSet<String> {
             kept.extend(star.tables.values().flatten().map(|p| p.path.clone()));
         }
     }
-    kept
+    Ok(kept)
 }
 
 pub fn vacuum(layout: &Layout, manifest: &Manifest, opts: &VacuumOptions) -> Result<VacuumMetrics, LakeError> {
     let mut live: HashSet<PathBuf> = manifest.live_paths()?.iter().map(|p| layout.abs(p)).collect();
-    live.extend(star_kept(manifest, opts.retain).iter().map(|p| layout.abs(p)));
+    live.extend(star_kept(manifest, opts.retain)?.iter().map(|p| layout.abs(p)));
     live.extend(opts.delta_live.iter().map(|p| layout.abs(p)));
     let mut metrics = VacuumMetrics { dry_run: opts.dry_run, ..Default::default() };
     let mut found = |path: &Path, len: u64| {
@@ -79,6 +75,7 @@ pub fn vacuum(layout: &Layout, manifest: &Manifest, opts: &VacuumOptions) -> Res
     walk(&layout.manifest_dir(), &mut |path, len| {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         if name.starts_with(super::fsio::TMP_PREFIX)
+            || super::checkpoint::is_superseded(layout, &name)
             || ((name.ends_with(".raw.ndjson") || name.ends_with(".raw.sha256")) && !live.contains(path))
         {
             found(path, len);

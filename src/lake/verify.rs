@@ -2,8 +2,8 @@
 //! raw file against its recorded sha256 and size; every live staging file and
 //! every file of the current star version there, with the rows the ledger
 //! records (and with `deep`, the star files' sha256); each Delta table at the
-//! version the ledger records, its files there; and every run's accounting
-//! adding up. Each problem names the file and the command that repairs it.
+//! version the ledger records, its files there; the ledger's checkpoint
+//! against its entries; and every run's accounting adding up. Each problem names the file and the command that repairs it.
 
 use std::collections::HashSet;
 
@@ -78,13 +78,22 @@ pub fn verify(
             }
         }
     }
-    for run in &manifest.runs {
-        for a in run.accounting.iter().filter(|a| !a.adds_up()) {
-            m.problems.push(Problem {
-                what: format!("run {}: {} {} accounting does not add up (read {})", run.id, a.source, a.stream, a.read),
-                repair: reprocess.into(),
-            });
-        }
+    let replayed = Manifest::replay(layout)?;
+    // The checkpoint forgets parts that were vacuumed; so does the comparison.
+    let folded = |m: &Manifest| {
+        let mut state = m.state().clone();
+        state.prune_parts(layout);
+        serde_json::to_value(state).ok()
+    };
+    if folded(&replayed) != folded(manifest) {
+        m.problems.push(Problem {
+            what: "_manifest/_last_checkpoint: the ledger's checkpoint differs from its entries".into(),
+            repair: "remove it (the entries are the ledger; the next run writes a checkpoint from them): rm '{}'"
+                .replace("{}", &layout.manifest_dir().join("_last_checkpoint").display().to_string()),
+        });
+    }
+    for what in &replayed.state().bad_accounting {
+        m.problems.push(Problem { what: what.clone(), repair: reprocess.into() });
     }
     Ok(m)
 }

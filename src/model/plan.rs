@@ -155,13 +155,7 @@ pub(super) fn plan(
 ) -> Result<Plan, ModelError> {
     let previous = manifest.last_build();
     let since = previous.and_then(|r| r.stats.get("staging_run")).and_then(|v| v.as_u64()).unwrap_or(0);
-    let new_files: HashSet<&str> = manifest
-        .runs
-        .iter()
-        .filter(|r| r.id > since)
-        .filter_map(|r| r.staging.as_ref())
-        .flat_map(|c| c.files.iter().map(|f| f.path.as_str()))
-        .collect();
+    let new_files: HashSet<&str> = manifest.staged_after(since);
     let mut full = None;
     if opts.force {
         full = Some("--force".to_string());
@@ -170,7 +164,7 @@ pub(super) fn plan(
             full = Some("the model changed since the last build".into());
         } else if !prev.stats.contains_key("months") {
             full = Some("the last build kept no monthly bookkeeping".into());
-        } else if manifest.runs.iter().any(|r| r.id > since && r.staging.as_ref().is_some_and(|c| c.replace)) {
+        } else if manifest.state().replaced_run > since {
             full = Some("staging was reprocessed".into());
         }
     } else {

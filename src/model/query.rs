@@ -46,19 +46,21 @@ impl std::str::FromStr for AsOf {
     }
 }
 
-/// The star version `as_of` names (the current one without it).
-pub fn star_version<'a>(manifest: &'a Manifest, as_of: Option<&AsOf>) -> Result<&'a StarVersion, ModelError> {
+/// The star version `as_of` names (the current one without it). Only an
+/// `as_of` reads the ledger's history; the current version is in its state.
+pub fn star_version(manifest: &Manifest, as_of: Option<&AsOf>) -> Result<StarVersion, ModelError> {
     let current = manifest.star().ok_or(ModelError::NothingBuilt)?;
-    let builds = || manifest.runs.iter().filter_map(|r| r.star.as_ref().map(|s| (r, s)));
+    let Some(as_of) = as_of else { return Ok(current.clone()) };
+    let history = manifest.history()?;
+    let builds = || history.iter().filter_map(|r| r.star.as_ref().map(|s| (r, s)));
     let found = match as_of {
-        None => Some(current),
-        Some(AsOf::Version(v)) => builds().map(|(_, s)| s).rfind(|s| s.version == *v),
-        Some(AsOf::Time(t)) => {
+        AsOf::Version(v) => builds().map(|(_, s)| s).rfind(|s| s.version == *v),
+        AsOf::Time(t) => {
             let t = t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
             builds().rfind(|(r, _)| r.finished_at <= t).map(|(_, s)| s)
         }
     };
-    found.ok_or_else(|| {
+    found.cloned().ok_or_else(|| {
         let versions: Vec<String> = builds().map(|(r, s)| format!("{} ({})", s.version, r.finished_at)).collect();
         ModelError::NoSuchVersion { asked: format!("{as_of:?}"), versions: versions.join(", ") }
     })

@@ -126,13 +126,8 @@ pub(super) fn sync_star(
     let total: u64 = STAR_TABLES.iter().filter_map(|t| star.tables.get(t.name)).map(|p| p.len() as u64).sum();
     let bar = progress::bar(total, "sync");
     // Every part file any build made, by content: what a partition held when it was last sent.
-    let by_sha: HashMap<&str, &str> = manifest
-        .runs
-        .iter()
-        .filter_map(|r| r.star.as_ref())
-        .flat_map(|s| s.tables.values().flatten())
-        .map(|p| (p.sha256.as_str(), p.path.as_str()))
-        .collect();
+    let by_sha: HashMap<&str, &str> =
+        manifest.state().parts.iter().map(|(sha, path)| (sha.as_str(), path.as_str())).collect();
     for table in STAR_TABLES {
         let parts: &[StarPart] = star.tables.get(table.name).map(Vec::as_slice).unwrap_or(&[]);
         let before = early.tables.remove(table.name).unwrap_or_default();

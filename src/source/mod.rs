@@ -762,7 +762,7 @@ mod tests {
         let mut manifest = Manifest::load(&layout).unwrap();
         let err = ingest_spotify_export(&layout, &mut manifest, &path, Some("me"), "test").unwrap_err().to_string();
         assert!(err.contains("Streaming_History_Audio_2024.json") && err.contains("16777216 bytes"), "{err}");
-        assert!(Manifest::load(&layout).unwrap().runs.is_empty(), "nothing committed");
+        assert!(Manifest::load(&layout).unwrap().run_count() == 0, "nothing committed");
         assert!(!dir.path().join("lake/raw").exists(), "nothing stored");
         assert_eq!(unzip_limit(10 << 20), 1000 << 20);
         assert_eq!(unzip_limit(100 << 20), 1 << 30);

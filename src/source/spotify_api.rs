@@ -425,20 +425,8 @@ fn rfc3339_ms(ms: i64) -> String {
 
 /// The cursor and last stored play, as committed by earlier pulls for `user`.
 fn committed_cursor(manifest: &crate::lake::Manifest, user: &str) -> (Option<i64>, Option<i64>) {
-    let mut cursor = None;
-    let mut last = None;
-    for run in &manifest.runs {
-        if run.stats.get("spotify_user").and_then(|v| v.as_str()) != Some(user) {
-            continue;
-        }
-        if let Some(c) = run.stats.get("spotify_cursor_after").and_then(|v| v.as_i64()) {
-            cursor = cursor.max(Some(c));
-        }
-        if let Some(l) = run.stats.get("spotify_last_played_ms").and_then(|v| v.as_i64()) {
-            last = last.max(Some(l));
-        }
-    }
-    (cursor, last)
+    let cursor = manifest.state().spotify_cursors.get(user).cloned().unwrap_or_default();
+    (cursor.after, cursor.last_played_ms)
 }
 
 /// `tunelake ingest spotify`: who the user is, what they played since the
@@ -579,12 +567,8 @@ fn enrich(
     for r in manifest.raw_files()?.iter().filter(|r| r.source == SOURCE) {
         wanted.remove(&r.origin);
     }
-    for run in &manifest.runs {
-        if let Some(missing) = run.stats.get("spotify_not_found").and_then(|v| v.as_array()) {
-            for m in missing.iter().filter_map(|m| m.as_str()) {
-                wanted.remove(m);
-            }
-        }
+    for missing in &manifest.state().spotify_not_found {
+        wanted.remove(missing);
     }
     if wanted.is_empty() {
         return Ok(());

@@ -181,7 +181,7 @@ fn issue_24_a_dead_holders_lock_is_taken_over_and_no_one_is_told_to_remove_it() 
     child.wait().unwrap();
     let out = lake.cli(&["ingest", "sparkify", sample().to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(lake.manifest().runs.len(), 1);
+    assert_eq!(lake.manifest().run_count(), 1);
 }
 
 /// Issue 24: an error printed to a closed stderr (`2>&1 | head -1`) panicked

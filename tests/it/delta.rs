@@ -175,8 +175,9 @@ fn other_engines_read_every_star_table_as_tunelake_does_across_builds_and_vacuum
     let v1 = first.version.to_string();
     let o = lake.cli(&["query", "--as-of", &v1, "--format", "csv", count]);
     assert_eq!(stdout(&o).lines().nth(1), Some(first_plays.to_string().as_str()), "{}", stderr(&o));
-    let second_run = m.runs.iter().find(|r| r.id == second.version).unwrap();
-    let between = m.runs.iter().find(|r| r.id == first.version).unwrap().finished_at.clone();
+    let history = m.history().unwrap();
+    let second_run = history.iter().find(|r| r.id == second.version).unwrap();
+    let between = history.iter().find(|r| r.id == first.version).unwrap().finished_at.clone();
     assert!(between < second_run.finished_at);
     let o = lake.cli(&["query", "--as-of", &between, "--format", "csv", count]);
     assert_eq!(stdout(&o).lines().nth(1), Some(first_plays.to_string().as_str()), "{}", stderr(&o));
@@ -273,13 +274,13 @@ fn a_lake_built_before_delta_is_published_by_the_next_build() {
     assert_eq!(m.star().unwrap().delta.len(), STAR_TABLES.len(), "every table is published");
     assert_eq!(
         m.star().unwrap().tables,
-        m.runs.iter().find(|r| r.id == built.version).unwrap().star.as_ref().unwrap().tables
+        m.history().unwrap().iter().find(|r| r.id == built.version).unwrap().star.as_ref().unwrap().tables
     );
     assert_engines_read_the_star(&lake, "after publishing");
     // And then nothing more to do.
-    let runs = m.runs.len();
+    let runs = m.run_count();
     lake.build();
-    assert_eq!(lake.manifest().runs.len(), runs);
+    assert_eq!(lake.manifest().run_count(), runs);
 }
 
 #[test]

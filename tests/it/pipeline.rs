@@ -67,7 +67,7 @@ fn ingesting_and_building_twice_changes_nothing() {
     lake.ingest(&sparkify_dataset());
     let first = lake.build();
     let before: Vec<Vec<String>> = STAR.iter().map(|t| lake.star_rows(t)).collect();
-    let runs = lake.manifest().runs.len();
+    let runs = lake.manifest().run_count();
 
     let again = lake.ingest(&sparkify_dataset());
     assert!(!again.committed, "the same folder stores nothing new");
@@ -76,7 +76,7 @@ fn ingesting_and_building_twice_changes_nothing() {
     let rebuilt = lake.build();
     assert!(!rebuilt.committed, "an unchanged staging is not rebuilt");
     assert_eq!(rebuilt.version, first.version);
-    assert_eq!(lake.manifest().runs.len(), runs);
+    assert_eq!(lake.manifest().run_count(), runs);
 
     // A forced rebuild gives the same rows, and reuses every unchanged file.
     let forced = lake.build_with(&tunelake::model::build::BuildOptions { force: true, ..Default::default() });
@@ -206,7 +206,7 @@ fn debris_of_a_crashed_run_is_invisible_and_vacuumed() {
     assert!(out.contains("vacuum: 5 files"), "{out}");
     assert!(!debris.exists() && !torn_raw.exists() && !orphan_index.exists() && !orphan_digests.exists());
     // The committed run's raw index and digest list stay.
-    let index = m.runs[0].raw_index.as_ref().unwrap();
+    let index = &m.state().raw_indexes[0];
     assert!(lake.layout.abs(&index.path).exists() && lake.layout.abs(&index.digests.as_ref().unwrap().path).exists());
     // Every committed raw file is still there.
     assert!(lake.manifest().raw_files().unwrap().iter().all(|r| lake.layout.abs(&r.path).exists()));
@@ -725,6 +725,21 @@ fn issue_24_verify_names_each_problem_and_its_repair() {
         crate::common::stdout(&o).contains("verify: 75 raw files") && crate::common::stdout(&o).ends_with(": ok\n")
     );
 
+    // A checkpoint that is not the fold of the entries (two runs have none: make one).
+    let mut state = lake.manifest().state().clone();
+    state.staging_run += 7;
+    let bytes = serde_json::to_vec(&state).unwrap();
+    let pointer = lake.layout.manifest_dir().join("_last_checkpoint");
+    fs::write(lake.layout.manifest_dir().join(format!("{:08}.checkpoint.json", state.run)), &bytes).unwrap();
+    let sha = tunelake::lake::sha256_hex(&bytes);
+    fs::write(&pointer, format!(r#"{{"run": {}, "sha256": "{sha}"}}"#, state.run)).unwrap();
+    assert_eq!(lake.manifest().staging_run(), state.staging_run, "the checkpoint is what loading reads");
+    let o = lake.cli(&["verify"]);
+    assert_eq!(o.status.code(), Some(4));
+    let text = crate::common::stdout(&o);
+    assert!(text.contains("the ledger's checkpoint differs from its entries") && text.contains("rm '"), "{text}");
+    fs::remove_file(&pointer).unwrap();
+
     // A truncated raw log, a staging file gone, an edited star file.
     let m = lake.manifest();
     let log = m.raw_files().unwrap().iter().find(|r| r.kind == "log" && r.offset.is_none()).unwrap().clone();
@@ -768,4 +783,51 @@ fn issue_24_verify_names_each_problem_and_its_repair() {
     lake.build_with(&tunelake::model::build::BuildOptions { force: true, ..Default::default() });
     let o = lake.cli(&["verify", "--deep"]);
     assert!(o.status.success(), "{}{}", crate::common::stdout(&o), crate::common::stderr(&o));
+}
+
+/// Issue 20: the ledger grows by a run per command, and loading it must not.
+/// After 23 runs the manifest is read from the checkpoint of run 20 and the
+/// three entries after it, and everything it says equals a replay of every entry.
+#[test]
+fn issue_20_a_long_ledger_loads_from_its_checkpoint_and_says_what_every_entry_says() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = TestLake::new();
+    copy_dir(&sample().join("song_data"), &tmp.path().join("songs/song_data"));
+    lake.ingest(&tmp.path().join("songs"));
+    let log = fs::read_to_string(sample().join("log_data/2018/11/2018-11-01-events.json")).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    for i in 0..11 {
+        let chunk = &lines[i * lines.len() / 11..(i + 1) * lines.len() / 11];
+        let dir = tmp.path().join(format!("day{i}/log_data"));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("events.json"), chunk.join("\n")).unwrap();
+        assert!(lake.ingest(dir.parent().unwrap()).committed);
+        assert!(lake.build().committed);
+    }
+    let m = lake.manifest();
+    assert_eq!(m.run_count(), 23);
+    assert!(lake.layout.manifest_dir().join("_last_checkpoint").is_file());
+    let replayed = tunelake::lake::Manifest::replay(&lake.layout).unwrap();
+    let state = |m: &tunelake::lake::Manifest| serde_json::to_value(m.state()).unwrap();
+    assert_eq!(state(&m), state(&replayed));
+    assert_eq!(m.state().staging.len(), 11 + m.staging_files("stg_sparkify_songs").len());
+
+    // The commands read the same lake either way: status lists the same runs, a query counts the same plays.
+    let status = crate::common::stdout(&lake.cli(&["status", "--runs", "15"]));
+    assert!(status.contains("runs (23 in all, latest 15)") && status.contains("\n  #9 "), "{status}");
+    assert!(!status.contains("\n  #8 "), "{status}");
+    let plays = lake.scalar("SELECT count(*) FROM fact_plays");
+    assert_eq!(plays as usize, lines.iter().filter(|l| l.contains("\"NextSong\"")).count());
+    let o = lake.cli(&["verify"]);
+    assert!(o.status.success(), "{}{}", crate::common::stdout(&o), crate::common::stderr(&o));
+    fs::remove_file(lake.layout.manifest_dir().join("_last_checkpoint")).unwrap();
+    assert_eq!(crate::common::stdout(&lake.cli(&["status", "--runs", "15"])), status);
+    assert_eq!(lake.scalar("SELECT count(*) FROM fact_plays"), plays);
+
+    // A reprocess after the checkpoint replaces staging: the build after it reads the new set only.
+    lake.reprocess();
+    let rebuilt = lake.build();
+    assert_eq!(rebuilt.full_reason.as_deref(), Some("staging was reprocessed"));
+    assert_eq!(lake.scalar("SELECT count(*) FROM fact_plays"), plays);
+    assert_eq!(state(&lake.manifest()), state(&tunelake::lake::Manifest::replay(&lake.layout).unwrap()));
 }

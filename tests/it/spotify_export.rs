@@ -193,7 +193,7 @@ fn an_export_without_a_username_asks_for_one() {
         "{}",
         stderr(&out)
     );
-    assert!(lake.manifest().runs.is_empty(), "nothing stored");
+    assert!(lake.manifest().run_count() == 0, "nothing stored");
     let out = lake.cli(&["ingest", "spotify-export", path.to_str().unwrap(), "--user", "bob"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(rows(&lake, "SELECT DISTINCT user_id FROM fact_plays"), vec!["bob"]);
