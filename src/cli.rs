@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{DEFAULT_LAKE, Settings};
 use crate::error::{Error, Result};
-use crate::lake::manifest::{Commit, Run, RunKind, now_rfc3339};
+use crate::lake::manifest::{Commit, now_rfc3339};
 use crate::lake::{LakeLock, Manifest, vacuum};
 use crate::model::build::{BuildMetrics, BuildOptions};
 use crate::model::query::{self, Format};
@@ -70,8 +70,13 @@ pub enum Command {
         tunelake query --as-of 2026-12-01T18:00:00Z \"SELECT count(*) FROM fact_plays\"")]
     Query(QueryArgs),
     /// Load the star tables into PostgreSQL (COPY + upsert, one transaction).
-    #[command(after_help = "Examples:\n  DATABASE_URL=postgresql://me@localhost/music tunelake sync\n  \
-        tunelake sync --database-url postgresql://me@localhost/music --full")]
+    #[command(after_help = "The database is --database-url (or DATABASE_URL), completed as libpq does from \
+        PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE, PGSSLMODE, PGSSLROOTCERT and ~/.pgpass (mode 0600); \
+        TLS follows sslmode: disable, allow, prefer (the default), require, verify-ca, verify-full.\n\n\
+        Examples:\n  DATABASE_URL=postgresql://me@localhost/music tunelake sync\n  \
+        tunelake sync --database-url postgresql://me@localhost/music --full\n  \
+        tunelake sync --database-url 'postgresql://me@db.example.com/music?sslmode=verify-full&sslrootcert=ca.pem'\n  \
+        PGHOST=db.example.com PGDATABASE=music PGSSLMODE=require tunelake sync")]
     Sync(SyncArgs),
     /// Show runs, row counts per table and where every record went.
     Status(StatusArgs),
@@ -257,7 +262,8 @@ pub struct QueryArgs {
 
 #[derive(Debug, Args)]
 pub struct DbArgs {
-    /// PostgreSQL connection URL (never printed: it may hold a password).
+    /// PostgreSQL connection URL or `key=value` string (never printed: it may hold a password);
+    /// the libpq variables (PGHOST, PGSSLMODE, ...) and ~/.pgpass fill in what it leaves out.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
     pub database_url: Option<String>,
 }
@@ -269,6 +275,18 @@ pub struct SyncArgs {
     /// Resend every partition, not only the ones changed since the last sync.
     #[arg(long)]
     pub full: bool,
+    /// `json`: one JSON object with the outcome, for a scheduler or a monitoring check.
+    #[arg(long, value_enum, default_value_t = Summary::Text)]
+    pub format: Summary,
+}
+
+/// How a command reports its outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Summary {
+    /// Lines for a person, as the work goes on.
+    Text,
+    /// One JSON object at the end, for a program.
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -276,6 +294,9 @@ pub struct StatusArgs {
     /// How many of the latest runs to list.
     #[arg(long, default_value_t = 20)]
     pub runs: usize,
+    /// `json`: one JSON object (runs, star version, accounting, last sync), for a monitoring check.
+    #[arg(long, value_enum, default_value_t = Summary::Text)]
+    pub format: Summary,
 }
 
 #[derive(Debug, Args)]
@@ -303,6 +324,9 @@ pub struct RunArgs {
     pub db: DbArgs,
     #[command(flatten)]
     pub spotify: SpotifyArgs,
+    /// `json`: one JSON object per cycle (ingests, build, sync), for a scheduler.
+    #[arg(long, value_enum, default_value_t = Summary::Text)]
+    pub format: Summary,
 }
 
 /// `90s`, `30m`, `6h`, `1d`.
@@ -544,12 +568,21 @@ pub fn execute(cli: Cli, command: &str) -> Result<()> {
             let _lock = LakeLock::acquire(layout, "sync")?;
             let mut manifest = Manifest::load(layout)?;
             let m = sink::sync(layout, &manifest, url.expose(), &SyncOptions { full: a.full, ..Default::default() })?;
-            record_sync(layout, &mut manifest, &m, command)?;
-            print_sync(out, &m).map_err(Error::Output)?;
+            sink::record(layout, &mut manifest, &m, command)?;
+            let mut report = Report::new(out, a.format);
+            report.step("sync", &m, |out| print_sync(out, &m))?;
+            report.finish()?;
         }
         Command::Status(a) => {
             let manifest = Manifest::load(layout)?;
-            status::render(out, &manifest, &layout.root().display().to_string(), a.runs).map_err(Error::Output)?;
+            let lake = layout.root().display().to_string();
+            match a.format {
+                Summary::Text => status::render(out, &manifest, &lake, a.runs).map_err(Error::Output)?,
+                Summary::Json => {
+                    let json = status::json(&manifest, &lake, a.runs)?;
+                    writeln!(out, "{json}").map_err(Error::Output)?;
+                }
+            }
         }
         Command::Reprocess(a) => {
             let _lock = LakeLock::acquire(layout, "reprocess")?;
@@ -599,7 +632,9 @@ pub fn execute(cli: Cli, command: &str) -> Result<()> {
             let stopping = || stop.load(std::sync::atomic::Ordering::Relaxed);
             loop {
                 let started = std::time::Instant::now();
-                writeln!(out, "--- cycle at {}", now_rfc3339()).map_err(Error::Output)?;
+                if a.format == Summary::Text {
+                    writeln!(out, "--- cycle at {}", now_rfc3339()).map_err(Error::Output)?;
+                }
                 if let Err(e) = run_cycle(&settings, &a, spotify.as_ref(), command, out) {
                     // A failed cycle is logged and tried again at the next tick.
                     tracing::error!(error = %error_chain(&e), "cycle failed; retrying at the next tick");
@@ -685,6 +720,58 @@ fn error_chain(e: &Error) -> String {
     text
 }
 
+/// What a command reports: text as the work goes on, or (`--format json`)
+/// one JSON object when it is done.
+struct Report<'a> {
+    out: &'a mut dyn Write,
+    json: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl<'a> Report<'a> {
+    fn new(out: &'a mut dyn Write, format: Summary) -> Self {
+        Report { out, json: (format == Summary::Json).then(serde_json::Map::new) }
+    }
+
+    /// A step's outcome: its text now, or `value` under `key` (a key met twice becomes a list).
+    fn step<T: serde::Serialize>(
+        &mut self,
+        key: &str,
+        value: &T,
+        text: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    ) -> Result<()> {
+        self.value(key, value);
+        self.text(text)
+    }
+
+    fn value<T: serde::Serialize + ?Sized>(&mut self, key: &str, value: &T) {
+        let Some(json) = &mut self.json else { return };
+        let value = serde_json::to_value(value).expect("a summary serializes");
+        match json.get_mut(key) {
+            Some(serde_json::Value::Array(list)) if key == "ingest" => list.push(value),
+            _ if key == "ingest" => {
+                json.insert(key.into(), serde_json::Value::Array(vec![value]));
+            }
+            _ => {
+                json.insert(key.into(), value);
+            }
+        }
+    }
+
+    fn text(&mut self, text: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<()> {
+        if self.json.is_none() {
+            text(self.out).map_err(Error::Output)?;
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<()> {
+        if let Some(json) = self.json {
+            writeln!(self.out, "{}", serde_json::Value::Object(json)).map_err(Error::Output)?;
+        }
+        Ok(())
+    }
+}
+
 /// `tunelake run` once: ingest every configured source, build, sync when a database is configured.
 fn run_cycle(
     settings: &Settings,
@@ -696,14 +783,16 @@ fn run_cycle(
     let layout = &settings.layout;
     let _lock = LakeLock::acquire(layout, "run")?;
     let mut manifest = Manifest::load(layout)?;
+    let mut report = Report::new(out, a.format);
+    report.value("cycle_at", &now_rfc3339());
     for dir in &a.sparkify {
         // Its files are synced while the next steps go on; the next commit waits for them.
         let m = source::ingest_sparkify(layout, &mut manifest, dir, Commit::Behind, command)?;
-        print_ingest(out, &m).map_err(Error::Output)?;
+        report.step("ingest", &m, |out| print_ingest(out, &m))?;
     }
     for path in &a.spotify_export {
         let m = source::ingest_spotify_export(layout, &mut manifest, path, None, command)?;
-        print_export(out, &m).map_err(Error::Output)?;
+        report.step("ingest", &m, |out| print_export(out, &m))?;
     }
     // A pull that stopped early still lets the cycle build and sync what it
     // has; the cycle then says so with its exit code.
@@ -711,7 +800,7 @@ fn run_cycle(
     if let Some(cfg) = spotify {
         let opts = source::spotify_api::PullOptions { max_enrich: 50 };
         let m = source::spotify_api::pull(layout, &mut manifest, cfg, &opts, command, &std::thread::sleep)?;
-        print_pull(out, &m).map_err(Error::Output)?;
+        report.step("spotify_pull", &m, |out| print_pull(out, &m))?;
         stopped = m.stopped;
     }
     // With a database, the sync's transaction opens now and loads each month
@@ -732,28 +821,38 @@ fn run_cycle(
     if let Some(loader) = &mut loader {
         loader.built(&manifest);
     }
-    print_build(out, &m).map_err(Error::Output)?;
+    report.step("build", &m, |out| print_build(out, &m))?;
     let top = rt.block_on(async {
         let ctx = query::star_context(layout, &manifest, crate::model::DEFAULT_MEMORY_LIMIT, None).await?;
         query::run(&ctx, &format!("SELECT * FROM ({}) LIMIT 5", sql::query("top_artists").expect("registered").text))
             .await
     })?;
     drop(rt);
-    writeln!(out, "\ntop artists:").map_err(Error::Output)?;
-    query::write(out, &top, Format::Table).map_err(Error::Output)?;
+    report.text(|out| {
+        writeln!(out, "\ntop artists:")?;
+        query::write(out, &top, Format::Table)
+    })?;
     match loader {
         Some(loader) => {
             let m = loader.finish()?;
-            record_sync(layout, &mut manifest, &m, command)?;
-            print_sync(out, &m).map_err(Error::Output)?;
+            sink::record(layout, &mut manifest, &m, command)?;
+            report.step("sync", &m, |out| print_sync(out, &m))?;
         }
-        None => writeln!(
-            out,
-            "\nno database configured: skipped sync (set DATABASE_URL or --database-url to load PostgreSQL)\n\
-             next: `tunelake query --list`, `tunelake status`"
-        )
-        .map_err(Error::Output)?,
+        None => {
+            report.value("sync", &serde_json::Value::Null);
+            report.text(|out| {
+                writeln!(
+                    out,
+                    "\nno database configured: skipped sync (set DATABASE_URL or --database-url to load PostgreSQL)\n\
+                     next: `tunelake query --list`, `tunelake status`"
+                )
+            })?;
+        }
     }
+    if let Some(stop) = &stopped {
+        report.value("stopped", stop);
+    }
+    report.finish()?;
     match &stopped {
         Some(stop) => Err(stopped_early(stop)),
         None => Ok(()),
@@ -801,16 +900,6 @@ fn print_pull(out: &mut dyn Write, m: &source::spotify_api::PullMetrics) -> std:
         )?,
         None => {}
     }
-    Ok(())
-}
-
-fn record_sync(layout: &crate::lake::Layout, manifest: &mut Manifest, m: &SyncMetrics, command: &str) -> Result<()> {
-    let mut run = Run::new(manifest.next_run_id(), RunKind::Sync, command, now_rfc3339());
-    run.stats.insert("lake_version".into(), m.lake_version.into());
-    run.stats.insert("target".into(), m.target.clone().into());
-    run.stats.insert("parts_sent".into(), (m.parts_sent as u64).into());
-    run.stats.insert("rows_sent".into(), m.rows_sent.into());
-    manifest.commit(layout, run)?;
     Ok(())
 }
 

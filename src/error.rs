@@ -66,7 +66,12 @@ impl Error {
             ) => exit::USAGE,
             Error::Model(ModelError::Query(_)) => exit::USAGE,
             Error::Model(_) => exit::LAKE,
-            Error::Sink(crate::sink::SinkError::NothingBuilt | crate::sink::SinkError::NoDatabase) => exit::USAGE,
+            Error::Sink(
+                crate::sink::SinkError::NothingBuilt
+                | crate::sink::SinkError::NoDatabase
+                | crate::sink::SinkError::Setting(_)
+                | crate::sink::SinkError::BadUrl(_),
+            ) => exit::USAGE,
             Error::Sink(_) => exit::DATABASE,
             Error::StoppedEarly(_) => exit::TEMPFAIL,
             Error::Output(_) | Error::Runtime(_) => exit::FAILURE,

@@ -167,3 +167,52 @@ pub fn render(out: &mut dyn Write, manifest: &Manifest, lake: &str, max_runs: us
     }
     Ok(())
 }
+
+/// `status --format json`: what [`render`] shows, for a program: the runs,
+/// the current star version, the accounting, the coverage gaps and the last
+/// sync with the lake version it sent.
+pub fn json(manifest: &Manifest, lake: &str, max_runs: usize) -> Result<serde_json::Value, crate::lake::LakeError> {
+    use serde_json::json;
+    let runs: Vec<serde_json::Value> = manifest
+        .recent(max_runs)?
+        .iter()
+        .map(|r| json!({"id": r.id, "kind": r.kind, "started_at": r.started_at, "finished_at": r.finished_at}))
+        .collect();
+    let built_from = manifest.last_build().and_then(|b| b.stats.get("staging_run")).and_then(|v| v.as_u64());
+    let star = manifest.star().map(|star| {
+        let tables: serde_json::Map<String, serde_json::Value> = star
+            .tables
+            .iter()
+            .filter(|(t, _)| !t.starts_with('_'))
+            .map(|(t, parts)| {
+                let rows: u64 = parts.iter().map(|p| p.rows).sum();
+                (t.clone(), json!({"rows": rows, "files": parts.len(), "delta_version": star.delta.get(t)}))
+            })
+            .collect();
+        json!({
+            "version": star.version,
+            "built_at": manifest.last_build().map(|b| b.finished_at.clone()),
+            "tables": tables,
+            "staging_changed_since": manifest.staging_run() > built_from.unwrap_or(0),
+        })
+    });
+    let last_sync = manifest.last_sync().map(|s| {
+        json!({
+            "run": s.id,
+            "finished_at": s.finished_at,
+            "lake_version": s.stats.get("lake_version"),
+            "target": s.stats.get("target"),
+            "rows_sent": s.stats.get("rows_sent"),
+        })
+    });
+    Ok(json!({
+        "lake": lake,
+        "run_count": manifest.run_count(),
+        "runs": runs,
+        "star": star,
+        "accounting": manifest.state().accounting,
+        "rejects_kept": manifest.state().rejects.len(),
+        "coverage_gaps": manifest.state().spotify_gaps,
+        "last_sync": last_sync,
+    }))
+}

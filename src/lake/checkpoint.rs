@@ -5,7 +5,9 @@
 //! `_manifest/<run>.checkpoint.json`, then points `_manifest/_last_checkpoint`
 //! at it; both atomically, after the run's entry. The entries stay: they are
 //! the history (`query --as-of`, `vacuum`, `verify` read them), and the state
-//! is a function of them, so a checkpoint can always be made again.
+//! is a function of them, so a checkpoint can always be made again. The list
+//! of raw indexes, which grows with every ingest, is a file of its own
+//! (`<run>.checkpoint.raw.json`) that only what reads raw files loads.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -43,10 +45,8 @@ pub struct State {
     /// The last run folded in (0 for none), and how many runs that is.
     pub run: u64,
     pub runs: u64,
-    /// Raw files listed inline by entries written before raw indexes existed.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub raw_inline: Vec<RawFile>,
-    pub raw_indexes: Vec<RawIndex>,
+    /// How many raw files are stored.
+    pub raw_files: u64,
     pub staging: Vec<LiveStaging>,
     /// The last run that changed staging, and the last that replaced it whole.
     pub staging_run: u64,
@@ -63,9 +63,12 @@ pub struct State {
     pub spotify_gaps: Vec<serde_json::Value>,
     pub spotify_cursors: BTreeMap<String, SpotifyCursor>,
     pub spotify_not_found: BTreeSet<String>,
-    /// Every star part file a build named, by sha256: what a partition held
-    /// when it was last synced. Pruned at each checkpoint to files still there.
-    pub parts: BTreeMap<String, String>,
+    /// The files of the version before the current one and of the version
+    /// last synced, by sha256: with the current version's ([`State::parts`]),
+    /// what a partition held when it was last sent, which the next sync
+    /// compares with. Pruned at each checkpoint to files still there.
+    pub previous_parts: BTreeMap<String, String>,
+    pub synced_parts: BTreeMap<String, String>,
     /// Runs whose accounting does not add up, in words (for `verify`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bad_accounting: Vec<String>,
@@ -76,21 +79,25 @@ impl State {
     pub fn apply(&mut self, run: &Run) {
         self.run = run.id;
         self.runs += 1;
-        self.raw_inline.extend(run.raw.iter().cloned());
-        self.raw_indexes.extend(run.raw_index.clone());
+        self.raw_files += run.raw_count();
         if let Some(change) = &run.staging {
             if change.replace {
                 self.staging.clear();
                 self.replaced_run = run.id;
             }
+            self.staging.retain(|s| !change.removed.contains(&s.file.path));
             self.staging.extend(change.files.iter().map(|f| LiveStaging { run: run.id, file: f.clone() }));
             self.staging_run = run.id;
         }
-        if let Some(star) = &run.star {
-            self.parts.extend(star.tables.values().flatten().map(|p| (p.sha256.clone(), p.path.clone())));
+        if run.star.is_some() {
+            self.previous_parts = self.current_parts().map(|(sha, path)| (sha.into(), path.into())).collect();
             self.last_build = Some(run.clone());
         }
         if run.kind == RunKind::Sync {
+            let version = run.stats.get("lake_version").and_then(|v| v.as_u64());
+            if self.last_build.as_ref().and_then(|b| b.star.as_ref()).is_some_and(|s| Some(s.version) == version) {
+                self.synced_parts = self.current_parts().map(|(sha, path)| (sha.into(), path.into())).collect();
+            }
             self.last_sync = Some(run.clone());
         }
         self.fold_accounting(run);
@@ -156,8 +163,45 @@ impl State {
     /// Drops the star parts whose files are gone (vacuumed): nothing can be
     /// compared against them any more.
     pub fn prune_parts(&mut self, layout: &Layout) {
-        self.parts.retain(|_, path| layout.abs(path).is_file());
+        self.previous_parts.retain(|_, path| layout.abs(path).is_file());
+        self.synced_parts.retain(|_, path| layout.abs(path).is_file());
     }
+
+    fn current_parts(&self) -> impl Iterator<Item = (&str, &str)> {
+        let star = self.last_build.as_ref().and_then(|b| b.star.as_ref());
+        star.into_iter().flat_map(|s| s.tables.values().flatten()).map(|p| (p.sha256.as_str(), p.path.as_str()))
+    }
+
+    /// The star files a sync may compare with, by sha256: the current
+    /// version's, the one before it, and the one last synced. (A database
+    /// further behind gets a changed partition whole.)
+    pub fn parts(&self) -> BTreeMap<&str, &str> {
+        let kept = self.previous_parts.iter().chain(&self.synced_parts).map(|(s, p)| (s.as_str(), p.as_str()));
+        kept.chain(self.current_parts()).collect()
+    }
+}
+
+/// Where the raw files are listed: the state's other half, read on first use.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RawState {
+    /// Raw files listed inline by entries written before raw indexes existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inline: Vec<RawFile>,
+    pub indexes: Vec<RawIndex>,
+}
+
+impl RawState {
+    pub fn apply(&mut self, run: &Run) {
+        self.inline.extend(run.raw.iter().cloned());
+        self.indexes.extend(run.raw_index.clone());
+    }
+}
+
+/// A checkpoint's raw list: its file and sha256.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RawRef {
+    pub run: u64,
+    pub sha256: String,
 }
 
 /// `_manifest/_last_checkpoint`: which checkpoint is current.
@@ -166,6 +210,8 @@ struct Pointer {
     run: u64,
     /// sha256 of the checkpoint file.
     sha256: String,
+    /// sha256 of its raw list.
+    raw_sha256: String,
 }
 
 fn pointer_path(layout: &Layout) -> PathBuf {
@@ -176,31 +222,42 @@ pub fn checkpoint_path(layout: &Layout, run: u64) -> PathBuf {
     layout.manifest_dir().join(format!("{run:08}.checkpoint.json"))
 }
 
+fn raw_path(layout: &Layout, run: u64) -> PathBuf {
+    layout.manifest_dir().join(format!("{run:08}.checkpoint.raw.json"))
+}
+
 /// Whether `name` (a file in `_manifest/`) is a checkpoint older than the
 /// current one, which nothing reads any more (`vacuum` removes it).
 pub fn is_superseded(layout: &Layout, name: &str) -> bool {
-    let Some(run) = name.strip_suffix(".checkpoint.json").and_then(|r| r.parse::<u64>().ok()) else {
+    let stem = name.strip_suffix(".checkpoint.json").or_else(|| name.strip_suffix(".checkpoint.raw.json"));
+    let Some(run) = stem.and_then(|r| r.parse::<u64>().ok()) else {
         return false;
     };
     let current = std::fs::read(pointer_path(layout)).ok().and_then(|b| serde_json::from_slice::<Pointer>(&b).ok());
     current.is_some_and(|p| run < p.run)
 }
 
-/// The checkpoint of `state` to write after its run's entry: the two files'
-/// paths and bytes, in the order they are written.
-pub fn encode(layout: &Layout, state: &State) -> [(PathBuf, Vec<u8>); 2] {
+/// The checkpoint of `state` and `raw` to write after its run's entry: the
+/// files' paths and bytes, in the order they are written (the pointer last).
+pub fn encode(layout: &Layout, state: &State, raw: &RawState) -> [(PathBuf, Vec<u8>); 3] {
     let mut state = state.clone();
     state.prune_parts(layout);
     let bytes = serde_json::to_vec(&state).expect("a state serializes");
-    let pointer = Pointer { run: state.run, sha256: super::sha256_hex(&bytes) };
+    let raw_bytes = serde_json::to_vec(raw).expect("a raw list serializes");
+    let pointer =
+        Pointer { run: state.run, sha256: super::sha256_hex(&bytes), raw_sha256: super::sha256_hex(&raw_bytes) };
     let pointer = serde_json::to_vec(&pointer).expect("a pointer serializes");
-    [(checkpoint_path(layout, state.run), bytes), (pointer_path(layout), pointer)]
+    [
+        (checkpoint_path(layout, state.run), bytes),
+        (raw_path(layout, state.run), raw_bytes),
+        (pointer_path(layout), pointer),
+    ]
 }
 
 /// The current checkpoint, if the lake has one it can use. A damaged one
 /// is not an error: the entries hold the same state, and the caller reads
 /// them all instead (the next commit writes a good checkpoint).
-pub fn read(layout: &Layout) -> Result<Option<State>, LakeError> {
+pub fn read(layout: &Layout) -> Result<Option<(State, RawRef)>, LakeError> {
     let path = pointer_path(layout);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
@@ -225,14 +282,31 @@ pub fn read(layout: &Layout) -> Result<Option<State>, LakeError> {
     if actual != pointer.sha256 {
         return damaged(&path, format!("sha256 {actual}, _last_checkpoint says {}", pointer.sha256));
     }
+    if !raw_path(layout, pointer.run).is_file() {
+        return damaged(&raw_path(layout, pointer.run), "missing".into());
+    }
     match serde_json::from_slice(&bytes) {
-        Ok(state) => Ok(Some(state)),
+        Ok(state) => Ok(Some((state, RawRef { run: pointer.run, sha256: pointer.raw_sha256 }))),
         Err(e) => damaged(&path, format!("not a checkpoint ({e})")),
     }
 }
 
+/// A checkpoint's raw list. Damage here is an error: the caller asked for raw files.
+pub fn read_raw(layout: &Layout, r: &RawRef) -> Result<RawState, LakeError> {
+    let path = raw_path(layout, r.run);
+    let bytes = std::fs::read(&path).map_err(LakeError::io("read", &path))?;
+    let actual = super::sha256_hex(&bytes);
+    if actual != r.sha256 {
+        return Err(LakeError::BadRawIndex {
+            path,
+            what: format!("checkpoint raw list has sha256 {actual}, _last_checkpoint says {}", r.sha256),
+        });
+    }
+    serde_json::from_slice(&bytes).map_err(|source| LakeError::BadManifest { path, source })
+}
+
 /// Writes a checkpoint [`encode`] made, durably, checkpoint first.
-pub fn write(files: &[(PathBuf, Vec<u8>); 2]) -> Result<(), LakeError> {
+pub fn write(files: &[(PathBuf, Vec<u8>); 3]) -> Result<(), LakeError> {
     for (path, bytes) in files {
         fsio::write_atomic(path, bytes)?;
     }

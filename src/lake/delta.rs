@@ -300,6 +300,18 @@ fn file_stats(path: &std::path::Path, rows: u64, skip: &[&str]) -> Result<String
 /// commit files alone (None without a log): cheap enough for every build.
 pub fn latest_version(layout: &Layout, name: &str) -> Result<Option<u64>, LakeError> {
     let log = table_dir(layout, name).join("_delta_log");
+    // From the last checkpoint, the commits after it are the next versions up
+    // to the first missing: a few files to look for, not a log to list.
+    let checkpointed = std::fs::read(log.join("_last_checkpoint"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v.get("version").and_then(|v| v.as_u64()));
+    if let Some(mut version) = checkpointed.filter(|v| log.join(format!("{v:020}.json")).is_file()) {
+        while log.join(format!("{:020}.json", version + 1)).is_file() {
+            version += 1;
+        }
+        return Ok(Some(version));
+    }
     let entries = match std::fs::read_dir(&log) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

@@ -20,7 +20,7 @@ use std::sync::{Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
-use super::checkpoint::{self, CHECKPOINT_EVERY, State};
+use super::checkpoint::{self, CHECKPOINT_EVERY, RawRef, RawState, State};
 use super::{LakeError, Layout, fsio};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,6 +112,10 @@ pub struct StagingFile {
 pub struct StagingChange {
     pub replace: bool,
     pub files: Vec<StagingFile>,
+    /// Live files the run's files replace: their rows are in a file it
+    /// added, which merged them ([`crate::source::compact`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<String>,
 }
 
 /// One file of a star table version.
@@ -289,6 +293,9 @@ pub struct Manifest {
     state: State,
     /// The runs after the last checkpoint, in order (every run when the lake has none).
     tail: Vec<Run>,
+    /// The last checkpoint's raw list, and (on first use) that list with the tail's.
+    raw_base: Option<RawRef>,
+    raw_state: OnceLock<RawState>,
     layout: Layout,
     /// Every raw file stored, read from the runs' raw indexes on first use.
     raw: OnceLock<Vec<RawFile>>,
@@ -301,7 +308,11 @@ pub struct Manifest {
 /// Made after a [`Manifest::commit_behind`], it does not wait for that commit.
 impl Clone for Manifest {
     fn clone(&self) -> Self {
-        Manifest::new(self.layout.clone(), self.state.clone(), self.tail.clone())
+        let m = Manifest::new(self.layout.clone(), self.state.clone(), self.raw_base.clone(), self.tail.clone());
+        if let Some(raw) = self.raw_state.get() {
+            m.raw_state.get_or_init(|| raw.clone());
+        }
+        m
     }
 }
 
@@ -331,7 +342,7 @@ struct Durable {
     files: Vec<String>,
     raw_index: Option<[(PathBuf, Vec<u8>); 2]>,
     entry: (PathBuf, Vec<u8>),
-    checkpoint: Option<[(PathBuf, Vec<u8>); 2]>,
+    checkpoint: Option<[(PathBuf, Vec<u8>); 3]>,
 }
 
 impl Durable {
@@ -349,10 +360,10 @@ impl Manifest {
     /// Reads the ledger: the last checkpoint and the entries after it, or
     /// every entry when there is no checkpoint. A missing lake is an empty manifest.
     pub fn load(layout: &Layout) -> Result<Self, LakeError> {
-        let Some(state) = checkpoint::read(layout)? else { return Manifest::replay(layout) };
+        let Some((state, raw)) = checkpoint::read(layout)? else { return Manifest::replay(layout) };
         // Runs are numbered without gaps: the entries after the checkpoint are
         // the next ids, up to the first that is not there.
-        let mut m = Manifest::new(layout.clone(), state, vec![]);
+        let mut m = Manifest::new(layout.clone(), state, Some(raw), vec![]);
         while let Some(run) = read_entry(layout, m.next_run_id())? {
             m.fold(run);
         }
@@ -361,7 +372,7 @@ impl Manifest {
 
     /// Reads every entry, ignoring the checkpoint (what `verify` compares it with).
     pub fn replay(layout: &Layout) -> Result<Self, LakeError> {
-        let mut m = Manifest::new(layout.clone(), State::default(), vec![]);
+        let mut m = Manifest::new(layout.clone(), State::default(), None, vec![]);
         for id in entry_ids(layout)? {
             m.fold(read_entry(layout, id)?.ok_or_else(|| vanished(layout, id))?);
         }
@@ -413,8 +424,25 @@ impl Manifest {
         Ok(runs)
     }
 
-    fn new(layout: Layout, state: State, tail: Vec<Run>) -> Self {
-        Manifest { state, tail, layout, raw: OnceLock::new(), behind: Mutex::new(None) }
+    fn new(layout: Layout, state: State, raw_base: Option<RawRef>, tail: Vec<Run>) -> Self {
+        let (raw, raw_state, behind) = (OnceLock::new(), OnceLock::new(), Mutex::new(None));
+        Manifest { state, tail, raw_base, raw_state, layout, raw, behind }
+    }
+
+    /// Where every raw file is listed: the checkpoint's list (read now, the
+    /// first time) and the runs' after it.
+    fn raw_state(&self) -> Result<&RawState, LakeError> {
+        if let Some(r) = self.raw_state.get() {
+            return Ok(r);
+        }
+        let mut r = match &self.raw_base {
+            Some(base) => checkpoint::read_raw(&self.layout, base)?,
+            None => RawState::default(),
+        };
+        for run in &self.tail {
+            r.apply(run);
+        }
+        Ok(self.raw_state.get_or_init(|| r))
     }
 
     /// Commits a run: after this returns, the run happened.
@@ -436,13 +464,12 @@ impl Manifest {
 
     fn commit_now(&mut self, layout: &Layout, run: Run, files_synced: bool) -> Result<(), LakeError> {
         self.settle()?;
-        let (run, raw, state, mut durable) = self.prepare(layout, run);
+        let (run, raw, state, raw_state, mut durable) = self.prepare(layout, run)?;
         if files_synced {
             durable.files.clear();
         }
-        let checkpointed = durable.checkpoint.is_some();
         durable.write()?;
-        self.remember(run, raw, state, checkpointed);
+        self.remember(run, raw, state, raw_state);
         Ok(())
     }
 
@@ -456,14 +483,13 @@ impl Manifest {
     /// `settle`, this manifest holds a run the lake does not: load it again.
     pub fn commit_behind(&mut self, layout: &Layout, run: Run) -> Result<(), LakeError> {
         self.settle()?;
-        let (run, raw, state, durable) = self.prepare(layout, run);
-        let checkpointed = durable.checkpoint.is_some();
+        let (run, raw, state, raw_state, durable) = self.prepare(layout, run)?;
         let thread = std::thread::Builder::new()
             .name("tunelake-commit".into())
             .spawn(move || durable.write())
             .map_err(|source| LakeError::Io { op: "start a thread to commit", path: layout.root().into(), source })?;
         *self.behind.lock().expect("commit lock") = Some(thread);
-        self.remember(run, raw, state, checkpointed);
+        self.remember(run, raw, state, raw_state);
         Ok(())
     }
 
@@ -476,8 +502,14 @@ impl Manifest {
         }
     }
 
-    /// `run` as committed, its raw files, the state after it, and what makes it durable.
-    fn prepare(&self, layout: &Layout, mut run: Run) -> (Run, Vec<RawFile>, State, Durable) {
+    /// `run` as committed, its raw files, the state after it (with the raw
+    /// list when a checkpoint is due), and what makes it durable.
+    #[allow(clippy::type_complexity)]
+    fn prepare(
+        &self,
+        layout: &Layout,
+        mut run: Run,
+    ) -> Result<(Run, Vec<RawFile>, State, Option<(RawState, RawRef)>, Durable), LakeError> {
         // Every file the run wrote is durable before the entry that names it.
         let files = run.written(self.star()).map(str::to_string).collect();
         run.finished_at = now_rfc3339();
@@ -490,21 +522,37 @@ impl Manifest {
         let entry = (layout.run_entry(run.id), serde_json::to_vec_pretty(&run).expect("a run serializes"));
         let mut state = self.state.clone();
         state.apply(&run);
-        let checkpoint = (self.tail.len() + 1 >= CHECKPOINT_EVERY).then(|| checkpoint::encode(layout, &state));
+        let (mut raw_state, mut checkpoint) = (None, None);
+        if self.tail.len() + 1 >= CHECKPOINT_EVERY {
+            let mut r = self.raw_state()?.clone();
+            r.apply(&run);
+            let files = checkpoint::encode(layout, &state, &r);
+            raw_state = Some((r, RawRef { run: state.run, sha256: super::sha256_hex(&files[1].1) }));
+            checkpoint = Some(files);
+        }
         let durable = Durable { root: layout.root().to_path_buf(), files, raw_index, entry, checkpoint };
-        (run, raw, state, durable)
+        Ok((run, raw, state, raw_state, durable))
     }
 
-    fn remember(&mut self, run: Run, raw: Vec<RawFile>, state: State, checkpointed: bool) {
+    /// Takes a committed run in; `checkpointed` is the raw list when its commit wrote a checkpoint.
+    fn remember(&mut self, run: Run, raw: Vec<RawFile>, state: State, checkpointed: Option<(RawState, RawRef)>) {
         if let Some(all) = self.raw.get_mut() {
             all.extend(raw);
         }
-        self.state = state;
-        if checkpointed {
-            self.tail.clear();
-        } else {
-            self.tail.push(run);
+        match checkpointed {
+            Some((raw_state, raw_ref)) => {
+                self.tail.clear();
+                self.raw_base = Some(raw_ref);
+                self.raw_state = OnceLock::from(raw_state);
+            }
+            None => {
+                if let Some(r) = self.raw_state.get_mut() {
+                    r.apply(&run);
+                }
+                self.tail.push(run);
+            }
         }
+        self.state = state;
     }
 
     /// Every raw file stored, in commit order. The first call reads the raw
@@ -514,8 +562,9 @@ impl Manifest {
             return Ok(all);
         }
         self.settle()?;
-        let mut all = self.state.raw_inline.clone();
-        for index in &self.state.raw_indexes {
+        let raw_state = self.raw_state()?;
+        let mut all = raw_state.inline.clone();
+        for index in &raw_state.indexes {
             all.extend(read_raw_index(&self.layout, index)?);
         }
         Ok(self.raw.get_or_init(|| all))
@@ -525,12 +574,13 @@ impl Manifest {
     /// not its raw index, unless a run has none (an older lake).
     pub fn raw_shas(&self) -> Result<HashSet<String>, LakeError> {
         self.settle()?;
-        let indexes = &self.state.raw_indexes;
+        let raw_state = self.raw_state()?;
+        let indexes = &raw_state.indexes;
         if self.raw.get().is_some() || indexes.iter().any(|i| i.digests.is_none()) {
             return Ok(self.raw_files()?.iter().map(|f| f.sha256.clone()).collect());
         }
         let mut shas: HashSet<String> = HashSet::with_capacity(self.raw_count() as usize);
-        shas.extend(self.state.raw_inline.iter().map(|f| f.sha256.clone()));
+        shas.extend(raw_state.inline.iter().map(|f| f.sha256.clone()));
         for index in indexes {
             read_digests(&self.layout, index, &mut shas)?;
         }
@@ -539,7 +589,7 @@ impl Manifest {
 
     /// How many raw files are stored (without reading a raw index).
     pub fn raw_count(&self) -> u64 {
-        self.state.raw_inline.len() as u64 + self.state.raw_indexes.iter().map(|i| i.files).sum::<u64>()
+        self.state.raw_files
     }
 
     /// The live staging files of `table`.
@@ -575,7 +625,7 @@ impl Manifest {
     /// Every path any committed run still names (raw, live staging, current star).
     pub fn live_paths(&self) -> Result<HashSet<String>, LakeError> {
         let mut live: HashSet<String> = self.raw_files()?.iter().map(|f| f.path.clone()).collect();
-        for index in &self.state.raw_indexes {
+        for index in &self.raw_state()?.indexes {
             live.insert(index.path.clone());
             live.extend(index.digests.as_ref().map(|d| d.path.clone()));
         }
@@ -721,10 +771,10 @@ mod tests {
         touch(&layout, ["a", "b", "c"]);
         let file = |p: &str| StagingFile { table: "t".into(), path: p.into(), rows: 1, sorted: false };
         let mut r1 = Run::new(1, RunKind::Ingest, "ingest", now_rfc3339());
-        r1.staging = Some(StagingChange { replace: false, files: vec![file("a"), file("b")] });
+        r1.staging = Some(StagingChange { replace: false, files: vec![file("a"), file("b")], removed: vec![] });
         m.commit(&layout, r1).unwrap();
         let mut r2 = Run::new(2, RunKind::Reprocess, "reprocess", now_rfc3339());
-        r2.staging = Some(StagingChange { replace: true, files: vec![file("c")] });
+        r2.staging = Some(StagingChange { replace: true, files: vec![file("c")], removed: vec![] });
         m.commit(&layout, r2).unwrap();
         // A temp file left by a crash is not an entry.
         fs::write(layout.manifest_dir().join(".tmp-xyz"), b"{").unwrap();
@@ -829,6 +879,7 @@ mod tests {
         r2.staging = Some(StagingChange {
             replace: false,
             files: vec![StagingFile { table: "t".into(), path: "staging/t/p".into(), rows: 1, sorted: false }],
+            removed: vec![],
         });
         r2.star = Some(star(2, &["star/t/part-1", "star/t/part-2"]));
         let written: BTreeSet<&str> = r2.written(m.star()).collect();
@@ -856,6 +907,7 @@ mod tests {
             r.staging = Some(StagingChange {
                 replace: false,
                 files: vec![StagingFile { table: "t".into(), path: path.into(), rows: 1, sorted: false }],
+                removed: vec![],
             });
             touch(&layout, r.raw.iter().map(|f| f.path.as_str()));
             r
@@ -903,7 +955,8 @@ mod tests {
                     let path = format!("staging/t/{id}");
                     touch(&layout, [path.as_str()]);
                     let file = StagingFile { table: "t".into(), path, rows: 1, sorted: true };
-                    r.staging = Some(StagingChange { replace: kind == RunKind::Reprocess, files: vec![file] });
+                    r.staging =
+                        Some(StagingChange { replace: kind == RunKind::Reprocess, files: vec![file], removed: vec![] });
                     let mut a = Accounting::new("s", "events");
                     (a.read, a.plays) = (id, id);
                     r.accounting = vec![a];
@@ -937,6 +990,7 @@ mod tests {
             "read after run 20's checkpoint"
         );
         assert_eq!(state(&loaded), state(&m), "the loaded state is the committed one");
+        assert!(loaded.raw_state.get().is_none(), "loading reads no raw list");
         // The fold: staging since the reprocess (run 12), accounting and rejects since it too, the last build and sync.
         let s = loaded.state();
         assert_eq!((s.run, s.runs, s.staging_run, s.replaced_run), (25, 25, 25, 12));
@@ -950,7 +1004,16 @@ mod tests {
         assert_eq!(s.spotify_cursors["u"].after, Some(250));
         assert_eq!(loaded.raw_count(), 14);
         assert_eq!(loaded.raw_shas().unwrap().len(), 14);
-        assert_eq!(s.parts.len(), 5, "every build's part, by sha256");
+        assert!(loaded.raw_state.get().is_some());
+        // A damaged raw list is an error that names it, when raw files are asked for.
+        let raw_list = layout.manifest_dir().join("00000020.checkpoint.raw.json");
+        let kept_raw = fs::read(&raw_list).unwrap();
+        fs::write(&raw_list, b"{}").unwrap();
+        let err = Manifest::load(&layout).unwrap().raw_files().unwrap_err().to_string();
+        assert!(err.contains("00000020.checkpoint.raw.json") && err.contains("sha256"), "{err}");
+        fs::write(&raw_list, kept_raw).unwrap();
+        let parts: Vec<&str> = s.parts().into_keys().collect();
+        assert_eq!(parts, ["s20", "s24"], "the current version's parts, the previous and the last synced one's");
         assert_eq!(loaded.recent(7).unwrap().iter().map(|r| r.id).collect::<Vec<_>>(), [19, 20, 21, 22, 23, 24, 25]);
         assert_eq!(loaded.history().unwrap().len(), 25);
 
@@ -975,14 +1038,13 @@ mod tests {
         assert_eq!(loaded.last_sync().unwrap().id, 26);
 
         // A vacuumed part drops out of the parts at the next checkpoint.
-        fs::remove_file(layout.abs("star/t/part-4")).unwrap();
+        fs::remove_file(layout.abs("star/t/part-20")).unwrap();
         let mut m = loaded;
         for id in 27..=36 {
             m.commit(&layout, Run::new(id, RunKind::Sync, "test", now_rfc3339())).unwrap();
         }
         let loaded = Manifest::load(&layout).unwrap();
         assert!(loaded.tail.is_empty());
-        assert_eq!(loaded.state().parts.len(), 4);
-        assert!(!loaded.state().parts.contains_key("s4"));
+        assert_eq!(loaded.state().parts().into_keys().collect::<Vec<_>>(), ["s24"]);
     }
 }

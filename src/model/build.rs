@@ -143,7 +143,7 @@ impl Default for BuildOptions {
 /// Bumped when the build's bookkeeping changes; part of the model fingerprint.
 const BUILD_FORMAT: &str = "monthly-2";
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct TableMetrics {
     pub name: String,
     pub rows: u64,
@@ -152,7 +152,7 @@ pub struct TableMetrics {
     pub parts_unchanged: usize,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct BuildMetrics {
     pub version: u64,
     /// False when the star was already built from this staging with this model.

@@ -13,25 +13,30 @@
 //! The `postgres` crate blocks (and panics inside a tokio runtime): call this
 //! outside any runtime.
 
+pub mod connect;
 mod copy;
 mod diff;
 mod loader;
+mod schema;
 mod sync;
 
 pub use loader::Loader;
-pub use sync::{SyncMetrics, SyncOptions, redacted_target, sync};
+pub use sync::{SyncMetrics, SyncOptions, record, sync};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("nothing built yet: run `tunelake build` before `tunelake sync`")]
     NothingBuilt,
-    #[error("no database configured: pass --database-url or set DATABASE_URL")]
+    #[error("no database configured: pass --database-url, set DATABASE_URL, or set PGHOST / PGDATABASE")]
     NoDatabase,
     #[error("the database URL is not valid (it is not shown here, as it may hold a password)")]
     BadUrl(#[source] postgres::Error),
-    #[error("cannot connect to PostgreSQL at {target}")]
+    #[error("database settings: {0}")]
+    Setting(String),
+    #[error("cannot connect to PostgreSQL at {target}{hint}")]
     Connect {
         target: String,
+        hint: String,
         #[source]
         source: postgres::Error,
     },
@@ -46,6 +51,12 @@ pub enum SinkError {
          schema changes go in a new migration under sql/postgres/"
     )]
     MigrationChanged { name: String, recorded: String, now: String },
+    #[error(
+        "{table}: the database's table differs from tunelake's contract in ways a sync will not change:\n  {problems}"
+    )]
+    SchemaDrift { table: String, problems: String },
+    #[error("{table}: column `{column}` is {found} in the database, where tunelake sends {expected}; nothing was sent")]
+    ColumnType { table: String, column: String, expected: String, found: String },
     #[error("{table}: column `{column}` has Arrow type {data_type}, which the binary COPY cannot send")]
     UnsupportedType { table: String, column: String, data_type: String },
     #[error("{table}: writing the COPY stream failed")]

@@ -3,15 +3,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
-use std::str::FromStr;
 
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchReader};
-use postgres::{Client, NoTls, Transaction};
+use postgres::{Client, Transaction};
 
 use super::loader::{Early, EarlyTable};
 use super::{SinkError, copy, diff};
-use crate::lake::manifest::StarPart;
-use crate::lake::{Layout, Manifest, parquet};
+use crate::lake::manifest::{StarPart, now_rfc3339};
+use crate::lake::{LakeError, Layout, Manifest, Run, RunKind, parquet};
 use crate::progress;
 use crate::sql::{POSTGRES_MIGRATIONS, STAR_TABLES, StarTable};
 
@@ -29,7 +28,7 @@ impl Default for SyncOptions {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct SyncMetrics {
     pub lake_version: u64,
     pub migrations_applied: Vec<String>,
@@ -45,25 +44,6 @@ pub struct SyncMetrics {
     pub rows_changed: BTreeMap<String, u64>,
     pub rows_deleted: u64,
     pub target: String,
-}
-
-/// `user@host:port/dbname`, never the password.
-pub fn redacted_target(url: &str) -> String {
-    match postgres::Config::from_str(url) {
-        Ok(c) => {
-            let host = c
-                .get_hosts()
-                .first()
-                .map(|h| match h {
-                    postgres::config::Host::Tcp(h) => h.clone(),
-                    postgres::config::Host::Unix(p) => p.display().to_string(),
-                })
-                .unwrap_or_else(|| "localhost".into());
-            let port = c.get_ports().first().copied().unwrap_or(5432);
-            format!("{}@{host}:{port}/{}", c.get_user().unwrap_or("?"), c.get_dbname().unwrap_or("?"))
-        }
-        Err(_) => "<invalid database URL>".into(),
-    }
 }
 
 const BOOKKEEPING: &str = "
@@ -89,11 +69,22 @@ pub fn sync(layout: &Layout, manifest: &Manifest, url: &str, opts: &SyncOptions)
     Ok(metrics)
 }
 
-pub(super) fn connect(url: &str) -> Result<(Client, String), SinkError> {
-    let config = postgres::Config::from_str(url).map_err(SinkError::BadUrl)?;
-    let target = redacted_target(url);
-    let client = config.connect(NoTls).map_err(|source| SinkError::Connect { target: target.clone(), source })?;
-    Ok((client, target))
+/// Records a committed sync in the ledger: the lake version the database
+/// now holds (what the next sync compares with) and where it went.
+pub fn record(layout: &Layout, manifest: &mut Manifest, m: &SyncMetrics, command: &str) -> Result<(), LakeError> {
+    let mut run = Run::new(manifest.next_run_id(), RunKind::Sync, command, now_rfc3339());
+    run.stats.insert("lake_version".into(), m.lake_version.into());
+    run.stats.insert("target".into(), m.target.clone().into());
+    run.stats.insert("parts_sent".into(), (m.parts_sent as u64).into());
+    run.stats.insert("rows_sent".into(), m.rows_sent.into());
+    manifest.commit(layout, run)
+}
+
+/// Connects to the database `conn` names (completed from the libpq
+/// environment: [`super::connect`]); the client and what to call it.
+pub(super) fn connect(conn: &str) -> Result<(Client, String), SinkError> {
+    let db = super::connect::Database::new(conn)?;
+    Ok((db.connect()?, db.target()))
 }
 
 /// Takes the sync lock and brings the database's tables up to date.
@@ -101,10 +92,12 @@ pub(super) fn prepare(tx: &mut Transaction<'_>, metrics: &mut SyncMetrics) -> Re
     // One sync at a time per database.
     tx.execute("SELECT pg_advisory_xact_lock(7326157)", &[]).map_err(SinkError::sql("taking the sync lock"))?;
     tx.batch_execute(BOOKKEEPING).map_err(SinkError::sql("creating tunelake's bookkeeping tables"))?;
-    let schema_files = STAR_TABLES.iter().map(|t| (format!("sql/schema/{}.sql", t.name), t.schema.text));
-    let migrations = POSTGRES_MIGRATIONS.iter().map(|m| (format!("sql/postgres/{}.sql", m.name), m.text));
-    for (name, text) in schema_files.chain(migrations) {
-        if apply_once(tx, &name, text)? {
+    for table in STAR_TABLES {
+        metrics.migrations_applied.extend(super::schema::migrate(tx, table)?);
+    }
+    for m in POSTGRES_MIGRATIONS {
+        let name = format!("sql/postgres/{}.sql", m.name);
+        if apply_once(tx, &name, m.text)? {
             metrics.migrations_applied.push(name);
         }
     }
@@ -126,8 +119,7 @@ pub(super) fn sync_star(
     let total: u64 = STAR_TABLES.iter().filter_map(|t| star.tables.get(t.name)).map(|p| p.len() as u64).sum();
     let bar = progress::bar(total, "sync");
     // Every part file any build made, by content: what a partition held when it was last sent.
-    let by_sha: HashMap<&str, &str> =
-        manifest.state().parts.iter().map(|(sha, path)| (sha.as_str(), path.as_str())).collect();
+    let by_sha: HashMap<&str, &str> = manifest.state().parts().into_iter().collect();
     for table in STAR_TABLES {
         let parts: &[StarPart] = star.tables.get(table.name).map(Vec::as_slice).unwrap_or(&[]);
         let before = early.tables.remove(table.name).unwrap_or_default();
@@ -547,6 +539,15 @@ fn copy_batches(
     batches: impl Iterator<Item = Result<RecordBatch, crate::lake::LakeError>>,
     buf: &mut Vec<u8>,
 ) -> Result<u64, SinkError> {
+    // The target's columns are checked against the first batch's before the COPY starts.
+    let mut batches = batches.peekable();
+    if let Some(Ok(first)) = batches.peek() {
+        let schema = first.schema();
+        let sent = datafusion::arrow::datatypes::Schema::new(
+            schema.fields().iter().filter(|f| columns.contains(f.name())).cloned().collect::<Vec<_>>(),
+        );
+        super::schema::check_columns(table, &super::schema::columns(tx, target)?, &sent)?;
+    }
     let collist = columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
     let mut writer = tx
         .copy_in(&format!("COPY {target} ({collist}) FROM STDIN (FORMAT binary)"))
@@ -619,9 +620,9 @@ mod tests {
 
     #[test]
     fn target_never_shows_the_password() {
-        let t = redacted_target("postgresql://me:s3cr3t-pw@db.example:6543/music");
-        assert_eq!(t, "me@db.example:6543/music");
-        assert!(!redacted_target("host=x password=s3cr3t-pw user=u dbname=d").contains("s3cr3t"));
+        let t = |conn: &str| super::super::connect::Database::new(conn).unwrap().target();
+        assert_eq!(t("postgresql://me:s3cr3t-pw@db.example:6543/music"), "me@db.example:6543/music (sslmode=prefer)");
+        assert!(!t("host=x password=s3cr3t-pw user=u dbname=d").contains("s3cr3t"));
     }
 
     #[test]

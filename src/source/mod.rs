@@ -8,6 +8,7 @@
 //! bytes to `stage`, which parses them and writes the staging files.
 
 pub mod chunks;
+pub mod compact;
 pub mod normalize;
 pub mod sparkify;
 pub mod spotify_api;
@@ -85,7 +86,7 @@ pub enum SourceError {
 }
 
 /// What an ingest or reprocess did, for the one-line summary and `status`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct IngestMetrics {
     pub run: u64,
     /// False when nothing new was found and no run was committed.
@@ -375,6 +376,8 @@ pub fn ingest_sparkify(
         return Ok(metrics);
     }
     tracing::debug!(seconds = t0.elapsed().as_secs_f64(), "ingest sparkify: songs staged, small files packed");
+    let mut staging = staging;
+    compact::compact(layout, manifest, run_id, &mut staging)?;
     let mut run = Run::new(run_id, RunKind::Ingest, command, started);
     run.raw = raw;
     run.staging = Some(staging);
@@ -729,7 +732,9 @@ impl<'a> RawBatch<'a> {
         let mut run = Run::new(self.run, RunKind::Ingest, &self.command, self.started);
         run.raw = self.raws;
         // A run that staged nothing leaves staging as it was (and the star up to date).
-        run.staging = (!staged.change.files.is_empty()).then_some(staged.change);
+        let mut change = staged.change;
+        compact::compact(self.layout, manifest, self.run, &mut change)?;
+        run.staging = (!change.files.is_empty()).then_some(change);
         run.accounting = staged.accounting.clone();
         run.rejects = staged.rejects;
         run.stats = self.stats;

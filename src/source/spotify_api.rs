@@ -37,7 +37,8 @@ pub const PAGE_LIMIT: usize = 50;
 const MAX_ATTEMPTS: u32 = 5;
 
 /// Why a run stopped early; the next run picks up from the last commit.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Stop {
     RateLimited { retry_after_s: u64 },
     QuotaExceeded,
@@ -405,7 +406,7 @@ pub struct PullOptions {
     pub max_enrich: usize,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct PullMetrics {
     pub user: String,
     pub pages: u64,

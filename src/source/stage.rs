@@ -92,7 +92,7 @@ impl Collector {
             self.files.push(StagingFile { table: table.to_string(), path: rel, rows: w.rows, sorted: false });
         }
         self.files.sort_by(|a, b| a.path.cmp(&b.path));
-        let change = StagingChange { replace: false, files: self.files };
+        let change = StagingChange { replace: false, files: self.files, removed: vec![] };
         Ok(Staged {
             change,
             accounting: self.accounting.into_values().collect(),

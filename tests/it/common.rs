@@ -84,14 +84,21 @@ impl TestLake {
         tunelake::source::reprocess(&self.layout, &mut m, "test reprocess").unwrap()
     }
 
+    /// Syncs and records the sync in the ledger, as `tunelake sync` does.
     pub fn sync(&self, url: &str) -> SyncMetrics {
-        tunelake::sink::sync(&self.layout, &self.manifest(), url, &SyncOptions::default()).unwrap()
+        self.sync_with(url, &SyncOptions::default())
     }
 
     /// `sync --full`: every partition sent again.
     pub fn sync_full(&self, url: &str) -> SyncMetrics {
-        tunelake::sink::sync(&self.layout, &self.manifest(), url, &SyncOptions { full: true, ..Default::default() })
-            .unwrap()
+        self.sync_with(url, &SyncOptions { full: true, ..Default::default() })
+    }
+
+    pub fn sync_with(&self, url: &str, opts: &SyncOptions) -> SyncMetrics {
+        let mut m = self.manifest();
+        let metrics = tunelake::sink::sync(&self.layout, &m, url, opts).unwrap();
+        tunelake::sink::record(&self.layout, &mut m, &metrics, "test sync").unwrap();
+        metrics
     }
 
     pub fn query(&self, sql: &str) -> Vec<RecordBatch> {
@@ -152,6 +159,10 @@ impl TestLake {
 pub fn tunelake_cmd() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tunelake"));
     c.env_remove("DATABASE_URL").env_remove("TUNELAKE_LAKE").env("TUNELAKE_LOG", "warn");
+    // The libpq variables of whoever runs the tests must not reach the tests' databases.
+    for v in ["PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE", "PGSSLMODE", "PGSSLROOTCERT", "PGPASSFILE"] {
+        c.env_remove(v);
+    }
     c
 }
 

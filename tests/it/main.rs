@@ -10,5 +10,6 @@ mod fuzz;
 mod pg;
 mod pipeline;
 mod postgres_sync;
+mod postgres_tls;
 mod spotify_api;
 mod spotify_export;

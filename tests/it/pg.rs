@@ -8,6 +8,10 @@
 //! the `postgres` OS user. A static is never dropped, so a detached watchdog shell waits
 //! for the test process to exit, then stops the server and deletes the directory.
 //! Each test gets its own empty database from [`PgServer::create_database`].
+//!
+//! [`tls_server()`] is a second server that accepts only TLS on TCP (`hostssl` lines
+//! alone in pg_hba.conf), with a CA and a server certificate for 127.0.0.1 and
+//! localhost made by `openssl` here, and a role `pwuser` that logs in by password.
 
 use std::fs;
 use std::net::TcpListener;
@@ -28,13 +32,36 @@ const ROOT_WITHOUT_USER: &str = "running as root: create a `postgres` user (apt-
 /// A running throwaway server: superuser `postgres`, trust authentication, 127.0.0.1 only.
 pub struct PgServer {
     port: u16,
+    /// The Unix socket directory, where the tests' own admin connections go.
+    socket_dir: String,
+    /// For the TLS server: its certificate files.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The TLS server's certificates (PEM files) and its password login.
+pub struct TlsFiles {
+    /// The CA that signed the server's certificate.
+    pub ca: PathBuf,
+    /// A CA that signed nothing the server shows.
+    pub wrong_ca: PathBuf,
+    pub password_user: &'static str,
+    pub password: &'static str,
 }
 
 /// The process-wide server, started on first call. If it could not be started, every
 /// caller panics with the same explanation (startup is attempted only once).
 pub fn server() -> &'static PgServer {
     static SERVER: OnceLock<Result<PgServer, String>> = OnceLock::new();
-    match SERVER.get_or_init(start) {
+    match SERVER.get_or_init(|| start(false)) {
+        Ok(server) => server,
+        Err(msg) => panic!("{msg}"),
+    }
+}
+
+/// The process-wide TLS-only server, started on first call.
+pub fn tls_server() -> &'static PgServer {
+    static SERVER: OnceLock<Result<PgServer, String>> = OnceLock::new();
+    match SERVER.get_or_init(|| start(true)) {
         Ok(server) => server,
         Err(msg) => panic!("{msg}"),
     }
@@ -54,7 +81,7 @@ impl PgServer {
             .to_lowercase()
             .replace(|c: char| !c.is_ascii_alphanumeric(), "_");
         let port = self.port;
-        let admin = format!("host=127.0.0.1 port={port} user=postgres dbname=postgres");
+        let admin = format!("host={} port={port} user=postgres dbname=postgres", self.socket_dir);
         let sql = format!("CREATE DATABASE \"{name}\"");
         // The sync client drives its own Tokio runtime, which panics when nested inside
         // another one: a plain thread keeps this callable from `#[tokio::test]`.
@@ -66,7 +93,7 @@ impl PgServer {
     }
 }
 
-fn start() -> Result<PgServer, String> {
+fn start(tls: bool) -> Result<PgServer, String> {
     let tools = Tools::find()?;
     let mut builder = tempfile::Builder::new();
     builder.prefix("tunelake-pg-");
@@ -92,11 +119,12 @@ fn start() -> Result<PgServer, String> {
         .and_then(|l| l.local_addr())
         .map_err(|e| format!("cannot pick a free port: {e}"))?
         .port();
-    let opts = format!(
+    let mut opts = format!(
         "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
          -c synchronous_commit=off -c full_page_writes=off",
         sh_quote(&dir_s)
     );
+    let tls_files = if tls { Some(make_certificates(&tools, &dir, &data, &mut opts)?) } else { None };
     let pg_ctl = ["-D", &data, "-l", &log, "-o", &opts, "-w", "start"];
     run(&tools.argv("pg_ctl", &pg_ctl), &dir).map_err(|e| {
         let text = fs::read_to_string(&log).unwrap_or_default();
@@ -104,7 +132,85 @@ fn start() -> Result<PgServer, String> {
         let tail = lines[lines.len().saturating_sub(30)..].join("\n");
         format!("PostgreSQL failed to start: {e}\n--- tail of {log} ---\n{tail}")
     })?;
-    Ok(PgServer { port })
+    let server = PgServer { port, socket_dir: dir_s, tls: tls_files };
+    if let Some(t) = &server.tls {
+        let admin = format!("host={} port={port} user=postgres dbname=postgres", server.socket_dir);
+        let sql = format!("CREATE ROLE {} LOGIN SUPERUSER PASSWORD '{}'", t.password_user, t.password);
+        std::thread::spawn(move || Client::connect(&admin, NoTls)?.batch_execute(&sql))
+            .join()
+            .expect("thread creating a role panicked")
+            .map_err(|e| format!("cannot create the password role: {e}"))?;
+    }
+    Ok(server)
+}
+
+/// Makes a CA, a server certificate it signs (for 127.0.0.1 and localhost) and a second,
+/// unrelated CA with `openssl`; puts the server's pair in the data directory, TCP
+/// connections to TLS only, and the settings into `opts`.
+fn make_certificates(tools: &Tools, dir: &Path, data: &str, opts: &mut String) -> Result<TlsFiles, String> {
+    let tls = dir.join("tls");
+    fs::create_dir_all(&tls).map_err(|e| format!("cannot create {}: {e}", tls.display()))?;
+    let openssl = find_executable("openssl")
+        .ok_or("openssl not found: install it with `apt-get install openssl` (the TLS tests make certificates)")?;
+    let openssl = openssl.to_string_lossy().into_owned();
+    let key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    for ca in ["ca", "wrong-ca"] {
+        let (k, c, subj) = (format!("{ca}.key"), format!("{ca}.pem"), format!("/CN=tunelake test {ca}"));
+        let mut argv = vec![openssl.as_str(), "req", "-x509", "-days", "2", "-subj", &subj, "-keyout", &k, "-out", &c];
+        argv.extend(key);
+        argv.extend([
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        run(&strings(&argv), &tls)?;
+    }
+    let mut req = vec![openssl.as_str(), "req", "-new", "-subj", "/CN=localhost", "-keyout", "server.key"];
+    req.extend(key);
+    req.extend(["-out", "server.csr"]);
+    run(&strings(&req), &tls)?;
+    let ext = "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+        keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n";
+    fs::write(tls.join("server.ext"), ext).map_err(|e| format!("cannot write server.ext: {e}"))?;
+    let sign = [
+        &openssl,
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.pem",
+    ];
+    run(&strings(&sign), &tls)?;
+    for f in ["server.pem", "server.key"] {
+        fs::copy(tls.join(f), Path::new(data).join(f)).map_err(|e| format!("cannot copy {f}: {e}"))?;
+    }
+    fs::set_permissions(Path::new(data).join("server.key"), fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("cannot chmod server.key: {e}"))?;
+    let hba = "local all all trust\n\
+        hostssl all pwuser 127.0.0.1/32 scram-sha-256\n\
+        hostssl all all 127.0.0.1/32 trust\n";
+    fs::write(Path::new(data).join("pg_hba.conf"), hba).map_err(|e| format!("cannot write pg_hba.conf: {e}"))?;
+    if tools.switch.is_some() {
+        run(&strings(&["chown", "-R", "postgres", data]), dir)?;
+    }
+    opts.push_str(" -c ssl=on -c ssl_cert_file=server.pem -c ssl_key_file=server.key");
+    Ok(TlsFiles {
+        ca: tls.join("ca.pem"),
+        wrong_ca: tls.join("wrong-ca.pem"),
+        password_user: "pwuser",
+        password: "tl-s3cret-pw-7781",
+    })
 }
 
 /// The server binaries, and how to become the `postgres` OS user when we are root:

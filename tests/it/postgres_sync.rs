@@ -2,6 +2,7 @@
 //! star tables row for row, re-runs add nothing, only changes are sent, and
 //! the course's views have the course's exact columns.
 
+use datafusion::arrow::record_batch::RecordBatchReader;
 use postgres::types::Type;
 use postgres::{Client, NoTls};
 
@@ -29,9 +30,9 @@ fn render(row: &postgres::Row, i: usize) -> String {
     s.unwrap_or_else(|| "NULL".into())
 }
 
-fn pg_rows(client: &mut Client, table: &str) -> Vec<String> {
+fn pg_rows(client: &mut Client, table: &str, columns: &str) -> Vec<String> {
     let mut rows: Vec<String> = client
-        .query(&format!("SELECT * FROM {table}"), &[])
+        .query(&format!("SELECT {columns} FROM {table}"), &[])
         .unwrap()
         .iter()
         .map(|r| (0..r.len()).map(|i| render(r, i)).collect::<Vec<_>>().join("|"))
@@ -42,7 +43,14 @@ fn pg_rows(client: &mut Client, table: &str) -> Vec<String> {
 
 fn assert_pg_equals_lake(lake: &TestLake, client: &mut Client) {
     for t in tunelake::sql::STAR_TABLES.iter().map(|t| t.name) {
-        let (want, got) = (lake.star_rows(t), pg_rows(client, t));
+        // In the lake's column order: a column a sync added comes last in the database.
+        let m = lake.manifest();
+        let first = m.star().unwrap().tables[t].first().map(|p| lake.layout.abs(&p.path));
+        let schema = first.map(|f| RecordBatchReader::schema(&tunelake::lake::parquet::read(&f, 1).unwrap()));
+        let columns = schema.map_or("*".into(), |s| {
+            s.fields().iter().map(|f| format!("\"{}\"", f.name())).collect::<Vec<_>>().join(", ")
+        });
+        let (want, got) = (lake.star_rows(t), pg_rows(client, t, &columns));
         assert_eq!(want.len(), got.len(), "{t}: row count");
         assert!(want == got, "{t}: first difference {:?}", want.iter().zip(&got).find(|(a, b)| a != b));
     }
@@ -691,4 +699,69 @@ fn issue_24_a_nul_in_a_text_value_never_blocks_the_sync() {
     // A full resend works the same.
     let full = lake.sync_full(&url);
     assert_eq!(full.rows_deleted, 0, "{full:?}");
+}
+
+/// Issue 22: a release that adds columns to a contract. The database a
+/// previous release synced lacks `fact_plays.platform` and `dim_tracks.album_id`
+/// and records the old contracts; the next sync adds them inside its
+/// transaction and sends the tables again, so they hold the lake's values.
+#[test]
+fn issue_22_a_contract_that_gains_columns_migrates_the_database_and_backfills_them() {
+    let url = pg::server().create_database("evolve");
+    let lake = TestLake::new();
+    lake.ingest(&sample());
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/spotify_export");
+    let mut m = lake.manifest();
+    tunelake::source::ingest_spotify_export(&lake.layout, &mut m, &fixtures, None, "test").unwrap();
+    lake.build();
+    lake.sync(&url);
+    let mut client = connect(&url);
+    let platforms = count(&mut client, "SELECT count(platform) FROM fact_plays");
+    let albums = count(&mut client, "SELECT count(album_id) FROM dim_tracks");
+    assert!(platforms > 0 && albums > 0, "the fixture has values there: {platforms} {albums}");
+    client
+        .batch_execute(
+            "ALTER TABLE fact_plays DROP COLUMN platform; ALTER TABLE dim_tracks DROP COLUMN album_id; \
+             UPDATE tunelake_migrations SET sha256 = 'an older contract' \
+             WHERE name IN ('sql/schema/fact_plays.sql', 'sql/schema/dim_tracks.sql')",
+        )
+        .unwrap();
+
+    let metrics = lake.sync(&url);
+    assert_eq!(
+        metrics.migrations_applied,
+        [
+            "ALTER TABLE \"fact_plays\" ADD COLUMN \"platform\" character varying",
+            "ALTER TABLE \"dim_tracks\" ADD COLUMN \"album_id\" character varying",
+        ]
+    );
+    assert_eq!(count(&mut client, "SELECT count(platform) FROM fact_plays"), platforms);
+    assert_eq!(count(&mut client, "SELECT count(album_id) FROM dim_tracks"), albums);
+    assert_pg_equals_lake(&lake, &mut client);
+    assert_eq!(count(&mut client, "SELECT count(*) FROM songplays"), 703, "the course views still work");
+    assert_eq!(lake.sync(&url).migrations_applied, Vec::<String>::new(), "recorded: nothing to do next time");
+
+    // A column the contract does not have, or one narrowed by hand, stops the sync by name.
+    client
+        .batch_execute(
+            "ALTER TABLE dim_albums ADD COLUMN my_notes TEXT; \
+             UPDATE tunelake_migrations SET sha256 = 'an older contract' WHERE name = 'sql/schema/dim_albums.sql'",
+        )
+        .unwrap();
+    let err = tunelake::sink::sync(&lake.layout, &lake.manifest(), &url, &Default::default()).unwrap_err().to_string();
+    assert!(
+        err.contains("dim_albums") && err.contains("`my_notes`") && err.contains("DROP COLUMN \"my_notes\""),
+        "{err}"
+    );
+    client.batch_execute("ALTER TABLE dim_albums DROP COLUMN my_notes").unwrap();
+
+    // Issue 22, item 4: a type changed by hand is named before anything is sent.
+    client.batch_execute("ALTER TABLE fact_plays ALTER COLUMN ms_played TYPE integer").unwrap();
+    let opts = tunelake::sink::SyncOptions { full: true, ..Default::default() };
+    let err = tunelake::sink::sync(&lake.layout, &lake.manifest(), &url, &opts).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "fact_plays: column `ms_played` is integer in the database, where tunelake sends bigint; nothing was sent"
+    );
+    assert_pg_equals_lake(&lake, &mut client);
 }
