@@ -6,19 +6,19 @@
 # run.sh uses) is ingested and built, then grows by real small runs: each
 # cycle ingests one file of 3 new plays in the set's last month (so the star
 # keeps its partitions) and builds: 2 runs. At 10 runs and again at 2,000
-# runs, LEDGER_REPS times each (default 5), it times:
+# runs, LEDGER_REPS times each (default 9), it times:
 #   status                      the whole ledger summary
 #   query --name top_tracks     a named query over the star
 #   build                       incremental, after ingesting one more file (untimed)
 # and prints the medians and the ratio (target: at most 1.1x). Rows go to
 # $OUT/ledger.jsonl, the table to $OUT/ledger.md. Knobs: see lib.sh;
-# LEDGER_RUNS=2000, LEDGER_REPS=5, KEEP=1 keeps the lake.
+# LEDGER_RUNS=2000, LEDGER_REPS=9, KEEP=1 keeps the lake.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 N=${1:-100000}
 TARGET=${LEDGER_RUNS:-2000}
-REPS=${LEDGER_REPS:-5}
+REPS=${LEDGER_REPS:-9}
 RES=$OUT/ledger.jsonl
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 BENCH="ledger-$STAMP"

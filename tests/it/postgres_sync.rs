@@ -56,6 +56,18 @@ fn assert_pg_equals_lake(lake: &TestLake, client: &mut Client) {
     }
 }
 
+/// The sample and the Spotify export fixture ingested, built and synced to `url`.
+fn sample_and_export_synced(url: &str) -> TestLake {
+    let lake = TestLake::new();
+    lake.ingest(&sample());
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/spotify_export");
+    let mut m = lake.manifest();
+    tunelake::source::ingest_spotify_export(&lake.layout, &mut m, &fixtures, None, "test").unwrap();
+    lake.build();
+    lake.sync(url);
+    lake
+}
+
 /// The sample dataset ingested, built and synced into a new database `db`.
 fn sample_synced(db: &str) -> (TestLake, String, Client) {
     let url = pg::server().create_database(db);
@@ -402,13 +414,7 @@ fn the_cli_syncs_and_never_prints_the_password() {
 #[test]
 fn an_export_and_sparkify_sync_together_and_no_ip_address_reaches_postgres() {
     let url = pg::server().create_database("export_sync");
-    let lake = TestLake::new();
-    lake.ingest(&sample());
-    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/spotify_export");
-    let mut m = lake.manifest();
-    tunelake::source::ingest_spotify_export(&lake.layout, &mut m, &fixtures, None, "test").unwrap();
-    lake.build();
-    lake.sync(&url);
+    let lake = sample_and_export_synced(&url);
     let mut client = connect(&url);
     assert_pg_equals_lake(&lake, &mut client);
     assert_eq!(count(&mut client, "SELECT count(*) FROM fact_plays WHERE source = 'spotify_export'"), 16);
@@ -708,13 +714,7 @@ fn issue_24_a_nul_in_a_text_value_never_blocks_the_sync() {
 #[test]
 fn issue_22_a_contract_that_gains_columns_migrates_the_database_and_backfills_them() {
     let url = pg::server().create_database("evolve");
-    let lake = TestLake::new();
-    lake.ingest(&sample());
-    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/spotify_export");
-    let mut m = lake.manifest();
-    tunelake::source::ingest_spotify_export(&lake.layout, &mut m, &fixtures, None, "test").unwrap();
-    lake.build();
-    lake.sync(&url);
+    let lake = sample_and_export_synced(&url);
     let mut client = connect(&url);
     let platforms = count(&mut client, "SELECT count(platform) FROM fact_plays");
     let albums = count(&mut client, "SELECT count(album_id) FROM dim_tracks");
