@@ -732,7 +732,7 @@ impl<'a> Report<'a> {
         Report { out, json: (format == Summary::Json).then(serde_json::Map::new) }
     }
 
-    /// A step's outcome: its text now, or `value` under `key` (a key met twice becomes a list).
+    /// A step's outcome: its text now, or `value` under `key`.
     fn step<T: serde::Serialize>(
         &mut self,
         key: &str,
@@ -743,17 +743,25 @@ impl<'a> Report<'a> {
         self.text(text)
     }
 
+    /// As [`Report::step`], for a step that may come several times: `key` holds a list.
+    fn step_of_many<T: serde::Serialize>(
+        &mut self,
+        key: &str,
+        value: &T,
+        text: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    ) -> Result<()> {
+        if let Some(json) = &mut self.json {
+            let list = json.entry(key).or_insert_with(|| serde_json::Value::Array(vec![]));
+            if let serde_json::Value::Array(list) = list {
+                list.push(serde_json::to_value(value).expect("a summary serializes"));
+            }
+        }
+        self.text(text)
+    }
+
     fn value<T: serde::Serialize + ?Sized>(&mut self, key: &str, value: &T) {
-        let Some(json) = &mut self.json else { return };
-        let value = serde_json::to_value(value).expect("a summary serializes");
-        match json.get_mut(key) {
-            Some(serde_json::Value::Array(list)) if key == "ingest" => list.push(value),
-            _ if key == "ingest" => {
-                json.insert(key.into(), serde_json::Value::Array(vec![value]));
-            }
-            _ => {
-                json.insert(key.into(), value);
-            }
+        if let Some(json) = &mut self.json {
+            json.insert(key.into(), serde_json::to_value(value).expect("a summary serializes"));
         }
     }
 
@@ -788,11 +796,11 @@ fn run_cycle(
     for dir in &a.sparkify {
         // Its files are synced while the next steps go on; the next commit waits for them.
         let m = source::ingest_sparkify(layout, &mut manifest, dir, Commit::Behind, command)?;
-        report.step("ingest", &m, |out| print_ingest(out, &m))?;
+        report.step_of_many("ingest", &m, |out| print_ingest(out, &m))?;
     }
     for path in &a.spotify_export {
         let m = source::ingest_spotify_export(layout, &mut manifest, path, None, command)?;
-        report.step("ingest", &m, |out| print_export(out, &m))?;
+        report.step_of_many("ingest", &m, |out| print_export(out, &m))?;
     }
     // A pull that stopped early still lets the cycle build and sync what it
     // has; the cycle then says so with its exit code.

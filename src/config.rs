@@ -41,14 +41,15 @@ impl Settings {
     /// libpq environment that names a database (`PGHOST`, `PGDATABASE`) is
     /// the configuration, as an empty connection string ([`crate::sink::connect`]).
     pub fn new(lake: PathBuf, database_url: Option<String>) -> Self {
-        let from_env = || {
-            let named =
-                crate::sink::connect::NAMING_VARS.iter().any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()));
-            named.then(String::new)
-        };
-        let database_url = database_url.filter(|u| !u.trim().is_empty()).or_else(from_env).map(Secret::new);
-        Settings { layout: Layout::new(lake), database_url }
+        let named =
+            crate::sink::connect::NAMING_VARS.iter().any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()));
+        Settings { layout: Layout::new(lake), database_url: database(database_url, named) }
     }
+}
+
+/// The connection string: the one given, else an empty one when the libpq environment names a database.
+fn database(url: Option<String>, env_names_one: bool) -> Option<Secret> {
+    url.filter(|u| !u.trim().is_empty()).or_else(|| env_names_one.then(String::new)).map(Secret::new)
 }
 
 #[cfg(test)]
@@ -59,8 +60,8 @@ mod tests {
     fn debug_never_shows_the_database_url() {
         let s = Settings::new("l".into(), Some("postgresql://u:hunter2-secret@h/d".into()));
         assert!(!format!("{s:?}").contains("hunter2"));
-        if std::env::var_os("PGHOST").is_none() && std::env::var_os("PGDATABASE").is_none() {
-            assert_eq!(Settings::new("l".into(), Some("  ".into())).database_url, None);
-        }
+        assert_eq!(database(Some("  ".into()), false), None);
+        assert_eq!(database(None, true), Some(Secret::new("")), "PGHOST or PGDATABASE alone configure one");
+        assert_eq!(database(Some("postgresql://h/d".into()), true), Some(Secret::new("postgresql://h/d")));
     }
 }

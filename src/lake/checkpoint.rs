@@ -42,9 +42,8 @@ pub struct SpotifyCursor {
 /// the live staging set, which a reprocess replaces.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct State {
-    /// The last run folded in (0 for none), and how many runs that is.
+    /// The last run folded in (0 for none); runs are numbered from 1 without gaps.
     pub run: u64,
-    pub runs: u64,
     /// How many raw files are stored.
     pub raw_files: u64,
     pub staging: Vec<LiveStaging>,
@@ -78,7 +77,6 @@ impl State {
     /// Folds one committed run in.
     pub fn apply(&mut self, run: &Run) {
         self.run = run.id;
-        self.runs += 1;
         self.raw_files += run.raw_count();
         if let Some(change) = &run.staging {
             if change.replace {
@@ -226,15 +224,18 @@ fn raw_path(layout: &Layout, run: u64) -> PathBuf {
     layout.manifest_dir().join(format!("{run:08}.checkpoint.raw.json"))
 }
 
+/// The run of the current checkpoint, if there is one.
+pub fn current(layout: &Layout) -> Option<u64> {
+    let bytes = std::fs::read(pointer_path(layout)).ok()?;
+    serde_json::from_slice::<Pointer>(&bytes).ok().map(|p| p.run)
+}
+
 /// Whether `name` (a file in `_manifest/`) is a checkpoint older than the
-/// current one, which nothing reads any more (`vacuum` removes it).
-pub fn is_superseded(layout: &Layout, name: &str) -> bool {
+/// `current` one, which nothing reads any more (`vacuum` removes it).
+pub fn is_superseded(name: &str, current: Option<u64>) -> bool {
     let stem = name.strip_suffix(".checkpoint.json").or_else(|| name.strip_suffix(".checkpoint.raw.json"));
-    let Some(run) = stem.and_then(|r| r.parse::<u64>().ok()) else {
-        return false;
-    };
-    let current = std::fs::read(pointer_path(layout)).ok().and_then(|b| serde_json::from_slice::<Pointer>(&b).ok());
-    current.is_some_and(|p| run < p.run)
+    let run = stem.and_then(|r| r.parse::<u64>().ok());
+    matches!((run, current), (Some(run), Some(current)) if run < current)
 }
 
 /// The checkpoint of `state` and `raw` to write after its run's entry: the

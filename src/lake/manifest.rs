@@ -113,7 +113,7 @@ pub struct StagingChange {
     pub replace: bool,
     pub files: Vec<StagingFile>,
     /// Live files the run's files replace: their rows are in a file it
-    /// added, which merged them ([`crate::source::compact`]).
+    /// added, which merged them (staging compaction, at ingest).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub removed: Vec<String>,
 }
@@ -390,7 +390,7 @@ impl Manifest {
 
     /// How many runs were committed.
     pub fn run_count(&self) -> u64 {
-        self.state.runs
+        self.state.run
     }
 
     /// What the runs add up to.
@@ -993,7 +993,7 @@ mod tests {
         assert!(loaded.raw_state.get().is_none(), "loading reads no raw list");
         // The fold: staging since the reprocess (run 12), accounting and rejects since it too, the last build and sync.
         let s = loaded.state();
-        assert_eq!((s.run, s.runs, s.staging_run, s.replaced_run), (25, 25, 25, 12));
+        assert_eq!((s.run, s.staging_run, s.replaced_run), (25, 25, 12));
         let live: Vec<u64> = s.staging.iter().map(|l| l.run).collect();
         assert_eq!(live, [12, 13, 14, 17, 18, 21, 22, 25]);
         assert_eq!(loaded.staged_after(20), HashSet::from(["staging/t/21", "staging/t/22", "staging/t/25"]));
@@ -1031,8 +1031,11 @@ mod tests {
         let mut replayed = replayed;
         replayed.commit(&layout, Run::new(26, RunKind::Sync, "test", now_rfc3339())).unwrap();
         assert!(checkpoint::checkpoint_path(&layout, 26).is_file());
-        assert!(checkpoint::is_superseded(&layout, "00000020.checkpoint.json"));
-        assert!(!checkpoint::is_superseded(&layout, "00000026.checkpoint.json"));
+        let current = checkpoint::current(&layout);
+        assert_eq!(current, Some(26));
+        assert!(checkpoint::is_superseded("00000020.checkpoint.json", current));
+        assert!(checkpoint::is_superseded("00000020.checkpoint.raw.json", current));
+        assert!(!checkpoint::is_superseded("00000026.checkpoint.json", current));
         let loaded = Manifest::load(&layout).unwrap();
         assert!(loaded.tail.is_empty());
         assert_eq!(loaded.last_sync().unwrap().id, 26);

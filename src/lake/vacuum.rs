@@ -72,10 +72,11 @@ pub fn vacuum(layout: &Layout, manifest: &Manifest, opts: &VacuumOptions) -> Res
     }
     // Temp files beside manifest entries are debris too, and so is the raw
     // index (and digest list) of a run that crashed before its entry.
+    let checkpoint = super::checkpoint::current(layout);
     walk(&layout.manifest_dir(), &mut |path, len| {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         if name.starts_with(super::fsio::TMP_PREFIX)
-            || super::checkpoint::is_superseded(layout, &name)
+            || super::checkpoint::is_superseded(&name, checkpoint)
             || ((name.ends_with(".raw.ndjson") || name.ends_with(".raw.sha256")) && !live.contains(path))
         {
             found(path, len);

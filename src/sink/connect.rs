@@ -327,7 +327,7 @@ fn hint(e: &postgres::Error, db: &Database) -> String {
         )
     } else if text.contains("UnknownIssuer") || text.contains("unknown issuer") || text.contains("BadSignature") {
         format!(": the server's certificate is not signed by {roots} (sslmode={})", db.ssl)
-    } else if text.contains("password authentication failed") || text.contains("password") {
+    } else if text.contains("password") {
         ": check the password (URL, PGPASSWORD or ~/.pgpass, which must be mode 0600)".into()
     } else {
         String::new()

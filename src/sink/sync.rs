@@ -118,7 +118,7 @@ pub(super) fn sync_star(
     metrics.lake_version = star.version;
     let total: u64 = STAR_TABLES.iter().filter_map(|t| star.tables.get(t.name)).map(|p| p.len() as u64).sum();
     let bar = progress::bar(total, "sync");
-    // Every part file any build made, by content: what a partition held when it was last sent.
+    // The part files of the versions a database may hold, by content: what a partition held when it was last sent.
     let by_sha: HashMap<&str, &str> = manifest.state().parts().into_iter().collect();
     for table in STAR_TABLES {
         let parts: &[StarPart] = star.tables.get(table.name).map(Vec::as_slice).unwrap_or(&[]);

@@ -45,7 +45,8 @@ pub struct TlsFiles {
     /// A CA that signed nothing the server shows.
     pub wrong_ca: PathBuf,
     pub password_user: &'static str,
-    pub password: &'static str,
+    /// Made when the server starts, so no password is written in the source.
+    pub password: String,
 }
 
 /// The process-wide server, started on first call. If it could not be started, every
@@ -209,7 +210,7 @@ fn make_certificates(tools: &Tools, dir: &Path, data: &str, opts: &mut String) -
         ca: tls.join("ca.pem"),
         wrong_ca: tls.join("wrong-ca.pem"),
         password_user: "pwuser",
-        password: "tl-s3cret-pw-7781",
+        password: format!("tl-{}-{}", std::process::id(), fastrand::u64(..)),
     })
 }
 

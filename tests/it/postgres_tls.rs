@@ -130,9 +130,9 @@ fn issue_22_the_libpq_environment_and_pgpass_configure_the_sync_and_the_password
     assert!(status.contains("pwuser@127.0.0.1"), "{status}");
     for entry in walk(lake.layout.root()) {
         let bytes = fs::read(&entry).unwrap();
-        assert!(!String::from_utf8_lossy(&bytes).contains(tls.password), "{} holds the password", entry.display());
+        assert!(!String::from_utf8_lossy(&bytes).contains(&tls.password), "{} holds the password", entry.display());
     }
-    assert!(!stdout(&o).contains(tls.password) && !stderr(&o).contains(tls.password));
+    assert!(!stdout(&o).contains(&tls.password) && !stderr(&o).contains(&tls.password));
 
     // A password file others can read is ignored, as libpq does, and the failure says where to look.
     fs::set_permissions(&pgpass, fs::Permissions::from_mode(0o644)).unwrap();
@@ -140,13 +140,13 @@ fn issue_22_the_libpq_environment_and_pgpass_configure_the_sync_and_the_password
     assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(err.contains("group or world access") && err.contains("password"), "{err}");
-    assert!(!err.contains(tls.password), "{err}");
+    assert!(!err.contains(&tls.password), "{err}");
     // PGPASSWORD works without the file.
     let mut with_password = env.to_vec();
-    with_password.push(("PGPASSWORD", tls.password));
+    with_password.push(("PGPASSWORD", &tls.password));
     let o = sync(&lake, "", &with_password);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(!stdout(&o).contains(tls.password) && !stderr(&o).contains(tls.password));
+    assert!(!stdout(&o).contains(&tls.password) && !stderr(&o).contains(&tls.password));
 
     // --database-url comes first: its database wins over PGDATABASE, the environment fills the rest.
     let o = sync(&lake, "dbname=no_such_db", &with_password);
