@@ -931,14 +931,7 @@ fn print_ingest(out: &mut dyn Write, m: &IngestMetrics) -> std::io::Result<()> {
     for acc in &m.accounting {
         writeln!(out, "  {}", status::accounting_line(acc))?;
     }
-    for r in m.rejects.iter().take(10) {
-        writeln!(out, "  rejected {}:{}: {}", r.file, r.line, r.reason)?;
-    }
-    let total: u64 = m.accounting.iter().map(|a| a.rejected).sum();
-    if total > 10 {
-        writeln!(out, "  ... {} more rejects (`tunelake status` lists them)", total - 10)?;
-    }
-    Ok(())
+    print_rejects(out, m)
 }
 
 fn print_export(out: &mut dyn Write, m: &IngestMetrics) -> std::io::Result<()> {
@@ -956,12 +949,17 @@ fn print_export(out: &mut dyn Write, m: &IngestMetrics) -> std::io::Result<()> {
     for acc in &m.accounting {
         writeln!(out, "  {}", status::accounting_line(acc))?;
     }
+    print_rejects(out, m)
+}
+
+/// The first rejected or changed records of an ingest, by file and line.
+fn print_rejects(out: &mut dyn Write, m: &IngestMetrics) -> std::io::Result<()> {
     for r in m.rejects.iter().take(10) {
-        writeln!(out, "  rejected {}: {}", r.file, r.reason)?;
+        writeln!(out, "  {} {}:{}: {}", r.outcome(), r.file, r.line, r.reason)?;
     }
-    let total: u64 = m.accounting.iter().map(|a| a.rejected).sum();
+    let total: u64 = m.accounting.iter().map(|a| a.rejected + a.nul_removed).sum();
     if total > 10 {
-        writeln!(out, "  ... {} more rejects (`tunelake status` lists them)", total - 10)?;
+        writeln!(out, "  ... {} more (`tunelake status` lists them)", total - 10)?;
     }
     Ok(())
 }

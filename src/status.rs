@@ -27,6 +27,14 @@ pub fn rejects(manifest: &Manifest) -> Vec<&Reject> {
 }
 
 pub fn accounting_line(a: &Accounting) -> String {
+    let mut line = accounting_sum(a);
+    if a.nul_removed > 0 {
+        line.push_str(&format!(" ({} kept with U+0000 removed)", a.nul_removed));
+    }
+    line
+}
+
+fn accounting_sum(a: &Accounting) -> String {
     if a.stream == "events" {
         format!(
             "{} {}: read {} = plays {} + filtered {} + rejected {}",
@@ -152,9 +160,9 @@ pub fn render(out: &mut dyn Write, manifest: &Manifest, lake: &str, max_runs: us
     }
     let rejects = rejects(manifest);
     if !rejects.is_empty() {
-        writeln!(out, "\nrejected records (first {} kept by name):", rejects.len().min(20))?;
+        writeln!(out, "\nrejected and changed records (first {} kept by name):", rejects.len().min(20))?;
         for r in rejects.iter().take(20) {
-            writeln!(out, "  {}:{}: {}", r.file, r.line, r.reason)?;
+            writeln!(out, "  {} {}:{}: {}", r.outcome(), r.file, r.line, r.reason)?;
         }
     }
     if let Some(sync) = manifest.last_sync() {

@@ -160,6 +160,11 @@ pub struct Accounting {
     /// field (a song file's `"artist_name": 112`): data, not an error.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub as_text: u64,
+    /// Records kept with U+0000 removed from a text value (valid JSON
+    /// `"\u0000"`, which PostgreSQL's text cannot hold); each is named in
+    /// the run's rejects with `kept`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub nul_removed: u64,
     /// The earliest and latest time among the kept records (RFC 3339, UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first: Option<String>,
@@ -181,6 +186,7 @@ impl Accounting {
         self.plays += other.plays;
         self.rejected += other.rejected;
         self.as_text += other.as_text;
+        self.nul_removed += other.nul_removed;
         for (k, v) in &other.filtered {
             *self.filtered.entry(k.clone()).or_default() += v;
         }
@@ -207,12 +213,33 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-/// A rejected record: which file, which line, why.
+/// A rejected record: which file, which line, why. Or, with `kept`, a record
+/// kept after a change the reason names (U+0000 removed from a value).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reject {
     pub file: String,
     pub line: u64,
     pub reason: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kept: bool,
+}
+
+impl Reject {
+    pub fn new(file: impl Into<String>, line: u64, reason: impl Into<String>) -> Self {
+        Reject { file: file.into(), line, reason: reason.into(), kept: false }
+    }
+
+    /// U+0000 removed from the values at `paths` of a record that was kept.
+    pub fn nul_removed(file: impl Into<String>, line: u64, paths: &[impl AsRef<str>]) -> Self {
+        let paths: Vec<&str> = paths.iter().map(AsRef::as_ref).collect();
+        let reason = format!("U+0000 removed from {} (the record was kept)", paths.join(", "));
+        Reject { file: file.into(), line, reason, kept: true }
+    }
+
+    /// What happened to the record: "rejected", or "changed" when it was kept.
+    pub fn outcome(&self) -> &'static str {
+        if self.kept { "changed" } else { "rejected" }
+    }
 }
 
 /// The number of rejects kept by name in one entry; the count is always exact.
@@ -960,7 +987,7 @@ mod tests {
                     let mut a = Accounting::new("s", "events");
                     (a.read, a.plays) = (id, id);
                     r.accounting = vec![a];
-                    r.rejects = vec![Reject { file: format!("f{id}"), line: id, reason: "bad".into() }];
+                    r.rejects = vec![Reject::new(format!("f{id}"), id, "bad")];
                     r.stats.insert("spotify_user".into(), "u".into());
                     r.stats.insert("spotify_cursor_after".into(), (id * 10).into());
                 }

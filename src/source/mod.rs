@@ -274,7 +274,7 @@ pub fn ingest_sparkify(
             Ok(None) => return ingest_big_log(index, rel, &path),
             Err(e) => {
                 let file = rel.to_string_lossy().into_owned();
-                let reject = Reject { file, line: 0, reason: format!("cannot read the file: {e}") };
+                let reject = Reject::new(file, 0, format!("cannot read the file: {e}"));
                 unreadable.lock().expect("unreadable lock").push((kind, reject));
                 bar.inc(1);
                 return Ok(());

@@ -17,6 +17,68 @@ pub fn without_bom(bytes: &[u8]) -> &[u8] {
     bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes)
 }
 
+/// Whether JSON text may hold U+0000 in a string: its only spelling is the
+/// escape `\u0000`, so text without it needs no closer look.
+pub fn may_hold_nul(json: &[u8]) -> bool {
+    memchr::memmem::find(json, b"\\u0000").is_some()
+}
+
+/// Removes U+0000 from `s`, which PostgreSQL's text cannot hold (a sync
+/// would fail on it for good); whether there was one.
+pub fn remove_nul(s: &mut Cow<'_, str>) -> bool {
+    if !s.contains('\0') {
+        return false;
+    }
+    *s = Cow::Owned(s.replace('\0', ""));
+    true
+}
+
+/// Removes U+0000 from every string of `v`; the paths of the values it
+/// changed (`items[3].track.name`), to name them in the accounting.
+pub fn remove_nul_json(v: &mut serde_json::Value) -> Vec<String> {
+    fn walk(v: &mut serde_json::Value, path: &mut String, found: &mut Vec<String>) {
+        let len = path.len();
+        match v {
+            serde_json::Value::String(s) if s.contains('\0') => {
+                s.retain(|c| c != '\0');
+                found.push(if path.is_empty() { "(the value)".into() } else { path.clone() });
+            }
+            serde_json::Value::Array(items) => {
+                for (i, item) in items.iter_mut().enumerate() {
+                    path.push_str(&format!("[{i}]"));
+                    walk(item, path, found);
+                    path.truncate(len);
+                }
+            }
+            serde_json::Value::Object(fields) => {
+                for (k, item) in fields.iter_mut() {
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(k);
+                    walk(item, path, found);
+                    path.truncate(len);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut found = vec![];
+    walk(v, &mut String::new(), &mut found);
+    found
+}
+
+/// `json` parsed as a `T` with U+0000 removed from its strings first, and
+/// the paths of the values that held one.
+pub fn from_json_without_nul<T: serde::de::DeserializeOwned>(json: &[u8]) -> serde_json::Result<(T, Vec<String>)> {
+    if !may_hold_nul(json) {
+        return Ok((serde_json::from_slice(json)?, vec![]));
+    }
+    let mut v: serde_json::Value = serde_json::from_slice(json)?;
+    let paths = remove_nul_json(&mut v);
+    Ok((serde_json::from_value(v)?, paths))
+}
+
 /// Undoes double (or triple) UTF-8 encoding. Text that is not mojibake comes
 /// back borrowed and unchanged.
 pub fn repair_mojibake(s: &str) -> Cow<'_, str> {
@@ -95,6 +157,17 @@ fn comma_substitute(s: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nul_is_removed_wherever_it_is_and_its_paths_named() {
+        let json = br#"{"a": "x\u0000y", "b": [{"c": "\u0000"}, "ok"], "d": "a literal \\u0000"}"#;
+        assert!(may_hold_nul(json) && !may_hold_nul(br#"{"a": "x"}"#));
+        let (v, paths): (serde_json::Value, _) = from_json_without_nul(json).unwrap();
+        assert_eq!(paths, ["a", "b[0].c"]);
+        assert_eq!(v, serde_json::json!({"a": "xy", "b": [{"c": ""}, "ok"], "d": "a literal \\u0000"}));
+        let mut s: Cow<'_, str> = Cow::Borrowed("Ja\0ne");
+        assert!(remove_nul(&mut s) && s == "Jane" && !remove_nul(&mut s));
+    }
 
     #[test]
     fn repairs_the_logs_double_encoding() {

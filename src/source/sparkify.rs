@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use sha2::{Digest, Sha256};
 
-use super::normalize::{key, key_into, repair_mojibake, without_bom};
+use super::normalize::{key, key_into, may_hold_nul, repair_mojibake, without_bom};
 use crate::lake::manifest::{Accounting, Reject};
 
 mod scan;
@@ -131,6 +131,33 @@ fn oversized(event: &Event<'_>) -> Option<(&'static str, usize)> {
         return Some(("page", event.page.len()));
     }
     fields.into_iter().map(|(name, v)| (name, long(v))).find(|(_, len)| *len > MAX_TEXT_BYTES)
+}
+
+/// Removes U+0000 from every text field of `event`; the fields that held one.
+fn remove_nul(event: &mut Event<'_>) -> Vec<&'static str> {
+    let mut found = vec![];
+    if super::normalize::remove_nul(&mut event.page) {
+        found.push("page");
+    }
+    let fields = [
+        ("artist", &mut event.artist),
+        ("auth", &mut event.auth),
+        ("firstName", &mut event.first_name),
+        ("gender", &mut event.gender),
+        ("lastName", &mut event.last_name),
+        ("level", &mut event.level),
+        ("location", &mut event.location),
+        ("method", &mut event.method),
+        ("song", &mut event.song),
+        ("userAgent", &mut event.user_agent),
+        ("userId", &mut event.user_id),
+    ];
+    for (name, value) in fields {
+        if value.as_mut().is_some_and(super::normalize::remove_nul) {
+            found.push(name);
+        }
+    }
+    found
 }
 
 /// Column builders for one date's events.
@@ -358,7 +385,7 @@ pub struct ParsedLog {
 }
 
 fn reject(file: &str, line: u64, reason: impl Into<String>) -> Reject {
-    Reject { file: file.into(), line, reason: reason.into() }
+    Reject::new(file, line, reason)
 }
 
 /// Parses an NDJSON event log. `label` names the file in rejects.
@@ -401,6 +428,8 @@ pub fn parse_log_lines(bytes: &[u8], first_line: u64, raw_sha256: &str, label: &
                 continue;
             }
         };
+        let mut event = event;
+        let nul_fields = if may_hold_nul(line) { remove_nul(&mut event) } else { vec![] };
         if let Some((field, len)) = oversized(&event) {
             acc.rejected += 1;
             rejects.push(reject(
@@ -442,6 +471,10 @@ pub fn parse_log_lines(bytes: &[u8], first_line: u64, raw_sha256: &str, label: &
             *filtered.entry(event.page.clone()).or_default() += 1;
         }
         acc.kept += 1;
+        if !nul_fields.is_empty() {
+            acc.nul_removed += 1;
+            rejects.push(Reject::nul_removed(label, lineno, &nul_fields));
+        }
         let mut id = [0u8; 32];
         event_id_into(user_id.unwrap_or(""), event.session_id, event.item_in_session, event.ts, &mut id);
         days.entry(date).or_default().push(Row { event, id, line: lineno });
@@ -537,16 +570,25 @@ pub fn parse_songs(bytes: &[u8], raw_sha256: &str, label: &str) -> ParsedSongs {
         }
         out
     };
+    let may_hold_nul = super::normalize::may_hold_nul(bytes);
+    let mut changed = vec![];
     for (record, (line, value)) in values.into_iter().enumerate() {
         acc.read += 1;
+        let mut nul_paths = vec![];
         let parsed = value.and_then(|mut v| {
             acc.as_text += numbers_as_text(&mut v);
+            if may_hold_nul {
+                nul_paths = super::normalize::remove_nul_json(&mut v);
+            }
             serde_json::from_value::<SongJson>(v)
         });
         match parsed {
             Ok(json) if !json.song_id.is_empty() && !json.artist_id.is_empty() => {
                 acc.kept += 1;
                 rows.push(SongRow { json, raw_sha256: sha.clone(), record: record as u64 + 1 });
+                if !nul_paths.is_empty() {
+                    changed.push(Reject::nul_removed(label, line, &nul_paths));
+                }
             }
             Ok(_) => {
                 acc.rejected += 1;
@@ -558,6 +600,8 @@ pub fn parse_songs(bytes: &[u8], raw_sha256: &str, label: &str) -> ParsedSongs {
             }
         }
     }
+    acc.nul_removed = changed.len() as u64;
+    rejects.extend(changed);
     ParsedSongs { rows, accounting: acc, rejects }
 }
 

@@ -20,6 +20,8 @@ use chrono::DateTime;
 use datafusion::arrow::array::{ArrayRef, BooleanBuilder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
 use datafusion::arrow::record_batch::RecordBatch;
 use serde::Deserialize;
+
+use super::normalize::from_json_without_nul;
 use sha2::{Digest, Sha256};
 
 use super::SourceError;
@@ -218,6 +220,8 @@ pub struct ParsedPage {
     pub artist_ids: Vec<String>,
     pub album_ids: Vec<String>,
     pub rejected: Vec<(u64, String)>,
+    /// Items kept with U+0000 removed: the item's number and the values' paths.
+    pub nul_removed: Vec<(u64, Vec<String>)>,
 }
 
 fn play_id(user: &str, played_ms: i64, track: &str) -> String {
@@ -229,7 +233,8 @@ fn play_id(user: &str, played_ms: i64, track: &str) -> String {
 /// Parses a recently-played body into staging rows (one per item, one row
 /// per artist of the track: `artist_position` 0 is the primary artist).
 pub fn parse_page(bytes: &[u8], user_id: &str, raw_sha256: &str) -> Result<ParsedPage, String> {
-    let page: Page = serde_json::from_slice(bytes).map_err(|e| format!("not a recently-played page: {e}"))?;
+    let (page, nul_paths): (Page, _) =
+        from_json_without_nul(bytes).map_err(|e| format!("not a recently-played page: {e}"))?;
     let mut b = PlayColumns::default();
     let mut out = ParsedPage {
         plays: RecordBatch::new_empty(SPOTIFY_API_PLAYS.clone()),
@@ -239,6 +244,7 @@ pub fn parse_page(bytes: &[u8], user_id: &str, raw_sha256: &str) -> Result<Parse
         artist_ids: vec![],
         album_ids: vec![],
         rejected: vec![],
+        nul_removed: by_item(nul_paths),
     };
     for (i, item) in page.items.iter().enumerate() {
         let record = i as u64 + 1;
@@ -285,6 +291,21 @@ pub fn parse_page(bytes: &[u8], user_id: &str, raw_sha256: &str) -> Result<Parse
     }
     out.plays = b.finish();
     Ok(out)
+}
+
+/// Paths into a page (`items[3].track.name`) grouped by the item's number
+/// (1-based, as rejects count records; 0 for a value outside the items).
+fn by_item(paths: Vec<String>) -> Vec<(u64, Vec<String>)> {
+    let mut out: Vec<(u64, Vec<String>)> = vec![];
+    for path in paths {
+        let item = path.strip_prefix("items[").and_then(|r| r.split(']').next()).and_then(|n| n.parse::<u64>().ok());
+        let record = item.map_or(0, |i| i + 1);
+        match out.last_mut() {
+            Some((r, p)) if *r == record => p.push(path),
+            _ => out.push((record, vec![path])),
+        }
+    }
+    out
 }
 
 #[derive(Default)]
@@ -334,8 +355,8 @@ impl PlayColumns {
 }
 
 /// A `/v1/me` body as one staging row; `seq` orders fetches.
-pub fn parse_me(bytes: &[u8], seq: i64, raw_sha256: &str) -> Result<(Me, RecordBatch), String> {
-    let me: Me = serde_json::from_slice(bytes).map_err(|e| format!("not a Spotify user: {e}"))?;
+pub fn parse_me(bytes: &[u8], seq: i64, raw_sha256: &str) -> Result<(Me, RecordBatch, Vec<String>), String> {
+    let (me, nul_paths): (Me, _) = from_json_without_nul(bytes).map_err(|e| format!("not a Spotify user: {e}"))?;
     let s = |v: Option<&str>| Arc::new(datafusion::arrow::array::StringArray::from(vec![v])) as ArrayRef;
     let cols = vec![
         s(Some(&me.id)),
@@ -346,11 +367,12 @@ pub fn parse_me(bytes: &[u8], seq: i64, raw_sha256: &str) -> Result<(Me, RecordB
         s(Some(raw_sha256)),
     ];
     let batch = RecordBatch::try_new(SPOTIFY_API_USERS.clone(), cols).expect("columns match SPOTIFY_API_USERS");
-    Ok((me, batch))
+    Ok((me, batch, nul_paths))
 }
 
-/// An enrichment response (`/v1/tracks|artists|albums/{id}`) as one staging row.
-pub fn parse_entity(kind: &str, bytes: &[u8], raw_sha256: &str) -> Result<RecordBatch, String> {
+/// An enrichment response (`/v1/tracks|artists|albums/{id}`) as one staging
+/// row, and the paths of values U+0000 was removed from.
+pub fn parse_entity(kind: &str, bytes: &[u8], raw_sha256: &str) -> Result<(RecordBatch, Vec<String>), String> {
     #[derive(Deserialize)]
     struct Entity {
         id: String,
@@ -368,7 +390,8 @@ pub fn parse_entity(kind: &str, bytes: &[u8], raw_sha256: &str) -> Result<Record
         #[serde(default)]
         label: Option<String>,
     }
-    let e: Entity = serde_json::from_slice(bytes).map_err(|err| format!("not a Spotify {kind}: {err}"))?;
+    let (e, nul_paths): (Entity, _) =
+        from_json_without_nul(bytes).map_err(|err| format!("not a Spotify {kind}: {err}"))?;
     let s = |v: Option<&str>| Arc::new(datafusion::arrow::array::StringArray::from(vec![v])) as ArrayRef;
     let i = |v: Option<i64>| Arc::new(datafusion::arrow::array::Int64Array::from(vec![v])) as ArrayRef;
     let genres = (!e.genres.is_empty()).then(|| e.genres.join(", "));
@@ -384,7 +407,8 @@ pub fn parse_entity(kind: &str, bytes: &[u8], raw_sha256: &str) -> Result<Record
         s(e.label.as_deref()),
         s(Some(raw_sha256)),
     ];
-    Ok(RecordBatch::try_new(SPOTIFY_API_ENTITIES.clone(), cols).expect("columns match SPOTIFY_API_ENTITIES"))
+    let batch = RecordBatch::try_new(SPOTIFY_API_ENTITIES.clone(), cols).expect("columns match SPOTIFY_API_ENTITIES");
+    Ok((batch, nul_paths))
 }
 
 // ------------------------------------------------------------ the pull
@@ -456,7 +480,7 @@ pub fn pull(
             return Ok(metrics);
         }
     };
-    let me: Me = serde_json::from_slice(&me_bytes)
+    let (me, _): (Me, _) = from_json_without_nul(&me_bytes)
         .map_err(|e| SourceError::Auth(format!("/v1/me answered something that is not a user: {e}")))?;
     batch.add(SOURCE, KIND_ME, "/v1/me", Some(&me.id), &me_bytes)?;
     metrics.user = me.id.clone();

@@ -496,16 +496,22 @@ pub fn parse(kind: &str, bytes: &[u8], account: &str, raw_sha256: &str, label: &
     let mut rejects = vec![];
     let mut cols = Columns::new();
     let mut span = (i64::MAX, i64::MIN);
-    let result = for_each_element(bytes, &mut |n, value| {
+    let may_hold_nul = super::normalize::may_hold_nul(bytes);
+    let mut changed = vec![];
+    let result = for_each_element(bytes, &mut |n, mut value| {
         acc.read += 1;
+        let nul_paths = if may_hold_nul { super::normalize::remove_nul_json(&mut value) } else { vec![] };
         match parse_record(kind, n, &value, account, raw_sha256, &mut cols) {
             Ok(ts) => {
                 acc.kept += 1;
                 span = (span.0.min(ts), span.1.max(ts));
+                if !nul_paths.is_empty() {
+                    changed.push(Reject::nul_removed(label, n, &nul_paths));
+                }
             }
             Err(reason) => {
                 acc.rejected += 1;
-                rejects.push(Reject { file: label.into(), line: n, reason: format!("record {n}: {reason}") });
+                rejects.push(Reject::new(label, n, format!("record {n}: {reason}")));
             }
         }
     });
@@ -513,12 +519,11 @@ pub fn parse(kind: &str, bytes: &[u8], account: &str, raw_sha256: &str, label: &
         // What came before the break was kept; the rest of the file is one reject.
         acc.read += 1;
         acc.rejected += 1;
-        rejects.push(Reject {
-            file: label.into(),
-            line: acc.read,
-            reason: format!("record {}: the file is not a complete JSON array: {e}", acc.read),
-        });
+        let n = acc.read;
+        rejects.push(Reject::new(label, n, format!("record {n}: the file is not a complete JSON array: {e}")));
     }
+    acc.nul_removed = changed.len() as u64;
+    rejects.extend(changed);
     let batch = cols.finish();
     if batch.num_rows() > 0 {
         acc.first = rfc3339(span.0);

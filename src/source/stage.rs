@@ -280,12 +280,16 @@ pub(super) fn stage(
         (spotify_api::SOURCE, kind) => {
             let mut acc = Accounting::new(spotify_api::SOURCE, kind);
             acc.files = 1;
-            let mut rejects = vec![];
+            let (mut rejects, mut changed) = (vec![], vec![]);
+            let origin = || raw.origin.clone();
             let (table, batch) = match kind {
                 spotify_api::KIND_ME => match spotify_api::parse_me(bytes, index as i64, &raw.sha256) {
-                    Ok((_, b)) => (staging::STG_SPOTIFY_API_USERS, Some(b)),
+                    Ok((_, b, nul_paths)) => {
+                        changed.extend((!nul_paths.is_empty()).then(|| Reject::nul_removed(origin(), 1, &nul_paths)));
+                        (staging::STG_SPOTIFY_API_USERS, Some(b))
+                    }
                     Err(reason) => {
-                        rejects.push(Reject { file: raw.origin.clone(), line: 1, reason });
+                        rejects.push(Reject::new(origin(), 1, reason));
                         (staging::STG_SPOTIFY_API_USERS, None)
                     }
                 },
@@ -295,24 +299,27 @@ pub(super) fn stage(
                         Ok(page) => {
                             acc.read = (page.played_ms.len() + page.rejected.len()) as u64;
                             acc.plays = page.played_ms.len() as u64;
-                            rejects.extend(page.rejected.into_iter().map(|(line, reason)| Reject {
-                                file: raw.origin.clone(),
-                                line,
-                                reason,
-                            }));
+                            rejects
+                                .extend(page.rejected.into_iter().map(|(line, why)| Reject::new(origin(), line, why)));
+                            changed.extend(
+                                page.nul_removed.iter().map(|(line, p)| Reject::nul_removed(origin(), *line, p)),
+                            );
                             (staging::STG_SPOTIFY_API_PLAYS, Some(page.plays))
                         }
                         Err(reason) => {
                             acc.read = 1;
-                            rejects.push(Reject { file: raw.origin.clone(), line: 0, reason });
+                            rejects.push(Reject::new(origin(), 0, reason));
                             (staging::STG_SPOTIFY_API_PLAYS, None)
                         }
                     }
                 }
                 _ => match spotify_api::parse_entity(kind, bytes, &raw.sha256) {
-                    Ok(b) => (staging::STG_SPOTIFY_API_ENTITIES, Some(b)),
+                    Ok((b, nul_paths)) => {
+                        changed.extend((!nul_paths.is_empty()).then(|| Reject::nul_removed(origin(), 1, &nul_paths)));
+                        (staging::STG_SPOTIFY_API_ENTITIES, Some(b))
+                    }
                     Err(reason) => {
-                        rejects.push(Reject { file: raw.origin.clone(), line: 1, reason });
+                        rejects.push(Reject::new(origin(), 1, reason));
                         (staging::STG_SPOTIFY_API_ENTITIES, None)
                     }
                 },
@@ -322,6 +329,8 @@ pub(super) fn stage(
             }
             acc.rejected = rejects.len() as u64;
             acc.kept = acc.read - acc.rejected;
+            acc.nul_removed = changed.len() as u64;
+            rejects.extend(changed);
             let mut c = out.lock().expect("collector lock");
             if let Some(b) = batch.filter(|b| b.num_rows() > 0) {
                 c.batches.entry(table).or_default().push(b);
