@@ -42,6 +42,7 @@ pub fn write_atomic_with<T>(
         source: e.error,
     })?;
     sync_dir(dir)?;
+    super::crash_point::passed(path.display());
     Ok(value)
 }
 
@@ -252,6 +253,7 @@ fn fsync_each(paths: &[PathBuf]) -> Result<(), LakeError> {
                 s.spawn(|| {
                     while let Some(p) = paths.get(next.fetch_add(1, Ordering::Relaxed)) {
                         File::open(p).and_then(|f| f.sync_all()).map_err(LakeError::io("fsync", p))?;
+                        super::crash_point::passed(format_args!("fsync {}", p.display()));
                     }
                     Ok(())
                 })

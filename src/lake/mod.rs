@@ -17,6 +17,7 @@
 //! ([`manifest`]); one writer at a time holds [`lock::LakeLock`].
 
 pub mod checkpoint;
+pub mod crash_point;
 pub mod delta;
 pub mod fsio;
 pub mod layout;

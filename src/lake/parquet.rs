@@ -267,6 +267,7 @@ impl FileWriter {
             path: path.clone(),
             source: e.error,
         })?;
+        super::crash_point::passed(path.display());
         let sha256 = hasher.map(|h| hex::encode(h.finalize())).unwrap_or_default();
         Ok(Written { rows: self.rows, sha256 })
     }

@@ -79,7 +79,9 @@ impl Incoming {
             op: "rename into place",
             path: path.into(),
             source: e.error,
-        })
+        })?;
+        super::crash_point::passed(path.display());
+        Ok(())
     }
 }
 

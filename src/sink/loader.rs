@@ -225,6 +225,7 @@ fn serve(
             Message::Finish(manifest) => {
                 sync_star(&mut tx, layout, &manifest, opts, early, &mut metrics)?;
                 tx.commit().map_err(SinkError::sql("COMMIT"))?;
+                crate::lake::crash_point::passed("COMMIT of the sync");
                 return Ok(metrics);
             }
         }

@@ -66,6 +66,7 @@ pub fn sync(layout: &Layout, manifest: &Manifest, url: &str, opts: &SyncOptions)
     prepare(&mut tx, &mut metrics)?;
     sync_star(&mut tx, layout, manifest, opts, Early::default(), &mut metrics)?;
     tx.commit().map_err(SinkError::sql("COMMIT"))?;
+    crate::lake::crash_point::passed("COMMIT of the sync");
     Ok(metrics)
 }
 
@@ -565,7 +566,9 @@ fn copy_batches(
     }
     copy::trailer(buf).map_err(copy_err)?;
     send_chunks(&mut writer, buf).map_err(copy_err)?;
-    writer.finish().map_err(SinkError::sql(format!("{table}: COPY into {target}")))
+    let rows = writer.finish().map_err(SinkError::sql(format!("{table}: COPY into {target}")))?;
+    crate::lake::crash_point::passed(format_args!("COPY into {target} ({table})"));
+    Ok(rows)
 }
 
 /// The most COPY data handed to the connection at once. The postgres crate

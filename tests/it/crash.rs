@@ -1,8 +1,10 @@
 //! The crash matrix: `ingest`, `build`, `sync` and `run` killed with SIGKILL
-//! at points spread over their work, then the pipeline run again to its end.
+//! at points spread over their work (by time, and as they pass their Nth
+//! file, fsync, Delta commit or table sent), then the pipeline run again.
 //! Every time the lake and PostgreSQL equal an uninterrupted run's (counts
 //! and a checksum of the play ids), and `verify` finds nothing wrong.
 
+use std::os::unix::process::ExitStatusExt;
 use std::process::Child;
 use std::time::Duration;
 
@@ -29,16 +31,69 @@ fn lake_state(lake: &TestLake) -> Vec<String> {
     lake.query(sql).iter().flat_map(crate::common::render_rows).collect()
 }
 
-fn spawn(lake: &TestLake, url: &str, args: &[&str]) -> Child {
+fn command(lake: &TestLake, url: &str, args: &[&str]) -> std::process::Command {
     let mut c = crate::common::tunelake_cmd();
     c.arg("--lake").arg(lake.layout.root()).args(["--progress", "off"]).args(args).env("DATABASE_URL", url);
+    c
+}
+
+fn spawn(lake: &TestLake, url: &str, args: &[&str]) -> Child {
+    let mut c = command(lake, url, args);
     c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap()
 }
 
 fn finish(lake: &TestLake, url: &str, args: &[&str]) {
-    let mut c = crate::common::tunelake_cmd();
-    let o = c.arg("--lake").arg(lake.layout.root()).args(args).env("DATABASE_URL", url).output().unwrap();
+    let o = command(lake, url, args).output().unwrap();
     assert!(o.status.success(), "{args:?}: {}{}", stdout(&o), stderr(&o));
+}
+
+/// Where a step is killed: after a time, or as it passes its Nth crash point
+/// (a file written or renamed into place, an fsync, a Delta commit, a table
+/// sent; `tunelake::lake::crash_point`).
+#[derive(Clone, Copy, Debug)]
+enum Kill {
+    AfterMs(u64),
+    AtPoint(u64),
+}
+
+/// A lake (and database) with what `step` needs before it.
+fn prepared(step: &str, data: &str) -> (TestLake, String) {
+    let lake = TestLake::new();
+    let url = pg::server().create_database(&format!("crash_{step}"));
+    if step == "build" || step == "sync" {
+        finish(&lake, &url, &["ingest", "sparkify", data]);
+    }
+    if step == "sync" {
+        finish(&lake, &url, &["build"]);
+    }
+    (lake, url)
+}
+
+/// How many crash points `args` passes on a prepared lake, uninterrupted.
+fn points_passed(step: &str, args: &[&str], data: &str) -> u64 {
+    let (lake, url) = prepared(step, data);
+    let o = command(&lake, &url, args).env("TUNELAKE_CRASH_TRACE", "1").output().unwrap();
+    assert!(o.status.success(), "{step}: {}", stderr(&o));
+    stderr(&o).lines().filter(|l| l.starts_with("crash point ")).count() as u64
+}
+
+/// `step` killed at `kill`; whether the kill came before the step ended.
+fn kill(lake: &TestLake, url: &str, args: &[&str], kill: Kill) -> bool {
+    match kill {
+        Kill::AfterMs(delay) => {
+            let mut child = spawn(lake, url, args);
+            std::thread::sleep(Duration::from_millis(delay));
+            let finished_first = child.try_wait().unwrap().is_some();
+            child.kill().ok(); // SIGKILL
+            child.wait().unwrap();
+            !finished_first
+        }
+        Kill::AtPoint(n) => {
+            let o = command(lake, url, args).env("TUNELAKE_CRASH_AT", n.to_string()).output().unwrap();
+            assert_eq!(o.status.signal(), Some(9), "{args:?} killed itself at point {n}: {}", stderr(&o));
+            true
+        }
+    }
 }
 
 #[test]
@@ -58,39 +113,30 @@ fn killed_at_any_point_a_run_again_gives_the_same_lake_and_database() {
         ("sync", &["sync"]),
         ("run", &["run", "--sparkify", data]),
     ];
-    let delays_ms = [0u64, 3, 8, 15, 30, 60, 120, 250];
-    let mut killed_mid_work = 0;
+    let (mut killed_by_time, mut killed_by_point) = (0, 0);
     for (name, args) in steps {
-        for delay in delays_ms {
-            let lake = TestLake::new();
-            let url = pg::server().create_database(&format!("crash_{name}"));
-            // What the step needs before it.
-            if name == "build" || name == "sync" {
-                finish(&lake, &url, &["ingest", "sparkify", data]);
+        // Spread over the step's work: the first point, the last, and five between.
+        let points = points_passed(name, args, data);
+        assert!(points >= 3, "{name} passes {points} crash points");
+        let by_point = (0..7).map(|k| Kill::AtPoint(1 + k * (points - 1) / 6));
+        let by_time = [0u64, 8, 30, 120, 250].map(Kill::AfterMs);
+        for at in by_time.into_iter().chain(by_point) {
+            let (lake, url) = prepared(name, data);
+            let mid_work = kill(&lake, &url, args, at);
+            match at {
+                Kill::AfterMs(_) => killed_by_time += usize::from(mid_work),
+                Kill::AtPoint(_) => killed_by_point += 1,
             }
-            if name == "sync" {
-                finish(&lake, &url, &["build"]);
-            }
-            let mut child = spawn(&lake, &url, args);
-            std::thread::sleep(Duration::from_millis(delay));
-            let finished_first = child.try_wait().unwrap().is_some();
-            child.kill().ok(); // SIGKILL
-            child.wait().unwrap();
-            killed_mid_work += usize::from(!finished_first);
 
             // Again, to the end: the whole pipeline.
             finish(&lake, &url, &["run", "--sparkify", data]);
-            let at = format!("{name} killed after {delay} ms");
+            let at = format!("{name} killed at {at:?} (of {points} points)");
             assert_eq!(lake_state(&lake), want_lake, "{at}: the lake");
             assert_eq!(pg_state(&url), want_pg, "{at}: PostgreSQL");
-            let o = crate::common::tunelake_cmd()
-                .arg("--lake")
-                .arg(lake.layout.root())
-                .args(["verify", "--deep"])
-                .output()
-                .unwrap();
+            let o = command(&lake, &url, &["verify", "--deep"]).output().unwrap();
             assert!(o.status.success(), "{at}: verify: {}", stdout(&o));
         }
     }
-    assert!(killed_mid_work >= 16, "only {killed_mid_work} of 32 kills came before the step ended");
+    assert_eq!(killed_by_point, 28);
+    assert!(killed_by_time >= 8, "only {killed_by_time} of 20 kills by time came before the step ended");
 }
