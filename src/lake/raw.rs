@@ -5,9 +5,11 @@
 //! length. Creating 15,000 files cost ingest 0.6 to 4.5 s on ext4 (the inode
 //! allocator and the directory lock), where one pack costs a single write.
 
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use super::manifest::RawFile;
 use super::{LakeError, Layout};
@@ -156,6 +158,114 @@ impl Pack {
     }
 }
 
+/// A stored raw file `tunelake verify` found damaged: its id and where its copy is.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Damaged {
+    pub sha256: String,
+    /// Relative to the lake root.
+    pub path: String,
+    /// Where in its pack a packed file is ([`RawFile::offset`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+}
+
+/// The damaged raw files `verify` recorded last (none when it found none).
+pub fn damaged(layout: &Layout) -> Result<Vec<Damaged>, LakeError> {
+    let path = layout.damaged_raw();
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| LakeError::BadManifest { path, source }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(vec![]),
+        Err(e) => Err(LakeError::io("read", &path)(e)),
+    }
+}
+
+/// Records `files` as the damaged raw files (removes the record when none).
+pub fn set_damaged(layout: &Layout, files: &[Damaged]) -> Result<(), LakeError> {
+    let path = layout.damaged_raw();
+    if files.is_empty() {
+        return match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(LakeError::io("remove", &path)(e)),
+            _ => Ok(()),
+        };
+    }
+    std::fs::create_dir_all(layout.state_dir()).map_err(LakeError::io("create", layout.state_dir()))?;
+    super::fsio::write_atomic(&path, &serde_json::to_vec_pretty(files).expect("serializes"))
+}
+
+/// The damaged stored copies `verify` recorded, repaired by an ingest that
+/// meets their originals again. A file stored alone is replaced at once; a
+/// packed one is patched into a copy of its pack, which replaces the pack
+/// when the ingest finishes. Either way the new bytes hash as the ledger
+/// says before they are written, and a crash leaves the old copy or the new.
+pub struct Repairs<'a> {
+    layout: &'a Layout,
+    damaged: HashMap<String, Damaged>,
+    /// Packed files to write back: by pack, their offsets and bytes.
+    packs: Mutex<BTreeMap<String, Vec<(u64, Vec<u8>)>>>,
+    repaired: Mutex<Vec<String>>,
+}
+
+impl<'a> Repairs<'a> {
+    pub fn load(layout: &'a Layout) -> Result<Self, LakeError> {
+        let damaged = damaged(layout)?.into_iter().map(|d| (d.sha256.clone(), d)).collect();
+        Ok(Repairs { layout, damaged, packs: Mutex::default(), repaired: Mutex::default() })
+    }
+
+    /// `bytes`, already stored under `sha256` (which they hash as): written
+    /// back if that stored copy is damaged. Whether it was.
+    pub fn offer(&self, sha256: &str, bytes: &[u8]) -> Result<bool, LakeError> {
+        let Some(d) = self.damaged.get(sha256) else { return Ok(false) };
+        match d.offset {
+            None => super::fsio::write_atomic(&self.layout.abs(&d.path), bytes)?,
+            Some(offset) => {
+                let mut packs = self.packs.lock().expect("packs lock");
+                packs.entry(d.path.clone()).or_default().push((offset, bytes.to_vec()));
+            }
+        }
+        self.repaired.lock().expect("repaired lock").push(sha256.to_string());
+        Ok(true)
+    }
+
+    /// A copy made by [`copy_in`] of a file already stored: moved over the
+    /// stored copy if that one is damaged (a file this big is never packed).
+    pub fn offer_copy(&self, incoming: Incoming) -> Result<bool, LakeError> {
+        let Some(d) = self.damaged.get(&incoming.sha256).filter(|d| d.offset.is_none()) else { return Ok(false) };
+        let sha256 = incoming.sha256.clone();
+        incoming.keep(&self.layout.abs(&d.path))?;
+        super::fsio::sync_files(self.layout.root(), [d.path.as_str()])?;
+        self.repaired.lock().expect("repaired lock").push(sha256);
+        Ok(true)
+    }
+
+    /// Writes the patched packs back and forgets what was repaired; how many files were.
+    pub fn finish(self) -> Result<usize, LakeError> {
+        for (pack, patches) in self.packs.into_inner().expect("packs lock") {
+            let path = self.layout.abs(&pack);
+            // A pack cut short keeps what it has; the patch lengthens it.
+            let mut bytes = match std::fs::read(&path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+                Err(e) => return Err(LakeError::io("read", &path)(e)),
+            };
+            for (offset, patch) in patches {
+                let (start, end) = (offset as usize, offset as usize + patch.len());
+                if bytes.len() < end {
+                    bytes.resize(end, 0);
+                }
+                bytes[start..end].copy_from_slice(&patch);
+            }
+            super::fsio::write_atomic(&path, &bytes)?;
+        }
+        let repaired = self.repaired.into_inner().expect("repaired lock");
+        if !repaired.is_empty() {
+            tracing::warn!(files = repaired.len(), "damaged raw files written again from their originals");
+            let left: Vec<Damaged> = self.damaged.into_values().filter(|d| !repaired.contains(&d.sha256)).collect();
+            set_damaged(self.layout, &left)?;
+        }
+        Ok(repaired.len())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,35 +320,4 @@ mod tests {
         assert_eq!(pack.finish().unwrap().len(), many);
         assert_eq!(std::fs::metadata(dir.path().join("raw/s/tiny.raw")).unwrap().len(), many as u64);
     }
-}
-
-/// A stored raw file `tunelake verify` found damaged: its id and where its copy is.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Damaged {
-    pub sha256: String,
-    /// Relative to the lake root.
-    pub path: String,
-}
-
-/// The damaged raw files `verify` recorded last (none when it found none).
-pub fn damaged(layout: &Layout) -> Result<Vec<Damaged>, LakeError> {
-    let path = layout.damaged_raw();
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| LakeError::BadManifest { path, source }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(vec![]),
-        Err(e) => Err(LakeError::io("read", &path)(e)),
-    }
-}
-
-/// Records `files` as the damaged raw files (removes the record when none).
-pub fn set_damaged(layout: &Layout, files: &[Damaged]) -> Result<(), LakeError> {
-    let path = layout.damaged_raw();
-    if files.is_empty() {
-        return match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(LakeError::io("remove", &path)(e)),
-            _ => Ok(()),
-        };
-    }
-    std::fs::create_dir_all(layout.state_dir()).map_err(LakeError::io("create", layout.state_dir()))?;
-    super::fsio::write_atomic(&path, &serde_json::to_vec_pretty(files).expect("serializes"))
 }

@@ -111,7 +111,11 @@ fn verify_raw(layout: &Layout, manifest: &Manifest, m: &mut VerifyMetrics) -> Re
                 f.origin,
                 path.display()
             ),
-            Some(_) => format!("restore {} from a backup (it packs several small files)", path.display()),
+            Some(offset) => format!(
+                "ingest the original again (its bytes are written back at {offset} of the pack {}), \
+                 or restore the pack from a backup",
+                path.display()
+            ),
         };
         let problem = match raw::read(layout, f) {
             Err(e) => Some(format!("{} (from {}): {e}", f.path, f.origin)),
@@ -127,9 +131,7 @@ fn verify_raw(layout: &Layout, manifest: &Manifest, m: &mut VerifyMetrics) -> Re
         };
         if let Some(what) = problem {
             m.problems.push(Problem { what, repair: restore });
-            if f.offset.is_none() {
-                damaged.push(raw::Damaged { sha256: f.sha256.clone(), path: f.path.clone() });
-            }
+            damaged.push(raw::Damaged { sha256: f.sha256.clone(), path: f.path.clone(), offset: f.offset });
         }
     }
     // The next ingest of an original writes its damaged copy again.

@@ -16,7 +16,7 @@ pub mod spotify_auth;
 pub mod spotify_export;
 mod stage;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -222,6 +222,8 @@ pub fn ingest_sparkify(
     // thread of their own; two wait at most.
     let raw_writer = fsio::RawWriter::start(2);
 
+    // Stored copies `verify` found damaged: an original that hashes as one replaces it.
+    let repairs = raw::Repairs::load(layout)?;
     // A big log is copied into raw/ as it is read, then staged from that
     // copy piece by piece (`chunks`), so memory stays bounded.
     let ingest_big_log = |index: usize, rel: &PathBuf, path: &Path| -> Result<(), SourceError> {
@@ -229,6 +231,7 @@ pub fn ingest_sparkify(
         let incoming = raw::copy_in(path, &layout.abs(&Layout::raw_dir_rel(sparkify::SOURCE, today)))?;
         tracing::debug!(file = %rel.display(), bytes = incoming.bytes, seconds = t.elapsed().as_secs_f64(), "copied into raw/");
         if !seen.lock().expect("seen lock").insert(incoming.sha256.clone()) {
+            repairs.offer_copy(incoming)?;
             *skipped.lock().expect("skipped lock").entry(sparkify::KIND_LOG).or_default() += 1;
             bar.inc(1);
             return Ok(());
@@ -249,9 +252,6 @@ pub fn ingest_sparkify(
         raw_added.lock().expect("raw lock").push(raw);
         Ok(())
     };
-    // Stored copies `verify` found damaged: an original that hashes as one replaces it.
-    let damaged: HashMap<String, String> = raw::damaged(layout)?.into_iter().map(|d| (d.sha256, d.path)).collect();
-    let repaired = Mutex::new(Vec::<String>::new());
     // Input files that cannot be read: each one rejected, the others stored.
     let unreadable = Mutex::new(Vec::<(&'static str, Reject)>::new());
     let ingest_one = |index: usize, rel: &PathBuf, kind: &'static str| -> Result<(), SourceError> {
@@ -282,10 +282,7 @@ pub fn ingest_sparkify(
         };
         let sha = sha256_hex(&bytes);
         if !seen.lock().expect("seen lock").insert(sha.clone()) {
-            if let Some(stored) = damaged.get(&sha) {
-                fsio::write_atomic(&layout.abs(stored), &bytes)?;
-                repaired.lock().expect("repaired lock").push(sha.clone());
-            }
+            repairs.offer(&sha, &bytes)?;
             *skipped.lock().expect("skipped lock").entry(kind).or_default() += 1;
             bar.inc(1);
             return Ok(());
@@ -348,13 +345,7 @@ pub fn ingest_sparkify(
     for (kind, n) in &skipped {
         stream_of(&mut accounting, kind).files_already_stored += n;
     }
-    let repaired = repaired.into_inner().expect("repaired lock");
-    if !repaired.is_empty() {
-        tracing::warn!(files = repaired.len(), "damaged raw files written again from their originals");
-        let left: Vec<raw::Damaged> =
-            raw::damaged(layout)?.into_iter().filter(|d| !repaired.contains(&d.sha256)).collect();
-        raw::set_damaged(layout, &left)?;
-    }
+    repairs.finish()?;
     for (kind, reject) in unreadable.into_inner().expect("unreadable lock") {
         tracing::warn!(file = %reject.file, reason = %reject.reason, "file rejected");
         stream_of(&mut accounting, kind).files_unreadable += 1;
@@ -569,6 +560,7 @@ pub fn ingest_spotify_export(
     let history = std::mem::take(&mut export.history);
     let bar = progress::bar(history.len() as u64, "ingest export");
     let mut known: HashSet<String> = manifest.raw_shas()?;
+    let repairs = raw::Repairs::load(layout)?;
     let mut metrics = IngestMetrics::default();
     let mut pending: Vec<RawFile> = vec![];
     let mut out = Mutex::new(Collector::new());
@@ -622,6 +614,7 @@ pub fn ingest_spotify_export(
             offset: None,
         };
         if !known.insert(sha) {
+            repairs.offer(&raw.sha256, &bytes)?;
             metrics.files_already_stored += 1;
             metrics
                 .files
@@ -640,6 +633,7 @@ pub fn ingest_spotify_export(
         bar.inc(1);
     }
     commit(manifest, &mut pending, &mut out, &mut run_id, &mut started, &mut metrics)?;
+    repairs.finish()?;
     bar.finish_and_clear();
     Ok(metrics)
 }

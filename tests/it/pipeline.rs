@@ -662,7 +662,7 @@ fn a_log_too_big_to_read_whole_is_staged_in_pieces_and_loads_like_small_files() 
     lake.build();
     assert_eq!(star(&lake), star(&parts));
     let path = lake.layout.abs(&raw.path);
-    let mut damaged = big.into_bytes();
+    let mut damaged = big.clone().into_bytes();
     let at = damaged.len() - PIECE / 2;
     damaged[at] ^= 0x01;
     fs::write(&path, damaged).unwrap();
@@ -670,6 +670,15 @@ fn a_log_too_big_to_read_whole_is_staged_in_pieces_and_loads_like_small_files() 
     let err = crate::common::stderr(&out);
     assert!(!out.status.success());
     assert!(err.contains(&raw.path) && err.contains("raw file is corrupt"), "{err}");
+
+    // `verify` records it; ingesting the original again (through the copy-in path) repairs it.
+    assert_eq!(lake.cli(&["verify"]).status.code(), Some(4));
+    let again = lake.cli(&["ingest", "sparkify", one.to_str().unwrap()]);
+    assert!(crate::common::stderr(&again).contains("written again from their originals"), "{again:?}");
+    assert_eq!(fs::read(&path).unwrap(), big.as_bytes());
+    assert!(no_temp());
+    let o = lake.cli(&["verify"]);
+    assert!(o.status.success(), "{}", crate::common::stdout(&o));
 }
 
 /// Every file under `dir`.
@@ -747,6 +756,13 @@ fn issue_24_verify_names_each_problem_and_its_repair() {
     let staged = m.staging_files("stg_sparkify_events")[0].path.clone();
     fs::rename(lake.layout.abs(&staged), tmp.path().join("staged.parquet")).unwrap();
     let part = m.star().unwrap().tables["dim_users"][0].path.clone();
+    // A song file packed with the others, one byte changed.
+    let song = m.raw_files().unwrap().iter().find(|r| r.kind == "song" && r.offset.is_some()).unwrap().clone();
+    let song_original = data.join(&song.origin);
+    let pack = lake.layout.abs(&song.path);
+    let mut packed = fs::read(&pack).unwrap();
+    packed[song.offset.unwrap() as usize + 3] ^= 0x20;
+    fs::write(&pack, &packed).unwrap();
     let mut bytes = fs::read(lake.layout.abs(&part)).unwrap();
     let at = bytes.len() / 2;
     bytes[at] ^= 0x55;
@@ -762,7 +778,12 @@ fn issue_24_verify_names_each_problem_and_its_repair() {
     );
     assert!(text.contains(&format!("problem: {staged}")) && text.contains("tunelake reprocess"), "{text}");
     assert!(!text.contains(&format!("problem: {part}")), "only --deep hashes the star: {text}");
-    assert!(crate::common::stderr(&o).contains("the lake has 2 problem(s)"), "{}", crate::common::stderr(&o));
+    assert!(
+        text.contains(&format!("problem: {} (from {}): sha256", song.path, song.origin))
+            && text.contains(&format!("its bytes are written back at {} of the pack", song.offset.unwrap())),
+        "{text}"
+    );
+    assert!(crate::common::stderr(&o).contains("the lake has 3 problem(s)"), "{}", crate::common::stderr(&o));
     let o = lake.cli(&["verify", "--deep"]);
     let text = crate::common::stdout(&o);
     let rm = format!("repair: remove it, then run `tunelake build --force`: rm '{}'", lake.layout.abs(&part).display());
@@ -776,6 +797,9 @@ fn issue_24_verify_names_each_problem_and_its_repair() {
         crate::common::stderr(&o)
     );
     assert_eq!(fs::read(lake.layout.abs(&log.path)).unwrap(), fs::read(&original).unwrap());
+    let (start, len) = (song.offset.unwrap() as usize, song.bytes as usize);
+    assert_eq!(fs::read(&pack).unwrap()[start..start + len], fs::read(&song_original).unwrap());
+    assert_eq!(fs::read(&pack).unwrap().len(), packed.len(), "the rest of the pack as it was");
     assert!(!lake.layout.damaged_raw().exists(), "nothing left to repair");
     fs::rename(tmp.path().join("staged.parquet"), lake.layout.abs(&staged)).unwrap();
     fs::remove_file(lake.layout.abs(&part)).unwrap();
