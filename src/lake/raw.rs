@@ -192,6 +192,9 @@ pub fn set_damaged(layout: &Layout, files: &[Damaged]) -> Result<(), LakeError> 
     super::fsio::write_atomic(&path, &serde_json::to_vec_pretty(files).expect("serializes"))
 }
 
+/// A packed file's offset in its pack, and its bytes.
+type Patch = (u64, Vec<u8>);
+
 /// The damaged stored copies `verify` recorded, repaired by an ingest that
 /// meets their originals again. A file stored alone is replaced at once; a
 /// packed one is patched into a copy of its pack, which replaces the pack
@@ -200,8 +203,8 @@ pub fn set_damaged(layout: &Layout, files: &[Damaged]) -> Result<(), LakeError> 
 pub struct Repairs<'a> {
     layout: &'a Layout,
     damaged: HashMap<String, Damaged>,
-    /// Packed files to write back: by pack, their offsets and bytes.
-    packs: Mutex<BTreeMap<String, Vec<(u64, Vec<u8>)>>>,
+    /// Packed files to write back, by pack.
+    packs: Mutex<BTreeMap<String, Vec<Patch>>>,
     repaired: Mutex<Vec<String>>,
 }
 
