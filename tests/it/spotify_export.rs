@@ -170,7 +170,7 @@ fn malformed_records_are_rejected_with_file_and_record_number() {
     assert!(out.status.success(), "{text}{}", stderr(&out));
     assert!(text.contains("Streaming_History_Audio_2024_2.json: read 5, imported 2, plays 2, rejected 3,"), "{text}");
     for want in [
-        "Streaming_History_Audio_2024_2.json: record 2: ts `yesterday` is not an RFC 3339 time",
+        "rejected Streaming_History_Audio_2024_2.json:2: record 2: ts `yesterday` is not an RFC 3339 time",
         "record 3: not a streaming history record: missing field `ms_played`",
         "record 5: the file is not a complete JSON array",
     ] {
