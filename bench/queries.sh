@@ -60,6 +60,11 @@ con = duckdb.connect()
 for table, paths in files.items():
     if paths:
         con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet({json.dumps(paths)})")
+# tunelake's `plays` view, in UTC (tunelake runs with --tz UTC here).
+con.execute("""CREATE VIEW plays AS SELECT *, played_at AS local_at, CAST(played_at AS DATE) AS local_date,
+  CAST(hour(played_at) AS INT) AS local_hour, CAST(isodow(played_at) - 1 AS INT) AS local_weekday,
+  CAST(date_trunc('week', played_at) AS DATE) AS local_week, CAST(date_trunc('month', played_at) AS DATE) AS local_month,
+  CAST(year(played_at) AS INT) AS local_year FROM fact_plays""")
 rows = con.execute(open(sql_path).read()).fetchall()
 print(len(rows))
 PY
@@ -70,7 +75,7 @@ for q in top_tracks top_artists listening_by_hour; do
     order=(tunelake duckdb); [ $((rep % 2)) = 0 ] && order=(duckdb tunelake)
     for sys in "${order[@]}"; do
       if [ $sys = tunelake ]; then
-        timed "$LOGS/$q-$rep-tl" "$TUNELAKE" --lake "$LAKE" --progress off query --name "$q" --format csv
+        timed "$LOGS/$q-$rep-tl" "$TUNELAKE" --lake "$LAKE" --progress off query --name "$q" --format csv --tz UTC
       else
         timed "$LOGS/$q-$rep-duck" "$VENV/bin/python" "$DUCK" "$FILES" "$REPO/sql/queries/$q.sql"
       fi
@@ -78,6 +83,13 @@ for q in top_tracks top_artists listening_by_hour; do
       record "$RES" "$sys" "query $q" "$rep" "$EVENTS" bench="$BENCH" seconds="$T_SECS" rss_kb="$T_RSS_KB"
     done
   done
+done
+
+# The whole report (eight named queries), against one top_tracks above.
+for rep in $(seq 1 "$REPS"); do
+  timed "$LOGS/report-$rep-tl" "$TUNELAKE" --lake "$LAKE" --progress off report --tz UTC --html "$LOGS/report.html"
+  [ "$T_RC" = 0 ] || { cat "$LOGS/report-$rep-tl.log" >&2; die "tunelake report failed"; }
+  record "$RES" tunelake "report" "$rep" "$EVENTS" bench="$BENCH" seconds="$T_SECS" rss_kb="$T_RSS_KB"
 done
 
 python3 - "$RES" "$BENCH" <<'PY'
@@ -95,4 +107,6 @@ print("\n| query | tunelake s | DuckDB s | ratio |\n|---|---:|---:|---:|")
 for q in ("top_tracks", "top_artists", "listening_by_hour"):
     t, d = med("tunelake", f"query {q}"), med("duckdb", f"query {q}")
     print(f"| {q} | {t:.2f} | {d:.2f} | {t / d:.2f}x |")
+r, t = med("tunelake", "report"), med("tunelake", "query top_tracks")
+print(f"\n`report --html`: {r:.2f} s, {r / t:.2f}x `query --name top_tracks`")
 PY

@@ -101,6 +101,23 @@ pub enum Command {
         ledger records, and that every run's accounting adds up. Exits 4 naming each problem and its repair.\n\n\
         Examples:\n  tunelake verify\n  tunelake verify --deep          also hash every star file")]
     Verify(VerifyArgs),
+    /// Your listening at a glance, in your time zone; `--html` writes it as one self-contained page.
+    #[command(after_help = "Top artists, tracks and albums, time listened, the busiest hour and day, and the \
+        Spotify coverage gaps, over the period asked for. With --html, one HTML file that needs no network: the \
+        listening clock, time listened per week, the top lists, discoveries per month and the split by kind, \
+        as inline SVG.\n\n\
+        Examples:\n  tunelake report\n  tunelake report --since 90d --tz Europe/Berlin\n  \
+        tunelake report --from 2024-01-01 --to 2024-12-31 --html wrapped-2024.html")]
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub scope: ScopeArgs,
+    /// Also write the report as one self-contained HTML page here.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -254,10 +271,40 @@ pub struct QueryArgs {
     /// Read the star as it was: a build version (`tunelake status` lists them) or an RFC 3339 time.
     #[arg(long, value_name = "VERSION|TIME")]
     pub as_of: Option<query::AsOf>,
+    #[command(flatten)]
+    pub scope: ScopeArgs,
+    /// Your own named queries, `*.sql` files [default: <lake>/queries]
+    #[arg(long, value_name = "DIR")]
+    pub sql_dir: Option<PathBuf>,
     /// Memory DataFusion may use before spilling to disk, in MiB [default: a
     /// quarter of this machine's memory, at least 384].
     #[arg(long, value_name = "MIB")]
     pub memory_mib: Option<usize>,
+}
+
+/// The zone, period and own queries of `query` and `report`.
+#[derive(Debug, Args)]
+pub struct ScopeArgs {
+    /// The IANA time zone local times are in (Europe/Berlin) [default: this machine's]
+    #[arg(long, env = "TUNELAKE_TZ", value_name = "ZONE")]
+    pub tz: Option<crate::model::local::Zone>,
+    /// Only the plays of the last DURATION, back from now: 90d, 2w, 12h.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub since: Option<std::time::Duration>,
+    /// Only the plays on or after this local date.
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub from: Option<chrono::NaiveDate>,
+    /// Only the plays on or before this local date.
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub to: Option<chrono::NaiveDate>,
+}
+
+impl ScopeArgs {
+    pub fn scope(&self) -> query::Scope {
+        let zone = self.tz.clone().unwrap_or_else(crate::model::local::Zone::machine);
+        let period = crate::model::local::Period::new(self.since, self.from, self.to, &zone, chrono::Utc::now());
+        query::Scope { zone, period }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -541,27 +588,45 @@ pub fn execute(cli: Cli, command: &str) -> Result<()> {
             print_build(out, &m).map_err(Error::Output)?;
         }
         Command::Query(a) => {
+            let sql_dir = a.sql_dir.clone().unwrap_or_else(|| layout.root().join("queries"));
+            let named = query::named_queries(Some(&sql_dir))?;
             if a.list {
-                for q in sql::QUERIES {
-                    writeln!(out, "{:<20} {}", q.name, q.description()).map_err(Error::Output)?;
+                for q in &named {
+                    let yours = q.file.as_ref().map(|f| format!(" (yours: {})", f.display())).unwrap_or_default();
+                    writeln!(out, "{:<24} {}{yours}", q.name, q.description).map_err(Error::Output)?;
                 }
                 return Ok(());
             }
-            let text = match (&a.name, &a.sql) {
-                (Some(name), _) => {
-                    sql::query(name).ok_or_else(|| crate::model::ModelError::UnknownQuery { name: name.clone() })?.text
-                }
-                (None, Some(sql)) => sql.as_str(),
+            let q = match (&a.name, &a.sql) {
+                (Some(name), _) => named
+                    .into_iter()
+                    .find(|q| &q.name == name)
+                    .ok_or_else(|| crate::model::ModelError::UnknownQuery { name: name.clone() })?,
+                (None, Some(sql)) => query::NamedQuery {
+                    name: "query".into(),
+                    description: String::new(),
+                    text: sql.clone(),
+                    file: None,
+                },
                 (None, None) => unreachable!("clap requires SQL, --name or --list"),
             };
             let manifest = Manifest::load(layout)?;
             let memory = a.memory_mib.map_or_else(crate::model::query_memory_default, |m| m << 20);
+            let scope = a.scope.scope();
             let rt = runtime()?;
             let batches = rt.block_on(async {
-                let ctx = query::star_context(layout, &manifest, memory, a.as_of.as_ref()).await?;
-                query::run(&ctx, text).await
+                let ctx = query::star_context(layout, &manifest, memory, a.as_of.as_ref(), &scope).await?;
+                query::run_named(&ctx, &q).await
             })?;
             query::write(out, &batches, a.format).map_err(Error::Output)?;
+            // Said where a person reads it; CSV and JSON stay clean for programs.
+            let zone = format!("local times in {}; plays: {}", scope.zone, scope.period.describe(&scope.zone));
+            match a.format {
+                Format::Table => writeln!(out, "({zone})").map_err(Error::Output)?,
+                _ => {
+                    let _ = writeln!(std::io::stderr(), "({zone})");
+                }
+            }
         }
         Command::Sync(a) => {
             let url = settings.database_url.as_ref().ok_or(SinkError::NoDatabase)?;
@@ -648,6 +713,23 @@ pub fn execute(cli: Cli, command: &str) -> Result<()> {
                     writeln!(out, "stopped").map_err(Error::Output)?;
                     break;
                 }
+            }
+        }
+        Command::Report(a) => {
+            let manifest = Manifest::load(layout)?;
+            let scope = a.scope.scope();
+            let rt = runtime()?;
+            let data = rt.block_on(async {
+                let memory = crate::model::query_memory_default();
+                let ctx = query::star_context(layout, &manifest, memory, None, &scope).await?;
+                crate::report::gather(&ctx, &manifest, &scope).await
+            })?;
+            crate::report::write_text(out, &data).map_err(Error::Output)?;
+            if let Some(path) = &a.html {
+                let page = crate::report::html::render(&data);
+                std::fs::write(path, page.as_bytes()).map_err(crate::lake::LakeError::io("write", path))?;
+                writeln!(out, "\nwrote {} ({} KB)", path.display(), page.len().div_ceil(1024))
+                    .map_err(Error::Output)?;
             }
         }
         Command::Verify(a) => {
@@ -831,7 +913,8 @@ fn run_cycle(
     }
     report.step("build", &m, |out| print_build(out, &m))?;
     let top = rt.block_on(async {
-        let ctx = query::star_context(layout, &manifest, crate::model::DEFAULT_MEMORY_LIMIT, None).await?;
+        let scope = query::Scope::default();
+        let ctx = query::star_context(layout, &manifest, crate::model::DEFAULT_MEMORY_LIMIT, None, &scope).await?;
         query::run(&ctx, &format!("SELECT * FROM ({}) LIMIT 5", sql::query("top_artists").expect("registered").text))
             .await
     })?;

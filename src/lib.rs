@@ -19,6 +19,7 @@ pub mod error;
 pub mod lake;
 pub mod model;
 pub mod progress;
+pub mod report;
 pub mod sink;
 pub mod source;
 pub mod sql;

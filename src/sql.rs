@@ -15,8 +15,13 @@ pub struct SqlFile {
 impl SqlFile {
     /// The first `-- ` comment line, as a one-line description.
     pub fn description(&self) -> &'static str {
-        self.text.lines().find_map(|l| l.trim().strip_prefix("--")).map(str::trim).unwrap_or("")
+        first_comment(self.text)
     }
+}
+
+/// The first `-- ` comment line of `text`, trimmed.
+pub fn first_comment(text: &str) -> &str {
+    text.lines().find_map(|l| l.trim().strip_prefix("--")).map(str::trim).unwrap_or("")
 }
 
 macro_rules! sql_file {
@@ -235,9 +240,21 @@ pub const STAR_TABLES: &[StarTable] = &[
 
 /// Named analytics queries (`tunelake query --name <q>`).
 pub const QUERIES: &[SqlFile] = &[
+    sql_file!("queries", "content_types"),
+    sql_file!("queries", "discoveries"),
     sql_file!("queries", "listening_by_hour"),
-    sql_file!("queries", "listening_time_by_month"),
+    sql_file!("queries", "listening_clock"),
+    sql_file!("queries", "plays_by_gender"),
     sql_file!("queries", "plays_by_level"),
+    sql_file!("queries", "plays_by_location"),
+    sql_file!("queries", "recent_plays"),
+    sql_file!("queries", "sessions"),
+    sql_file!("queries", "skip_rate"),
+    sql_file!("queries", "streaks"),
+    sql_file!("queries", "time_listened_by_day"),
+    sql_file!("queries", "time_listened_by_month"),
+    sql_file!("queries", "time_listened_by_week"),
+    sql_file!("queries", "top_albums"),
     sql_file!("queries", "top_artists"),
     sql_file!("queries", "top_tracks"),
     sql_file!("queries", "top_users"),

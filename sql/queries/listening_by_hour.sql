@@ -1,7 +1,6 @@
--- Plays per hour of the day (UTC).
-SELECT t.hour, count(*) AS plays
-FROM fact_plays f
-JOIN dim_time t ON t.ts = f.played_at
-WHERE f.counts_as_play
-GROUP BY t.hour
-ORDER BY t.hour
+-- Plays per hour of the day, local time.
+SELECT local_hour AS hour, count(*) AS plays
+FROM plays
+WHERE counts_as_play
+GROUP BY local_hour
+ORDER BY hour

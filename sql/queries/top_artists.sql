@@ -3,7 +3,7 @@
 SELECT artist, sum(plays) AS plays, count(*) AS listeners
 FROM (
     SELECT a.name AS artist, f.user_id, count(*) AS plays
-    FROM fact_plays f
+    FROM plays f
     JOIN dim_artists a ON a.artist_id = f.artist_id
     WHERE f.counts_as_play
     GROUP BY a.name, f.user_id

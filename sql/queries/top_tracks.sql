@@ -3,7 +3,7 @@
 -- track instead of one per play (at 5M plays: 0.25 s instead of 0.8 s).
 WITH per_track AS (
     SELECT track_id, count(*) AS plays
-    FROM fact_plays
+    FROM plays
     WHERE counts_as_play
     GROUP BY track_id
 )

@@ -2,7 +2,7 @@
 -- Plays are counted per user first, then joined to one row per user.
 WITH per_user AS (
     SELECT user_id, count(*) AS plays
-    FROM fact_plays
+    FROM plays
     WHERE counts_as_play
     GROUP BY user_id
 )

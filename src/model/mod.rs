@@ -7,6 +7,7 @@ pub mod build;
 mod files;
 mod globals;
 mod layer;
+pub mod local;
 mod plan;
 mod publish;
 pub mod query;
@@ -68,6 +69,18 @@ pub enum ModelError {
     ReadOnly { statement: String },
     #[error("unknown named query `{name}`; `tunelake query --list` shows them")]
     UnknownQuery { name: String },
+    #[error("{file}: your query failed")]
+    UserQuery {
+        file: PathBuf,
+        #[source]
+        source: DataFusionError,
+    },
+    #[error("{path}: cannot read your queries")]
+    QueryDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{path}: cannot register as a table")]
     Register {
         path: PathBuf,

@@ -9,6 +9,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::prelude::{SQLOptions, SessionContext};
 
+use super::local::{Period, Zone, register_plays};
 use super::{ModelError, contract_schema, register_lake_files, session};
 use crate::lake::manifest::StarVersion;
 use crate::lake::{Layout, Manifest};
@@ -66,13 +67,30 @@ pub fn star_version(manifest: &Manifest, as_of: Option<&AsOf>) -> Result<StarVer
     })
 }
 
+/// Where and when queries look: the zone local times are in, and the
+/// period of the `plays` view ([`super::local`]).
+#[derive(Debug, Clone)]
+pub struct Scope {
+    pub zone: Zone,
+    pub period: Period,
+}
+
+impl Default for Scope {
+    /// UTC, all of the history.
+    fn default() -> Self {
+        Scope { zone: Zone { tz: chrono_tz::Tz::UTC, from_machine: false }, period: Period::default() }
+    }
+}
+
 /// A context with every star table of the current version (or the one
-/// `as_of` names) registered.
+/// `as_of` names) registered, `local_time()` in `scope`'s zone and the
+/// `plays` view over its period.
 pub async fn star_context(
     layout: &Layout,
     manifest: &Manifest,
     memory_limit: usize,
     as_of: Option<&AsOf>,
+    scope: &Scope,
 ) -> Result<SessionContext, ModelError> {
     let star = star_version(manifest, as_of)?;
     if as_of.is_some()
@@ -87,7 +105,67 @@ pub async fn star_context(
         let parts = star.tables.get(table.name).map(Vec::as_slice).unwrap_or_default();
         register_lake_files(&ctx, layout, table.name, schema, parts.iter().map(|p| p.path.as_str()))?;
     }
+    scope.zone.register(&ctx);
+    register_plays(&ctx, &scope.period).await.map_err(|source| ModelError::Sql {
+        file: "the plays view".into(),
+        what: "setup",
+        source,
+    })?;
     Ok(ctx)
+}
+
+/// A named query: built in (sql/queries/), or the user's own `.sql` file.
+#[derive(Debug, Clone)]
+pub struct NamedQuery {
+    pub name: String,
+    pub description: String,
+    pub text: String,
+    /// The user's file, for a query of their own.
+    pub file: Option<std::path::PathBuf>,
+}
+
+/// The built-in queries, then the user's `*.sql` files in `dir` (one of
+/// theirs named as a built-in one replaces it). A folder that is not there
+/// holds none.
+pub fn named_queries(dir: Option<&std::path::Path>) -> Result<Vec<NamedQuery>, ModelError> {
+    let mut out: Vec<NamedQuery> = crate::sql::QUERIES
+        .iter()
+        .map(|q| NamedQuery {
+            name: q.name.into(),
+            description: q.description().into(),
+            text: q.text.into(),
+            file: None,
+        })
+        .collect();
+    let Some(dir) = dir else { return Ok(out) };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(source) => return Err(ModelError::QueryDir { path: dir.into(), source }),
+    };
+    let mut files: Vec<std::path::PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "sql") && p.is_file())
+        .collect();
+    files.sort();
+    for path in files {
+        let text =
+            std::fs::read_to_string(&path).map_err(|source| ModelError::QueryDir { path: path.clone(), source })?;
+        let name = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+        let description = crate::sql::first_comment(&text).to_string();
+        out.retain(|q| q.name != name);
+        out.push(NamedQuery { name, description, text, file: Some(path) });
+    }
+    Ok(out)
+}
+
+/// Runs the named query `q`; an error in one of the user's names its file.
+pub async fn run_named(ctx: &SessionContext, q: &NamedQuery) -> Result<Vec<RecordBatch>, ModelError> {
+    match (run(ctx, &q.text).await, &q.file) {
+        (Err(ModelError::Query(source)), Some(file)) => Err(ModelError::UserQuery { file: file.clone(), source }),
+        (result, _) => result,
+    }
 }
 
 /// Runs one SQL statement over the star and returns its rows. The
@@ -108,6 +186,7 @@ pub async fn run(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, Mo
 pub fn write(out: &mut dyn Write, batches: &[RecordBatch], format: Format) -> Result<(), std::io::Error> {
     let to_io = |e: datafusion::arrow::error::ArrowError| std::io::Error::other(e.to_string());
     match format {
+        Format::Table if batches.iter().all(|b| b.num_rows() == 0) => writeln!(out, "(no rows)")?,
         Format::Table => {
             let table = pretty_format_batches(batches).map_err(to_io)?;
             writeln!(out, "{table}")?;

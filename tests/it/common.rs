@@ -105,7 +105,8 @@ impl TestLake {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let m = self.manifest();
         rt.block_on(async {
-            let ctx = tunelake::model::query::star_context(&self.layout, &m, 256 << 20, None).await.unwrap();
+            let scope = tunelake::model::query::Scope::default();
+            let ctx = tunelake::model::query::star_context(&self.layout, &m, 256 << 20, None, &scope).await.unwrap();
             tunelake::model::query::run(&ctx, sql).await.unwrap()
         })
     }

@@ -11,5 +11,6 @@ mod pg;
 mod pipeline;
 mod postgres_sync;
 mod postgres_tls;
+mod report;
 mod spotify_api;
 mod spotify_export;

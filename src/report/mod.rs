@@ -1,0 +1,279 @@
+//! `tunelake report`: the listening history at a glance, in the listener's
+//! time zone. Every figure comes from a named query (sql/queries/) run over
+//! the `plays` view of the period asked for, so the report and `query
+//! --name` always agree; [`html`] draws the same figures as one
+//! self-contained page.
+
+pub mod html;
+
+use std::io::Write;
+
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::util::display::array_value_to_string;
+use datafusion::prelude::SessionContext;
+
+use crate::lake::Manifest;
+use crate::model::ModelError;
+use crate::model::query::{self, Scope};
+
+/// How many entries each top list shows.
+pub const TOP: usize = 10;
+
+/// One entry of a top list: what, by whom, how many plays.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ranked {
+    pub name: String,
+    pub by: Option<String>,
+    pub plays: i64,
+}
+
+/// A span of time on a chart's axis (a week, a month) and its figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Span {
+    pub start: String,
+    pub hours: f64,
+    pub plays: i64,
+}
+
+/// A Spotify Web API coverage gap: plays between these instants may be missing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gap {
+    pub user: String,
+    pub from: String,
+    pub to: String,
+}
+
+/// Everything a report shows.
+#[derive(Debug, Clone, Default)]
+pub struct ReportData {
+    /// The zone, as `local times in ...` names it.
+    pub zone: String,
+    pub period: String,
+    pub plays: i64,
+    pub streams: i64,
+    pub hours: f64,
+    pub first: Option<String>,
+    pub last: Option<String>,
+    pub top_tracks: Vec<Ranked>,
+    pub top_artists: Vec<Ranked>,
+    pub top_albums: Vec<Ranked>,
+    pub weeks: Vec<Span>,
+    pub months: Vec<Span>,
+    /// Plays by weekday (Monday = 0) and hour, local time.
+    pub clock: [[i64; 24]; 7],
+    /// Per month: new artists, new tracks.
+    pub discoveries: Vec<(String, i64, i64)>,
+    /// Per kind (music, podcasts, audiobooks): plays, streams.
+    pub content: Vec<(String, i64, i64)>,
+    pub gaps: Vec<Gap>,
+}
+
+pub const WEEKDAYS: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
+
+impl ReportData {
+    /// The busiest hour of the day (0-23) and its plays, if any were played.
+    pub fn busiest_hour(&self) -> Option<(usize, i64)> {
+        let by_hour = (0..24).map(|h| (h, self.clock.iter().map(|d| d[h]).sum::<i64>()));
+        by_hour.filter(|(_, n)| *n > 0).max_by_key(|&(h, n)| (n, std::cmp::Reverse(h)))
+    }
+
+    /// The busiest day of the week (Monday = 0) and its plays.
+    pub fn busiest_weekday(&self) -> Option<(usize, i64)> {
+        let by_day = self.clock.iter().enumerate().map(|(d, hours)| (d, hours.iter().sum::<i64>()));
+        by_day.filter(|(_, n)| *n > 0).max_by_key(|&(d, n)| (n, std::cmp::Reverse(d)))
+    }
+
+    /// "" or "at least ": totals are lower bounds where the API history has gaps.
+    pub fn at_least(&self) -> &'static str {
+        if self.gaps.is_empty() { "" } else { "at least " }
+    }
+
+    /// Why totals are lower bounds, when they are.
+    pub fn gaps_reason(&self) -> Option<String> {
+        (!self.gaps.is_empty()).then(|| {
+            format!(
+                "the Spotify Web API shows only the last 50 plays, and {} pull(s) found more had been played since \
+                 the one before; plays in those spans may be missing (import your Spotify data export to fill them)",
+                self.gaps.len()
+            )
+        })
+    }
+}
+
+/// Runs the report's named queries over `ctx` (made with `scope`).
+pub async fn gather(ctx: &SessionContext, manifest: &Manifest, scope: &Scope) -> Result<ReportData, ModelError> {
+    let run = |name: &'static str| async move {
+        let q = crate::sql::query(name).expect("a built-in query");
+        query::run(ctx, q.text).await
+    };
+    let mut data = ReportData {
+        zone: scope.zone.to_string(),
+        period: scope.period.describe(&scope.zone),
+        // top_tracks and top_albums: name, artist, plays; top_artists: name, plays.
+        top_tracks: ranked(&run("top_tracks").await?, Some(1), 2),
+        top_artists: ranked(&run("top_artists").await?, None, 1),
+        top_albums: ranked(&run("top_albums").await?, Some(1), 2),
+        weeks: every_week(spans(&run("time_listened_by_week").await?)),
+        months: spans(&run("time_listened_by_month").await?),
+        ..Default::default()
+    };
+    let clock = run("listening_clock").await?;
+    for ((day, hour), plays) in ints(&clock, 0).into_iter().zip(ints(&clock, 1)).zip(ints(&clock, 2)) {
+        data.clock[day.clamp(0, 6) as usize][hour.clamp(0, 23) as usize] += plays;
+    }
+    data.discoveries = text_and_two_counts(&run("discoveries").await?);
+    data.content = text_and_two_counts(&run("content_types").await?);
+    data.plays = data.months.iter().map(|m| m.plays).sum();
+    data.hours = data.months.iter().map(|m| m.hours).sum();
+    data.streams = data.content.iter().map(|c| c.2).sum();
+    let span = query::run(ctx, "SELECT min(local_at), max(local_at) FROM plays").await?;
+    let minute = |s: String| s.get(..16).unwrap_or(&s).replace('T', " ");
+    data.first = strings(&span, 0).into_iter().next().filter(|s| !s.is_empty()).map(minute);
+    data.last = strings(&span, 1).into_iter().next().filter(|s| !s.is_empty()).map(minute);
+    data.gaps = gaps(manifest);
+    Ok(data)
+}
+
+/// The coverage gaps the ledger records.
+fn gaps(manifest: &Manifest) -> Vec<Gap> {
+    let field = |g: &serde_json::Value, k: &str| g.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_string();
+    manifest
+        .state()
+        .spotify_gaps
+        .iter()
+        .map(|g| Gap { user: field(g, "user"), from: field(g, "from"), to: field(g, "to") })
+        .collect()
+}
+
+/// Rows of a text and two counts (discoveries: month, artists, tracks; content_types: kind, plays, streams).
+fn text_and_two_counts(batches: &[RecordBatch]) -> Vec<(String, i64, i64)> {
+    let (texts, a, b) = (strings(batches, 0), ints(batches, 1), ints(batches, 2));
+    texts.into_iter().zip(a).zip(b).map(|((t, a), b)| (t, a, b)).collect()
+}
+
+/// A top list's first [`TOP`] rows: the name in column 0, by whom in column
+/// `by` (when the list has one), the plays in column `plays`.
+fn ranked(batches: &[RecordBatch], by: Option<usize>, plays: usize) -> Vec<Ranked> {
+    let names = strings(batches, 0);
+    let by: Vec<Option<String>> = match by {
+        Some(i) => strings(batches, i).into_iter().map(|s| Some(s).filter(|s| !s.is_empty())).collect(),
+        None => vec![None; names.len()],
+    };
+    let plays = ints(batches, plays);
+    names.into_iter().zip(by).zip(plays).take(TOP).map(|((name, by), plays)| Ranked { name, by, plays }).collect()
+}
+
+/// time_listened_by_* rows: start, hours, plays.
+fn spans(batches: &[RecordBatch]) -> Vec<Span> {
+    let (starts, hours, plays) = (strings(batches, 0), floats(batches, 1), ints(batches, 2));
+    starts.into_iter().zip(hours).zip(plays).map(|((start, hours), plays)| Span { start, hours, plays }).collect()
+}
+
+/// `weeks` with the weeks nobody played in between them, as zeros: a
+/// timeline shows a quiet month as one.
+fn every_week(weeks: Vec<Span>) -> Vec<Span> {
+    let date = |s: &Span| chrono::NaiveDate::parse_from_str(s.start.get(..10).unwrap_or(""), "%Y-%m-%d").ok();
+    let (Some(first), Some(last)) = (weeks.first().and_then(date), weeks.last().and_then(date)) else { return weeks };
+    let mut given = weeks.into_iter().peekable();
+    let mut out = vec![];
+    let mut week = first;
+    while week <= last {
+        match given.next_if(|s| date(s) == Some(week)) {
+            Some(s) => out.push(s),
+            None => out.push(Span { start: week.to_string(), hours: 0.0, plays: 0 }),
+        }
+        week += chrono::Duration::days(7);
+    }
+    out
+}
+
+/// Column `i` of every batch as text ("" for NULL).
+pub fn strings(batches: &[RecordBatch], i: usize) -> Vec<String> {
+    let mut out = vec![];
+    for b in batches {
+        let c = b.column(i);
+        out.extend(
+            (0..c.len())
+                .map(|r| if c.is_null(r) { String::new() } else { array_value_to_string(c, r).unwrap_or_default() }),
+        );
+    }
+    out
+}
+
+/// Column `i` of every batch as integers (0 for NULL).
+pub fn ints(batches: &[RecordBatch], i: usize) -> Vec<i64> {
+    let mut out = vec![];
+    for b in batches {
+        if let Ok(c) = cast(b.column(i), &DataType::Int64) {
+            out.extend(c.as_primitive::<Int64Type>().iter().map(|v| v.unwrap_or(0)));
+        }
+    }
+    out
+}
+
+/// Column `i` of every batch as floats (0 for NULL).
+pub fn floats(batches: &[RecordBatch], i: usize) -> Vec<f64> {
+    let mut out = vec![];
+    for b in batches {
+        if let Ok(c) = cast(b.column(i), &DataType::Float64) {
+            out.extend(c.as_primitive::<Float64Type>().iter().map(|v| v.unwrap_or(0.0)));
+        }
+    }
+    out
+}
+
+/// The report as text, for a terminal.
+pub fn write_text(out: &mut dyn Write, d: &ReportData) -> std::io::Result<()> {
+    let (first, last) = (d.first.as_deref().unwrap_or("-"), d.last.as_deref().unwrap_or("-"));
+    writeln!(out, "listening report: {} (local times in {})", d.period, d.zone)?;
+    writeln!(
+        out,
+        "  {}{} plays ({} streams), {}{:.1} hours, {first} .. {last}",
+        d.at_least(),
+        d.plays,
+        d.streams,
+        d.at_least(),
+        d.hours
+    )?;
+    if let Some(why) = d.gaps_reason() {
+        writeln!(out, "  \"at least\": {why}")?;
+    }
+    if let (Some((h, hp)), Some((w, wp))) = (d.busiest_hour(), d.busiest_weekday()) {
+        writeln!(
+            out,
+            "  busiest hour {h:02}:00-{:02}:00 ({hp} plays), busiest day {} ({wp} plays)",
+            (h + 1) % 24,
+            WEEKDAYS[w]
+        )?;
+    }
+    for (title, list) in [("top artists", &d.top_artists), ("top tracks", &d.top_tracks), ("top albums", &d.top_albums)]
+    {
+        writeln!(out, "\n{title}:")?;
+        if list.is_empty() {
+            writeln!(out, "  (none)")?;
+        }
+        for (i, r) in list.iter().enumerate() {
+            let by = r.by.as_deref().map(|b| format!(" - {b}")).unwrap_or_default();
+            writeln!(out, "  {:>2}. {}{by} ({})", i + 1, r.name, r.plays)?;
+        }
+    }
+    writeln!(out, "\ntime listened per month:")?;
+    for m in &d.months {
+        writeln!(out, "  {}  {:>8.1} h  {:>7} plays", m.start.get(..7).unwrap_or(&m.start), m.hours, m.plays)?;
+    }
+    if !d.content.is_empty() {
+        let kinds: Vec<String> = d.content.iter().map(|(k, p, _)| format!("{k} {p}")).collect();
+        writeln!(out, "\nplays by kind: {}", kinds.join(", "))?;
+    }
+    writeln!(out, "\ncoverage gaps (Spotify Web API):")?;
+    if d.gaps.is_empty() {
+        writeln!(out, "  none")?;
+    }
+    for g in &d.gaps {
+        writeln!(out, "  {}: {} .. {}", g.user, g.from, g.to)?;
+    }
+    Ok(())
+}
