@@ -37,7 +37,8 @@ Examples:
 #[command(name = "tunelake", version, about = ABOUT, after_help = EXAMPLES)]
 pub struct Cli {
     /// Where the lake lives.
-    #[arg(long, global = true, env = "TUNELAKE_LAKE", default_value = DEFAULT_LAKE, value_name = "DIR")]
+    #[arg(long, global = true, env = "TUNELAKE_LAKE", default_value = DEFAULT_LAKE, value_name = "DIR",
+          value_parser = crate::config::lake_path)]
     pub lake: PathBuf,
 
     /// Progress bars on stderr: auto (when it is a terminal) or off.
@@ -65,8 +66,13 @@ pub enum Command {
     #[command(after_help = "Examples:\n  tunelake build\n  tunelake build --force --match-tolerance 0.5")]
     Build(BuildArgs),
     /// Run SQL over the star tables, offline.
-    #[command(after_help = "Examples:\n  tunelake query --list\n  tunelake query --name top_artists --format json\n  \
-        tunelake query \"SELECT count(*) FROM fact_plays\"\n  \
+    #[command(after_help = "Queries read the star tables and the `plays` view: fact_plays in the period \
+        asked for, with local_at, local_date, local_hour, local_weekday (Monday = 0), local_week, local_month and \
+        local_year in the zone asked for. Your own named queries are the *.sql files in <lake>/queries.\n\n\
+        Examples:\n  tunelake query --list\n  tunelake query --name top_artists --format json\n  \
+        tunelake query --name listening_clock --tz Europe/Berlin --since 90d\n  \
+        tunelake query --name top_tracks --from 2024-01-01 --to 2024-12-31\n  \
+        tunelake query \"SELECT local_hour, count(*) FROM plays GROUP BY 1 ORDER BY 1\"\n  \
         tunelake query --as-of 2026-12-01T18:00:00Z \"SELECT count(*) FROM fact_plays\"")]
     Query(QueryArgs),
     /// Load the star tables into PostgreSQL (COPY + upsert, one transaction).

@@ -9,6 +9,24 @@ use crate::lake::Layout;
 /// Where the lake lives when neither `--lake` nor `TUNELAKE_LAKE` says.
 pub const DEFAULT_LAKE: &str = "data/lake";
 
+/// `--lake` / `TUNELAKE_LAKE`: a local folder (or a `file://` URL of one).
+/// A URL of another scheme would otherwise become a folder named `s3:` in
+/// the working directory, silently; object storage is not supported yet.
+pub fn lake_path(s: &str) -> Result<PathBuf, String> {
+    let scheme = s
+        .split_once("://")
+        .map(|(scheme, _)| scheme)
+        .filter(|scheme| scheme.len() > 1 && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c)));
+    match scheme {
+        None => Ok(PathBuf::from(s)),
+        Some("file") => Ok(PathBuf::from(&s["file://".len()..])),
+        Some(other) => Err(format!(
+            "`{s}`: a lake on {other}:// is not supported yet; tunelake keeps its lake in a local folder \
+             (copy it to object storage with your usual tools: the star's tables are Delta tables)"
+        )),
+    }
+}
+
 /// A string that must never be printed (a database URL may hold a password).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -55,6 +73,17 @@ fn database(url: Option<String>, env_names_one: bool) -> Option<Secret> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lake_is_a_folder_and_object_storage_urls_are_refused() {
+        assert_eq!(lake_path("data/lake").unwrap(), PathBuf::from("data/lake"));
+        assert_eq!(lake_path("file:///srv/lake").unwrap(), PathBuf::from("/srv/lake"));
+        for url in ["s3://bucket/music", "gs://b/m", "az://c/m"] {
+            let err = lake_path(url).unwrap_err();
+            assert!(err.starts_with(&format!("`{url}`: a lake on ")) && err.contains("not supported yet"), "{err}");
+        }
+        assert_eq!(lake_path("C:/music").unwrap(), PathBuf::from("C:/music"), "no :// is a path");
+    }
 
     #[test]
     fn debug_never_shows_the_database_url() {

@@ -10,7 +10,7 @@ use std::io::Write;
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
+use datafusion::arrow::datatypes::{ArrowPrimitiveType, Float64Type, Int64Type};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::array_value_to_string;
 use datafusion::prelude::SessionContext;
@@ -105,35 +105,45 @@ impl ReportData {
 
 /// Runs the report's named queries over `ctx` (made with `scope`).
 pub async fn gather(ctx: &SessionContext, manifest: &Manifest, scope: &Scope) -> Result<ReportData, ModelError> {
-    let run = |name: &'static str| async move {
-        let q = crate::sql::query(name).expect("a built-in query");
-        query::run(ctx, q.text).await
-    };
+    const QUERIES: [&str; 8] = [
+        "top_tracks",
+        "top_artists",
+        "top_albums",
+        "time_listened_by_week",
+        "time_listened_by_month",
+        "listening_clock",
+        "discoveries",
+        "content_types",
+    ];
+    // At once: a query's single-threaded stages overlap another's scans.
+    let runs = QUERIES.map(|name| query::run(ctx, crate::sql::query(name).expect("a built-in query").text));
+    let span = query::run(ctx, "SELECT local_time(min(played_at)), local_time(max(played_at)) FROM plays");
+    let (results, span) = futures::future::try_join(futures::future::try_join_all(runs), span).await?;
+    let [tracks, artists, albums, weeks, months, clock, discoveries, content] =
+        <[Vec<RecordBatch>; 8]>::try_from(results).expect("one result per query");
     let mut data = ReportData {
         zone: scope.zone.to_string(),
         period: scope.period.describe(&scope.zone),
         // top_tracks and top_albums: name, artist, plays; top_artists: name, plays.
-        top_tracks: ranked(&run("top_tracks").await?, Some(1), 2),
-        top_artists: ranked(&run("top_artists").await?, None, 1),
-        top_albums: ranked(&run("top_albums").await?, Some(1), 2),
-        weeks: every_week(spans(&run("time_listened_by_week").await?)),
-        months: spans(&run("time_listened_by_month").await?),
+        top_tracks: ranked(&tracks, Some(1), 2),
+        top_artists: ranked(&artists, None, 1),
+        top_albums: ranked(&albums, Some(1), 2),
+        weeks: every_week(spans(&weeks)),
+        months: spans(&months),
+        discoveries: text_and_two_counts(&discoveries),
+        content: text_and_two_counts(&content),
+        gaps: gaps(manifest),
         ..Default::default()
     };
-    let clock = run("listening_clock").await?;
     for ((day, hour), plays) in ints(&clock, 0).into_iter().zip(ints(&clock, 1)).zip(ints(&clock, 2)) {
         data.clock[day.clamp(0, 6) as usize][hour.clamp(0, 23) as usize] += plays;
     }
-    data.discoveries = text_and_two_counts(&run("discoveries").await?);
-    data.content = text_and_two_counts(&run("content_types").await?);
     data.plays = data.months.iter().map(|m| m.plays).sum();
     data.hours = data.months.iter().map(|m| m.hours).sum();
     data.streams = data.content.iter().map(|c| c.2).sum();
-    let span = query::run(ctx, "SELECT min(local_at), max(local_at) FROM plays").await?;
     let minute = |s: String| s.get(..16).unwrap_or(&s).replace('T', " ");
     data.first = strings(&span, 0).into_iter().next().filter(|s| !s.is_empty()).map(minute);
     data.last = strings(&span, 1).into_iter().next().filter(|s| !s.is_empty()).map(minute);
-    data.gaps = gaps(manifest);
     Ok(data)
 }
 
@@ -205,21 +215,20 @@ pub fn strings(batches: &[RecordBatch], i: usize) -> Vec<String> {
 
 /// Column `i` of every batch as integers (0 for NULL).
 pub fn ints(batches: &[RecordBatch], i: usize) -> Vec<i64> {
-    let mut out = vec![];
-    for b in batches {
-        if let Ok(c) = cast(b.column(i), &DataType::Int64) {
-            out.extend(c.as_primitive::<Int64Type>().iter().map(|v| v.unwrap_or(0)));
-        }
-    }
-    out
+    numbers::<Int64Type>(batches, i)
 }
 
 /// Column `i` of every batch as floats (0 for NULL).
 pub fn floats(batches: &[RecordBatch], i: usize) -> Vec<f64> {
+    numbers::<Float64Type>(batches, i)
+}
+
+/// Column `i` of every batch cast to `T` (the default for NULL).
+fn numbers<T: ArrowPrimitiveType>(batches: &[RecordBatch], i: usize) -> Vec<T::Native> {
     let mut out = vec![];
     for b in batches {
-        if let Ok(c) = cast(b.column(i), &DataType::Float64) {
-            out.extend(c.as_primitive::<Float64Type>().iter().map(|v| v.unwrap_or(0.0)));
+        if let Ok(c) = cast(b.column(i), &T::DATA_TYPE) {
+            out.extend(c.as_primitive::<T>().iter().map(Option::unwrap_or_default));
         }
     }
     out

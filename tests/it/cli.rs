@@ -8,7 +8,7 @@ fn help_shows_examples_for_every_command() {
     let out = tunelake_cmd().arg("--help").output().unwrap();
     let text = stdout(&out);
     assert!(text.contains("Examples:") && text.contains("tunelake run --sparkify data/sample/sparkify"), "{text}");
-    for cmd in ["build", "query", "sync", "run"] {
+    for cmd in ["build", "query", "sync", "run", "report", "vacuum", "verify"] {
         let text = stdout(&tunelake_cmd().args([cmd, "--help"]).output().unwrap());
         assert!(text.contains("Examples:"), "{cmd}: {text}");
     }
@@ -208,4 +208,22 @@ fn issue_24_closed_stdout_and_stderr_end_quietly_with_the_right_code() {
     lake.ingest(&sample());
     lake.build();
     assert_eq!(query("SELECT * FROM fact_plays"), Some(0), "a closed stdout is success");
+}
+
+/// Issue 21: `--lake s3://...` wrote a local folder named `s3:`, silently.
+/// Until object storage is supported, such a lake is refused by name.
+#[test]
+fn a_lake_on_object_storage_is_refused_not_made_a_local_folder() {
+    let cwd = tempfile::tempdir().unwrap();
+    for (args, env) in [(vec!["--lake", "s3://my-bucket/music"], None), (vec![], Some("gs://b/music"))] {
+        let mut c = tunelake_cmd();
+        c.current_dir(cwd.path()).args(&args).args(["ingest", "sparkify", sample().to_str().unwrap()]);
+        if let Some(url) = env {
+            c.env("TUNELAKE_LAKE", url);
+        }
+        let out = c.output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(stderr(&out).contains("is not supported yet"), "{}", stderr(&out));
+    }
+    assert_eq!(std::fs::read_dir(cwd.path()).unwrap().count(), 0, "nothing was written");
 }

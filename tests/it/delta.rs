@@ -87,7 +87,9 @@ fn assert_engines_read_the_star(lake: &TestLake, when: &str) {
     for q in tunelake::sql::QUERIES {
         let ours: Vec<String> = lake.query(q.text).iter().flat_map(render_rows).collect();
         let theirs = &reads["duckdb queries"][q.name];
-        assert!(!ours.is_empty(), "{when}: {} has rows", q.name);
+        // Sparkify's logs name no albums and record no skips.
+        let spotify_only = ["skip_rate", "top_albums"].contains(&q.name);
+        assert!(!ours.is_empty() || spotify_only, "{when}: {} has rows", q.name);
         assert_eq!(theirs, &ours, "{when}: DuckDB's answer to {} differs from tunelake's", q.name);
     }
     for t in STAR_TABLES {

@@ -73,6 +73,15 @@ def run_queries(lake, queries, tables, out):
     con = duckdb_connection()
     for table, _ in tables:
         con.execute(f"CREATE VIEW {table} AS SELECT * FROM delta_scan('{lake / 'star' / table}')")
+    # What tunelake adds for its queries, in UTC (the zone the test's tunelake side uses):
+    # the `plays` view, local_time() and DataFusion's to_unixtime().
+    con.execute("CREATE MACRO local_time(ts) AS ts")
+    con.execute("CREATE MACRO to_unixtime(ts) AS epoch(ts)")
+    con.execute("""CREATE VIEW plays AS SELECT *, played_at AS local_at, CAST(played_at AS DATE) AS local_date,
+      CAST(hour(played_at) AS INT) AS local_hour, CAST(isodow(played_at) - 1 AS INT) AS local_weekday,
+      CAST(date_trunc('week', played_at) AS DATE) AS local_week,
+      CAST(date_trunc('month', played_at) AS DATE) AS local_month, CAST(year(played_at) AS INT) AS local_year
+      FROM fact_plays""")
     (out / "queries").mkdir(parents=True, exist_ok=True)
     for sql in sorted(queries.glob("*.sql")):
         rows = con.execute(sql.read_text()).to_arrow_table()
