@@ -21,7 +21,7 @@ use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
 use datafusion::parquet::file::statistics::Statistics;
 use deltalake_core::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties};
-use deltalake_core::kernel::{Action, Add, StructType, Transaction};
+use deltalake_core::kernel::{Action, Add, MetadataExt, StructType, Transaction};
 use deltalake_core::protocol::{ColumnCountStat, ColumnValueStat, DeltaOperation, SaveMode, Stats};
 use deltalake_core::{DeltaTableError, TableProperty};
 
@@ -177,6 +177,18 @@ pub async fn commit_table(
         actions.push(Action::Add(add_action(layout, spec, p, rel(p))?));
     }
     let added = actions.len() - removed;
+    // A release whose contract gained a column commits the new schema with the files that hold it.
+    let wanted: StructType = (&spec.delta_schema())
+        .try_into_kernel()
+        .map_err(|e| delta_err(name, "converting the schema")(DeltaTableError::from(e)))?;
+    if *snapshot.schema() != wanted {
+        let metadata = snapshot
+            .metadata()
+            .clone()
+            .with_schema(&wanted)
+            .map_err(|e| delta_err(name, "changing the schema")(DeltaTableError::from(e)))?;
+        actions.push(Action::Metadata(metadata));
+    }
     if actions.is_empty() {
         return Ok(TableCommit { version: snapshot.version(), added, removed });
     }
@@ -458,6 +470,37 @@ mod tests {
         let removed_within_a_day =
             live_files(&layout, Some(chrono::Utc::now().timestamp_millis() - 86_400_000)).await.unwrap();
         assert_eq!(removed_within_a_day.len(), 12, "every file removed since is kept for readers");
+    }
+
+    /// Issue 20: a release whose contract gains a nullable column commits the
+    /// new schema with the first files that hold it; readers see the column.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_contract_that_gains_a_column_changes_the_table_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        let old = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+        let new = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("note", DataType::Utf8, true),
+        ]));
+        let part = |schema: &SchemaRef, build: u64, cols: Vec<Arc<dyn datafusion::arrow::array::Array>>| {
+            let batch = RecordBatch::try_new(schema.clone(), cols).unwrap();
+            let rel = Layout::star_rel("t", None, build);
+            let written = super::super::parquet::write_batches(&layout.abs(&rel), schema, [&batch]).unwrap();
+            StarPart { partition: None, path: rel, rows: written.rows, sha256: written.sha256 }
+        };
+        let first = part(&old, 1, vec![Arc::new(Int64Array::from(vec![1]))]);
+        let spec = |schema: &SchemaRef| TableSpec { name: "t".into(), schema: schema.clone(), by_month: false };
+        commit_table(&layout, &spec(&old), &[first], 1).await.unwrap();
+        let second =
+            part(&new, 2, vec![Arc::new(Int64Array::from(vec![2])), Arc::new(StringArray::from(vec![Some("n")]))]);
+        let commit = commit_table(&layout, &spec(&new), &[second.clone()], 2).await.unwrap();
+        assert_eq!(commit, TableCommit { version: 1, added: 1, removed: 1 });
+        let table = deltalake_core::open_table(table_url(&layout, "t").unwrap()).await.unwrap();
+        let names: Vec<String> = table.snapshot().unwrap().schema().fields().map(|f| f.name().to_string()).collect();
+        assert_eq!(names, ["id", "note"]);
+        // The same schema again: no metadata change, nothing to commit.
+        assert_eq!(commit_table(&layout, &spec(&new), &[second], 2).await.unwrap().version, 1);
     }
 
     #[test]
