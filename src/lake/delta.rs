@@ -494,7 +494,7 @@ mod tests {
         commit_table(&layout, &spec(&old), &[first], 1).await.unwrap();
         let second =
             part(&new, 2, vec![Arc::new(Int64Array::from(vec![2])), Arc::new(StringArray::from(vec![Some("n")]))]);
-        let commit = commit_table(&layout, &spec(&new), &[second.clone()], 2).await.unwrap();
+        let commit = commit_table(&layout, &spec(&new), std::slice::from_ref(&second), 2).await.unwrap();
         assert_eq!(commit, TableCommit { version: 1, added: 1, removed: 1 });
         let table = deltalake_core::open_table(table_url(&layout, "t").unwrap()).await.unwrap();
         let names: Vec<String> = table.snapshot().unwrap().schema().fields().map(|f| f.name().to_string()).collect();
