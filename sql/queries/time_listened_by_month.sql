@@ -1,17 +1,22 @@
 -- Hours listened and plays per local month (ms_played where the source gives it, else the track's length).
--- Time is summed per track first, so the tracks join one row per (month, track) instead of one per play.
-WITH per_track AS (
-    SELECT local_month, track_id,
-           sum(ms_played) AS ms, count(*) - count(ms_played) AS untimed,
+-- Only untimed streams (Spotify and Sparkify time every play) join the tracks for their length.
+WITH timed AS (
+    SELECT local_month, sum(ms_played) AS ms,
            sum(CASE WHEN counts_as_play THEN 1 ELSE 0 END) AS plays, count(*) AS streams
     FROM plays
-    GROUP BY local_month, track_id
+    GROUP BY local_month
+),
+untimed AS (
+    SELECT p.local_month, sum(t.duration_s) * 1000 AS ms
+    FROM plays p
+    JOIN dim_tracks t ON t.track_id = p.track_id
+    WHERE p.ms_played IS NULL
+    GROUP BY p.local_month
 )
-SELECT p.local_month AS month,
-       round(sum(coalesce(p.ms, 0) + p.untimed * coalesce(t.duration_s, 0) * 1000) / 3600000.0, 1) AS hours,
-       sum(p.plays) AS plays,
-       sum(p.streams) AS streams
-FROM per_track p
-LEFT JOIN dim_tracks t ON t.track_id = p.track_id
-GROUP BY p.local_month
+SELECT m.local_month AS month,
+       round((coalesce(m.ms, 0) + coalesce(u.ms, 0)) / 3600000.0, 1) AS hours,
+       m.plays,
+       m.streams
+FROM timed m
+LEFT JOIN untimed u ON u.local_month = m.local_month
 ORDER BY month

@@ -115,10 +115,12 @@ pub async fn gather(ctx: &SessionContext, manifest: &Manifest, scope: &Scope) ->
         "discoveries",
         "content_types",
     ];
-    // At once: a query's single-threaded stages overlap another's scans.
-    let runs = QUERIES.map(|name| query::run(ctx, crate::sql::query(name).expect("a built-in query").text));
-    let span = query::run(ctx, "SELECT local_time(min(played_at)), local_time(max(played_at)) FROM plays");
-    let (results, span) = futures::future::try_join(futures::future::try_join_all(runs), span).await?;
+    // One after another: at once, they split the memory pool and spill (5M plays: 13 s against 8.7 s).
+    let mut results = Vec::with_capacity(QUERIES.len());
+    for name in QUERIES {
+        results.push(query::run(ctx, crate::sql::query(name).expect("a built-in query").text).await?);
+    }
+    let span = query::run(ctx, "SELECT local_time(min(played_at)), local_time(max(played_at)) FROM plays").await?;
     let [tracks, artists, albums, weeks, months, clock, discoveries, content] =
         <[Vec<RecordBatch>; 8]>::try_from(results).expect("one result per query");
     let mut data = ReportData {
