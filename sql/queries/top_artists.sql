@@ -25,3 +25,4 @@ SELECT t.artist, t.plays, l.listeners
 FROM top t
 JOIN listeners l ON l.artist = t.artist
 ORDER BY t.plays DESC, t.artist
+LIMIT 20

@@ -155,8 +155,8 @@ impl Period {
         Period { from, to }
     }
 
-    /// The view's WHERE clause on `played_at` (UTC), or nothing.
-    fn condition(&self) -> String {
+    /// Whether a row's `played_at` (UTC) is in the period, as SQL (`TRUE` for all of it).
+    pub fn predicate(&self) -> String {
         let literal = |t: &DateTime<Utc>| format!("TIMESTAMP '{}'", t.format("%Y-%m-%d %H:%M:%S%.6f"));
         let parts: Vec<String> = [
             self.from.as_ref().map(|t| format!("played_at >= {}", literal(t))),
@@ -165,7 +165,12 @@ impl Period {
         .into_iter()
         .flatten()
         .collect();
-        if parts.is_empty() { String::new() } else { format!("WHERE {}", parts.join(" AND ")) }
+        if parts.is_empty() { "TRUE".into() } else { parts.join(" AND ") }
+    }
+
+    /// The view's WHERE clause on `played_at`, or nothing.
+    fn condition(&self) -> String {
+        if self.from.is_none() && self.to.is_none() { String::new() } else { format!("WHERE {}", self.predicate()) }
     }
 
     /// In words, for a report's heading.

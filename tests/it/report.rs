@@ -305,8 +305,31 @@ fn the_html_report_renders_offline_in_chromium_with_the_named_queries_numbers() 
         assert_eq!(got, want, "{table}");
         assert_eq!(svg(table)["sized_bars"].as_u64(), Some(want.len() as u64), "{table}");
     }
-    assert_eq!(svg("discoveries")["bars"].as_u64(), Some(2 * q("discoveries").len() as u64));
-    assert_eq!(svg("content")["segments"].as_u64(), Some(q("content_types").len() as u64));
+    // Discoveries and the split by kind: the queries' rows, bar by bar.
+    let drawn = |id: &str, attr: &str| -> Vec<i64> {
+        let re = format!("data-{attr}=\"");
+        let svg = page.split(&format!("<svg id=\"{id}\"")).nth(1).unwrap().split("</svg>").next().unwrap();
+        svg.split(&re).skip(1).map(|r| r.split('"').next().unwrap().parse().unwrap()).collect()
+    };
+    let discoveries: Vec<Vec<i64>> =
+        q("discoveries").iter().map(|r| r.split(',').skip(1).map(|v| v.parse().unwrap()).collect()).collect();
+    assert!(!discoveries.is_empty());
+    assert_eq!(drawn("discoveries", "artists"), discoveries.iter().map(|d| d[0]).collect::<Vec<_>>());
+    assert_eq!(drawn("discoveries", "tracks"), discoveries.iter().map(|d| d[1]).collect::<Vec<_>>());
+    assert_eq!(svg("discoveries")["bars"].as_u64(), Some(2 * discoveries.len() as u64));
+    let kinds: Vec<i64> = q("content_types").iter().map(|r| r.split(',').nth(1).unwrap().parse().unwrap()).collect();
+    assert_eq!(drawn("content", "plays"), kinds);
+    assert_eq!(svg("content")["segments"].as_u64(), Some(kinds.len() as u64));
+    let hours: Vec<f64> = weeks.iter().map(|r| r.split(',').nth(1).unwrap().parse().unwrap()).collect();
+    let drawn_hours: Vec<f64> = {
+        let svg = page.split("<svg id=\"weeks\"").nth(1).unwrap().split("</svg>").next().unwrap();
+        svg.split("data-hours=\"")
+            .skip(1)
+            .map(|r| r.split('"').next().unwrap().parse().unwrap())
+            .filter(|h| *h > 0.0)
+            .collect()
+    };
+    assert_eq!(drawn_hours, hours.into_iter().filter(|h| *h > 0.0).collect::<Vec<_>>());
     assert_eq!(m["plays"].as_str(), Some(plays.to_string().as_str()));
 
     // A screenshot, as a person would see it.
@@ -374,4 +397,32 @@ fn a_report_over_coverage_gaps_says_at_least_and_marks_them() {
     let page = tunelake::report::html::render(&d);
     assert!(page.contains("<b id=\"total-plays\">at least 10</b>") && page.contains("id=\"at-least\""), "{page}");
     assert_eq!(page.matches("<rect class=\"gap\"").count(), 1);
+}
+
+/// A report over a period reads the same plays as the named queries over it:
+/// totals, the split by kind, and discoveries (first plays ever, counted in
+/// the period's months).
+#[test]
+fn a_report_over_a_period_equals_the_named_queries_over_it() {
+    let lake = dst_lake();
+    let period = ["--tz", "Europe/Berlin", "--from", "2024-10-01", "--to", "2025-03-31"];
+    let html = lake.dir.path().join("period.html");
+    let mut args = vec!["report", "--html", html.to_str().unwrap()];
+    args.extend_from_slice(&period);
+    let o = lake.cli(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    let months = named(&lake, "time_listened_by_month", &period);
+    let plays: i64 = months.iter().map(|r| r.split(',').nth(2).unwrap().parse::<i64>().unwrap()).sum();
+    assert_eq!(plays, 7, "{months:?}");
+    assert!(text.contains(&format!("  {plays} plays ({plays} streams)")), "{text}");
+    assert!(text.contains("listening report: 2024-10-01 00:00 to 2025-04-01 00:00"), "{text}");
+    let page = std::fs::read_to_string(&html).unwrap();
+    let drawn = |attr: &str| -> Vec<String> {
+        let svg = page.split("<svg id=\"discoveries\"").nth(1).unwrap().split("</svg>").next().unwrap();
+        svg.split(&format!("data-{attr}=\"")).skip(1).map(|r| r.split('"').next().unwrap().to_string()).collect()
+    };
+    let discoveries = named(&lake, "discoveries", &period);
+    let want = |col: usize| discoveries.iter().map(|r| r.split(',').nth(col).unwrap().to_string()).collect::<Vec<_>>();
+    assert_eq!((drawn("artists"), drawn("tracks")), (want(1), want(2)), "{discoveries:?}");
 }
