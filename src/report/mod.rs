@@ -205,8 +205,8 @@ async fn pass(ctx: &SessionContext, name: &str, sql: &str) -> Result<(), ModelEr
 }
 
 /// Everything the report shows, over `ctx` (made with `scope`). Two scans of
-/// the plays make small tables the figures are sums over: one query per
-/// figure read the plays eight times (5M plays: 2.2 s, 6x one top list).
+/// the plays make small tables the figures are sums over, where one query
+/// per figure read the plays eight times (bench/README has the figures).
 pub async fn gather(ctx: &SessionContext, manifest: &Manifest, scope: &Scope) -> Result<ReportData, ModelError> {
     let t0 = std::time::Instant::now();
     let tracks = TRACKS_PASS.replace("{period}", &scope.period.predicate());
