@@ -263,8 +263,8 @@ pub struct BuildArgs {
 
 #[derive(Debug, Args)]
 pub struct QueryArgs {
-    /// The SQL to run (one statement).
-    #[arg(conflicts_with_all = ["name", "list"], required_unless_present_any = ["name", "list"])]
+    /// The SQL to run (one statement; it may start with a `--` comment).
+    #[arg(conflicts_with_all = ["name", "list"], required_unless_present_any = ["name", "list"], allow_hyphen_values = true)]
     pub sql: Option<String>,
     /// Run a named query from sql/queries/.
     #[arg(long, short)]

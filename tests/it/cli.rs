@@ -77,6 +77,9 @@ fn queries_come_out_as_table_csv_or_json() {
     let small = stdout(&lake.cli(&["query", "--name", "top_artists", "--format", "csv", "--memory-mib", "1"]));
     assert_eq!(roomy.lines().count(), 21, "{roomy}");
     assert_eq!(small, roomy);
+    // SQL that opens with a comment is SQL, not a flag.
+    let commented = lake.cli(&["query", "-- how many\nSELECT count(*) AS n FROM fact_plays", "--format", "csv"]);
+    assert_eq!(stdout(&commented), "n\n703\n", "{}", stderr(&commented));
     // A bad query is a usage error naming the problem.
     let out = lake.cli(&["query", "SELECT nope FROM fact_plays"]);
     assert_eq!(out.status.code(), Some(2));
