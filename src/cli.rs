@@ -518,6 +518,66 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(Error::Runtime)
 }
 
+/// `tunelake query`: a named query, the user's own, or SQL, over the star.
+fn query_command(a: &QueryArgs, layout: &crate::lake::Layout, out: &mut dyn Write) -> Result<()> {
+    let sql_dir = a.sql_dir.clone().unwrap_or_else(|| layout.root().join("queries"));
+    let named = query::named_queries(Some(&sql_dir))?;
+    if a.list {
+        for q in &named {
+            let yours = q.file.as_ref().map(|f| format!(" (yours: {})", f.display())).unwrap_or_default();
+            writeln!(out, "{:<24} {}{yours}", q.name, q.description).map_err(Error::Output)?;
+        }
+        return Ok(());
+    }
+    let q = match (&a.name, &a.sql) {
+        (Some(name), _) => named
+            .into_iter()
+            .find(|q| &q.name == name)
+            .ok_or_else(|| crate::model::ModelError::UnknownQuery { name: name.clone() })?,
+        (None, Some(sql)) => {
+            query::NamedQuery { name: "query".into(), description: String::new(), text: sql.clone(), file: None }
+        }
+        (None, None) => unreachable!("clap requires SQL, --name or --list"),
+    };
+    let manifest = Manifest::load(layout)?;
+    let memory = a.memory_mib.map_or_else(crate::model::query_memory_default, |m| m << 20);
+    let scope = a.scope.scope();
+    let rt = runtime()?;
+    let batches = rt.block_on(async {
+        let ctx = query::star_context(layout, &manifest, memory, a.as_of.as_ref(), &scope).await?;
+        query::run_named(&ctx, &q).await
+    })?;
+    query::write(out, &batches, a.format).map_err(Error::Output)?;
+    // Said where a person reads it; CSV and JSON stay clean for programs.
+    let zone = format!("local times in {}; plays: {}", scope.zone, scope.period.describe(&scope.zone));
+    match a.format {
+        Format::Table => writeln!(out, "({zone})").map_err(Error::Output)?,
+        _ => {
+            let _ = writeln!(std::io::stderr(), "({zone})");
+        }
+    }
+    Ok(())
+}
+
+/// `tunelake report`: the summary, and the HTML page with `--html`.
+fn report_command(a: &ReportArgs, layout: &crate::lake::Layout, out: &mut dyn Write) -> Result<()> {
+    let manifest = Manifest::load(layout)?;
+    let scope = a.scope.scope();
+    let rt = runtime()?;
+    let data = rt.block_on(async {
+        let memory = crate::model::query_memory_default();
+        let ctx = query::star_context(layout, &manifest, memory, None, &scope).await?;
+        crate::report::gather(&ctx, &manifest, &scope).await
+    })?;
+    crate::report::write_text(out, &data).map_err(Error::Output)?;
+    if let Some(path) = &a.html {
+        let page = crate::report::html::render(&data);
+        std::fs::write(path, page.as_bytes()).map_err(crate::lake::LakeError::io("write", path))?;
+        writeln!(out, "\nwrote {} ({} KB)", path.display(), page.len().div_ceil(1024)).map_err(Error::Output)?;
+    }
+    Ok(())
+}
+
 /// Runs a parsed command; `command` is what the manifest records.
 pub fn execute(cli: Cli, command: &str) -> Result<()> {
     let settings_db = match &cli.command {
@@ -593,47 +653,7 @@ pub fn execute(cli: Cli, command: &str) -> Result<()> {
             let m = runtime()?.block_on(crate::model::build::build(layout, &mut manifest, &opts, command))?;
             print_build(out, &m).map_err(Error::Output)?;
         }
-        Command::Query(a) => {
-            let sql_dir = a.sql_dir.clone().unwrap_or_else(|| layout.root().join("queries"));
-            let named = query::named_queries(Some(&sql_dir))?;
-            if a.list {
-                for q in &named {
-                    let yours = q.file.as_ref().map(|f| format!(" (yours: {})", f.display())).unwrap_or_default();
-                    writeln!(out, "{:<24} {}{yours}", q.name, q.description).map_err(Error::Output)?;
-                }
-                return Ok(());
-            }
-            let q = match (&a.name, &a.sql) {
-                (Some(name), _) => named
-                    .into_iter()
-                    .find(|q| &q.name == name)
-                    .ok_or_else(|| crate::model::ModelError::UnknownQuery { name: name.clone() })?,
-                (None, Some(sql)) => query::NamedQuery {
-                    name: "query".into(),
-                    description: String::new(),
-                    text: sql.clone(),
-                    file: None,
-                },
-                (None, None) => unreachable!("clap requires SQL, --name or --list"),
-            };
-            let manifest = Manifest::load(layout)?;
-            let memory = a.memory_mib.map_or_else(crate::model::query_memory_default, |m| m << 20);
-            let scope = a.scope.scope();
-            let rt = runtime()?;
-            let batches = rt.block_on(async {
-                let ctx = query::star_context(layout, &manifest, memory, a.as_of.as_ref(), &scope).await?;
-                query::run_named(&ctx, &q).await
-            })?;
-            query::write(out, &batches, a.format).map_err(Error::Output)?;
-            // Said where a person reads it; CSV and JSON stay clean for programs.
-            let zone = format!("local times in {}; plays: {}", scope.zone, scope.period.describe(&scope.zone));
-            match a.format {
-                Format::Table => writeln!(out, "({zone})").map_err(Error::Output)?,
-                _ => {
-                    let _ = writeln!(std::io::stderr(), "({zone})");
-                }
-            }
-        }
+        Command::Query(a) => query_command(&a, layout, out)?,
         Command::Sync(a) => {
             let url = settings.database_url.as_ref().ok_or(SinkError::NoDatabase)?;
             let _lock = LakeLock::acquire(layout, "sync")?;
@@ -721,23 +741,7 @@ pub fn execute(cli: Cli, command: &str) -> Result<()> {
                 }
             }
         }
-        Command::Report(a) => {
-            let manifest = Manifest::load(layout)?;
-            let scope = a.scope.scope();
-            let rt = runtime()?;
-            let data = rt.block_on(async {
-                let memory = crate::model::query_memory_default();
-                let ctx = query::star_context(layout, &manifest, memory, None, &scope).await?;
-                crate::report::gather(&ctx, &manifest, &scope).await
-            })?;
-            crate::report::write_text(out, &data).map_err(Error::Output)?;
-            if let Some(path) = &a.html {
-                let page = crate::report::html::render(&data);
-                std::fs::write(path, page.as_bytes()).map_err(crate::lake::LakeError::io("write", path))?;
-                writeln!(out, "\nwrote {} ({} KB)", path.display(), page.len().div_ceil(1024))
-                    .map_err(Error::Output)?;
-            }
-        }
+        Command::Report(a) => report_command(&a, layout, out)?,
         Command::Verify(a) => {
             let _lock = LakeLock::acquire(layout, "verify")?;
             let manifest = Manifest::load(layout)?;

@@ -1,6 +1,6 @@
 -- The 20 most played artists.
 -- Plays are counted per artist id first; listeners only for the 20 artists
--- that make the list (one grouping of every (artist, listener) pair cost 3x).
+-- that make the list, not for every (artist, listener) pair.
 WITH top AS (
     SELECT a.name AS artist, sum(p.plays) AS plays
     FROM (

@@ -210,7 +210,7 @@ async fn pass(ctx: &SessionContext, name: &str, sql: &str) -> Result<(), ModelEr
 pub async fn gather(ctx: &SessionContext, manifest: &Manifest, scope: &Scope) -> Result<ReportData, ModelError> {
     let t0 = std::time::Instant::now();
     let tracks = TRACKS_PASS.replace("{period}", &scope.period.predicate());
-    // One after another: at once, the scans fight for the two cores and the memory pool (0.7-1.1 s against 0.5 s).
+    // One after another: at once, the scans fight for the cores and the memory pool (bench/README).
     pass(ctx, "report_tracks", &tracks).await?;
     pass(ctx, "report_hours", HOURS_PASS).await?;
     pass(ctx, "report_untimed", UNTIMED_PASS).await?;

@@ -278,59 +278,7 @@ pub(super) fn stage(
             c.account(parsed.accounting, parsed.rejects);
         }
         (spotify_api::SOURCE, kind) => {
-            let mut acc = Accounting::new(spotify_api::SOURCE, kind);
-            acc.files = 1;
-            let (mut rejects, mut changed) = (vec![], vec![]);
-            let origin = || raw.origin.clone();
-            let (table, batch) = match kind {
-                spotify_api::KIND_ME => match spotify_api::parse_me(bytes, index as i64, &raw.sha256) {
-                    Ok((_, b, nul_paths)) => {
-                        changed.extend((!nul_paths.is_empty()).then(|| Reject::nul_removed(origin(), 1, &nul_paths)));
-                        (staging::STG_SPOTIFY_API_USERS, Some(b))
-                    }
-                    Err(reason) => {
-                        rejects.push(Reject::new(origin(), 1, reason));
-                        (staging::STG_SPOTIFY_API_USERS, None)
-                    }
-                },
-                spotify_api::KIND_RECENT => {
-                    let user = raw.account.as_deref().unwrap_or_default();
-                    match spotify_api::parse_page(bytes, user, &raw.sha256) {
-                        Ok(page) => {
-                            acc.read = (page.played_ms.len() + page.rejected.len()) as u64;
-                            acc.plays = page.played_ms.len() as u64;
-                            rejects
-                                .extend(page.rejected.into_iter().map(|(line, why)| Reject::new(origin(), line, why)));
-                            changed.extend(
-                                page.nul_removed.iter().map(|(line, p)| Reject::nul_removed(origin(), *line, p)),
-                            );
-                            (staging::STG_SPOTIFY_API_PLAYS, Some(page.plays))
-                        }
-                        Err(reason) => {
-                            acc.read = 1;
-                            rejects.push(Reject::new(origin(), 0, reason));
-                            (staging::STG_SPOTIFY_API_PLAYS, None)
-                        }
-                    }
-                }
-                _ => match spotify_api::parse_entity(kind, bytes, &raw.sha256) {
-                    Ok((b, nul_paths)) => {
-                        changed.extend((!nul_paths.is_empty()).then(|| Reject::nul_removed(origin(), 1, &nul_paths)));
-                        (staging::STG_SPOTIFY_API_ENTITIES, Some(b))
-                    }
-                    Err(reason) => {
-                        rejects.push(Reject::new(origin(), 1, reason));
-                        (staging::STG_SPOTIFY_API_ENTITIES, None)
-                    }
-                },
-            };
-            if kind != spotify_api::KIND_RECENT {
-                acc.read = 1;
-            }
-            acc.rejected = rejects.len() as u64;
-            acc.kept = acc.read - acc.rejected;
-            acc.nul_removed = changed.len() as u64;
-            rejects.extend(changed);
+            let (table, batch, acc, rejects) = parse_api(raw, kind, index, bytes);
             let mut c = out.lock().expect("collector lock");
             if let Some(b) = batch.filter(|b| b.num_rows() > 0) {
                 c.batches.entry(table).or_default().push(b);
@@ -346,6 +294,67 @@ pub(super) fn stage(
         }
     }
     Ok(())
+}
+
+/// One Web API response: its staging table, its rows, and its accounting
+/// and rejects (the items kept with U+0000 removed among them).
+fn parse_api(
+    raw: &RawFile,
+    kind: &str,
+    index: usize,
+    bytes: &[u8],
+) -> (&'static str, Option<RecordBatch>, Accounting, Vec<Reject>) {
+    let mut acc = Accounting::new(spotify_api::SOURCE, kind);
+    acc.files = 1;
+    let (mut rejects, mut changed) = (vec![], vec![]);
+    let origin = || raw.origin.clone();
+    let (table, batch) = match kind {
+        spotify_api::KIND_ME => match spotify_api::parse_me(bytes, index as i64, &raw.sha256) {
+            Ok((_, b, nul_paths)) => {
+                changed.extend((!nul_paths.is_empty()).then(|| Reject::nul_removed(origin(), 1, &nul_paths)));
+                (staging::STG_SPOTIFY_API_USERS, Some(b))
+            }
+            Err(reason) => {
+                rejects.push(Reject::new(origin(), 1, reason));
+                (staging::STG_SPOTIFY_API_USERS, None)
+            }
+        },
+        spotify_api::KIND_RECENT => {
+            let user = raw.account.as_deref().unwrap_or_default();
+            match spotify_api::parse_page(bytes, user, &raw.sha256) {
+                Ok(page) => {
+                    acc.read = (page.played_ms.len() + page.rejected.len()) as u64;
+                    acc.plays = page.played_ms.len() as u64;
+                    rejects.extend(page.rejected.into_iter().map(|(line, why)| Reject::new(origin(), line, why)));
+                    changed.extend(page.nul_removed.iter().map(|(line, p)| Reject::nul_removed(origin(), *line, p)));
+                    (staging::STG_SPOTIFY_API_PLAYS, Some(page.plays))
+                }
+                Err(reason) => {
+                    acc.read = 1;
+                    rejects.push(Reject::new(origin(), 0, reason));
+                    (staging::STG_SPOTIFY_API_PLAYS, None)
+                }
+            }
+        }
+        _ => match spotify_api::parse_entity(kind, bytes, &raw.sha256) {
+            Ok((b, nul_paths)) => {
+                changed.extend((!nul_paths.is_empty()).then(|| Reject::nul_removed(origin(), 1, &nul_paths)));
+                (staging::STG_SPOTIFY_API_ENTITIES, Some(b))
+            }
+            Err(reason) => {
+                rejects.push(Reject::new(origin(), 1, reason));
+                (staging::STG_SPOTIFY_API_ENTITIES, None)
+            }
+        },
+    };
+    if kind != spotify_api::KIND_RECENT {
+        acc.read = 1;
+    }
+    acc.rejected = rejects.len() as u64;
+    acc.kept = acc.read - acc.rejected;
+    acc.nul_removed = changed.len() as u64;
+    rejects.extend(changed);
+    (table, batch, acc, rejects)
 }
 
 /// Song rows an ingest gathers before it turns them into an Arrow batch.
