@@ -8,9 +8,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{DEFAULT_LAKE, Settings};
+use crate::config::{DEFAULT_LAKE, LakeLocation, Settings};
 use crate::error::{Error, Result};
 use crate::lake::manifest::{Commit, now_rfc3339};
+use crate::lake::remote::Remote;
 use crate::lake::{LakeLock, Manifest, vacuum};
 use crate::model::build::{BuildMetrics, BuildOptions};
 use crate::model::query::{self, Format};
@@ -36,10 +37,12 @@ Examples:
 #[derive(Debug, Parser)]
 #[command(name = "tunelake", version, about = ABOUT, after_help = EXAMPLES)]
 pub struct Cli {
-    /// Where the lake lives.
-    #[arg(long, global = true, env = "TUNELAKE_LAKE", default_value = DEFAULT_LAKE, value_name = "DIR",
-          value_parser = crate::config::lake_path)]
-    pub lake: PathBuf,
+    /// Where the lake lives: a folder, or s3://bucket/prefix (gs://, az://) with credentials from
+    /// AWS_* (AWS_ENDPOINT_URL, AWS_PROFILE), GOOGLE_* or AZURE_*, worked on through a local cache
+    /// (TUNELAKE_CACHE, else ~/.cache/tunelake).
+    #[arg(long, global = true, env = "TUNELAKE_LAKE", default_value = DEFAULT_LAKE, value_name = "DIR|URL",
+          value_parser = crate::config::lake_location)]
+    pub lake: LakeLocation,
 
     /// Progress bars on stderr: auto (when it is a terminal) or off.
     #[arg(long, global = true, value_enum, default_value_t = ProgressMode::Auto)]
@@ -115,6 +118,11 @@ pub enum Command {
         Examples:\n  tunelake report\n  tunelake report --since 90d --tz Europe/Berlin\n  \
         tunelake report --from 2024-01-01 --to 2024-12-31 --html wrapped-2024.html")]
     Report(ReportArgs),
+    /// Remove the lock a run that died left in a bucket (a local lake's lock goes with its process).
+    #[command(after_help = "A run on a bucket holds _manifest/LOCK there; a run on this machine takes \
+        over a lock its own dead run left, so this is for a run that died on another machine.\n\n\
+        Example:\n  tunelake unlock --lake s3://my-bucket/music")]
+    Unlock,
 }
 
 #[derive(Debug, Args)]
@@ -585,7 +593,75 @@ pub fn execute(cli: Cli, command: &str) -> Result<()> {
         Command::Run(a) => a.db.database_url.clone(),
         _ => None,
     };
-    let settings = Settings::new(cli.lake.clone(), settings_db);
+    match cli.lake.clone() {
+        LakeLocation::Local(dir) => execute_on(cli, Settings::new(dir, settings_db), command),
+        LakeLocation::Remote(url) => {
+            let remote = std::sync::Arc::new(Remote::open(&url)?);
+            let mut settings = Settings::new(remote.cache().root().to_path_buf(), settings_db);
+            settings.remote = Some(remote.clone());
+            match &cli.command {
+                Command::Unlock => {
+                    match remote.unlock()? {
+                        Some(h) => println!("removed the lock of {} on {url}", h.describe()),
+                        None => println!("{url} was not locked"),
+                    }
+                    Ok(())
+                }
+                // Each cycle pulls and pushes (`run_cycle`).
+                Command::Run(_) => execute_on(cli, settings, command),
+                c if c.writes() => {
+                    let name = c.name();
+                    on_remote(&remote, &name, || execute_on(cli, settings, command))
+                }
+                _ => {
+                    remote.refresh()?;
+                    execute_on(cli, settings, command)
+                }
+            }
+        }
+    }
+}
+
+/// Runs `f` on a bucket's cache between a pull and a push, holding the bucket's lock.
+/// What `f` committed before failing is pushed too.
+fn on_remote(remote: &Remote, what: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    let lease = remote.lease(what)?;
+    let pulled = remote.pull();
+    let ran = pulled.map_err(Error::from).and_then(|m| {
+        tracing::info!(files = m.files, bytes = m.bytes, removed = m.removed, "pulled from the bucket");
+        f()
+    });
+    let pushed = remote.push();
+    let released = remote.release(lease);
+    ran?;
+    let m = pushed?;
+    tracing::info!(files = m.files, bytes = m.bytes, "pushed to the bucket");
+    Ok(released?)
+}
+
+impl Command {
+    /// Whether the command changes the lake (and so holds a bucket's lock).
+    fn writes(&self) -> bool {
+        matches!(
+            self,
+            Command::Ingest(_)
+                | Command::Build(_)
+                | Command::Sync(_)
+                | Command::Reprocess(_)
+                | Command::Run(_)
+                | Command::Vacuum(_)
+        )
+    }
+
+    /// The command's name, for a lock's holder.
+    fn name(&self) -> String {
+        let debug = format!("{self:?}");
+        debug.split(|c: char| !c.is_alphanumeric()).next().unwrap_or("command").to_lowercase()
+    }
+}
+
+/// Runs a command on the lake in `settings` (a folder, or a bucket's cache).
+fn execute_on(cli: Cli, settings: Settings, command: &str) -> Result<()> {
     let layout = &settings.layout;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -666,7 +742,10 @@ pub fn execute(cli: Cli, command: &str) -> Result<()> {
         }
         Command::Status(a) => {
             let manifest = Manifest::load(layout)?;
-            let lake = layout.root().display().to_string();
+            let lake = match &settings.remote {
+                Some(remote) => remote.url().to_string(),
+                None => layout.root().display().to_string(),
+            };
             match a.format {
                 Summary::Text => status::render(out, &manifest, &lake, a.runs).map_err(Error::Output)?,
                 Summary::Json => {
@@ -742,6 +821,10 @@ pub fn execute(cli: Cli, command: &str) -> Result<()> {
             }
         }
         Command::Report(a) => report_command(&a, layout, out)?,
+        Command::Unlock => {
+            writeln!(out, "{} is a folder: its lock is released when the run holding it ends", layout.root().display())
+                .map_err(Error::Output)?;
+        }
         Command::Verify(a) => {
             let _lock = LakeLock::acquire(layout, "verify")?;
             let manifest = Manifest::load(layout)?;
@@ -780,6 +863,14 @@ pub fn execute(cli: Cli, command: &str) -> Result<()> {
             let delta_live = runtime()?.block_on(crate::lake::delta::live_files(layout, Some(cutoff)))?;
             let opts = vacuum::VacuumOptions { retain, dry_run: a.dry_run, delta_live };
             let m = vacuum::vacuum(layout, &manifest, &opts)?;
+            if let (Some(remote), false) = (&settings.remote, a.dry_run) {
+                let rels: Vec<String> = m
+                    .files
+                    .iter()
+                    .filter_map(|(f, _)| Some(f.strip_prefix(layout.root()).ok()?.to_string_lossy().into_owned()))
+                    .collect();
+                remote.delete(&rels)?;
+            }
             for (f, bytes) in &m.files {
                 let verb = if a.dry_run { "would remove" } else { "removed" };
                 writeln!(out, "{verb} {} ({bytes} bytes)", f.display()).map_err(Error::Output)?;
@@ -874,6 +965,20 @@ impl<'a> Report<'a> {
 
 /// `tunelake run` once: ingest every configured source, build, sync when a database is configured.
 fn run_cycle(
+    settings: &Settings,
+    a: &RunArgs,
+    spotify: Option<&SpotifyConfig>,
+    command: &str,
+    out: &mut dyn Write,
+) -> Result<()> {
+    match &settings.remote {
+        Some(remote) => on_remote(remote, "run", || cycle(settings, a, spotify, command, out)),
+        None => cycle(settings, a, spotify, command, out),
+    }
+}
+
+/// One ingest, build and sync on the lake in `settings`.
+fn cycle(
     settings: &Settings,
     a: &RunArgs,
     spotify: Option<&SpotifyConfig>,

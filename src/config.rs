@@ -5,25 +5,23 @@ use std::fmt;
 use std::path::PathBuf;
 
 use crate::lake::Layout;
+pub use crate::lake::remote::{LakeLocation, RemoteUrl};
 
 /// Where the lake lives when neither `--lake` nor `TUNELAKE_LAKE` says.
 pub const DEFAULT_LAKE: &str = "data/lake";
 
-/// `--lake` / `TUNELAKE_LAKE`: a local folder (or a `file://` URL of one).
-/// A URL of another scheme would otherwise become a folder named `s3:` in
-/// the working directory, silently; object storage is not supported yet.
-pub fn lake_path(s: &str) -> Result<PathBuf, String> {
+/// `--lake` / `TUNELAKE_LAKE`: a local folder (or a `file://` URL of one),
+/// or a bucket: `s3://bucket/prefix`, `gs://`, `az://` ([`crate::lake::remote`]).
+/// Another scheme is refused rather than becoming a folder named `ftp:`.
+pub fn lake_location(s: &str) -> Result<LakeLocation, String> {
     let scheme = s
         .split_once("://")
         .map(|(scheme, _)| scheme)
         .filter(|scheme| scheme.len() > 1 && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c)));
     match scheme {
-        None => Ok(PathBuf::from(s)),
-        Some("file") => Ok(PathBuf::from(&s["file://".len()..])),
-        Some(other) => Err(format!(
-            "`{s}`: a lake on {other}:// is not supported yet; tunelake keeps its lake in a local folder \
-             (copy it to object storage with your usual tools: the star's tables are Delta tables)"
-        )),
+        None => Ok(LakeLocation::Local(PathBuf::from(s))),
+        Some("file") => Ok(LakeLocation::Local(PathBuf::from(&s["file://".len()..]))),
+        Some(_) => RemoteUrl::parse(s).map(LakeLocation::Remote),
     }
 }
 
@@ -50,8 +48,11 @@ impl fmt::Debug for Secret {
 /// Settings every command shares.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// The lake the command works on: the folder, or a bucket's cache.
     pub layout: Layout,
     pub database_url: Option<Secret>,
+    /// The bucket, when the lake is one; a `run --every` pulls and pushes each cycle.
+    pub remote: Option<std::sync::Arc<crate::lake::remote::Remote>>,
 }
 
 impl Settings {
@@ -61,7 +62,7 @@ impl Settings {
     pub fn new(lake: PathBuf, database_url: Option<String>) -> Self {
         let named =
             crate::sink::connect::NAMING_VARS.iter().any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()));
-        Settings { layout: Layout::new(lake), database_url: database(database_url, named) }
+        Settings { layout: Layout::new(lake), database_url: database(database_url, named), remote: None }
     }
 }
 
@@ -75,14 +76,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_lake_is_a_folder_and_object_storage_urls_are_refused() {
-        assert_eq!(lake_path("data/lake").unwrap(), PathBuf::from("data/lake"));
-        assert_eq!(lake_path("file:///srv/lake").unwrap(), PathBuf::from("/srv/lake"));
+    fn a_lake_is_a_folder_or_a_bucket_and_other_urls_are_refused() {
+        let local = |p: &str| LakeLocation::Local(PathBuf::from(p));
+        assert_eq!(lake_location("data/lake").unwrap(), local("data/lake"));
+        assert_eq!(lake_location("file:///srv/lake").unwrap(), local("/srv/lake"));
         for url in ["s3://bucket/music", "gs://b/m", "az://c/m"] {
-            let err = lake_path(url).unwrap_err();
-            assert!(err.starts_with(&format!("`{url}`: a lake on ")) && err.contains("not supported yet"), "{err}");
+            assert!(matches!(lake_location(url), Ok(LakeLocation::Remote(u)) if u.as_str() == url), "{url}");
         }
-        assert_eq!(lake_path("C:/music").unwrap(), PathBuf::from("C:/music"), "no :// is a path");
+        let err = lake_location("ftp://host/music").unwrap_err();
+        assert!(err.starts_with("`ftp://host/music`: tunelake keeps a lake in a local folder or in s3://"), "{err}");
+        assert_eq!(lake_location("C:/music").unwrap(), local("C:/music"), "no :// is a path");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! leave the cause to `source()`; `main` prints the whole chain.
 
 use crate::lake::LakeError;
+use crate::lake::remote::RemoteError;
 use crate::model::ModelError;
 use crate::sink::SinkError;
 use crate::source::SourceError;
@@ -31,6 +32,8 @@ pub enum Error {
     Model(#[from] ModelError),
     #[error(transparent)]
     Sink(#[from] SinkError),
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
     #[error("{0}")]
     Usage(String),
     #[error("{0}; what was received is stored, and the next run goes on from there")]
@@ -73,6 +76,9 @@ impl Error {
                 | crate::sink::SinkError::BadUrl(_),
             ) => exit::USAGE,
             Error::Sink(_) => exit::DATABASE,
+            Error::Remote(RemoteError::Open { .. } | RemoteError::Store { .. }) => exit::NETWORK,
+            Error::Remote(RemoteError::Runtime(_)) => exit::FAILURE,
+            Error::Remote(_) => exit::LAKE,
             Error::StoppedEarly(_) => exit::TEMPFAIL,
             Error::Output(_) | Error::Runtime(_) => exit::FAILURE,
         }

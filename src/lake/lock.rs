@@ -4,6 +4,7 @@
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
+use std::path::Path;
 
 use super::{LakeError, Layout};
 
@@ -16,9 +17,19 @@ pub struct LakeLock {
 impl LakeLock {
     /// Takes the lake's lock or says who holds it.
     pub fn acquire(layout: &Layout, what: &str) -> Result<Self, LakeError> {
-        let dir = layout.manifest_dir();
-        fs::create_dir_all(&dir).map_err(LakeError::io("create directory", &dir))?;
-        let path = layout.lock_file();
+        Self::acquire_at(&layout.lock_file(), what).map_err(|e| match e {
+            LakeError::Locked { lock, holder, .. } => {
+                LakeError::Locked { lake: layout.root().to_path_buf(), lock, holder }
+            }
+            e => e,
+        })
+    }
+
+    /// Takes the lock file at `path` (a remote lake's cache has its own).
+    pub fn acquire_at(path: &Path, what: &str) -> Result<Self, LakeError> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(dir).map_err(LakeError::io("create directory", dir))?;
+        let path = path.to_path_buf();
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -33,7 +44,7 @@ impl LakeLock {
                 let _ = file.read_to_string(&mut holder);
                 let holder = holder.trim();
                 return Err(LakeError::Locked {
-                    lake: layout.root().to_path_buf(),
+                    lake: dir.to_path_buf(),
                     lock: path,
                     holder: if holder.is_empty() { "unknown".into() } else { holder.into() },
                 });

@@ -25,6 +25,7 @@ pub mod lock;
 pub mod manifest;
 pub mod parquet;
 pub mod raw;
+pub mod remote;
 pub mod staging;
 pub mod vacuum;
 pub mod verify;

@@ -214,11 +214,11 @@ fn issue_24_closed_stdout_and_stderr_end_quietly_with_the_right_code() {
 }
 
 /// Issue 21: `--lake s3://...` wrote a local folder named `s3:`, silently.
-/// Until object storage is supported, such a lake is refused by name.
+/// A URL of a scheme tunelake cannot keep a lake in is refused by name.
 #[test]
-fn a_lake_on_object_storage_is_refused_not_made_a_local_folder() {
+fn a_lake_url_of_another_scheme_is_refused_not_made_a_local_folder() {
     let cwd = tempfile::tempdir().unwrap();
-    for (args, env) in [(vec!["--lake", "s3://my-bucket/music"], None), (vec![], Some("gs://b/music"))] {
+    for (args, env) in [(vec!["--lake", "ftp://host/music"], None), (vec![], Some("https://example.com/music"))] {
         let mut c = tunelake_cmd();
         c.current_dir(cwd.path()).args(&args).args(["ingest", "sparkify", sample().to_str().unwrap()]);
         if let Some(url) = env {
@@ -226,7 +226,11 @@ fn a_lake_on_object_storage_is_refused_not_made_a_local_folder() {
         }
         let out = c.output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-        assert!(stderr(&out).contains("is not supported yet"), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("tunelake keeps a lake in a local folder or in s3://bucket/prefix"),
+            "{}",
+            stderr(&out)
+        );
     }
     assert_eq!(std::fs::read_dir(cwd.path()).unwrap().count(), 0, "nothing was written");
 }

@@ -14,7 +14,7 @@ const ENGINES: [&str; 3] = ["deltalake", "polars", "duckdb"];
 
 /// The Python with deltalake, Polars and DuckDB that `.ci/run` installs
 /// (`TUNELAKE_TEST_PYTHON`, else `.venv/bin/python` in the repository).
-fn python() -> PathBuf {
+pub(crate) fn python() -> PathBuf {
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
     let python = std::env::var_os("TUNELAKE_TEST_PYTHON").map_or(venv, PathBuf::from);
     let ok = Command::new(&python)

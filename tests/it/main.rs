@@ -12,5 +12,6 @@ mod pipeline;
 mod postgres_sync;
 mod postgres_tls;
 mod report;
+mod s3;
 mod spotify_api;
 mod spotify_export;
