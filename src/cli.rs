@@ -123,6 +123,21 @@ pub enum Command {
         over a lock its own dead run left, so this is for a run that died on another machine.\n\n\
         Example:\n  tunelake unlock --lake s3://my-bucket/music")]
     Unlock,
+    /// Copy a lake between a folder and a bucket (either way), checking every file's sha256.
+    #[command(after_help = "The destination must hold no lake. Files go in the commit protocol's order \
+        (data, then each Delta log, then the ledger, its entries last), so a copy cut short is a lake at an \
+        earlier run; each file is read back from the destination and its sha256 compared, and a raw file \
+        stored alone must hash to its name. Both ends are locked while it runs.\n\n\
+        Examples:\n  tunelake copy-lake data/lake s3://my-bucket/music\n  \
+        tunelake copy-lake s3://my-bucket/music /backup/music-lake")]
+    CopyLake {
+        /// The lake to copy: a folder or a bucket's URL.
+        #[arg(value_parser = crate::config::lake_location)]
+        from: LakeLocation,
+        /// Where to: an empty folder or prefix.
+        #[arg(value_parser = crate::config::lake_location)]
+        to: LakeLocation,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -593,6 +608,14 @@ pub fn execute(cli: Cli, command: &str) -> Result<()> {
         Command::Run(a) => a.db.database_url.clone(),
         _ => None,
     };
+    if let Command::CopyLake { from, to } = &cli.command {
+        let m = crate::lake::remote::copy::copy_lake(from, to)?;
+        println!(
+            "copy-lake: {} files ({} bytes) from {from} to {to}, each one's sha256 checked at {to}",
+            m.files, m.bytes
+        );
+        return Ok(());
+    }
     match cli.lake.clone() {
         LakeLocation::Local(dir) => execute_on(cli, Settings::new(dir, settings_db), command),
         LakeLocation::Remote(url) => {
@@ -821,6 +844,7 @@ fn execute_on(cli: Cli, settings: Settings, command: &str) -> Result<()> {
             }
         }
         Command::Report(a) => report_command(&a, layout, out)?,
+        Command::CopyLake { .. } => unreachable!("copy-lake names its own lakes"),
         Command::Unlock => {
             writeln!(out, "{} is a folder: its lock is released when the run holding it ends", layout.root().display())
                 .map_err(Error::Output)?;

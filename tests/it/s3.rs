@@ -346,3 +346,54 @@ fn a_cache_with_a_commit_the_bucket_has_differently_is_refused_by_name() {
         stderr(&o)
     );
 }
+
+#[test]
+fn a_lake_is_copied_to_a_bucket_and_back_with_every_checksum_checked() {
+    let s3 = S3::start();
+    let local = TestLake::new();
+    local.ingest(&sample());
+    local.build();
+    let want = local_state(&local);
+    let url = "s3://music/moved";
+    let from = local.layout.root().to_str().unwrap().to_string();
+    let o = s3.ok(url, "m", &["copy-lake", &from, url]);
+    let said = stdout(&o);
+    assert!(
+        said.starts_with("copy-lake: ") && said.contains(&format!(" to {url}, each one's sha256 checked")),
+        "{said}"
+    );
+    assert_eq!(bucket_state(&s3, url, "m"), want);
+
+    // Into a folder holding a lake: refused; into a new one: the same lake, verified.
+    let o = s3.tunelake(url, "m").args(["copy-lake", url, &from]).output().unwrap();
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(stderr(&o).contains("holds a lake already"), "{}", stderr(&o));
+    let back = s3.dir.path().join("back");
+    s3.ok(url, "m", &["copy-lake", url, back.to_str().unwrap()]);
+    let o = tunelake_cmd().arg("--lake").arg(&back).args(["verify", "--deep"]).output().unwrap();
+    assert!(o.status.success() && stdout(&o).contains(": ok"), "{}{}", stdout(&o), stderr(&o));
+    let o = tunelake_cmd().arg("--lake").arg(&back).args(["query", "--format", "csv", STATE_SQL]).output().unwrap();
+    assert_eq!(stdout(&o), want);
+    // The bucket's objects are the folder's files, byte for byte.
+    let objects = s3.objects("moved");
+    for (key, bytes) in &objects {
+        let rel = key.strip_prefix("moved/").unwrap();
+        assert_eq!(&std::fs::read(local.layout.root().join(rel)).unwrap(), bytes, "{rel}");
+    }
+
+    // A raw file damaged in the source is named, not copied as if whole.
+    let raw = objects.iter().find(|(k, _)| k.contains("/raw/") && k.ends_with(".json")).unwrap();
+    let rel = raw.0.strip_prefix("moved/").unwrap();
+    let mut bytes = raw.1.clone();
+    bytes[0] ^= 1;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(s3.store().put(&raw.0.as_str().into(), bytes.into())).unwrap();
+    let o =
+        s3.tunelake(url, "m").args(["copy-lake", url, s3.dir.path().join("again").to_str().unwrap()]).output().unwrap();
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("{url}/{rel}: the sha256 of the bytes differs from its name")),
+        "{}",
+        stderr(&o)
+    );
+}

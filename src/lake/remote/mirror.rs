@@ -25,9 +25,9 @@ pub const CACHE_LOCK: &str = ".remote/LOCK";
 const RECORD: &str = ".remote/synced.json";
 /// Files up to this size go in one PUT; bigger ones in parts of this size,
 /// read from disk as they are sent.
-const PART: usize = 8 << 20;
+pub(super) const PART: usize = 8 << 20;
 /// Transfers in flight at once.
-const PARALLEL: usize = 8;
+pub(super) const PARALLEL: usize = 8;
 
 /// What the cache last shared with the bucket, per lake-relative path.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -51,7 +51,7 @@ pub struct TransferMetrics {
 
 /// Where a file goes in a push, in this order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Phase {
+pub(super) enum Phase {
     /// Raw, staging, star files and Delta checkpoints: parallel, overwriting debris.
     Data,
     /// `_delta_log/`, in the order written; commits are conditional.
@@ -64,7 +64,7 @@ enum Phase {
     Pointer,
 }
 
-fn phase(rel: &str) -> Phase {
+pub(super) fn phase(rel: &str) -> Phase {
     let name = rel.rsplit('/').next().unwrap_or(rel);
     if let Some(rest) = rel.strip_prefix("_manifest/") {
         if is_entry(rest) {

@@ -16,6 +16,7 @@
 //! `~/.aws/credentials`, `GOOGLE_*`, `AZURE_*`); they are never written to
 //! the lake, the cache or a message ([`redact`]).
 
+pub mod copy;
 pub mod mirror;
 
 use std::path::{Path, PathBuf};
@@ -64,6 +65,15 @@ impl RemoteUrl {
     }
 }
 
+impl std::fmt::Display for LakeLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LakeLocation::Local(dir) => write!(f, "{}", dir.display()),
+            LakeLocation::Remote(url) => write!(f, "{url}"),
+        }
+    }
+}
+
 impl std::fmt::Display for RemoteUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.url.as_str())
@@ -92,6 +102,15 @@ pub enum RemoteError {
              remove the cache folder and run again"
     )]
     Diverged { url: String, cache: PathBuf, key: String },
+    #[error("{at} holds no lake (no `_manifest/<run>.json`)")]
+    NotALake { at: String },
+    #[error("{at} holds a lake already; copy into an empty folder or prefix")]
+    NotEmpty { at: String },
+    #[error(
+        "{at}/{key}: the sha256 of the bytes differs from {what}; nothing is wrong with the source's other \
+             files, run `tunelake verify` on it and copy again"
+    )]
+    Mismatch { at: String, key: String, what: &'static str },
     #[error(transparent)]
     Lake(#[from] LakeError),
     #[error("cannot start the async runtime for object storage")]
@@ -130,35 +149,8 @@ impl std::fmt::Debug for Remote {
 impl Remote {
     /// The store for `url`, configured from the environment, with its cache.
     pub fn open(url: &RemoteUrl) -> Result<Remote, RemoteError> {
-        let open_err = |message: String| RemoteError::Open { url: url.to_string(), message: redact(&message) };
-        let (scheme, prefix) = ObjectStoreScheme::parse(&url.url).map_err(|e| open_err(e.to_string()))?;
-        let store: Arc<dyn ObjectStore> = match scheme {
-            ObjectStoreScheme::AmazonS3 => {
-                let mut b = object_store::aws::AmazonS3Builder::from_env();
-                for (key, value) in aws_profile_settings() {
-                    b = b.with_config(key.parse().map_err(|e: object_store::Error| open_err(e.to_string()))?, value);
-                }
-                Arc::new(b.with_url(url.as_str()).build().map_err(|e| open_err(e.to_string()))?)
-            }
-            ObjectStoreScheme::GoogleCloudStorage => Arc::new(
-                object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                    .with_url(url.as_str())
-                    .build()
-                    .map_err(|e| open_err(e.to_string()))?,
-            ),
-            ObjectStoreScheme::MicrosoftAzure => Arc::new(
-                object_store::azure::MicrosoftAzureBuilder::from_env()
-                    .with_url(url.as_str())
-                    .build()
-                    .map_err(|e| open_err(e.to_string()))?,
-            ),
-            _ => return Err(open_err("not an object store".into())),
-        };
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .map_err(RemoteError::Runtime)?;
+        let (store, prefix) = store_for(url)?;
+        let rt = runtime()?;
         Ok(Remote { url: url.clone(), store, prefix, cache: Layout::new(cache_dir(url)), rt })
     }
 
@@ -249,6 +241,40 @@ impl Remote {
         }
         Ok(holder)
     }
+}
+
+/// The store `url` names, configured from the environment, and the prefix in it.
+pub fn store_for(url: &RemoteUrl) -> Result<(Arc<dyn ObjectStore>, Key), RemoteError> {
+    let open_err = |message: String| RemoteError::Open { url: url.to_string(), message: redact(&message) };
+    let (scheme, prefix) = ObjectStoreScheme::parse(&url.url).map_err(|e| open_err(e.to_string()))?;
+    let store: Arc<dyn ObjectStore> = match scheme {
+        ObjectStoreScheme::AmazonS3 => {
+            let mut b = object_store::aws::AmazonS3Builder::from_env();
+            for (key, value) in aws_profile_settings() {
+                b = b.with_config(key.parse().map_err(|e: object_store::Error| open_err(e.to_string()))?, value);
+            }
+            Arc::new(b.with_url(url.as_str()).build().map_err(|e| open_err(e.to_string()))?)
+        }
+        ObjectStoreScheme::GoogleCloudStorage => Arc::new(
+            object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                .with_url(url.as_str())
+                .build()
+                .map_err(|e| open_err(e.to_string()))?,
+        ),
+        ObjectStoreScheme::MicrosoftAzure => Arc::new(
+            object_store::azure::MicrosoftAzureBuilder::from_env()
+                .with_url(url.as_str())
+                .build()
+                .map_err(|e| open_err(e.to_string()))?,
+        ),
+        _ => return Err(open_err("not an object store".into())),
+    };
+    Ok((store, prefix))
+}
+
+/// Two threads drive the transfers; the work is waiting on the network.
+fn runtime() -> Result<tokio::runtime::Runtime, RemoteError> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(RemoteError::Runtime)
 }
 
 /// The bucket's lock object, relative to the lake.
