@@ -2,6 +2,7 @@
 # bench/run.sh [EVENTS] [RUNS]      tunelake vs the DuckDB + psql baseline (defaults 1000000 3)
 # bench/run.sh incremental [N...]   one more day on a lake of N events (see incremental.sh)
 # bench/run.sh ledger [N]           status, query and build after 10 and 2,000 runs (see ledger.sh)
+# bench/run.sh s3 [N] [RUNS]         run on a local S3 server against local disk (see s3.sh)
 #
 # One command, same machine, same run, same generated files:
 #   1. installs what is missing (GNU time, PostgreSQL 15, a venv with duckdb,
@@ -29,6 +30,7 @@
 set -euo pipefail
 if [ "${1:-}" = incremental ]; then shift; exec "$(dirname "$0")/incremental.sh" "$@"; fi
 if [ "${1:-}" = ledger ]; then shift; exec "$(dirname "$0")/ledger.sh" "$@"; fi
+if [ "${1:-}" = s3 ]; then shift; exec "$(dirname "$0")/s3.sh" "$@"; fi
 source "$(dirname "$0")/lib.sh"
 
 N=${1:-1000000}

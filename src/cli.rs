@@ -646,20 +646,23 @@ pub fn execute(cli: Cli, command: &str) -> Result<()> {
 }
 
 /// Runs `f` on a bucket's cache between a pull and a push, holding the bucket's lock.
-/// What `f` committed before failing is pushed too.
+/// What `f` committed before failing is pushed too. A push cut short keeps
+/// the lock, so that no one commits over the runs it has not sent yet; this
+/// cache's next command takes it over and sends them.
 fn on_remote(remote: &Remote, what: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
     let lease = remote.lease(what)?;
-    let pulled = remote.pull();
-    let ran = pulled.map_err(Error::from).and_then(|m| {
-        tracing::info!(files = m.files, bytes = m.bytes, removed = m.removed, "pulled from the bucket");
-        f()
-    });
-    let pushed = remote.push();
-    let released = remote.release(lease);
-    ran?;
-    let m = pushed?;
+    match remote.pull() {
+        Ok(m) => tracing::info!(files = m.files, bytes = m.bytes, removed = m.removed, "pulled from the bucket"),
+        Err(e) => {
+            remote.release(lease)?;
+            return Err(e.into());
+        }
+    }
+    let ran = f();
+    let m = remote.push()?;
     tracing::info!(files = m.files, bytes = m.bytes, "pushed to the bucket");
-    Ok(released?)
+    remote.release(lease)?;
+    ran
 }
 
 impl Command {
