@@ -397,3 +397,30 @@ fn a_lake_is_copied_to_a_bucket_and_back_with_every_checksum_checked() {
         stderr(&o)
     );
 }
+
+#[test]
+fn vacuum_on_a_bucket_removes_debris_and_replaced_files_there() {
+    let s3 = S3::start();
+    let url = "s3://music/vacuumed";
+    let (first, second) = halves(s3.dir.path());
+    for half in [&first, &second] {
+        s3.ok(url, "m", &["ingest", "sparkify", half.to_str().unwrap()]);
+        s3.ok(url, "m", &["build"]);
+    }
+    let debris = "vacuumed/staging/stg_sparkify_events/date=2018-11-01/part-99999999-00000.parquet";
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(s3.store().put(&debris.into(), b"half a file".to_vec().into())).unwrap();
+    let before = bucket_state(&s3, url, "m");
+    let star_files = |s3: &S3| s3.objects("vacuumed/star").iter().filter(|(k, _)| k.ends_with(".parquet")).count();
+    let star_before = star_files(&s3);
+
+    let o = s3.ok(url, "m", &["vacuum", "--retain", "0s"]);
+    assert!(stdout(&o).contains("part-99999999-00000.parquet"), "{}", stdout(&o));
+    let keys: Vec<String> = s3.objects("vacuumed").into_iter().map(|(k, _)| k).collect();
+    assert!(!keys.iter().any(|k| k == debris), "the debris is gone from the bucket");
+    assert!(star_files(&s3) < star_before, "replaced star files are gone: {} of {star_before}", star_files(&s3));
+    // Another machine reads the same lake, whole.
+    assert_eq!(bucket_state(&s3, url, "other"), before);
+    let v = s3.ok(url, "other", &["verify", "--deep"]);
+    assert!(stdout(&v).contains(": ok"), "{}", stdout(&v));
+}

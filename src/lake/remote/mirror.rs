@@ -403,6 +403,72 @@ mod tests {
         assert!(!is_delta_commit("star/dim_users/_delta_log/_last_checkpoint"));
     }
 
+    /// A remote on an in-memory store with a cache in `dir`.
+    fn in_memory(dir: &Path) -> Remote {
+        Remote {
+            url: super::super::RemoteUrl::parse("s3://music/lake").unwrap(),
+            store: std::sync::Arc::new(object_store::memory::InMemory::new()),
+            prefix: "lake".into(),
+            cache: crate::lake::Layout::new(dir),
+            rt: super::super::runtime().unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_ledger_entry_or_delta_commit_another_writer_put_first_is_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let remote = in_memory(dir.path());
+        let put = |rel: &str, bytes: &[u8]| {
+            remote.rt.block_on(remote.store.put(&remote.key(rel), bytes.to_vec().into())).unwrap();
+        };
+        let write = |rel: &str, bytes: &[u8]| fsio::write_atomic(&dir.path().join(rel), bytes).unwrap();
+        let entry = "_manifest/00000001.json";
+        let commit = "star/fact_plays/_delta_log/00000000000000000000.json";
+        write("raw/s/d/ab.json", b"raw");
+        write(commit, b"{\"ours\":1}");
+        write(entry, b"{\"run\":\"ours\"}");
+        // The same bytes already there (a push cut short): fine.
+        put(commit, b"{\"ours\":1}");
+        put(entry, b"{\"run\":\"theirs\"}");
+        let err = remote.push().unwrap_err();
+        assert!(
+            matches!(&err, RemoteError::Lost { key, .. } if key == entry),
+            "the other writer's entry stands: {err}"
+        );
+        let got = remote.rt.block_on(async { remote.store.get(&remote.key(entry)).await?.bytes().await }).unwrap();
+        assert_eq!(&got[..], b"{\"run\":\"theirs\"}");
+        // What went before the entry was sent (debris until an entry names it).
+        let raw = remote.rt.block_on(async { remote.store.get(&remote.key("raw/s/d/ab.json")).await?.bytes().await });
+        assert_eq!(&raw.unwrap()[..], b"raw");
+        // And a pull now refuses the cache by name.
+        let err = remote.pull().unwrap_err();
+        assert!(matches!(&err, RemoteError::Diverged { key, .. } if key == entry), "{err}");
+    }
+
+    #[test]
+    fn a_pull_downloads_what_changed_and_removes_what_a_vacuum_elsewhere_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let remote = in_memory(dir.path());
+        let put = |rel: &str, bytes: &[u8]| {
+            remote.rt.block_on(remote.store.put(&remote.key(rel), bytes.to_vec().into())).unwrap();
+        };
+        put("raw/s/d/a.json", b"a");
+        put("star/t/_delta_log/_last_checkpoint", b"{\"version\":10}");
+        put("state/spotify_token.json", b"never pulled");
+        let m = remote.pull().unwrap();
+        assert_eq!((m.files, m.bytes, m.removed), (2, 15, 0));
+        assert!(!dir.path().join("state/spotify_token.json").exists());
+        // Nothing changed: nothing moves.
+        assert_eq!(remote.pull().unwrap().files, 0);
+        assert_eq!(remote.push().unwrap().files, 0);
+        put("star/t/_delta_log/_last_checkpoint", b"{\"version\":20}");
+        remote.rt.block_on(remote.store.delete(&remote.key("raw/s/d/a.json"))).unwrap();
+        let m = remote.pull().unwrap();
+        assert_eq!((m.files, m.removed), (1, 1));
+        assert_eq!(std::fs::read(dir.path().join("star/t/_delta_log/_last_checkpoint")).unwrap(), b"{\"version\":20}");
+        assert!(!dir.path().join("raw/s/d/a.json").exists());
+    }
+
     #[test]
     fn tokens_locks_and_temp_files_stay_local() {
         for rel in [
