@@ -314,7 +314,13 @@ impl Remote {
         let path = self.cache.abs(&rel);
         let key = self.key(&rel);
         let commit = phase(&rel) == Phase::Entry || is_delta_commit(&rel);
-        let result = if commit || now.0 as usize <= PART {
+        let result = if is_delta_commit(&rel) {
+            let bytes = std::fs::read(&path).map_err(LakeError::io("read", &path))?;
+            if !self.delta_commit(&rel, bytes).await? {
+                self.same_bytes_async(&rel).await?;
+            }
+            Ok(self.store.head(&key).await.map_err(self.store_err("read", &rel))?.e_tag)
+        } else if commit || now.0 as usize <= PART {
             let bytes = std::fs::read(&path).map_err(LakeError::io("read", &path))?;
             let mode = if commit { PutMode::Create } else { PutMode::Overwrite };
             let put = self.store.put_opts(&key, PutPayload::from(bytes), PutOptions { mode, ..Default::default() });
@@ -331,6 +337,29 @@ impl Remote {
         }?;
         crash_point::passed(format_args!("uploaded {rel}"));
         Ok((rel, Synced { size: now.0, mtime_ns: now.1, e_tag: result }))
+    }
+
+    /// Writes a Delta commit through delta-rs's own log store, which puts it
+    /// only if no commit of that version exists (`If-None-Match: *`); false if one does.
+    async fn delta_commit(&self, rel: &str, bytes: Vec<u8>) -> Result<bool, RemoteError> {
+        use deltalake_core::kernel::transaction::TransactionError;
+        use deltalake_core::logstore::{CommitOrBytes, StorageConfig, default_logstore};
+        let (table, name) = rel.split_once("/_delta_log/").expect("a Delta commit's path");
+        let version = name[..20].parse().expect("a Delta commit is named by its version");
+        let table_store =
+            std::sync::Arc::new(object_store::prefix::PrefixStore::new(self.store.clone(), self.key(table)));
+        let location = url::Url::parse(&format!("{}/{table}", self.url)).expect("a bucket URL with a path");
+        let log = default_logstore(table_store, self.store.clone(), &location, &StorageConfig::default());
+        match log.write_commit_entry(version, CommitOrBytes::LogBytes(bytes.into()), uuid::Uuid::nil()).await {
+            Ok(()) => Ok(true),
+            Err(TransactionError::VersionAlreadyExists(_)) => Ok(false),
+            Err(e) => Err(RemoteError::Store {
+                url: self.url.to_string(),
+                op: "commit",
+                key: rel.to_string(),
+                message: super::redact(&e.to_string()),
+            }),
+        }
     }
 
     async fn same_bytes_async(&self, rel: &str) -> Result<(), RemoteError> {
@@ -443,6 +472,20 @@ mod tests {
         // And a pull now refuses the cache by name.
         let err = remote.pull().unwrap_err();
         assert!(matches!(&err, RemoteError::Diverged { key, .. } if key == entry), "{err}");
+    }
+
+    #[test]
+    fn a_delta_commit_of_a_version_another_writer_made_stops_the_push_before_any_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let remote = in_memory(dir.path());
+        let commit = "star/dim_users/_delta_log/00000000000000000001.json";
+        fsio::write_atomic(&dir.path().join(commit), b"{\"ours\":1}").unwrap();
+        fsio::write_atomic(&dir.path().join("_manifest/00000003.json"), b"{}").unwrap();
+        remote.rt.block_on(remote.store.put(&remote.key(commit), b"{\"theirs\":1}".to_vec().into())).unwrap();
+        let err = remote.push().unwrap_err();
+        assert!(matches!(&err, RemoteError::Lost { key, .. } if key == commit), "{err}");
+        let entry = remote.rt.block_on(remote.store.head(&remote.key("_manifest/00000003.json")));
+        assert!(entry.is_err(), "no ledger entry goes up after a lost commit");
     }
 
     #[test]
