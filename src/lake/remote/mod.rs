@@ -5,8 +5,9 @@
 //! (the cache, [`cache_dir`]) exactly as on a local lake, between a pull that
 //! brings the cache up to the bucket and a push that publishes what the
 //! command committed ([`mirror`]). The bucket stays a lake other engines read:
-//! a push uploads a run's files first, then each Delta commit, each with
-//! `If-None-Match: *`, then the run's ledger entry last, also conditional, so
+//! a push uploads a run's files first, then each Delta commit through
+//! delta-rs's log store (`If-None-Match: *`), then the run's ledger entry
+//! last, also conditional, so
 //! two writers cannot both commit the same version. One writer at a time
 //! holds the bucket's `_manifest/LOCK` object ([`Lease`]), itself created
 //! with a conditional put.
