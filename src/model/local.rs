@@ -17,6 +17,9 @@ use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
 use datafusion::prelude::SessionContext;
 
+/// A quarter hour in µs: every offset in use is a whole number of them.
+pub const QUARTER_US: i64 = 15 * 60 * 1_000_000;
+
 /// An IANA time zone, and whether it was the machine's (not asked for).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Zone {
@@ -62,6 +65,14 @@ impl Zone {
         i64::from(self.tz.offset_from_utc_datetime(&t.naive_utc()).fix().local_minus_utc()) * 1_000_000
     }
 
+    /// Whether the quarter hour starting at `start_us` (UTC, on a quarter
+    /// hour) lies in one local hour: its offset is the same at both ends and
+    /// a whole number of quarter hours (every zone's since 1972).
+    pub fn quarter_in_one_hour(&self, start_us: i64) -> bool {
+        let offset = self.offset_us(start_us);
+        start_us % QUARTER_US == 0 && offset % QUARTER_US == 0 && offset == self.offset_us(start_us + QUARTER_US - 1)
+    }
+
     /// The wall-clock time (µs since the epoch, as if it were UTC) at `utc_us`.
     pub fn local_us(&self, utc_us: i64) -> i64 {
         utc_us + self.offset_us(utc_us)
@@ -87,7 +98,6 @@ impl Zone {
     /// both ends have the same offset; a quarter hour holding a transition is
     /// looked up play by play.
     fn local_array(&self, utc: &TimestampMicrosecondArray) -> TimestampMicrosecondArray {
-        const QUARTER_US: i64 = 15 * 60 * 1_000_000;
         let memo = std::cell::Cell::new(None::<(i64, i64)>); // (quarter, offset)
         utc.unary(|us| {
             let quarter = us.div_euclid(QUARTER_US);
@@ -246,6 +256,24 @@ mod tests {
         for (u, l) in utc.iter().zip(local.values()) {
             assert_eq!(*l, zone.local_us(*u));
         }
+    }
+
+    #[test]
+    fn a_quarter_hour_lies_in_one_local_hour_unless_the_offset_is_minutes() {
+        let at = |t: &str| DateTime::parse_from_rfc3339(t).unwrap().timestamp_micros();
+        let zone = |z: &str| z.parse::<Zone>().unwrap();
+        // Either side of Berlin's change at 01:00 UTC, and Kolkata's and Kathmandu's offsets.
+        for (z, t) in [
+            ("Europe/Berlin", "2024-10-27T00:45:00Z"),
+            ("Europe/Berlin", "2024-10-27T01:00:00Z"),
+            ("Asia/Kolkata", "2024-06-01T18:45:00Z"),
+            ("Asia/Kathmandu", "2024-06-01T18:45:00Z"),
+        ] {
+            assert!(zone(z).quarter_in_one_hour(at(t)), "{z} {t}");
+        }
+        // Monrovia was 44.5 minutes behind UTC until 1972; not on a quarter hour.
+        assert!(!zone("Africa/Monrovia").quarter_in_one_hour(at("1971-06-01T12:00:00Z")));
+        assert!(!zone("UTC").quarter_in_one_hour(at("2024-06-01T12:05:00Z")), "not a quarter's start");
     }
 
     #[test]

@@ -100,6 +100,19 @@ fn local_hours_days_and_weeks_are_right_across_daylight_saving_changes() {
             .collect();
         let want: Vec<String> = by_day.iter().map(|(d, n)| format!("{d},{n}")).collect();
         assert_eq!(days, want, "{zone}");
+        // The report's clock, made from quarter hours of plays, is chrono-tz's too.
+        let page = lake.dir.path().join("clock.html");
+        let o = lake.cli(&["report", "--tz", zone, "--html", page.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let page = std::fs::read_to_string(&page).unwrap();
+        let cells: Vec<u32> = page
+            .split("<rect class=\"cell\" data-plays=\"")
+            .skip(1)
+            .map(|c| c.split('"').next().unwrap().parse().unwrap())
+            .collect();
+        let want: Vec<u32> =
+            (0..7).flat_map(|d| (0..24).map(move |h| (d, h))).map(|k| by_clock.get(&k).copied().unwrap_or(0)).collect();
+        assert_eq!(cells, want, "{zone}: the report's clock");
     }
     // The repeated hour in Los Angeles: 01:30 twice, two plays, each once.
     let hours = named(&lake, "listening_by_hour", &["--tz", "America/Los_Angeles"]);
@@ -425,4 +438,40 @@ fn a_report_over_a_period_equals_the_named_queries_over_it() {
     let discoveries = named(&lake, "discoveries", &period);
     let want = |col: usize| discoveries.iter().map(|r| r.split(',').nth(col).unwrap().to_string()).collect::<Vec<_>>();
     assert_eq!((drawn("artists"), drawn("tracks")), (want(1), want(2)), "{discoveries:?}");
+}
+
+/// A track whose plays name two artists and two albums (the same URI
+/// credited differently across exports) counts for each as the named
+/// queries do: the report groups by track first and splits such tracks.
+#[test]
+fn a_track_credited_to_two_artists_counts_for_each_as_the_named_queries_do() {
+    let lake = TestLake::new();
+    let dir = lake.dir.path().join("export");
+    std::fs::create_dir_all(&dir).unwrap();
+    let credited = |i: usize, artist: &str, album: &str, track: usize| {
+        let mut s = stream(&format!("2024-05-0{}T1{i}:00:00Z", 1 + i % 5), track);
+        s["master_metadata_album_artist_name"] = artist.into();
+        s["master_metadata_album_album_name"] = album.into();
+        s
+    };
+    let records = vec![
+        credited(0, "Ann", "First", 1),
+        credited(1, "Ann", "First", 1),
+        credited(2, "Ann", "First", 1),
+        credited(3, "Bo", "Second", 1),
+        credited(4, "Bo", "Second", 1),
+        credited(5, "Ann", "First", 2),
+    ];
+    std::fs::write(dir.join("Streaming_History_Audio_2024.json"), serde_json::to_vec(&records).unwrap()).unwrap();
+    let o = lake.cli(&["--progress", "off", "ingest", "spotify-export", dir.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = lake.cli(&["report", "--tz", "UTC"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    let artists = named(&lake, "top_artists", &["--tz", "UTC"]);
+    assert_eq!(artists, ["Ann,4,1", "Bo,2,1"], "the named query");
+    for line in ["   1. Ann (4)\n   2. Bo (2)\n", "   1. First - Ann (4)\n   2. Second - Bo (2)\n"] {
+        assert!(text.contains(line), "{line:?} in {text}");
+    }
+    assert_eq!(named(&lake, "top_albums", &["--tz", "UTC"]), ["First,Ann,4,2", "Second,Bo,2,1"]);
 }
