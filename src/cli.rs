@@ -703,7 +703,7 @@ fn execute_on(cli: Cli, settings: Settings, command: &str) -> Result<()> {
             let _lock = LakeLock::acquire(layout, "ingest spotify-export")?;
             let mut manifest = Manifest::load(layout)?;
             let m = source::ingest_spotify_export(layout, &mut manifest, &path, user.as_deref(), command)?;
-            print_export(out, &m).map_err(Error::Output)?;
+            print_ingest(out, &m).map_err(Error::Output)?;
             if !no_build {
                 let b = runtime()?.block_on(crate::model::build::build(
                     layout,
@@ -883,7 +883,7 @@ fn execute_on(cli: Cli, settings: Settings, command: &str) -> Result<()> {
         }
         Command::Vacuum(a) => {
             let _lock = LakeLock::acquire(layout, "vacuum")?;
-            let manifest = Manifest::load(layout)?;
+            let mut manifest = Manifest::load(layout)?;
             let retain =
                 chrono::Duration::from_std(a.retain).map_err(|_| Error::Usage("--retain is too long".into()))?;
             let cutoff = (chrono::Utc::now() - retain).timestamp_millis();
@@ -897,6 +897,9 @@ fn execute_on(cli: Cli, settings: Settings, command: &str) -> Result<()> {
                     .filter_map(|(f, _)| Some(f.strip_prefix(layout.root()).ok()?.to_string_lossy().into_owned()))
                     .collect();
                 remote.delete(&rels)?;
+            }
+            if !a.dry_run {
+                vacuum::record(layout, &mut manifest, &m, command)?;
             }
             for (f, bytes) in &m.files {
                 let verb = if a.dry_run { "would remove" } else { "removed" };
@@ -917,17 +920,7 @@ fn execute_on(cli: Cli, settings: Settings, command: &str) -> Result<()> {
 
 /// One error and its causes on one line.
 fn error_chain(e: &Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        let t = c.to_string();
-        if !text.contains(&t) {
-            text.push_str(": ");
-            text.push_str(&t);
-        }
-        cause = c.source();
-    }
-    text
+    e.messages().join(": ")
 }
 
 /// What a command reports: text as the work goes on, or (`--format json`)
@@ -1024,7 +1017,7 @@ fn cycle(
     }
     for path in &a.spotify_export {
         let m = source::ingest_spotify_export(layout, &mut manifest, path, None, command)?;
-        report.step_of_many("ingest", &m, |out| print_export(out, &m))?;
+        report.step_of_many("ingest", &m, |out| print_ingest(out, &m))?;
     }
     // A pull that stopped early still lets the cycle build and sync what it
     // has; the cycle then says so with its exit code.
@@ -1136,40 +1129,24 @@ fn print_pull(out: &mut dyn Write, m: &source::spotify_api::PullMetrics) -> std:
     Ok(())
 }
 
+/// An ingest's summary: the files stored, then where every record went.
 fn print_ingest(out: &mut dyn Write, m: &IngestMetrics) -> std::io::Result<()> {
-    if !m.committed {
+    let mb = m.bytes_new as f64 / 1e6;
+    let (new, old) = (m.files_new, m.files_already_stored);
+    if !m.files.is_empty() {
+        // An export names each history file it found and what became of it.
         writeln!(
             out,
-            "ingest: nothing new: all {} files are already stored; the lake is unchanged",
-            m.files_already_stored
+            "ingest spotify-export: {} history files: {new} new ({mb:.1} MB), {old} already stored",
+            m.files.len()
         )?;
-        return Ok(());
-    }
-    writeln!(
-        out,
-        "ingest: run {}: {} new files ({:.1} MB) stored, {} already stored",
-        m.run,
-        m.files_new,
-        m.bytes_new as f64 / 1e6,
-        m.files_already_stored
-    )?;
-    for acc in &m.accounting {
-        writeln!(out, "  {}", status::accounting_line(acc))?;
-    }
-    print_rejects(out, m)
-}
-
-fn print_export(out: &mut dyn Write, m: &IngestMetrics) -> std::io::Result<()> {
-    writeln!(
-        out,
-        "ingest spotify-export: {} history files: {} new ({:.1} MB), {} already stored",
-        m.files.len(),
-        m.files_new,
-        m.bytes_new as f64 / 1e6,
-        m.files_already_stored
-    )?;
-    for f in &m.files {
-        writeln!(out, "  {}: {f}", f.origin)?;
+        for f in &m.files {
+            writeln!(out, "  {}: {f}", f.origin)?;
+        }
+    } else if m.committed {
+        writeln!(out, "ingest: run {}: {new} new files ({mb:.1} MB) stored, {old} already stored", m.run)?;
+    } else {
+        return writeln!(out, "ingest: nothing new: all {old} files are already stored; the lake is unchanged");
     }
     for acc in &m.accounting {
         writeln!(out, "  {}", status::accounting_line(acc))?;

@@ -10,7 +10,6 @@ use crate::source::SourceError;
 
 /// Exit codes by class, so scripts can tell a bad flag from a dead database.
 pub mod exit {
-    pub const OK: i32 = 0;
     pub const FAILURE: i32 = 1;
     pub const USAGE: i32 = 2;
     pub const INPUT: i32 = 3;
@@ -82,6 +81,23 @@ impl Error {
             Error::StoppedEarly(_) => exit::TEMPFAIL,
             Error::Output(_) | Error::Runtime(_) => exit::FAILURE,
         }
+    }
+}
+
+impl Error {
+    /// This error's message, then each cause's that does not repeat one
+    /// already said (some libraries put their source in their own message).
+    pub fn messages(&self) -> Vec<String> {
+        let mut said = vec![self.to_string()];
+        let mut cause = std::error::Error::source(self);
+        while let Some(c) = cause {
+            let text = c.to_string();
+            if !said.iter().any(|s| s.contains(&text)) {
+                said.push(text);
+            }
+            cause = c.source();
+        }
+        said
     }
 }
 

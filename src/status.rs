@@ -89,7 +89,10 @@ pub fn render(out: &mut dyn Write, manifest: &Manifest, lake: &str, max_runs: us
                     s("rows_sent")
                 )
             }
-            RunKind::Vacuum => String::new(),
+            RunKind::Vacuum => {
+                let s = |k: &str| run.stats.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+                format!("{} files removed ({} bytes)", s("files_removed"), s("bytes_removed"))
+            }
         };
         writeln!(out, "  #{:<4} {:<9} {}  {}", run.id, run.kind.to_string(), run.finished_at, what)?;
     }

@@ -23,6 +23,15 @@ pub struct VacuumMetrics {
     pub dry_run: bool,
 }
 
+/// Records a vacuum in the ledger: how many files and bytes it removed.
+pub fn record(layout: &Layout, manifest: &mut Manifest, m: &VacuumMetrics, command: &str) -> Result<(), LakeError> {
+    let mut run =
+        super::Run::new(manifest.next_run_id(), super::RunKind::Vacuum, command, super::manifest::now_rfc3339());
+    run.stats.insert("files_removed".into(), (m.files.len() as u64).into());
+    run.stats.insert("bytes_removed".into(), m.bytes.into());
+    manifest.commit(layout, run)
+}
+
 /// What a vacuum keeps besides what the ledger names as current.
 #[derive(Debug, Clone)]
 pub struct VacuumOptions {

@@ -205,6 +205,13 @@ fn debris_of_a_crashed_run_is_invisible_and_vacuumed() {
     let out = crate::common::stdout(&lake.cli(&["vacuum"]));
     assert!(out.contains("vacuum: 5 files"), "{out}");
     assert!(!debris.exists() && !torn_raw.exists() && !orphan_index.exists() && !orphan_digests.exists());
+    // The vacuum is a run in the ledger (a dry run is not).
+    let runs = lake.manifest().history().unwrap();
+    let last = runs.last().unwrap();
+    assert_eq!((last.kind.to_string(), last.stats["files_removed"].as_u64()), ("vacuum".to_string(), Some(5)));
+    assert_eq!(runs.iter().filter(|r| r.kind.to_string() == "vacuum").count(), 1);
+    let status = crate::common::stdout(&lake.cli(&["status"]));
+    assert!(status.contains(" vacuum ") && status.contains("5 files removed ("), "{status}");
     // The committed run's raw index and digest list stay.
     let index = m.history().unwrap()[0].raw_index.clone().unwrap();
     assert!(lake.layout.abs(&index.path).exists() && lake.layout.abs(&index.digests.as_ref().unwrap().path).exists());
