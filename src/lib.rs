@@ -10,7 +10,9 @@
 //! ```
 //!
 //! Stages talk only through the lake: `source`, `model` and `sink` use
-//! `lake`, never each other; `cli` wires them together. The SQL that builds
+//! `lake`, never each other (a build announces its files to the sink through
+//! [`lake::events`]); `report` reads through `model`'s queries; `cli` wires
+//! them together. tests/it/architecture.rs holds the code to it. The SQL that builds
 //! and describes the star schema lives in `sql/` ([`sql`]).
 
 pub mod cli;

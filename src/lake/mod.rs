@@ -19,6 +19,7 @@
 pub mod checkpoint;
 pub mod crash_point;
 pub mod delta;
+pub mod events;
 pub mod fsio;
 pub mod layout;
 pub mod lock;

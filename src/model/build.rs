@@ -52,6 +52,7 @@ use super::{
     ModelError, execute, files_provider, log_metrics, register_lake_files, register_parts, replace_table, run_sql,
     session, session_copy, sorted_files_provider, sql_err,
 };
+use crate::lake::events::{PartHook, StarEvent};
 use crate::lake::manifest::{Run, RunKind, StarPart, StarVersion, now_rfc3339};
 use crate::lake::parquet::FileWriter;
 use crate::lake::{Layout, Manifest, staging};
@@ -77,30 +78,6 @@ pub struct BuildOptions {
     /// and with each monthly star table once all of it is
     /// (`tunelake run` hands them to a sync that is already loading).
     pub on_star_part: Option<PartHook>,
-}
-
-/// What the build tells a [`PartHook`] while it runs. It may still fail
-/// after any of these: nothing told is then part of a committed version.
-#[derive(Debug, Clone, Copy)]
-pub enum StarEvent<'a> {
-    /// A month file of a star table, complete.
-    Part { table: &'a str, part: &'a StarPart, version: u64 },
-    /// Every month file a star table partitioned by month has in `version`:
-    /// no more come for it.
-    Table { table: &'a str, parts: &'a [StarPart], version: u64 },
-}
-
-/// Receives the [`StarEvent`]s of a build.
-#[derive(Clone)]
-pub struct PartHook(pub Arc<PartFn>);
-
-/// What a [`PartHook`] calls.
-pub type PartFn = dyn Fn(StarEvent<'_>) + Send + Sync;
-
-impl std::fmt::Debug for PartHook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PartHook")
-    }
 }
 
 /// Staging rows per slice when a sync takes the month files as the build

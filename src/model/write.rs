@@ -14,10 +14,10 @@ use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef, TimestampMicrose
 use datafusion::prelude::DataFrame;
 use futures::StreamExt;
 
-use super::build::{PartHook, StarEvent};
 use super::plan::month_of;
 use super::{ModelError, execute, layer, log_metrics};
 use crate::lake::Layout;
+use crate::lake::events::{PartHook, StarEvent};
 use crate::lake::manifest::StarPart;
 use crate::lake::parquet::FileWriter;
 

@@ -14,9 +14,9 @@ use super::sync::{
     COPY_CHUNK, SyncMetrics, SyncOptions, Unit, connect, drop_indexes, is_empty, part_name, partition_predicate,
     prepare, rebuild_indexes, send_whole, sync_star,
 };
+use crate::lake::events::{PartHook, StarEvent};
 use crate::lake::manifest::StarPart;
 use crate::lake::{Layout, Manifest};
-use crate::model::build::StarEvent;
 use crate::sql::STAR_TABLES;
 
 #[cfg(doc)]
@@ -149,9 +149,9 @@ impl Loader {
 
     /// What the build calls with each finished month file of a star table,
     /// and with each monthly star table once it is complete.
-    pub fn hook(&self) -> crate::model::build::PartHook {
+    pub fn hook(&self) -> PartHook {
         let sender = self.sender.clone().expect("until finish");
-        crate::model::build::PartHook(Arc::new(move |event: StarEvent<'_>| {
+        PartHook(Arc::new(move |event: StarEvent<'_>| {
             let message = match event {
                 StarEvent::Part { table, part, version } => {
                     Message::Part(Written { table: table.to_string(), part: part.clone(), version })

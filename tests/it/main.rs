@@ -1,6 +1,7 @@
 //! The one integration test binary (each extra tests/*.rs would link
 //! DataFusion again). Modules by area; `pg` starts a real PostgreSQL.
 
+mod architecture;
 mod cli;
 mod common;
 mod crash;

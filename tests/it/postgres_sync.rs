@@ -614,8 +614,8 @@ fn a_loader_dropped_before_the_build_is_done_leaves_the_database_as_it_was() {
     let loader = tunelake::sink::Loader::start(&lake.layout, &url, &tunelake::sink::SyncOptions::default());
     let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (hook, counter) = (loader.hook(), sent.clone());
-    let counting = tunelake::model::build::PartHook(std::sync::Arc::new(move |event| {
-        if matches!(event, tunelake::model::build::StarEvent::Part { .. }) {
+    let counting = tunelake::lake::events::PartHook(std::sync::Arc::new(move |event| {
+        if matches!(event, tunelake::lake::events::StarEvent::Part { .. }) {
             counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         (hook.0)(event)
