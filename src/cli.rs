@@ -123,6 +123,18 @@ pub enum Command {
         over a lock its own dead run left, so this is for a run that died on another machine.\n\n\
         Example:\n  tunelake unlock --lake s3://my-bucket/music")]
     Unlock,
+    /// Print a shell's completion script for tunelake.
+    #[command(
+        after_help = "Examples:\n  tunelake completions bash > ~/.local/share/bash-completion/completions/tunelake\n  \
+        tunelake completions zsh > ~/.zfunc/_tunelake\n  tunelake completions fish > ~/.config/fish/completions/tunelake.fish"
+    )]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print tunelake's man page (roff).
+    #[command(after_help = "Example:\n  tunelake man > ~/.local/share/man/man1/tunelake.1 && man tunelake")]
+    Man,
     /// Copy a lake between a folder and a bucket (either way), checking every file's sha256.
     #[command(after_help = "The destination must hold no lake. Files go in the commit protocol's order \
         (data, then each Delta log, then the ledger, its entries last), so a copy cut short is a lake at an \
@@ -608,6 +620,22 @@ pub fn execute(cli: Cli, command: &str) -> Result<()> {
         Command::Run(a) => a.db.database_url.clone(),
         _ => None,
     };
+    match &cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "tunelake",
+                &mut std::io::stdout(),
+            );
+            return Ok(());
+        }
+        Command::Man => {
+            let page = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
+            return page.render(&mut std::io::stdout()).map_err(Error::Output);
+        }
+        _ => {}
+    }
     if let Command::CopyLake { from, to } = &cli.command {
         let m = crate::lake::remote::copy::copy_lake(from, to)?;
         println!(
@@ -847,7 +875,9 @@ fn execute_on(cli: Cli, settings: Settings, command: &str) -> Result<()> {
             }
         }
         Command::Report(a) => report_command(&a, layout, out)?,
-        Command::CopyLake { .. } => unreachable!("copy-lake names its own lakes"),
+        Command::CopyLake { .. } | Command::Completions { .. } | Command::Man => {
+            unreachable!("answered before a lake is opened")
+        }
         Command::Unlock => {
             writeln!(out, "{} is a folder: its lock is released when the run holding it ends", layout.root().display())
                 .map_err(Error::Output)?;

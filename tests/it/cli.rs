@@ -234,3 +234,26 @@ fn a_lake_url_of_another_scheme_is_refused_not_made_a_local_folder() {
     }
     assert_eq!(std::fs::read_dir(cwd.path()).unwrap().count(), 0, "nothing was written");
 }
+
+/// Issue 25, item 6: completion scripts for the usual shells and a man page,
+/// each naming every subcommand.
+#[test]
+fn completions_and_a_man_page_name_every_subcommand() {
+    let run = |args: &[&str]| {
+        let o = tunelake_cmd().args(args).output().unwrap();
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        stdout(&o)
+    };
+    let bash = run(&["completions", "bash"]);
+    assert!(bash.starts_with("_tunelake() {") && bash.contains("complete -F _tunelake"), "{bash}");
+    assert!(run(&["completions", "zsh"]).starts_with("#compdef tunelake"));
+    let fish = run(&["completions", "fish"]);
+    let man = run(&["man"]);
+    assert!(man.contains(".TH tunelake 1") && man.contains(".SH SUBCOMMANDS"), "{man}");
+    for sub in ["ingest", "build", "query", "sync", "status", "report", "vacuum", "verify", "copy-lake", "unlock"] {
+        assert!(bash.contains(sub) && fish.contains(sub), "{sub} in the completions");
+        assert!(man.contains(&format!("tunelake\\-{}", sub.replace('-', "\\-"))), "{sub} in the man page");
+    }
+    let o = tunelake_cmd().args(["completions", "tcsh"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "an unknown shell is a usage error");
+}
