@@ -457,9 +457,8 @@ pub struct VacuumArgs {
 /// Parses the command line and runs it.
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
-    // Parsing Sparkify logs on every core allocates on every core: with one
-    // arena the threads queued for it (1M events: 4.5 s with one arena, 1.9 s
-    // with glibc's default, which ingest keeps).
+    // Parsing Sparkify logs allocates on every core at once: ingest keeps
+    // glibc's arenas per core, so its threads do not queue for a few.
     if !matches!(cli.command, Command::Ingest(IngestSource::Sparkify { .. })) {
         four_malloc_arenas();
     }
@@ -474,14 +473,9 @@ pub fn run() -> Result<()> {
 /// DataFusion: one for each thread that allocates at once (the two tokio
 /// workers, the thread that waits on the build, and a sync's). DataFusion
 /// frees buffers on other threads than the ones that allocated them, and
-/// glibc's default of eight arenas per core then keeps that memory: a
-/// 5M-event build peaked at 725 MB with the default and at 478 MB with one.
-/// With two, three threads shared them and queued for their locks: a 1M
-/// build switched context 5,000 to 22,000 times (the futex of glibc's arena
-/// lock), against 950 with four. 1M `run`, five alternating pairs: median
-/// 5.04 s against 5.25 s, user time 5.8 s against 6.1 s, peak 225-233 MB
-/// against 210-225 MB; a 5M `run` peaked at 298 MB against 289 MB.
-/// Called before the process starts any thread.
+/// glibc's default of eight arenas per core then keeps that memory; with
+/// fewer than four, the threads queue for the arenas' locks (bench/README,
+/// "Design measurements"). Called before the process starts any thread.
 fn four_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets an allocator parameter; no other thread exists yet.
@@ -491,22 +485,12 @@ fn four_malloc_arenas() {
 }
 
 /// Buffers of 4 MiB or more get pages of their own, given back when they
-/// are freed. glibc starts at 128 KiB but raises that threshold up to 32 MiB
-/// as large buffers are freed, and from then on keeps them in its arenas:
-/// a day file of a 10M-event history (12.7 MB, read whole, and its parsed
-/// columns) stayed with each thread's arena. 10M events ingest in 357 MB
-/// instead of 438 MB, 5M in 216 MB instead of 242-251 MB, and a 5M build
-/// peaks at 352-354 MB instead of 366-381 MB, in the same time within the
-/// noise (a 1M day file is 1.3 MB: its ingest does not change).
-///
-/// A fixed threshold also stops glibc from raising the trim threshold, the
-/// free memory an arena keeps on top before handing it back, which it keeps
-/// at twice the mapping threshold. Left at 128 KiB, every freed day buffer
-/// went back to the system and came back as fresh pages: a 1M ingest took
-/// 132,000 page faults and 0.72 s of system time; with 8 MiB, as glibc would
-/// have it, 13,000-19,000 and 0.45-0.59 s, and 0.1-0.2 s less wall time. The
-/// build keeps trimming between slices (`model::build`).
-/// Called before the process starts any thread.
+/// are freed: glibc would raise that threshold as large buffers are freed
+/// and from then on keep a big day file's buffers in every thread's arena.
+/// The trim threshold (the free memory an arena keeps before handing it
+/// back) is fixed at 8 MiB, so a freed day buffer is reused rather than
+/// returned and faulted in again. The build keeps trimming between slices
+/// (`model::build`). Called before the process starts any thread.
 fn large_buffers_mapped() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets an allocator parameter; no other thread exists yet.

@@ -74,17 +74,13 @@ pub fn write_deferred(path: &Path, bytes: &[u8]) -> Result<(), LakeError> {
 /// only by `reprocess`. Each is like [`write_deferred`]: debris until a
 /// manifest entry names it, durable after [`sync_files`].
 ///
-/// Through the page cache, every byte was copied into new cache pages, which
-/// on this VM (free memory is handed back to the host until touched again)
-/// was most of an ingest's system time once earlier runs had filled the
-/// cache: a 1M ingest (446 MB of raw logs) took 1.3-1.8 s of system time
-/// buffered and 0.4-0.8 s direct. A direct write waits for the disk, so the
-/// threads that parse the files hand them over here and go on (written in
-/// place, the same ingest took 0.2 s longer on a machine with free cache
-/// pages), and what the disk cannot take as fast goes through the cache
-/// (one thread writing every file direct took a 10M ingest from 19.6 s to
-/// 30.0 s). Where the filesystem refuses direct writes, a file is written
-/// through the cache as before; the first error comes out of [`RawWriter::finish`].
+/// Through the page cache, every byte is copied into cache pages that
+/// nothing reads again, which was most of an ingest's system time. A
+/// direct write waits for the disk, so the threads that parse the files hand
+/// them over here and go on, and what the disk cannot take as fast goes
+/// through the cache after all. Where the filesystem refuses direct writes,
+/// a file is written through the cache; the first error comes out of
+/// [`RawWriter::finish`].
 pub struct RawWriter {
     sender: Option<std::sync::mpsc::SyncSender<(PathBuf, Vec<u8>)>>,
     thread: Option<std::thread::JoinHandle<Result<(), LakeError>>>,
@@ -118,8 +114,7 @@ impl RawWriter {
     }
 
     /// Queues `bytes` for `path` (absolute). When the queue is full (the
-    /// disk is slower than the parsing: a 10M-event ingest's day files are
-    /// 12.7 MB each), writes them through the page cache here instead
+    /// disk is slower than the parsing), writes them through the page cache here instead
     /// ([`write_deferred`]), which neither waits for the disk nor for the queue.
     pub fn write(&self, path: PathBuf, bytes: Vec<u8>) -> Result<(), LakeError> {
         use std::sync::mpsc::TrySendError;
@@ -191,9 +186,8 @@ mod direct {
 
 /// Asks the kernel to start writing `file`'s dirty pages to disk now, in the
 /// background, so that the [`sync_files`] that makes a run durable has
-/// less left to wait for: with it, a 1M-event ingest (466 MB of raw files)
-/// took 0.13-0.2 s less in eight of nine alternating pairs of runs. A hint:
-/// errors are ignored, and only `sync_files` promises anything.
+/// less left to wait for. A hint: errors are ignored, and only `sync_files`
+/// promises anything.
 pub fn start_writeback(file: &File) {
     #[cfg(target_os = "linux")]
     {
@@ -206,9 +200,7 @@ pub fn start_writeback(file: &File) {
 }
 
 /// How many fsyncs [`sync_files`] has in flight: the disk merges the cache
-/// flushes of those that wait together. Syncing a 1M-event ingest's 1,110
-/// files and directories took 0.13 s with 4 at once, 0.10 s with 8, 0.09 s
-/// with 16 and 0.085 s with 32.
+/// flushes of those that wait together, and past 16 that gains little.
 const SYNC_THREADS: usize = 16;
 
 /// Makes `files` (relative to `root`) durable, with every directory from
@@ -217,10 +209,7 @@ const SYNC_THREADS: usize = 16;
 /// this once, before the manifest entry that names them.
 ///
 /// Only these files: `syncfs` did the same in one call, but also waited for
-/// whatever else anyone had written to the same filesystem. The last step of
-/// a 1M-event ingest (736 files in 374 directories; sync and commit) right
-/// after 1 GB was written elsewhere took 0.34-0.49 s with `syncfs` and
-/// 0.08-0.10 s this way; with nothing else written, 0.05 s and 0.09-0.11 s.
+/// whatever else anyone had written to the same filesystem.
 pub fn sync_files<'a>(root: &Path, files: impl IntoIterator<Item = &'a str>) -> Result<(), LakeError> {
     let files: BTreeSet<PathBuf> = files.into_iter().map(|f| root.join(f)).collect();
     let dirs = directories_of(root, &files);

@@ -80,7 +80,7 @@ pub struct RawIndex {
     pub sha256: String,
     /// The same files' sha256 alone, one per line in the index's order
     /// (`_manifest/<run>.raw.sha256`): what ingest reads to skip files
-    /// already stored, 5 MB instead of 26 MB of JSON for 76,000 files.
+    /// already stored, a fifth of the index's bytes.
     /// Runs committed before it existed have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digests: Option<Digests>,
@@ -501,8 +501,7 @@ impl Manifest {
     }
 
     /// Commits a run whose files are made durable on a thread of its own,
-    /// while the caller goes on (`tunelake run` builds meanwhile: a 1M-event
-    /// ingest's files took 0.1 s to sync). The run is in this manifest at
+    /// while the caller goes on (`tunelake run` builds meanwhile). The run is in this manifest at
     /// once; it happened once [`Manifest::settle`] returns, which the next
     /// commit, every read of the lake's raw indexes, and dropping the
     /// manifest wait for. A crash before that leaves the lake as before the
@@ -583,7 +582,7 @@ impl Manifest {
     }
 
     /// Every raw file stored, in commit order. The first call reads the raw
-    /// indexes (26 MB for 76,000 files); later calls reuse what it read.
+    /// indexes (tens of MB for a long history); later calls reuse what it read.
     pub fn raw_files(&self) -> Result<&[RawFile], LakeError> {
         if let Some(all) = self.raw.get() {
             return Ok(all);

@@ -29,7 +29,7 @@ pub struct Written {
 }
 
 /// Hashes what it writes, unless `hasher` is None (scratch and staging
-/// files, which nothing compares: hashing a 1M-play scratch file took 0.15 s).
+/// files, which nothing compares, so the hashing would be pure cost).
 struct HashingWriter<W> {
     inner: W,
     hasher: Option<Sha256>,
@@ -54,8 +54,7 @@ fn is_text(t: &DataType) -> bool {
 
 /// Min/max statistics only for the text columns in `keep` (numbers and times
 /// keep theirs). Nothing prunes by the other text columns of staging or
-/// scratch files, and computing their statistics compares every value: 2 % of
-/// the instructions of an ingest.
+/// scratch files, and computing their statistics compares every value.
 fn text_statistics_only_for(mut b: WriterPropertiesBuilder, schema: &Schema, keep: &[&str]) -> WriterPropertiesBuilder {
     for f in schema.fields() {
         if is_text(f.data_type()) && !keep.contains(&f.name().as_str()) {
@@ -69,14 +68,9 @@ fn text_statistics_only_for(mut b: WriterPropertiesBuilder, schema: &Schema, kee
 /// dictionaries for text columns but those the rows are sorted by, which
 /// are ids nearly unique (a dictionary of those is pure cost); and text
 /// statistics only for those sort columns (DataFusion checks the order by
-/// them). The dictionaries (user agents, locations, names) took the 1M build
-/// from 336-345 MB to 262-299 MB, in the same time (five alternating pairs:
-/// 2.03 s and 2.08 s median). Row groups of 32Ki rows, a quarter of the lake
-/// files', bound what the writer holds: 1M `build --force` 241-254 MB against
-/// 263-279 MB, 5M 287-296 MB against 296-309 MB, in the same time or less
-/// (three and two alternating runs); 16Ki rows were no better. Without the
-/// dictionaries the build used 0.15 s less user time and 0.1 s more system
-/// time (the plain strings written and read back).
+/// them). The dictionaries (user agents, locations, names) cut the build's
+/// peak memory by a fifth in the same time. Row groups of 32Ki rows, a
+/// quarter of the lake files', bound what the writer holds.
 fn scratch_props(schema: &Schema, sorted_by: &[&str]) -> WriterProperties {
     let mut b = WriterProperties::builder()
         .set_compression(Compression::UNCOMPRESSED)
@@ -90,11 +84,9 @@ fn scratch_props(schema: &Schema, sorted_by: &[&str]) -> WriterProperties {
 
 /// Lake files: snappy, and dictionaries for text columns only. A dictionary
 /// of numbers or times costs more than it saves: timestamps and ids are
-/// nearly unique, and small integers (hour, month) compress as well plain.
-/// Writing the 1M-event fact_plays took 0.52 s with a dictionary for every
-/// column and 0.44 s without those (dim_time 0.09 s and 0.037 s), for files
-/// of the same size or smaller. (Uncompressed or LZ4 staging files took more
-/// instructions to write than snappy, and LZ4 made no faster build.)
+/// nearly unique, and small integers (hour, month) compress as well plain,
+/// so such dictionaries slow the writer for files no smaller. Snappy
+/// everywhere: uncompressed or LZ4 staging made no faster build.
 fn lake_props(schema: &Schema) -> WriterPropertiesBuilder {
     let mut b =
         WriterProperties::builder().set_compression(Compression::SNAPPY).set_max_row_group_row_count(Some(128 * 1024));
@@ -140,8 +132,7 @@ pub fn write_staging<'a>(
 /// the few left over wait for the next batch. A build whose helpers were held
 /// in memory (batches as the query made them) writes the same files as one
 /// that read them back from scratch files. Only the hashed lake files are cut
-/// this way: scratch and staging files go as they come (cutting them too cost
-/// about 0.1 s of CPU in a 1M build).
+/// this way: scratch and staging files go as they come (nothing compares them).
 ///
 /// No file gets an fsync of its own: a run writes many files, then makes
 /// them all durable with one [`fsio::sync_files`] before the manifest

@@ -2,8 +2,8 @@
 //! `<sha256>.json`. Smaller ones (Sparkify's song files: 15,000 of about
 //! 250 bytes for a million events) are concatenated, exactly as received,
 //! into one pack per run. The run's raw index gives each one's offset and
-//! length. Creating 15,000 files cost ingest 0.6 to 4.5 s on ext4 (the inode
-//! allocator and the directory lock), where one pack costs a single write.
+//! length. Creating thousands of small files costs the filesystem's inode
+//! allocator and directory lock far more than one pack's single write.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -91,9 +91,8 @@ impl Incoming {
 const PACK_BUFFER: usize = 8 << 20;
 
 /// What a buffered file costs a [`Pack`] besides its bytes: its entry and
-/// allocations. Counting bytes alone, a buffer of 32 MiB held 128,000 song
-/// files of 250 bytes, and the 151,515 song files of a 10M-event set took
-/// 306 MB to ingest.
+/// allocations: counting bytes alone, a buffer of tiny song files held
+/// several times its size.
 const PACK_ENTRY_COST: usize = 512;
 
 /// One run's pack, written as small files arrive: they are buffered, and

@@ -82,25 +82,18 @@ pub struct BuildOptions {
 
 /// Staging rows per slice when a sync takes the month files as the build
 /// writes them (`tunelake run` into empty tables): the first months reach
-/// PostgreSQL after the first slice, not at the end of the only one. 1M
-/// events, five alternating pairs of `run`: first month file 0.4 s into the
-/// build instead of 1.2 s, build and sync 4.00-5.01 s (median 4.03 s)
-/// against 4.03-5.57 s (4.31 s) with one slice, peak 215-226 MB against
-/// 272-300 MB; a build alone is slower in more slices (2.4-2.5 s against 2.2-2.4 s).
+/// PostgreSQL after the first slice, not at the end of the only one. A
+/// build alone is faster in fewer slices, so only a loading build uses it.
 pub const LOADING_SLICE_ROWS: u64 = 350_000;
 
 /// Staging rows up to which a slice's helpers stay in memory
 /// ([`BuildOptions::helpers_in_memory_rows`]): `run`'s slices
 /// ([`LOADING_SLICE_ROWS`]) and the slices of an everyday build (a day
-/// recomputes its month). Written to a scratch file, the plays were encoded
-/// once and decoded twice (for fact_plays and the unmatched tracks): a 1M
-/// `run`, four alternating pairs, took 4.91-4.98 s in memory against
-/// 5.15-5.39 s, with 5.5-5.8 s of user time against 6.0-6.1 s, and peaked
-/// at 291-303 MB against 226-235 MB. A slice of 1M events (a first `build`)
-/// held them in 565 MB against 270 MB, so larger slices keep the files
-/// (a `build --force` took 1.54 s instead of 1.90 s that way). Memory held
-/// this way is outside DataFusion's pool, so a build given less than the
-/// default memory keeps the files too.
+/// recomputes its month): a scratch file costs an encode and two decodes
+/// (fact_plays and the unmatched tracks read the plays), while a big slice
+/// held in memory would double the build's peak, so larger slices keep the
+/// files. Memory held this way is outside DataFusion's pool, so a build
+/// given less than the default memory keeps the files too.
 pub const HELPERS_IN_MEMORY_ROWS: u64 = 400_000;
 
 impl Default for BuildOptions {
@@ -292,11 +285,9 @@ pub async fn build(
     );
     let ctx = session(opts.memory_limit).map_err(sql_err("session", "setup"))?;
     // One partition: every model picks rows with lag() over a total order.
-    // Two partitions everywhere were faster (1M events: 4.6 s against
-    // 5.2-6.2 s), but a build of 500,000 Spotify streams then ran out of its
-    // 384 MiB ("Not enough memory to continue external sort": twice the
-    // sorters, each holding its merge reservation), where one partition
-    // builds them in 128 MiB. Only `_sparkify_matches`, an aggregate over
+    // Two partitions everywhere were faster, but twice the sorters, each
+    // holding its merge reservation, ran a big Spotify history out of the
+    // build's memory where one partition fits in a third of it. Only `_sparkify_matches`, an aggregate over
     // every event, runs in two (`SliceHelper::partitions`); `_sparkify_plays`
     // streams staging in time order and was no faster in two (its lag()
     // merges them back into one), so it runs as two halves by time, each in
@@ -376,8 +367,7 @@ pub async fn build(
     // tables. When a sync is loading the star tables as they are written,
     // those that read staging alone come after every slice instead: the
     // sync then builds the tables' indexes while these are computed, not
-    // after the build (1M events, `run`: median 5.29 s against 5.51 s). A
-    // build alone is faster with them beside (one slice: 1.9-2.4 s against 2.3-2.4 s).
+    // after the build. A build alone is faster with them beside.
     let (beside, after) = match opts.on_star_part {
         Some(_) => monthly_summaries_by_input(),
         None => (SUMMARIES.iter().map(|s| &s.monthly).collect(), vec![]),

@@ -96,9 +96,9 @@ pub const DEFAULT_MEMORY_LIMIT: usize = 384 * 1024 * 1024;
 
 /// What `query` lets DataFusion use before spilling, unless told: a quarter
 /// of the machine's memory, and at least [`DEFAULT_MEMORY_LIMIT`]. An
-/// analytics query groups millions of keys (top_artists at 5M plays: 3.9M
-/// artist and user pairs); with 384 MiB it spilled and took 1.7 s instead of
-/// 0.6 s. The build keeps the small limit: it must stream any history.
+/// analytics query groups millions of keys (artist and user pairs), which
+/// spill, and slow down threefold, within the build's limit. The build keeps
+/// the small limit: it must stream any history.
 pub fn query_memory_default() -> usize {
     #[cfg(unix)]
     {
@@ -213,7 +213,7 @@ pub fn sorted_files_provider(
 /// A table with `schema` and no rows, which DataFusion's optimizer sees is
 /// empty: a UNION ALL drops the branches that read it, so a lake of one
 /// source plans as if the others' SQL were not there (in fact_plays, no merge
-/// of three sorted inputs of which two are empty: 0.12 s at 1M plays).
+/// of three sorted inputs of which two are empty).
 pub fn empty_table(name: &str, schema: SchemaRef) -> Result<Arc<dyn datafusion::catalog::TableProvider>, ModelError> {
     let schema = DFSchema::try_from(schema.as_ref().clone())
         .map_err(|source| ModelError::Register { path: name.into(), source })?;

@@ -106,8 +106,8 @@ impl ReportData {
 /// The report's first pass, over all of `fact_plays`: per track (with its
 /// artist and album) the plays in the period (`{period}`) and its first play
 /// ever. The top lists and the discoveries are sums over this small table.
-/// (Grouped by the track alone with min/max of the artist and album to tell
-/// tracks credited twice, it took 1.2 s at 5M plays against 0.55 s.)
+/// (Grouping by the track alone, with min and max of the artist and album
+/// to find tracks credited twice, was twice as slow: bench/README.)
 const TRACKS_PASS: &str = "SELECT track_id, artist_id, album_id,
        sum(CASE WHEN counts_as_play AND ({period}) THEN 1 ELSE 0 END) AS plays,
        min(CASE WHEN counts_as_play THEN played_at END) AS first_at

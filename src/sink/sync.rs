@@ -292,12 +292,12 @@ fn sync_table(
             .filter(|files| !opts.full && !files.is_empty())
     };
     // Two units at a time: the differences of both are computed at once, one
-    // per core, then sent in order. A difference reads both files whole (a
-    // month of 5M plays: 0.3-0.4 s) while PostgreSQL waits for it.
+    // per core, then sent in order. A difference reads both files whole
+    // while PostgreSQL waits for it.
     for pair in changed.chunks(2) {
         // A table that was empty holds only the partitions this sync sent, each
         // once. Not probing it matters: its indexes are dropped for the load, and
-        // each probe scanned every row sent so far (12 months of 835k plays: 0.4 s).
+        // each probe would scan every row sent so far.
         let mut occupied = vec![];
         for unit in pair {
             let (pred, label) = (&unit.pred, &unit.label);
@@ -575,7 +575,7 @@ fn copy_batches(
 /// copies each write into a buffer of that size and sends it off; below
 /// glibc's mapping threshold (`cli::large_buffers_mapped`) that buffer comes
 /// from the heap, where 4 MiB writes got fresh pages from the system every
-/// time (a 1M-event sync: 29,000 page faults).
+/// time.
 pub(super) const COPY_CHUNK: usize = 1 << 20;
 
 /// Writes `buf` to the COPY in pieces of at most [`COPY_CHUNK`], and empties it.

@@ -2,8 +2,7 @@
 //! small (nearly always: the Sparkify logs are one file per day). From
 //! [`STREAM_FROM`] bytes on, ingest and reprocess read it in pieces that end
 //! at a line break instead, so that memory stays bounded by the piece and
-//! not by the file: one NDJSON file of a million events (462 MB) took
-//! 1,041 MB to ingest whole.
+//! not by the file (read whole, a file took twice its size in memory).
 
 use std::io::Read;
 

@@ -287,11 +287,10 @@ struct Row<'a> {
 
 /// One day's rows of a file as a staging batch, in staging's order
 /// ([`crate::lake::staging::SPARKIFY_EVENTS_ORDER`]: time, event id, line).
-/// Logs are written in time order, but events at the same millisecond (2 %
-/// of them) come in any order of their ids, so nearly every day needs a
-/// sort. Sorting the rows' keys before the columns are built costs less
-/// than sorting the built columns (`take` of 23 columns): ingest at 100k
-/// 5.06 G to 4.98 G instructions.
+/// Logs are written in time order, but events at the same millisecond come
+/// in any order of their ids, so nearly every day needs a sort. Sorting the
+/// rows' keys before the columns are built costs less than sorting the
+/// built columns (`take` of 23 columns).
 fn day_batch(rows: &[Row<'_>], raw_sha256: &str) -> RecordBatch {
     let mut order: Vec<(i64, [u8; 32], u64, usize)> =
         rows.iter().enumerate().map(|(i, r)| (r.event.ts, r.id, r.line, i)).collect();
@@ -488,7 +487,7 @@ pub fn parse_log_lines(bytes: &[u8], first_line: u64, raw_sha256: &str, label: &
 
 /// `bytes` split at each `\n`, as `split(|&b| b == b'\n')` splits them
 /// (a last piece after the last `\n`, empty or not), found eight bytes at a
-/// time instead of one: the split was 2 % of an ingest's instructions.
+/// time instead of one: the split shows in an ingest's profile.
 fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut rest = Some(bytes);
     std::iter::from_fn(move || {

@@ -126,8 +126,7 @@ fn write_events(layout: &Layout, rel: String, batch: &RecordBatch) -> Result<Sta
 /// A date that goes on into the next piece is held back and written once,
 /// as one sorted file: two files of one date would overlap wherever a
 /// piece ended inside a run of events of one millisecond, and overlapping
-/// files are sorted again by every build (1M events in one file: a build
-/// of 445 MB instead of 270 MB). A log in time order so gets one file per
+/// files are sorted again by every build, at a cost in memory. A log in time order so gets one file per
 /// date, like the Sparkify day files; memory holds the parsed pieces and
 /// one date. `bar` counted the file as one step: it moves by piece instead.
 pub(super) fn stage_log_in_pieces(

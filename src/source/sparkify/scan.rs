@@ -7,11 +7,9 @@
 //! serde_json does, anything that is not valid JSON. The caller then hands
 //! the line to serde_json, which gives the event or the message the reject
 //! carries, so every line that is not of the common shape behaves as it
-//! always did. serde_json's deserializer took a quarter of an ingest's CPU
-//! (`perf`: 0.8 of 3.1 CPU seconds at 1M events); this scanner reads a line
-//! of the generated logs in 6,800 instructions against serde_json's 12,200,
-//! and the 1M ingest takes 0.4 CPU seconds less (bench/README.md, "What
-//! bounds each stage").
+//! always did. serde_json's deserializer was a quarter of an ingest's CPU;
+//! this scanner reads a common line in about half its instructions
+//! (bench/README, "Design measurements").
 
 use std::borrow::Cow;
 
