@@ -12,7 +12,7 @@ use crate::config::{DEFAULT_LAKE, LakeLocation, Settings};
 use crate::error::{Error, Result};
 use crate::lake::manifest::{Commit, now_rfc3339};
 use crate::lake::remote::Remote;
-use crate::lake::{LakeLock, Manifest, vacuum};
+use crate::lake::{LakeLock, Layout, Manifest, vacuum};
 use crate::model::build::{BuildMetrics, BuildOptions};
 use crate::model::query::{self, Format};
 use crate::progress::{self, ProgressMode};
@@ -709,227 +709,273 @@ fn execute_on(cli: Cli, settings: Settings, command: &str) -> Result<()> {
             let _lock = LakeLock::acquire(layout, "ingest")?;
             let mut manifest = Manifest::load(layout)?;
             let m = source::ingest_sparkify(layout, &mut manifest, &dir, Commit::Wait, command)?;
-            print_ingest(out, &m).map_err(Error::Output)?;
+            print_ingest(out, &m).map_err(Error::Output)
         }
         Command::Ingest(IngestSource::SpotifyExport { path, user, no_build }) => {
-            let _lock = LakeLock::acquire(layout, "ingest spotify-export")?;
-            let mut manifest = Manifest::load(layout)?;
-            let m = source::ingest_spotify_export(layout, &mut manifest, &path, user.as_deref(), command)?;
-            print_ingest(out, &m).map_err(Error::Output)?;
-            if !no_build {
-                let b = runtime()?.block_on(crate::model::build::build(
-                    layout,
-                    &mut manifest,
-                    &BuildOptions::default(),
-                    command,
-                ))?;
-                print_build(out, &b).map_err(Error::Output)?;
-            }
-        }
-        Command::Auth(AuthTarget::Spotify { spotify, no_browser, port }) => {
-            let cfg = spotify.config(port)?;
-            std::fs::create_dir_all(layout.state_dir())
-                .map_err(|e| crate::lake::LakeError::io("create directory", layout.state_dir())(e))?;
-            let stdin = std::io::stdin();
-            let mut input = stdin.lock();
-            let mut say = std::io::stderr();
-            source::spotify_auth::login(&cfg, layout, no_browser, &mut input, &mut say)?;
-            writeln!(out, "logged in to Spotify; tokens saved in {} (mode 0600)", layout.spotify_token().display())
-                .map_err(Error::Output)?;
+            export_command(layout, &path, user.as_deref(), no_build, command, out)
         }
         Command::Ingest(IngestSource::Spotify { spotify, max_enrich }) => {
-            let cfg = spotify.config(8888)?;
-            let _lock = LakeLock::acquire(layout, "ingest spotify")?;
-            let mut manifest = Manifest::load(layout)?;
-            let opts = source::spotify_api::PullOptions { max_enrich };
-            let m = source::spotify_api::pull(layout, &mut manifest, &cfg, &opts, command, &std::thread::sleep)?;
-            print_pull(out, &m).map_err(Error::Output)?;
-            if let Some(stop) = &m.stopped {
-                return Err(stopped_early(stop));
-            }
+            pull_command(layout, &spotify, max_enrich, command, out)
         }
-        Command::Build(a) => {
-            if !(a.match_tolerance >= 0.0 && a.match_tolerance.is_finite()) {
-                return Err(Error::Usage(format!(
-                    "--match-tolerance must be a number of seconds >= 0, not {}",
-                    a.match_tolerance
-                )));
-            }
-            let opts = BuildOptions {
-                duration_tolerance_s: a.match_tolerance,
-                memory_limit: a.memory_mib << 20,
-                force: a.force,
-                slice_rows: a.slice_rows,
-                ..BuildOptions::default()
-            };
-            let _lock = LakeLock::acquire(layout, "build")?;
-            let mut manifest = Manifest::load(layout)?;
-            let m = runtime()?.block_on(crate::model::build::build(layout, &mut manifest, &opts, command))?;
-            print_build(out, &m).map_err(Error::Output)?;
+        Command::Auth(AuthTarget::Spotify { spotify, no_browser, port }) => {
+            auth_command(layout, &spotify, no_browser, port, out)
         }
-        Command::Query(a) => query_command(&a, layout, out)?,
-        Command::Sync(a) => {
-            let url = settings.database_url.as_ref().ok_or(SinkError::NoDatabase)?;
-            let _lock = LakeLock::acquire(layout, "sync")?;
-            let mut manifest = Manifest::load(layout)?;
-            let m = sink::sync(layout, &manifest, url.expose(), &SyncOptions { full: a.full, ..Default::default() })?;
-            sink::record(layout, &mut manifest, &m, command)?;
-            let mut report = Report::new(out, a.format);
-            report.step("sync", &m, |out| print_sync(out, &m))?;
-            report.finish()?;
+        Command::Build(a) => build_command(layout, &a, command, out),
+        Command::Query(a) => query_command(&a, layout, out),
+        Command::Sync(a) => sync_command(&settings, &a, command, out),
+        Command::Status(a) => status_command(&settings, &a, out),
+        Command::Reprocess(a) => reprocess_command(layout, &a, command, out),
+        Command::Run(a) => run_command(&settings, &a, command, out),
+        Command::Report(a) => report_command(&a, layout, out),
+        Command::Verify(a) => verify_command(layout, &a, out),
+        Command::Vacuum(a) => vacuum_command(&settings, &a, command, out),
+        Command::Unlock => {
+            writeln!(out, "{} is a folder: its lock is released when the run holding it ends", layout.root().display())
+                .map_err(Error::Output)
         }
-        Command::Status(a) => {
-            let manifest = Manifest::load(layout)?;
-            let lake = match &settings.remote {
-                Some(remote) => remote.url().to_string(),
-                None => layout.root().display().to_string(),
-            };
-            match a.format {
-                Summary::Text => status::render(out, &manifest, &lake, a.runs).map_err(Error::Output)?,
-                Summary::Json => {
-                    let json = status::json(&manifest, &lake, a.runs)?;
-                    writeln!(out, "{json}").map_err(Error::Output)?;
-                }
-            }
-        }
-        Command::Reprocess(a) => {
-            let _lock = LakeLock::acquire(layout, "reprocess")?;
-            let mut manifest = Manifest::load(layout)?;
-            if manifest.raw_files()?.is_empty() {
-                return Err(crate::model::ModelError::NothingIngested.into());
-            }
-            let m = source::reprocess(layout, &mut manifest, command)?;
-            writeln!(
-                out,
-                "reprocess: {} raw files parsed again into {} staging files",
-                m.files_already_stored, m.staging_files
-            )
-            .map_err(Error::Output)?;
-            for acc in &m.accounting {
-                writeln!(out, "  {}", status::accounting_line(acc)).map_err(Error::Output)?;
-            }
-            if !a.no_build {
-                let m = runtime()?.block_on(crate::model::build::build(
-                    layout,
-                    &mut manifest,
-                    &BuildOptions::default(),
-                    command,
-                ))?;
-                print_build(out, &m).map_err(Error::Output)?;
-            }
-        }
-        Command::Run(a) => {
-            let spotify_on = !a.no_spotify && layout.spotify_token().exists();
-            if a.sparkify.is_empty() && a.spotify_export.is_empty() && !spotify_on {
-                return Err(Error::Usage(
-                    "nothing to run: give a source (e.g. `tunelake run --sparkify data/sample/sparkify`) \
-                     or log in with `tunelake auth spotify`"
-                        .into(),
-                ));
-            }
-            let spotify = if spotify_on { Some(a.spotify.config(8888)?) } else { None };
-            let Some(every) = a.every else {
-                return run_cycle(&settings, &a, spotify.as_ref(), command, out);
-            };
-            // Until SIGTERM or Ctrl-C: the step in progress finishes, a second Ctrl-C stops at once.
-            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-            for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-                signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone()).map_err(Error::Runtime)?;
-                signal_hook::flag::register(sig, stop.clone()).map_err(Error::Runtime)?;
-            }
-            let stopping = || stop.load(std::sync::atomic::Ordering::Relaxed);
-            loop {
-                let started = std::time::Instant::now();
-                if a.format == Summary::Text {
-                    writeln!(out, "--- cycle at {}", now_rfc3339()).map_err(Error::Output)?;
-                }
-                if let Err(e) = run_cycle(&settings, &a, spotify.as_ref(), command, out) {
-                    // A failed cycle is logged and tried again at the next tick.
-                    tracing::error!(error = %error_chain(&e), "cycle failed; retrying at the next tick");
-                    let _ = writeln!(std::io::stderr(), "error: {}", error_chain(&e));
-                }
-                out.flush().map_err(Error::Output)?;
-                while !stopping() && started.elapsed() < every {
-                    std::thread::sleep(std::time::Duration::from_millis(200));
-                }
-                if stopping() {
-                    writeln!(out, "stopped").map_err(Error::Output)?;
-                    break;
-                }
-            }
-        }
-        Command::Report(a) => report_command(&a, layout, out)?,
         Command::CopyLake { .. } | Command::Completions { .. } | Command::Man => {
             unreachable!("answered before a lake is opened")
         }
-        Command::Unlock => {
-            writeln!(out, "{} is a folder: its lock is released when the run holding it ends", layout.root().display())
-                .map_err(Error::Output)?;
-        }
-        Command::Verify(a) => {
-            let _lock = LakeLock::acquire(layout, "verify")?;
-            let manifest = Manifest::load(layout)?;
-            let delta = crate::lake::verify::DeltaState {
-                versions: crate::sql::STAR_TABLES
-                    .iter()
-                    .map(|t| Ok((t.name.to_string(), crate::lake::delta::latest_version(layout, t.name)?)))
-                    .collect::<Result<_>>()?,
-                files: runtime()?.block_on(crate::lake::delta::live_files(layout, None))?,
-            };
-            let m = crate::lake::verify::verify(layout, &manifest, &delta, a.deep)?;
-            for p in &m.problems {
-                writeln!(out, "problem: {}\n  repair: {}", p.what, p.repair).map_err(Error::Output)?;
-            }
-            writeln!(
-                out,
-                "verify: {} raw files ({} bytes), {} staging files, {} star files{}: {}",
-                m.raw_files,
-                m.raw_bytes,
-                m.staging_files,
-                m.star_files,
-                if a.deep { " (hashed)" } else { "" },
-                if m.problems.is_empty() { "ok".to_string() } else { format!("{} problem(s)", m.problems.len()) }
-            )
-            .map_err(Error::Output)?;
-            if !m.problems.is_empty() {
-                return Err(crate::lake::LakeError::Damaged { problems: m.problems.len() }.into());
-            }
-        }
-        Command::Vacuum(a) => {
-            let _lock = LakeLock::acquire(layout, "vacuum")?;
-            let mut manifest = Manifest::load(layout)?;
-            let retain =
-                chrono::Duration::from_std(a.retain).map_err(|_| Error::Usage("--retain is too long".into()))?;
-            let cutoff = (chrono::Utc::now() - retain).timestamp_millis();
-            let delta_live = runtime()?.block_on(crate::lake::delta::live_files(layout, Some(cutoff)))?;
-            let opts = vacuum::VacuumOptions { retain, dry_run: a.dry_run, delta_live };
-            let m = vacuum::vacuum(layout, &manifest, &opts)?;
-            if let (Some(remote), false) = (&settings.remote, a.dry_run) {
-                let rels: Vec<String> = m
-                    .files
-                    .iter()
-                    .filter_map(|(f, _)| Some(f.strip_prefix(layout.root()).ok()?.to_string_lossy().into_owned()))
-                    .collect();
-                remote.delete(&rels)?;
-            }
-            if !a.dry_run {
-                vacuum::record(layout, &mut manifest, &m, command)?;
-            }
-            for (f, bytes) in &m.files {
-                let verb = if a.dry_run { "would remove" } else { "removed" };
-                writeln!(out, "{verb} {} ({bytes} bytes)", f.display()).map_err(Error::Output)?;
-            }
-            writeln!(
-                out,
-                "vacuum: {} files, {} bytes{}",
-                m.files.len(),
-                m.bytes,
-                if a.dry_run { " (dry run)" } else { "" }
-            )
-            .map_err(Error::Output)?;
-        }
+    }
+}
+
+/// `ingest spotify-export`: the export's history files, then a build unless told not to.
+fn export_command(
+    layout: &Layout,
+    path: &std::path::Path,
+    user: Option<&str>,
+    no_build: bool,
+    command: &str,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let _lock = LakeLock::acquire(layout, "ingest spotify-export")?;
+    let mut manifest = Manifest::load(layout)?;
+    let m = source::ingest_spotify_export(layout, &mut manifest, path, user, command)?;
+    print_ingest(out, &m).map_err(Error::Output)?;
+    if !no_build {
+        let b = runtime()?.block_on(crate::model::build::build(
+            layout,
+            &mut manifest,
+            &BuildOptions::default(),
+            command,
+        ))?;
+        print_build(out, &b).map_err(Error::Output)?;
     }
     Ok(())
+}
+
+/// `ingest spotify`: one pull of the Web API; exit 75 when it stopped early.
+fn pull_command(
+    layout: &Layout,
+    spotify: &SpotifyArgs,
+    max_enrich: usize,
+    command: &str,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let cfg = spotify.config(8888)?;
+    let _lock = LakeLock::acquire(layout, "ingest spotify")?;
+    let mut manifest = Manifest::load(layout)?;
+    let opts = source::spotify_api::PullOptions { max_enrich };
+    let m = source::spotify_api::pull(layout, &mut manifest, &cfg, &opts, command, &std::thread::sleep)?;
+    print_pull(out, &m).map_err(Error::Output)?;
+    match &m.stopped {
+        Some(stop) => Err(stopped_early(stop)),
+        None => Ok(()),
+    }
+}
+
+/// `auth spotify`: the login, tokens kept in the lake's state/ (0600).
+fn auth_command(
+    layout: &Layout,
+    spotify: &SpotifyArgs,
+    no_browser: bool,
+    port: u16,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let cfg = spotify.config(port)?;
+    std::fs::create_dir_all(layout.state_dir())
+        .map_err(|e| crate::lake::LakeError::io("create directory", layout.state_dir())(e))?;
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    let mut say = std::io::stderr();
+    source::spotify_auth::login(&cfg, layout, no_browser, &mut input, &mut say)?;
+    writeln!(out, "logged in to Spotify; tokens saved in {} (mode 0600)", layout.spotify_token().display())
+        .map_err(Error::Output)
+}
+
+fn build_command(layout: &Layout, a: &BuildArgs, command: &str, out: &mut dyn Write) -> Result<()> {
+    if !(a.match_tolerance >= 0.0 && a.match_tolerance.is_finite()) {
+        return Err(Error::Usage(format!(
+            "--match-tolerance must be a number of seconds >= 0, not {}",
+            a.match_tolerance
+        )));
+    }
+    let opts = BuildOptions {
+        duration_tolerance_s: a.match_tolerance,
+        memory_limit: a.memory_mib << 20,
+        force: a.force,
+        slice_rows: a.slice_rows,
+        ..BuildOptions::default()
+    };
+    let _lock = LakeLock::acquire(layout, "build")?;
+    let mut manifest = Manifest::load(layout)?;
+    let m = runtime()?.block_on(crate::model::build::build(layout, &mut manifest, &opts, command))?;
+    print_build(out, &m).map_err(Error::Output)
+}
+
+fn sync_command(settings: &Settings, a: &SyncArgs, command: &str, out: &mut dyn Write) -> Result<()> {
+    let layout = &settings.layout;
+    let url = settings.database_url.as_ref().ok_or(SinkError::NoDatabase)?;
+    let _lock = LakeLock::acquire(layout, "sync")?;
+    let mut manifest = Manifest::load(layout)?;
+    let m = sink::sync(layout, &manifest, url.expose(), &SyncOptions { full: a.full, ..Default::default() })?;
+    sink::record(layout, &mut manifest, &m, command)?;
+    let mut report = Report::new(out, a.format);
+    report.step("sync", &m, |out| print_sync(out, &m))?;
+    report.finish()
+}
+
+fn status_command(settings: &Settings, a: &StatusArgs, out: &mut dyn Write) -> Result<()> {
+    let layout = &settings.layout;
+    let manifest = Manifest::load(layout)?;
+    let lake = match &settings.remote {
+        Some(remote) => remote.url().to_string(),
+        None => layout.root().display().to_string(),
+    };
+    match a.format {
+        Summary::Text => status::render(out, &manifest, &lake, a.runs).map_err(Error::Output),
+        Summary::Json => writeln!(out, "{}", status::json(&manifest, &lake, a.runs)?).map_err(Error::Output),
+    }
+}
+
+fn reprocess_command(layout: &Layout, a: &ReprocessArgs, command: &str, out: &mut dyn Write) -> Result<()> {
+    let _lock = LakeLock::acquire(layout, "reprocess")?;
+    let mut manifest = Manifest::load(layout)?;
+    if manifest.raw_files()?.is_empty() {
+        return Err(crate::model::ModelError::NothingIngested.into());
+    }
+    let m = source::reprocess(layout, &mut manifest, command)?;
+    writeln!(
+        out,
+        "reprocess: {} raw files parsed again into {} staging files",
+        m.files_already_stored, m.staging_files
+    )
+    .map_err(Error::Output)?;
+    for acc in &m.accounting {
+        writeln!(out, "  {}", status::accounting_line(acc)).map_err(Error::Output)?;
+    }
+    if !a.no_build {
+        let m = runtime()?.block_on(crate::model::build::build(
+            layout,
+            &mut manifest,
+            &BuildOptions::default(),
+            command,
+        ))?;
+        print_build(out, &m).map_err(Error::Output)?;
+    }
+    Ok(())
+}
+
+/// `run`: one cycle, or with `--every` one per tick until SIGTERM or Ctrl-C.
+fn run_command(settings: &Settings, a: &RunArgs, command: &str, out: &mut dyn Write) -> Result<()> {
+    let spotify_on = !a.no_spotify && settings.layout.spotify_token().exists();
+    if a.sparkify.is_empty() && a.spotify_export.is_empty() && !spotify_on {
+        return Err(Error::Usage(
+            "nothing to run: give a source (e.g. `tunelake run --sparkify data/sample/sparkify`) \
+             or log in with `tunelake auth spotify`"
+                .into(),
+        ));
+    }
+    let spotify = if spotify_on { Some(a.spotify.config(8888)?) } else { None };
+    let Some(every) = a.every else {
+        return run_cycle(settings, a, spotify.as_ref(), command, out);
+    };
+    // The step in progress finishes; a second Ctrl-C stops at once.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone()).map_err(Error::Runtime)?;
+        signal_hook::flag::register(sig, stop.clone()).map_err(Error::Runtime)?;
+    }
+    let stopping = || stop.load(std::sync::atomic::Ordering::Relaxed);
+    loop {
+        let started = std::time::Instant::now();
+        if a.format == Summary::Text {
+            writeln!(out, "--- cycle at {}", now_rfc3339()).map_err(Error::Output)?;
+        }
+        if let Err(e) = run_cycle(settings, a, spotify.as_ref(), command, out) {
+            // A failed cycle is logged and tried again at the next tick.
+            tracing::error!(error = %error_chain(&e), "cycle failed; retrying at the next tick");
+            let _ = writeln!(std::io::stderr(), "error: {}", error_chain(&e));
+        }
+        out.flush().map_err(Error::Output)?;
+        while !stopping() && started.elapsed() < every {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        if stopping() {
+            return writeln!(out, "stopped").map_err(Error::Output);
+        }
+    }
+}
+
+/// `verify`: the lake against its ledger; exit 4 naming each problem and its repair.
+fn verify_command(layout: &Layout, a: &VerifyArgs, out: &mut dyn Write) -> Result<()> {
+    let _lock = LakeLock::acquire(layout, "verify")?;
+    let manifest = Manifest::load(layout)?;
+    let delta = crate::lake::verify::DeltaState {
+        versions: crate::sql::STAR_TABLES
+            .iter()
+            .map(|t| Ok((t.name.to_string(), crate::lake::delta::latest_version(layout, t.name)?)))
+            .collect::<Result<_>>()?,
+        files: runtime()?.block_on(crate::lake::delta::live_files(layout, None))?,
+    };
+    let m = crate::lake::verify::verify(layout, &manifest, &delta, a.deep)?;
+    for p in &m.problems {
+        writeln!(out, "problem: {}\n  repair: {}", p.what, p.repair).map_err(Error::Output)?;
+    }
+    let verdict = if m.problems.is_empty() { "ok".to_string() } else { format!("{} problem(s)", m.problems.len()) };
+    writeln!(
+        out,
+        "verify: {} raw files ({} bytes), {} staging files, {} star files{}: {verdict}",
+        m.raw_files,
+        m.raw_bytes,
+        m.staging_files,
+        m.star_files,
+        if a.deep { " (hashed)" } else { "" },
+    )
+    .map_err(Error::Output)?;
+    if !m.problems.is_empty() {
+        return Err(crate::lake::LakeError::Damaged { problems: m.problems.len() }.into());
+    }
+    Ok(())
+}
+
+/// `vacuum`: what no version within the retention needs, removed (in the bucket too) and recorded.
+fn vacuum_command(settings: &Settings, a: &VacuumArgs, command: &str, out: &mut dyn Write) -> Result<()> {
+    let layout = &settings.layout;
+    let _lock = LakeLock::acquire(layout, "vacuum")?;
+    let mut manifest = Manifest::load(layout)?;
+    let retain = chrono::Duration::from_std(a.retain).map_err(|_| Error::Usage("--retain is too long".into()))?;
+    let cutoff = (chrono::Utc::now() - retain).timestamp_millis();
+    let delta_live = runtime()?.block_on(crate::lake::delta::live_files(layout, Some(cutoff)))?;
+    let opts = vacuum::VacuumOptions { retain, dry_run: a.dry_run, delta_live };
+    let m = vacuum::vacuum(layout, &manifest, &opts)?;
+    if !a.dry_run {
+        if let Some(remote) = &settings.remote {
+            let rels: Vec<String> = m
+                .files
+                .iter()
+                .filter_map(|(f, _)| Some(f.strip_prefix(layout.root()).ok()?.to_string_lossy().into_owned()))
+                .collect();
+            remote.delete(&rels)?;
+        }
+        vacuum::record(layout, &mut manifest, &m, command)?;
+    }
+    let verb = if a.dry_run { "would remove" } else { "removed" };
+    for (f, bytes) in &m.files {
+        writeln!(out, "{verb} {} ({bytes} bytes)", f.display()).map_err(Error::Output)?;
+    }
+    let dry = if a.dry_run { " (dry run)" } else { "" };
+    writeln!(out, "vacuum: {} files, {} bytes{dry}", m.files.len(), m.bytes).map_err(Error::Output)
 }
 
 /// One error and its causes on one line.

@@ -5,7 +5,7 @@
 use std::io::Write;
 
 use crate::lake::Manifest;
-use crate::lake::manifest::{Accounting, Reject, RunKind};
+use crate::lake::manifest::{Accounting, Reject, Run, RunKind};
 
 /// The accounting of the live staging set: the last reprocess's plus every ingest after it.
 pub fn accounting(manifest: &Manifest) -> Vec<Accounting> {
@@ -67,67 +67,80 @@ pub fn render(out: &mut dyn Write, manifest: &Manifest, lake: &str, max_runs: us
         writeln!(out, "empty: nothing ingested yet (try `tunelake ingest sparkify data/sample/sparkify`)")?;
         return Ok(());
     }
+    render_runs(out, manifest, max_runs)?;
+    render_star(out, manifest)?;
+    render_accounting(out, manifest)?;
+    render_inputs(out, manifest)?;
+    if let Some(sync) = manifest.last_sync() {
+        let version = sync.stats.get("lake_version").map(|v| v.to_string()).unwrap_or_default();
+        writeln!(out, "\nlast sync: {} (lake version {version})", sync.finished_at)?;
+    }
+    Ok(())
+}
+
+/// The latest runs, one line each, with what each did.
+fn render_runs(out: &mut dyn Write, manifest: &Manifest, max_runs: usize) -> std::io::Result<()> {
     let recent = manifest.recent(max_runs).map_err(std::io::Error::other)?;
     writeln!(out, "\nruns ({} in all, latest {}):", manifest.run_count(), recent.len())?;
     for run in &recent {
-        let what = match run.kind {
-            RunKind::Ingest | RunKind::Reprocess => {
-                let read: u64 = run.accounting.iter().map(|a| a.read).sum();
-                let rejected: u64 = run.accounting.iter().map(|a| a.rejected).sum();
-                format!("{} raw files, {read} records read, {rejected} rejected", run.raw_count())
-            }
-            RunKind::Build => {
-                let s = |k: &str| run.stats.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
-                format!("star version {}, {} plays, {} matched to songs", run.id, s("plays"), s("matched"))
-            }
-            RunKind::Sync => {
-                let s = |k: &str| run.stats.get(k).map(|v| v.to_string()).unwrap_or_default();
-                format!(
-                    "version {} to {}, {} rows sent",
-                    s("lake_version"),
-                    s("target").trim_matches('"'),
-                    s("rows_sent")
-                )
-            }
-            RunKind::Vacuum => {
-                let s = |k: &str| run.stats.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
-                format!("{} files removed ({} bytes)", s("files_removed"), s("bytes_removed"))
-            }
-        };
-        writeln!(out, "  #{:<4} {:<9} {}  {}", run.id, run.kind.to_string(), run.finished_at, what)?;
+        writeln!(out, "  #{:<4} {:<9} {}  {}", run.id, run.kind.to_string(), run.finished_at, run_summary(run))?;
     }
+    Ok(())
+}
 
-    match manifest.star() {
-        Some(star) => {
-            writeln!(out, "\nstar version {}:", star.version)?;
-            // Tables named `_…` are the build's monthly bookkeeping, not part of the star.
-            for (table, parts) in star.tables.iter().filter(|(t, _)| !t.starts_with('_')) {
-                let rows: u64 = parts.iter().map(|p| p.rows).sum();
-                let delta = star.delta.get(table).map(|v| format!(", Delta version {v}")).unwrap_or_default();
-                writeln!(out, "  {table:<20} {rows:>10} rows in {} file(s){delta}", parts.len())?;
-            }
-            if let Some(b) = manifest.last_build() {
-                let s = |k: &str| b.stats.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
-                let (plays, matched) = (s("plays"), s("matched"));
-                let rate = if plays == 0 { 0.0 } else { 100.0 * matched as f64 / plays as f64 };
-                if plays > 0 {
-                    writeln!(out, "  song match rate: {matched} of {plays} Sparkify plays ({rate:.2}%)")?;
-                }
-                if let Some(dups) = b.stats.get("duplicates").and_then(|d| d.as_object()) {
-                    for (what, n) in dups.iter().filter(|(_, n)| n.as_u64().unwrap_or(0) > 0) {
-                        writeln!(out, "  duplicates: {n} ({what})")?;
-                    }
-                }
-            }
-            if manifest.staging_run()
-                > manifest.last_build().map_or(0, |b| b.stats.get("staging_run").and_then(|v| v.as_u64()).unwrap_or(0))
-            {
-                writeln!(out, "  (staging has changed since: run `tunelake build`)")?;
+/// What a run did, in a few words.
+fn run_summary(run: &Run) -> String {
+    let n = |k: &str| run.stats.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+    match run.kind {
+        RunKind::Ingest | RunKind::Reprocess => {
+            let read: u64 = run.accounting.iter().map(|a| a.read).sum();
+            let rejected: u64 = run.accounting.iter().map(|a| a.rejected).sum();
+            format!("{} raw files, {read} records read, {rejected} rejected", run.raw_count())
+        }
+        RunKind::Build => format!("star version {}, {} plays, {} matched to songs", run.id, n("plays"), n("matched")),
+        RunKind::Sync => {
+            let s = |k: &str| run.stats.get(k).map(|v| v.to_string()).unwrap_or_default();
+            format!("version {} to {}, {} rows sent", s("lake_version"), s("target").trim_matches('"'), s("rows_sent"))
+        }
+        RunKind::Vacuum => format!("{} files removed ({} bytes)", n("files_removed"), n("bytes_removed")),
+    }
+}
+
+/// The current star version: rows per table, the match rate, duplicates.
+fn render_star(out: &mut dyn Write, manifest: &Manifest) -> std::io::Result<()> {
+    let Some(star) = manifest.star() else {
+        return writeln!(out, "\nstar: not built yet (run `tunelake build`)");
+    };
+    writeln!(out, "\nstar version {}:", star.version)?;
+    // Tables named `_…` are the build's monthly bookkeeping, not part of the star.
+    for (table, parts) in star.tables.iter().filter(|(t, _)| !t.starts_with('_')) {
+        let rows: u64 = parts.iter().map(|p| p.rows).sum();
+        let delta = star.delta.get(table).map(|v| format!(", Delta version {v}")).unwrap_or_default();
+        writeln!(out, "  {table:<20} {rows:>10} rows in {} file(s){delta}", parts.len())?;
+    }
+    if let Some(b) = manifest.last_build() {
+        let s = |k: &str| b.stats.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+        let (plays, matched) = (s("plays"), s("matched"));
+        if plays > 0 {
+            let rate = 100.0 * matched as f64 / plays as f64;
+            writeln!(out, "  song match rate: {matched} of {plays} Sparkify plays ({rate:.2}%)")?;
+        }
+        if let Some(dups) = b.stats.get("duplicates").and_then(|d| d.as_object()) {
+            for (what, n) in dups.iter().filter(|(_, n)| n.as_u64().unwrap_or(0) > 0) {
+                writeln!(out, "  duplicates: {n} ({what})")?;
             }
         }
-        None => writeln!(out, "\nstar: not built yet (run `tunelake build`)")?,
     }
+    let built_from =
+        manifest.last_build().map_or(0, |b| b.stats.get("staging_run").and_then(|v| v.as_u64()).unwrap_or(0));
+    if manifest.staging_run() > built_from {
+        writeln!(out, "  (staging has changed since: run `tunelake build`)")?;
+    }
+    Ok(())
+}
 
+/// Where every record of every source went, and the files read.
+fn render_accounting(out: &mut dyn Write, manifest: &Manifest) -> std::io::Result<()> {
     writeln!(out, "\naccounting:")?;
     for a in accounting(manifest) {
         writeln!(out, "  {}", accounting_line(&a))?;
@@ -146,6 +159,11 @@ pub fn render(out: &mut dyn Write, manifest: &Manifest, lake: &str, max_runs: us
             a.files, a.files_already_stored
         )?;
     }
+    Ok(())
+}
+
+/// The exports imported, the Web API's coverage gaps, the records rejected or changed.
+fn render_inputs(out: &mut dyn Write, manifest: &Manifest) -> std::io::Result<()> {
     let files = import_files(manifest);
     if !files.is_empty() {
         writeln!(out, "\nimported files (Spotify exports):")?;
@@ -167,14 +185,6 @@ pub fn render(out: &mut dyn Write, manifest: &Manifest, lake: &str, max_runs: us
         for r in rejects.iter().take(20) {
             writeln!(out, "  {} {}:{}: {}", r.outcome(), r.file, r.line, r.reason)?;
         }
-    }
-    if let Some(sync) = manifest.last_sync() {
-        writeln!(
-            out,
-            "\nlast sync: {} (lake version {})",
-            sync.finished_at,
-            sync.stats.get("lake_version").map(|v| v.to_string()).unwrap_or_default()
-        )?;
     }
     Ok(())
 }
