@@ -124,7 +124,8 @@ pub(super) fn sync_star(
     for table in STAR_TABLES {
         let parts: &[StarPart] = star.tables.get(table.name).map(Vec::as_slice).unwrap_or(&[]);
         let before = early.tables.remove(table.name).unwrap_or_default();
-        sync_table(tx, layout, table, parts, &by_sha, star.version, opts, &before, metrics, &bar)?;
+        let job = TableJob { layout, table, by_sha: &by_sha, version: star.version, opts, early: &before, bar: &bar };
+        sync_table(tx, &job, parts, metrics)?;
         rebuild_indexes(tx, table.name, &before.rebuild)?;
     }
     bar.finish_and_clear();
@@ -213,206 +214,314 @@ pub(super) fn part_name(p: &StarPart) -> String {
     p.partition.clone().unwrap_or_default()
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What one table's sync works with, besides the transaction and the metrics.
+struct TableJob<'a> {
+    layout: &'a Layout,
+    table: &'a StarTable,
+    /// The files of the versions a database may hold, by content.
+    by_sha: &'a HashMap<&'a str, &'a str>,
+    version: u64,
+    opts: &'a SyncOptions,
+    /// What the loader sent of this table before the build was done.
+    early: &'a EarlyTable,
+    bar: &'a indicatif::ProgressBar,
+}
+
+/// How one changed unit is sent.
+struct UnitPlan {
+    /// The unit's files in the lake.
+    paths: Vec<PathBuf>,
+    /// Its new layers, when only layers were added since the database got it.
+    appended: Option<Vec<StarPart>>,
+    /// The files the database got last time, when the lake still has them.
+    before: Option<Vec<PathBuf>>,
+    /// Whether the database may hold rows of the unit.
+    occupied: bool,
+    /// What differs from `before`, computed for an occupied unit that has it.
+    difference: Option<Result<diff::Diff, SinkError>>,
+}
+
+/// The table's state during a load: its key, whether it began empty, the COPY buffer.
+struct Load {
+    pk: Vec<String>,
+    empty: bool,
+    buf: Vec<u8>,
+    have_stage: bool,
+}
+
+/// Brings one table to the lake's version: partitions gone are deleted,
+/// unchanged ones skipped, changed ones sent whole (where the database has
+/// none of their rows), as new layers, or as the difference from the files
+/// it got last time.
 fn sync_table(
     tx: &mut Transaction<'_>,
-    layout: &Layout,
-    table: &StarTable,
+    job: &TableJob<'_>,
     parts: &[StarPart],
-    by_sha: &HashMap<&str, &str>,
-    version: u64,
-    opts: &SyncOptions,
-    early: &EarlyTable,
     metrics: &mut SyncMetrics,
-    bar: &indicatif::ProgressBar,
 ) -> Result<(), SinkError> {
-    let name = table.name;
-    let t = quote_ident(name);
-    let synced: BTreeMap<String, String> = tx
-        .query("SELECT part, sha256 FROM tunelake_sync_parts WHERE table_name = $1", &[&name])
-        .map_err(SinkError::sql(format!("{name}: reading sync state")))?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-
-    let units: Vec<Unit> = if table.month_partition_by.is_some() {
-        // Partitions the lake no longer has.
-        for (part, _) in synced.iter().filter(|(part, _)| !parts.iter().any(|p| &part_name(p) == *part)) {
-            let n = tx
-                .execute(&format!("DELETE FROM {t} WHERE {}", partition_predicate(table, part)), &[])
-                .map_err(SinkError::sql(format!("{name}: removing partition {part}")))?;
-            forget_parts(tx, name, &[part.as_str()])?;
-            metrics.rows_deleted += n;
-            metrics.parts_removed += 1;
-        }
-        parts
-            .iter()
-            .map(|p| {
-                let label = part_name(p);
-                Unit {
-                    pred: partition_predicate(table, &label),
-                    sent: synced.get(&label).map(|sha| (label.clone(), sha.clone())).into_iter().collect(),
-                    parts: vec![p],
-                    label,
-                }
-            })
-            .collect()
-    } else {
-        vec![Unit { label: String::new(), pred: "TRUE".into(), parts: parts.iter().collect(), sent: synced }]
-    };
+    let name = job.table.name;
+    let units = units(tx, job, parts, metrics)?;
     let unchanged = |u: &Unit| {
-        !opts.full
+        !job.opts.full
             && u.sent.len() == u.parts.len()
             && u.parts.iter().all(|p| u.sent.get(&part_name(p)) == Some(&p.sha256))
     };
     let (same, changed): (Vec<Unit>, Vec<Unit>) = units.into_iter().partition(unchanged);
     let same_parts: usize = same.iter().map(|u| u.parts.len()).sum();
     // Parts sent earlier in this transaction count as sent, not as unchanged.
-    metrics.parts_unchanged += same_parts - same.iter().filter(|u| early.sent.contains(&u.label)).count();
-    bar.inc(same_parts as u64);
+    metrics.parts_unchanged += same_parts - same.iter().filter(|u| job.early.sent.contains(&u.label)).count();
+    job.bar.inc(same_parts as u64);
     if changed.is_empty() {
         return Ok(());
     }
     let pk = primary_key(tx, name)?;
     let rows: u64 = changed.iter().flat_map(|u| &u.parts).map(|p| p.rows).sum();
     // A table that was empty when this transaction began holds only what it sent.
-    let empty = early.was_empty || is_empty(tx, name)?;
+    let empty = job.early.was_empty || is_empty(tx, name)?;
     // A big load into an empty table builds its indexes once afterwards, which is
     // much faster than keeping them up to date row by row.
-    let rebuild = if empty && rows >= opts.bulk_load_rows { drop_indexes(tx, name)? } else { vec![] };
-    let mut buf = Vec::with_capacity(2 * COPY_CHUNK);
-    let mut have_stage = false;
-    let paths_of = |unit: &Unit| -> Vec<PathBuf> { unit.parts.iter().map(|p| layout.abs(&p.path)).collect() };
-    // The files the database got last time, when the lake still has them: send only the difference.
-    let before_of = |unit: &Unit| -> Option<Vec<PathBuf>> {
-        unit.sent
-            .values()
-            .map(|sha| by_sha.get(sha.as_str()).map(|rel| layout.abs(rel)).filter(|p| p.is_file()))
-            .collect::<Option<Vec<_>>>()
-            .filter(|files| !opts.full && !files.is_empty())
-    };
+    let rebuild = if empty && rows >= job.opts.bulk_load_rows { drop_indexes(tx, name)? } else { vec![] };
+    let mut load = Load { pk, empty, buf: Vec::with_capacity(2 * COPY_CHUNK), have_stage: false };
     // Two units at a time: the differences of both are computed at once, one
     // per core, then sent in order. A difference reads both files whole
     // while PostgreSQL waits for it.
     for pair in changed.chunks(2) {
+        for (unit, plan) in pair.iter().zip(plans(tx, job, &load, pair)?) {
+            send_unit(tx, job, &mut load, unit, plan, metrics)?;
+        }
+    }
+    rebuild_indexes(tx, name, &rebuild)
+}
+
+/// The table's units (a month partition each, or the whole table), after
+/// deleting the partitions the lake no longer has.
+fn units<'p>(
+    tx: &mut Transaction<'_>,
+    job: &TableJob<'_>,
+    parts: &'p [StarPart],
+    metrics: &mut SyncMetrics,
+) -> Result<Vec<Unit<'p>>, SinkError> {
+    let (table, name) = (job.table, job.table.name);
+    let synced: BTreeMap<String, String> = tx
+        .query("SELECT part, sha256 FROM tunelake_sync_parts WHERE table_name = $1", &[&name])
+        .map_err(SinkError::sql(format!("{name}: reading sync state")))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    if table.month_partition_by.is_none() {
+        return Ok(vec![Unit {
+            label: String::new(),
+            pred: "TRUE".into(),
+            parts: parts.iter().collect(),
+            sent: synced,
+        }]);
+    }
+    let t = quote_ident(name);
+    for (part, _) in synced.iter().filter(|(part, _)| !parts.iter().any(|p| &part_name(p) == *part)) {
+        let n = tx
+            .execute(&format!("DELETE FROM {t} WHERE {}", partition_predicate(table, part)), &[])
+            .map_err(SinkError::sql(format!("{name}: removing partition {part}")))?;
+        forget_parts(tx, name, &[part.as_str()])?;
+        metrics.rows_deleted += n;
+        metrics.parts_removed += 1;
+    }
+    Ok(parts
+        .iter()
+        .map(|p| {
+            let label = part_name(p);
+            Unit {
+                pred: partition_predicate(table, &label),
+                sent: synced.get(&label).map(|sha| (label.clone(), sha.clone())).into_iter().collect(),
+                parts: vec![p],
+                label,
+            }
+        })
+        .collect())
+}
+
+/// How each unit of `pair` is sent, with the differences of both computed at once.
+fn plans(
+    tx: &mut Transaction<'_>,
+    job: &TableJob<'_>,
+    load: &Load,
+    pair: &[Unit<'_>],
+) -> Result<Vec<UnitPlan>, SinkError> {
+    let name = job.table.name;
+    let t = quote_ident(name);
+    let mut plans = vec![];
+    for unit in pair {
         // A table that was empty holds only the partitions this sync sent, each
         // once. Not probing it matters: its indexes are dropped for the load, and
         // each probe would scan every row sent so far.
-        let mut occupied = vec![];
-        for unit in pair {
-            let (pred, label) = (&unit.pred, &unit.label);
-            occupied.push(
-                early.sent.contains(label)
-                    || !empty
-                        && tx
-                            .query_one(&format!("SELECT EXISTS (SELECT 1 FROM {t} WHERE {pred})"), &[])
-                            .map_err(SinkError::sql(format!("{name}: probing partition {label}")))?
-                            .get::<_, bool>(0),
-            );
-        }
-        // Each unit's files, its new layers (when only layers were added) and the files the database got.
-        let plans: Vec<_> = pair.iter().map(|u| (paths_of(u), appended(u, opts.full), before_of(u))).collect();
-        let diffs: Vec<Option<Result<diff::Diff, SinkError>>> = std::thread::scope(|s| {
-            let running: Vec<_> = plans
-                .iter()
-                .zip(&occupied)
-                .map(|((new, appended, before), &occupied)| {
-                    let old = before.as_ref().filter(|_| occupied && appended.is_none())?;
-                    let pk = &pk;
-                    Some(s.spawn(move || diff::diff(old, new, pk, name)))
-                })
-                .collect();
-            // Both finish before either's error is returned.
-            running.into_iter().map(|h| h.map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))).collect()
+        let (pred, label) = (&unit.pred, &unit.label);
+        let occupied = job.early.sent.contains(label)
+            || !load.empty
+                && tx
+                    .query_one(&format!("SELECT EXISTS (SELECT 1 FROM {t} WHERE {pred})"), &[])
+                    .map_err(SinkError::sql(format!("{name}: probing partition {label}")))?
+                    .get::<_, bool>(0);
+        let before = unit
+            .sent
+            .values()
+            .map(|sha| job.by_sha.get(sha.as_str()).map(|rel| job.layout.abs(rel)).filter(|p| p.is_file()))
+            .collect::<Option<Vec<_>>>()
+            .filter(|files| !job.opts.full && !files.is_empty());
+        plans.push(UnitPlan {
+            paths: unit.parts.iter().map(|p| job.layout.abs(&p.path)).collect(),
+            appended: appended(unit, job.opts.full).map(|ps| ps.into_iter().cloned().collect()),
+            before,
+            occupied,
+            difference: None,
         });
-        for (((unit, occupied), (paths, appended, before)), mut difference) in
-            pair.iter().zip(occupied).zip(plans).zip(diffs)
-        {
-            let label = &unit.label;
-            let pred = &unit.pred;
-            let unit_rows: u64 = unit.parts.iter().map(|p| p.rows).sum();
-            tracing::info!(table = name, partition = %label, parts = unit.parts.len(), rows = unit_rows, direct = !occupied, "sending");
-            if !occupied {
-                // Nothing of this partition in the database yet (a first sync): COPY straight into the table.
-                send_whole(tx, &paths, name, unit, version, metrics, &mut buf)?;
-                bar.inc(unit.parts.len() as u64);
-                continue;
-            }
-            if !have_stage {
-                tx.batch_execute(&format!(
-                "DROP TABLE IF EXISTS tl_stage; CREATE TEMP TABLE tl_stage (LIKE {t} INCLUDING DEFAULTS) ON COMMIT DROP; \
-                 DROP TABLE IF EXISTS tl_gone; CREATE TEMP TABLE tl_gone ON COMMIT DROP AS SELECT {} FROM {t} WITH NO DATA",
-                pk.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ")
-            ))
-            .map_err(SinkError::sql(format!("{name}: creating the staging temp tables")))?;
-                have_stage = true;
-            }
-            tx.batch_execute("TRUNCATE tl_stage, tl_gone")
-                .map_err(SinkError::sql(format!("{name}: TRUNCATE tl_stage, tl_gone")))?;
-            let pk_match =
-                pk.iter().map(|c| format!("s.{0} = t.{0}", quote_ident(c))).collect::<Vec<_>>().join(" AND ");
-            // Parts sent (for a table that gained layers, only those), and the rest.
-            let parts_sent = appended.as_ref().map_or(unit.parts.len(), Vec::len);
-            metrics.parts_unchanged += unit.parts.len() - parts_sent;
-            let (sent, columns, deleted) = match (appended, before) {
-                (Some(new_parts), _) => {
-                    let mut sent = 0;
-                    let mut columns = vec![];
-                    for p in new_parts {
-                        tracing::info!(table = name, part = %part_name(p), rows = p.rows, "new layer");
-                        let (n, c) = copy_file(tx, "tl_stage", name, &layout.abs(&p.path), &mut buf)?;
-                        (sent, columns) = (sent + n, c);
-                    }
-                    (sent, columns, 0)
-                }
-                (None, Some(_)) => {
-                    let d = difference.take().expect("an occupied unit's difference is computed with its pair")?;
-                    tracing::info!(table = name, partition = %label, upserts = d.upsert_rows(), gone = d.gone_rows(), "difference");
-                    let columns = d.columns;
-                    // A table the lake emptied has no file to take columns from, and nothing to send.
-                    let sent = if d.upserts.is_empty() {
-                        0
-                    } else {
-                        copy_batches(tx, "tl_stage", name, &columns, d.upserts.into_iter().map(Ok), &mut buf)?
-                    };
-                    let mut deleted = 0;
-                    if !d.gone.is_empty() {
-                        copy_batches(tx, "tl_gone", name, &pk, d.gone.into_iter().map(Ok), &mut buf)?;
-                        deleted = tx
-                            .execute(&format!("DELETE FROM {t} t USING tl_gone s WHERE {pk_match}"), &[])
-                            .map_err(SinkError::sql(format!("{name}: deleting rows the lake no longer has")))?;
-                    }
-                    (sent, columns, deleted)
-                }
-                (None, None) => {
-                    let mut sent = 0;
-                    let mut columns = vec![];
-                    for path in &paths {
-                        let (n, c) = copy_file(tx, "tl_stage", name, path, &mut buf)?;
-                        (sent, columns) = (sent + n, c);
-                    }
-                    let deleted = tx
-                    .execute(
-                        &format!(
-                            "DELETE FROM {t} t WHERE {pred} AND NOT EXISTS (SELECT 1 FROM tl_stage s WHERE {pk_match})"
-                        ),
-                        &[],
-                    )
-                    .map_err(SinkError::sql(format!("{name}: deleting rows the lake no longer has")))?;
-                    (sent, columns, deleted)
-                }
-            };
-            let changed_rows = if columns.is_empty() { 0 } else { upsert(tx, &t, name, &columns, &pk, label)? };
-            record_unit(tx, name, unit, version)?;
-            metrics.parts_sent += parts_sent;
-            metrics.rows_sent += sent;
-            metrics.rows_deleted += deleted;
-            *metrics.rows_changed.entry(name.to_string()).or_default() += changed_rows;
-            bar.inc(unit.parts.len() as u64);
-        }
     }
-    rebuild_indexes(tx, name, &rebuild)?;
+    let pk = &load.pk;
+    let differences: Vec<Option<Result<diff::Diff, SinkError>>> = std::thread::scope(|s| {
+        let running: Vec<_> = plans
+            .iter()
+            .map(|plan| {
+                let old = plan.before.as_ref().filter(|_| plan.occupied && plan.appended.is_none())?;
+                let new = &plan.paths;
+                Some(s.spawn(move || diff::diff(old, new, pk, name)))
+            })
+            .collect();
+        // Both finish before either's error is returned.
+        running.into_iter().map(|h| h.map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))).collect()
+    });
+    for (plan, difference) in plans.iter_mut().zip(differences) {
+        plan.difference = difference;
+    }
+    Ok(plans)
+}
+
+/// Sends one changed unit and records it.
+fn send_unit(
+    tx: &mut Transaction<'_>,
+    job: &TableJob<'_>,
+    load: &mut Load,
+    unit: &Unit<'_>,
+    plan: UnitPlan,
+    metrics: &mut SyncMetrics,
+) -> Result<(), SinkError> {
+    let name = job.table.name;
+    let unit_rows: u64 = unit.parts.iter().map(|p| p.rows).sum();
+    tracing::info!(table = name, partition = %unit.label, parts = unit.parts.len(), rows = unit_rows, direct = !plan.occupied, "sending");
+    if !plan.occupied {
+        // Nothing of this partition in the database yet (a first sync): COPY straight into the table.
+        send_whole(tx, &plan.paths, name, unit, job.version, metrics, &mut load.buf)?;
+        job.bar.inc(unit.parts.len() as u64);
+        return Ok(());
+    }
+    let t = quote_ident(name);
+    prepare_stage(tx, &t, name, load)?;
+    // Parts sent (for a table that gained layers, only those), and the rest.
+    let parts_sent = plan.appended.as_ref().map_or(unit.parts.len(), Vec::len);
+    metrics.parts_unchanged += unit.parts.len() - parts_sent;
+    let Sent { rows: sent, columns, deleted } = match (plan.appended, plan.before.is_some()) {
+        (Some(new_parts), _) => send_layers(tx, job, load, &new_parts)?,
+        (None, true) => send_difference(tx, &t, name, unit, load, plan.difference)?,
+        (None, false) => send_replacing(tx, &t, name, unit, load, &plan.paths)?,
+    };
+    let changed_rows = if columns.is_empty() { 0 } else { upsert(tx, &t, name, &columns, &load.pk, &unit.label)? };
+    record_unit(tx, name, unit, job.version)?;
+    metrics.parts_sent += parts_sent;
+    metrics.rows_sent += sent;
+    metrics.rows_deleted += deleted;
+    *metrics.rows_changed.entry(name.to_string()).or_default() += changed_rows;
+    job.bar.inc(unit.parts.len() as u64);
     Ok(())
+}
+
+/// What went to the staging table: rows, their columns, and rows deleted from the table.
+struct Sent {
+    rows: u64,
+    columns: Vec<String>,
+    deleted: u64,
+}
+
+/// The temp tables a unit's rows and gone keys are staged in, made once per table and emptied per unit.
+fn prepare_stage(tx: &mut Transaction<'_>, t: &str, name: &str, load: &mut Load) -> Result<(), SinkError> {
+    if !load.have_stage {
+        let keys = load.pk.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
+        tx.batch_execute(&format!(
+            "DROP TABLE IF EXISTS tl_stage; CREATE TEMP TABLE tl_stage (LIKE {t} INCLUDING DEFAULTS) ON COMMIT DROP; \
+             DROP TABLE IF EXISTS tl_gone; CREATE TEMP TABLE tl_gone ON COMMIT DROP AS SELECT {keys} FROM {t} WITH NO DATA"
+        ))
+        .map_err(SinkError::sql(format!("{name}: creating the staging temp tables")))?;
+        load.have_stage = true;
+    }
+    tx.batch_execute("TRUNCATE tl_stage, tl_gone")
+        .map_err(SinkError::sql(format!("{name}: TRUNCATE tl_stage, tl_gone")))
+}
+
+fn pk_match(pk: &[String]) -> String {
+    pk.iter().map(|c| format!("s.{0} = t.{0}", quote_ident(c))).collect::<Vec<_>>().join(" AND ")
+}
+
+/// A table that only gained layers of new keys: the new layers' rows.
+fn send_layers(
+    tx: &mut Transaction<'_>,
+    job: &TableJob<'_>,
+    load: &mut Load,
+    new_parts: &[StarPart],
+) -> Result<Sent, SinkError> {
+    let name = job.table.name;
+    let mut sent = Sent { rows: 0, columns: vec![], deleted: 0 };
+    for p in new_parts {
+        tracing::info!(table = name, part = %part_name(p), rows = p.rows, "new layer");
+        let (n, c) = copy_file(tx, "tl_stage", name, &job.layout.abs(&p.path), &mut load.buf)?;
+        (sent.rows, sent.columns) = (sent.rows + n, c);
+    }
+    Ok(sent)
+}
+
+/// The rows that differ from the files the database got, and the keys gone since.
+fn send_difference(
+    tx: &mut Transaction<'_>,
+    t: &str,
+    name: &str,
+    unit: &Unit<'_>,
+    load: &mut Load,
+    difference: Option<Result<diff::Diff, SinkError>>,
+) -> Result<Sent, SinkError> {
+    let d = difference.expect("an occupied unit's difference is computed with its pair")?;
+    tracing::info!(table = name, partition = %unit.label, upserts = d.upsert_rows(), gone = d.gone_rows(), "difference");
+    let columns = d.columns;
+    // A table the lake emptied has no file to take columns from, and nothing to send.
+    let rows = if d.upserts.is_empty() {
+        0
+    } else {
+        copy_batches(tx, "tl_stage", name, &columns, d.upserts.into_iter().map(Ok), &mut load.buf)?
+    };
+    let mut deleted = 0;
+    if !d.gone.is_empty() {
+        copy_batches(tx, "tl_gone", name, &load.pk, d.gone.into_iter().map(Ok), &mut load.buf)?;
+        let on = pk_match(&load.pk);
+        deleted = tx
+            .execute(&format!("DELETE FROM {t} t USING tl_gone s WHERE {on}"), &[])
+            .map_err(SinkError::sql(format!("{name}: deleting rows the lake no longer has")))?;
+    }
+    Ok(Sent { rows, columns, deleted })
+}
+
+/// Every row of the unit's files, and the unit's rows not among them deleted.
+fn send_replacing(
+    tx: &mut Transaction<'_>,
+    t: &str,
+    name: &str,
+    unit: &Unit<'_>,
+    load: &mut Load,
+    paths: &[PathBuf],
+) -> Result<Sent, SinkError> {
+    let mut sent = Sent { rows: 0, columns: vec![], deleted: 0 };
+    for path in paths {
+        let (n, c) = copy_file(tx, "tl_stage", name, path, &mut load.buf)?;
+        (sent.rows, sent.columns) = (sent.rows + n, c);
+    }
+    let (pred, on) = (&unit.pred, pk_match(&load.pk));
+    sent.deleted = tx
+        .execute(&format!("DELETE FROM {t} t WHERE {pred} AND NOT EXISTS (SELECT 1 FROM tl_stage s WHERE {on})"), &[])
+        .map_err(SinkError::sql(format!("{name}: deleting rows the lake no longer has")))?;
+    Ok(sent)
 }
 
 /// Whether `table` holds no row (as this transaction sees it).
