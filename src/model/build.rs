@@ -47,7 +47,7 @@ use sha2::{Digest, Sha256};
 
 use super::globals::{GlobalInputs, build_globals, global_lanes};
 use super::plan::{MARGIN_US, Month, Plan, STAGING, Span, month_of, month_start, next_month, partition_of, plan};
-use super::write::write_table;
+use super::write::{Target, write_table};
 use super::{
     ModelError, execute, files_provider, log_metrics, register_lake_files, register_parts, replace_table, run_sql,
     session, session_copy, sorted_files_provider, sql_err,
@@ -314,6 +314,7 @@ pub async fn build(
         .iter()
         .flat_map(|(t, parts)| parts.iter().map(move |p| ((t.clone(), p.partition.clone()), p.clone())))
         .collect();
+    let target = Target { layout, version, previous: &previous, hook: opts.on_star_part.as_ref() };
     let previous_months = manifest.last_build().map(month_stats_of).unwrap_or_default();
     let mut star = StarVersion { version, tables: BTreeMap::new(), delta: BTreeMap::new() };
     let mut unchanged: HashMap<String, usize> = HashMap::new();
@@ -332,7 +333,7 @@ pub async fn build(
             _ => {
                 tracing::info!(helper = helper.name, "computing global helper");
                 let df = run_sql(&ctx, &file, &format!("SELECT * FROM ({}) ORDER BY 1, 2", helper.text)).await?;
-                let (parts, same) = write_table(layout, helper.name, df, None, None, version, &previous, None).await?;
+                let (parts, same) = write_table(target.quiet(), helper.name, df, None, None).await?;
                 *unchanged.entry(helper.name.to_string()).or_default() += same;
                 parts
             }
@@ -377,9 +378,8 @@ pub async fn build(
         let (lo, hi) = slice_range(months);
         bar.set_message(format!("build {} to {}", partition_of(months[0]), partition_of(*months.last().unwrap())));
         let t0 = std::time::Instant::now();
-        let written =
-            build_slice(&ctx, layout, &plan, &schemas, scratch.path(), i, (lo, hi), version, &previous, &beside, opts)
-                .await?;
+        let job = SliceJob { plan: &plan, schemas: &schemas, scratch: scratch.path(), summaries: &beside, opts };
+        let written = build_slice(&ctx, target, job, i, (lo, hi)).await?;
         halved += written.halved;
         in_memory += usize::from(written.in_memory);
         let helpers_in_memory = written.in_memory;
@@ -610,20 +610,28 @@ struct SliceOutput {
     in_memory: bool,
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What every slice of a build shares besides where it writes.
+#[derive(Clone, Copy)]
+struct SliceJob<'a> {
+    plan: &'a Plan,
+    /// The star tables' contracts.
+    schemas: &'a [(String, SchemaRef)],
+    /// Where helpers too big for memory go.
+    scratch: &'a Path,
+    /// The monthly summaries written beside the star tables.
+    summaries: &'a [&'static SqlFile],
+    opts: &'a BuildOptions,
+}
+
 async fn build_slice(
     ctx: &SessionContext,
-    layout: &Layout,
-    plan: &Plan,
-    schemas: &[(String, SchemaRef)],
-    scratch: &Path,
+    to: Target<'_>,
+    job: SliceJob<'_>,
     slice: usize,
     (lo, hi): (i64, i64),
-    version: u64,
-    previous: &HashMap<(String, Option<String>), StarPart>,
-    summaries: &[&'static SqlFile],
-    opts: &BuildOptions,
 ) -> Result<SliceOutput, ModelError> {
+    let (layout, version, previous) = (to.layout, to.version, to.previous);
+    let SliceJob { plan, schemas, scratch, summaries, opts } = job;
     let (cuts, rows) = restrict_staging(ctx, layout, plan, (lo, hi), opts.halves_rows)?;
     // Two sorters need two merge reservations: below the default memory, one.
     // And helpers held in memory are outside DataFusion's pool: below the
@@ -663,10 +671,7 @@ async fn build_slice(
             let Some((by, key)) = h.kept else { continue };
             let df = run_sql(ctx, h.file.name, &format!("SELECT * FROM {} ORDER BY {by}, {key}", h.file.name)).await?;
             let df = df.filter(in_range(by, lo, hi)).map_err(sql_err(h.file.name, "planning"))?;
-            written.push((
-                h.file.name.to_string(),
-                write_table(layout, h.file.name, df, None, Some(by), version, previous, None).await?,
-            ));
+            written.push((h.file.name.to_string(), write_table(to.quiet(), h.file.name, df, None, Some(by)).await?));
         }
         for t in STAR_TABLES {
             let Some(by) = t.month_partition_by else { continue };
@@ -674,9 +679,7 @@ async fn build_slice(
             let contract = schemas.iter().find(|(n, _)| n == t.name).map(|(_, s)| s.clone()).expect("planned");
             let df = run_sql(ctx, &file, t.model.text).await?;
             let df = df.filter(in_range(by, lo, hi)).map_err(sql_err(file, "planning"))?;
-            let hook = opts.on_star_part.as_ref();
-            let (parts, same) =
-                write_table(layout, t.name, df, Some(&contract), Some(by), version, previous, hook).await?;
+            let (parts, same) = write_table(to, t.name, df, Some(&contract), Some(by)).await?;
             // dim_time reads the fact rows just written, which are in time order
             // (PartitionedWriter checks), so it need not sort them.
             let paths: Vec<PathBuf> = parts.iter().map(|p| layout.abs(&p.path)).collect();
@@ -722,7 +725,7 @@ async fn write_summaries(
         let df = df.filter(in_range("month", lo, hi)).map_err(sql_err(file, "planning"))?;
         written.push((
             s.name.to_string(),
-            write_table(layout, s.name, df, None, Some("month"), version, previous, None).await?,
+            write_table(Target { layout, version, previous, hook: None }, s.name, df, None, Some("month")).await?,
         ));
     }
     Ok(written)

@@ -10,7 +10,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::prelude::SessionContext;
 
-use super::write::{extended, write_table};
+use super::write::{Target, extended, write_table};
 use super::{ModelError, files_provider, layer, parts_provider, register_parts, replace_table, run_sql, sql_err};
 use crate::lake::Layout;
 use crate::lake::manifest::{StarPart, StarVersion};
@@ -220,7 +220,8 @@ async fn build_summary(
         }
     }
     let df = run_sql(ctx, &file, summary.all.text).await?;
-    let (parts, same) = write_table(layout, all, df, None, None, version, &g.previous, None).await?;
+    let (parts, same) =
+        write_table(Target { layout, version, previous: &g.previous, hook: None }, all, df, None, None).await?;
     Ok((parts, same, None))
 }
 
@@ -258,7 +259,14 @@ async fn build_dimension(
         }
     }
     let df = run_sql(ctx, &file, table.model.text).await?;
-    let (parts, same) = write_table(layout, table.name, df, Some(contract), None, version, &g.previous, None).await?;
+    let (parts, same) = write_table(
+        Target { layout, version, previous: &g.previous, hook: None },
+        table.name,
+        df,
+        Some(contract),
+        None,
+    )
+    .await?;
     Ok((parts, same, None))
 }
 

@@ -57,21 +57,34 @@ pub(super) fn extended(
     Ok(Some((parts, rows)))
 }
 
-/// Writes a model's output as table `name` of star version `version`, by
+/// Where a build writes its tables: the lake, the new star version, the
+/// previous version's parts (a part whose bytes did not change keeps its
+/// file), and who is told of each part as soon as its file is complete.
+#[derive(Clone, Copy)]
+pub(super) struct Target<'a> {
+    pub layout: &'a Layout,
+    pub version: u64,
+    pub previous: &'a HashMap<(String, Option<String>), StarPart>,
+    pub hook: Option<&'a PartHook>,
+}
+
+impl<'a> Target<'a> {
+    /// The same, telling no one (helpers and summaries are not the sink's).
+    pub fn quiet(self) -> Target<'a> {
+        Target { hook: None, ..self }
+    }
+}
+
+/// Writes a model's output as table `name` of `to`'s star version, by
 /// month of column `by` when given. With a contract, the output's columns
 /// are checked against it and cast to its exact types. Returns the parts and
-/// how many of them equal the previous version's; `hook` gets each part as
-/// soon as its file is complete.
-#[allow(clippy::too_many_arguments)]
+/// how many of them equal the previous version's.
 pub(super) async fn write_table(
-    layout: &Layout,
+    to: Target<'_>,
     name: &str,
     df: DataFrame,
     contract: Option<&SchemaRef>,
     by: Option<&str>,
-    version: u64,
-    previous: &HashMap<(String, Option<String>), StarPart>,
-    hook: Option<&PartHook>,
 ) -> Result<(Vec<StarPart>, usize), ModelError> {
     let file = format!("sql/model/{name}.sql");
     let schema: SchemaRef = match contract {
@@ -91,17 +104,17 @@ pub(super) async fn write_table(
     let t0 = std::time::Instant::now();
     let (plan, mut stream) = execute(name, &file, df).await?;
     let mut writer = PartitionedWriter {
-        layout,
+        layout: to.layout,
         table: name.to_string(),
-        version,
+        version: to.version,
         schema: schema.clone(),
         partition_col,
         current: None,
         last: None,
         parts: vec![],
         unchanged: 0,
-        previous,
-        hook,
+        previous: to.previous,
+        hook: to.hook,
     };
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(|source| ModelError::Sql { file: file.clone(), what: "execution", source })?;
