@@ -1107,21 +1107,43 @@ fn cycle(
         loader.built(&manifest);
     }
     report.step("build", &m, |out| print_build(out, &m))?;
-    let top = rt.block_on(async {
-        let scope = query::Scope::default();
-        let ctx = query::star_context(layout, &manifest, crate::model::DEFAULT_MEMORY_LIMIT, None, &scope).await?;
-        query::run(&ctx, &format!("SELECT * FROM ({}) LIMIT 5", sql::query("top_artists").expect("registered").text))
-            .await
-    })?;
+    let top = rt.block_on(top_artists(layout, &manifest))?;
     drop(rt);
     report.text(|out| {
         writeln!(out, "\ntop artists:")?;
         query::write(out, &top, Format::Table)
     })?;
+    finish_sync(layout, &mut manifest, loader, command, &mut report)?;
+    if let Some(stop) = &stopped {
+        report.value("stopped", stop);
+    }
+    report.finish()?;
+    match &stopped {
+        Some(stop) => Err(stopped_early(stop)),
+        None => Ok(()),
+    }
+}
+
+/// The five most played artists, which a cycle prints.
+async fn top_artists(layout: &Layout, manifest: &Manifest) -> Result<Vec<datafusion::arrow::array::RecordBatch>> {
+    let scope = query::Scope::default();
+    let ctx = query::star_context(layout, manifest, crate::model::DEFAULT_MEMORY_LIMIT, None, &scope).await?;
+    let top = sql::query("top_artists").expect("registered").text;
+    Ok(query::run(&ctx, &format!("SELECT * FROM ({top}) LIMIT 5")).await?)
+}
+
+/// Commits the cycle's sync and records it, or says there was none to do.
+fn finish_sync(
+    layout: &Layout,
+    manifest: &mut Manifest,
+    loader: Option<sink::Loader>,
+    command: &str,
+    report: &mut Report<'_>,
+) -> Result<()> {
     match loader {
         Some(loader) => {
             let m = loader.finish()?;
-            sink::record(layout, &mut manifest, &m, command)?;
+            sink::record(layout, manifest, &m, command)?;
             report.step("sync", &m, |out| print_sync(out, &m))?;
         }
         None => {
@@ -1135,14 +1157,7 @@ fn cycle(
             })?;
         }
     }
-    if let Some(stop) = &stopped {
-        report.value("stopped", stop);
-    }
-    report.finish()?;
-    match &stopped {
-        Some(stop) => Err(stopped_early(stop)),
-        None => Ok(()),
-    }
+    Ok(())
 }
 
 /// The error a Spotify pull that stopped early ends its command with (exit 75).
