@@ -287,8 +287,9 @@ pub async fn build(
     // One partition: every model picks rows with lag() over a total order.
     // Two partitions everywhere were faster, but twice the sorters, each
     // holding its merge reservation, ran a big Spotify history out of the
-    // build's memory where one partition fits in a third of it. Only `_sparkify_matches`, an aggregate over
-    // every event, runs in two (`SliceHelper::partitions`); `_sparkify_plays`
+    // build's memory where one partition fits in a third of it. Only
+    // `_sparkify_matches`, an aggregate over every event, runs in two
+    // (`SliceHelper::partitions`); `_sparkify_plays`
     // streams staging in time order and was no faster in two (its lag()
     // merges them back into one), so it runs as two halves by time, each in
     // a session of its own (`SliceHelper::halves_by`). The monthly summaries
