@@ -639,26 +639,8 @@ async fn build_slice(
     // default memory, scratch files.
     let roomy = opts.memory_limit >= super::DEFAULT_MEMORY_LIMIT;
     let in_memory = roomy && rows <= opts.helpers_in_memory_rows;
-    let (mut scratch_files, mut halved) = (vec![], 0);
-    for h in SLICE_HELPERS {
-        let path = (!in_memory).then(|| scratch.join(format!("{}-{slice}.parquet", h.file.name)));
-        ctx.deregister_table(h.file.name).map_err(sql_err(h.file.name, "deregister"))?;
-        let partitions = if roomy { h.partitions } else { 1 };
-        super::set(ctx, "datafusion.execution.target_partitions", &partitions.to_string()).await?;
-        super::set(ctx, "datafusion.optimizer.join_reordering", if h.joins_as_written { "false" } else { "true" })
-            .await?;
-        let halves = h.halves_by.and_then(|t| cuts.get(t).map(|&(column, cut)| (t, column, cut))).filter(|_| roomy);
-        let paths = match halves {
-            Some(cut) => {
-                halved += 1;
-                materialize_halves(ctx, &h.file, h.sorted_by, cut, path.as_deref()).await?
-            }
-            None => materialize(ctx, &h.file, h.sorted_by, path.as_deref()).await?,
-        };
-        scratch_files.extend(paths);
-        super::set(ctx, "datafusion.execution.target_partitions", "1").await?;
-        super::set(ctx, "datafusion.optimizer.join_reordering", "true").await?;
-    }
+    let scratch_dir = (!in_memory).then_some(scratch);
+    let (scratch_files, halved) = materialize_helpers(ctx, scratch_dir, slice, &cuts, roomy).await?;
     // The monthly summaries that read the slice helpers (never a star table:
     // a test below checks): another task, on the other core, writes them
     // while this one writes the star tables and counts the months.
@@ -702,6 +684,39 @@ async fn build_slice(
         std::fs::remove_file(&path).map_err(crate::lake::LakeError::io("remove", path))?;
     }
     Ok(out)
+}
+
+/// Computes the slice's helpers, each into memory or, given `scratch`, a
+/// scratch file; a helper with a cut in `cuts` as two halves by time.
+/// Returns the scratch files and how many helpers were halved.
+async fn materialize_helpers(
+    ctx: &SessionContext,
+    scratch: Option<&Path>,
+    slice: usize,
+    cuts: &HashMap<&str, (&str, i64)>,
+    roomy: bool,
+) -> Result<(Vec<PathBuf>, usize), ModelError> {
+    let (mut scratch_files, mut halved) = (vec![], 0);
+    for h in SLICE_HELPERS {
+        let path = scratch.map(|dir| dir.join(format!("{}-{slice}.parquet", h.file.name)));
+        ctx.deregister_table(h.file.name).map_err(sql_err(h.file.name, "deregister"))?;
+        let partitions = if roomy { h.partitions } else { 1 };
+        super::set(ctx, "datafusion.execution.target_partitions", &partitions.to_string()).await?;
+        super::set(ctx, "datafusion.optimizer.join_reordering", if h.joins_as_written { "false" } else { "true" })
+            .await?;
+        let halves = h.halves_by.and_then(|t| cuts.get(t).map(|&(column, cut)| (t, column, cut))).filter(|_| roomy);
+        let paths = match halves {
+            Some(cut) => {
+                halved += 1;
+                materialize_halves(ctx, &h.file, h.sorted_by, cut, path.as_deref()).await?
+            }
+            None => materialize(ctx, &h.file, h.sorted_by, path.as_deref()).await?,
+        };
+        scratch_files.extend(paths);
+        super::set(ctx, "datafusion.execution.target_partitions", "1").await?;
+        super::set(ctx, "datafusion.optimizer.join_reordering", "true").await?;
+    }
+    Ok((scratch_files, halved))
 }
 
 /// The monthly summaries that read a slice helper (computed in each slice),
