@@ -140,24 +140,7 @@ pub async fn commit_table(
 
     if latest_version(layout, name)?.is_none() {
         let adds = parts.iter().map(|p| add_action(layout, spec, p, rel(p))).collect::<Result<Vec<_>, _>>()?;
-        let added = adds.len();
-        let arrow = spec.delta_schema();
-        let delta_schema: StructType = (&arrow)
-            .try_into_kernel()
-            .map_err(|e| delta_err(name, "converting the schema")(DeltaTableError::from(e)))?;
-        let created = deltalake_core::operations::create::CreateBuilder::new()
-            .with_location(url.as_str())
-            .with_table_name(name)
-            .with_columns(delta_schema.fields().cloned())
-            .with_partition_columns(spec.partition_columns())
-            .with_configuration_property(TableProperty::CheckpointInterval, Some(CHECKPOINT_INTERVAL))
-            .with_commit_properties(props)
-            .with_actions(adds.into_iter().map(Action::Add))
-            .await
-            .map_err(delta_err(name, "creating the table"))?;
-        let version = created.version().unwrap_or(0);
-        sync_commit(layout, name, version)?;
-        return Ok(TableCommit { version, added, removed: 0 });
+        return create_table(layout, spec, &url, adds, props).await;
     }
 
     let table = deltalake_core::open_table(url).await.map_err(delta_err(name, "opening"))?;
@@ -205,6 +188,35 @@ pub async fn commit_table(
         .version();
     sync_commit(layout, name, version)?;
     Ok(TableCommit { version, added, removed })
+}
+
+/// A table's first commit: its schema, partition columns, checkpoint
+/// interval, and the files of its first version.
+async fn create_table(
+    layout: &Layout,
+    spec: &TableSpec,
+    url: &url::Url,
+    adds: Vec<Add>,
+    props: CommitProperties,
+) -> Result<TableCommit, LakeError> {
+    let name = spec.name.as_str();
+    let added = adds.len();
+    let delta_schema: StructType = (&spec.delta_schema())
+        .try_into_kernel()
+        .map_err(|e| delta_err(name, "converting the schema")(DeltaTableError::from(e)))?;
+    let created = deltalake_core::operations::create::CreateBuilder::new()
+        .with_location(url.as_str())
+        .with_table_name(name)
+        .with_columns(delta_schema.fields().cloned())
+        .with_partition_columns(spec.partition_columns())
+        .with_configuration_property(TableProperty::CheckpointInterval, Some(CHECKPOINT_INTERVAL))
+        .with_commit_properties(props)
+        .with_actions(adds.into_iter().map(Action::Add))
+        .await
+        .map_err(delta_err(name, "creating the table"))?;
+    let version = created.version().unwrap_or(0);
+    sync_commit(layout, name, version)?;
+    Ok(TableCommit { version, added, removed: 0 })
 }
 
 /// Makes a table's commit file durable before tunelake's ledger names its version.
