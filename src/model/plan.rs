@@ -156,20 +156,7 @@ pub(super) fn plan(
     let previous = manifest.last_build();
     let since = previous.and_then(|r| r.stats.get("staging_run")).and_then(|v| v.as_u64()).unwrap_or(0);
     let new_files: HashSet<&str> = manifest.staged_after(since);
-    let mut full = None;
-    if opts.force {
-        full = Some("--force".to_string());
-    } else if let Some(prev) = previous {
-        if prev.stats.get("model_hash").and_then(|v| v.as_str()) != Some(fingerprint) {
-            full = Some("the model changed since the last build".into());
-        } else if !prev.stats.contains_key("months") {
-            full = Some("the last build kept no monthly bookkeeping".into());
-        } else if manifest.state().replaced_run > since {
-            full = Some("staging was reprocessed".into());
-        }
-    } else {
-        full = Some("first build".into());
-    }
+    let mut full = every_month_because(manifest, fingerprint, opts.force, since);
 
     let mut spans = vec![];
     let mut dirty: BTreeSet<Month> = BTreeSet::new();
@@ -214,9 +201,35 @@ pub(super) fn plan(
         }
     }
     let wanted: BTreeSet<Month> = if full.is_some() { months.clone() } else { &dirty & &months };
-    // Rows per month, a file's rows spread evenly over the months it spans.
+    let slices = slices_of(&months, &wanted, &spans, opts.slice_rows);
+    let layers = full.is_none() && !catalogue_changed && only_events;
+    Ok(Plan { full, catalogue_changed, layers, slices, months, spans })
+}
+
+/// Why a build must compute every month (`--force`, a first build, a model
+/// changed, a reprocess since staging run `since`), or None.
+fn every_month_because(manifest: &Manifest, fingerprint: &str, force: bool, since: u64) -> Option<String> {
+    if force {
+        return Some("--force".to_string());
+    }
+    let Some(prev) = manifest.last_build() else { return Some("first build".into()) };
+    if prev.stats.get("model_hash").and_then(|v| v.as_str()) != Some(fingerprint) {
+        Some("the model changed since the last build".into())
+    } else if !prev.stats.contains_key("months") {
+        Some("the last build kept no monthly bookkeeping".into())
+    } else if manifest.state().replaced_run > since {
+        Some("staging was reprocessed".into())
+    } else {
+        None
+    }
+}
+
+/// The `wanted` months in runs of consecutive months of at most about
+/// `slice_rows` staging rows each (a file's rows spread evenly over the
+/// months it spans).
+fn slices_of(months: &BTreeSet<Month>, wanted: &BTreeSet<Month>, spans: &[Span], slice_rows: u64) -> Vec<Vec<Month>> {
     let mut estimate: BTreeMap<Month, f64> = BTreeMap::new();
-    for s in &spans {
+    for s in spans {
         let ms = months_between(s.first, s.last);
         for m in &ms {
             *estimate.entry(*m).or_default() += s.rows as f64 / ms.len() as f64;
@@ -225,9 +238,9 @@ pub(super) fn plan(
     let mut slices: Vec<Vec<Month>> = vec![];
     let mut current: Vec<Month> = vec![];
     let mut rows = 0.0;
-    for m in &months {
+    for m in months {
         let est = estimate.get(m).copied().unwrap_or(0.0);
-        if !wanted.contains(m) || (!current.is_empty() && rows + est > opts.slice_rows as f64) {
+        if !wanted.contains(m) || (!current.is_empty() && rows + est > slice_rows as f64) {
             if !current.is_empty() {
                 slices.push(std::mem::take(&mut current));
             }
@@ -241,8 +254,7 @@ pub(super) fn plan(
     if !current.is_empty() {
         slices.push(current);
     }
-    let layers = full.is_none() && !catalogue_changed && only_events;
-    Ok(Plan { full, catalogue_changed, layers, slices, months, spans })
+    slices
 }
 
 /// The months whose plays new catalogue songs (`added`) can change, or None
