@@ -11,8 +11,11 @@ use object_store::path::Path as Key;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
 use sha2::Digest;
 
-use super::mirror::{PARALLEL, PART, Phase, local_only, phase};
-use super::{Holder, LOCK_REL, LakeLocation, RemoteError, hostname, redact, runtime, store_for};
+use super::mirror::{PARALLEL, PART, Phase, is_delta_commit, local_only, phase};
+use super::{
+    Holder, LOCK_REL, LakeLocation, RemoteError, create_lock, hostname, key_in, read_lock, runtime, store_error,
+    store_for,
+};
 use crate::lake::{LakeError, LakeLock, Layout};
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -51,7 +54,7 @@ impl End {
             }
             LakeLocation::Remote(url) => {
                 let (store, prefix) = store_for(url)?;
-                let mut end = End { name: url.to_string(), store, prefix, _folder_lock: None, bucket_lock: false };
+                let end = End { name: url.to_string(), store, prefix, _folder_lock: None, bucket_lock: true };
                 let holder = Holder {
                     host: hostname(),
                     cache: Default::default(),
@@ -59,20 +62,11 @@ impl End {
                     command: "copy-lake".into(),
                     since: crate::lake::manifest::now_rfc3339(),
                 };
-                let body = serde_json::to_vec(&holder).expect("a holder serializes");
-                let create = PutOptions { mode: PutMode::Create, ..Default::default() };
-                match rt.block_on(end.store.put_opts(&end.key(LOCK_REL), PutPayload::from(body), create)) {
-                    Ok(_) => end.bucket_lock = true,
-                    Err(object_store::Error::AlreadyExists { .. }) => {
-                        let held = rt
-                            .block_on(async { end.store.get(&end.key(LOCK_REL)).await?.bytes().await })
-                            .ok()
-                            .and_then(|b| serde_json::from_slice::<Holder>(&b).ok())
-                            .map(|h| h.describe())
-                            .unwrap_or_else(|| "unknown".into());
-                        return Err(RemoteError::Locked { url: url.to_string(), holder: held });
-                    }
-                    Err(e) => return Err(end.err("create", LOCK_REL)(e)),
+                let key = end.key(LOCK_REL);
+                if !rt.block_on(create_lock(end.store.as_ref(), &key, &holder)).map_err(end.err("create", LOCK_REL))? {
+                    let held = rt.block_on(read_lock(end.store.as_ref(), &key)).ok().flatten();
+                    let holder = held.map(|h| h.describe()).unwrap_or_else(|| "unknown".into());
+                    return Err(RemoteError::Locked { url: url.to_string(), holder });
                 }
                 Ok(end)
             }
@@ -80,12 +74,11 @@ impl End {
     }
 
     fn key(&self, rel: &str) -> Key {
-        if self.prefix.as_ref().is_empty() { Key::from(rel) } else { Key::from(format!("{}/{rel}", self.prefix)) }
+        key_in(&self.prefix, rel)
     }
 
     fn err(&self, op: &'static str, rel: &str) -> impl FnOnce(object_store::Error) -> RemoteError + use<> {
-        let (url, key) = (self.name.clone(), rel.to_string());
-        move |e| RemoteError::Store { url, op, key, message: redact(&e.to_string()) }
+        store_error(&self.name, op, rel)
     }
 
     /// The lake's files here, lake-relative, with their sizes.
@@ -173,7 +166,7 @@ async fn copy_one(source: &End, dest: &End, rel: &str, size: u64) -> Result<(), 
     let got = source.store.get(&source.key(rel)).await.map_err(source.err("read", rel))?;
     let mut hasher = sha2::Sha256::new();
     let key = dest.key(rel);
-    let commit = matches!(phase(rel), Phase::Entry) || rel.contains("/_delta_log/") && rel.ends_with(".json");
+    let commit = phase(rel) == Phase::Entry || is_delta_commit(rel);
     if commit || size <= PART as u64 {
         let bytes = got.bytes().await.map_err(source.err("read", rel))?;
         hasher.update(&bytes);

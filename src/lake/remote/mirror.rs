@@ -87,7 +87,7 @@ fn is_entry(name: &str) -> bool {
 }
 
 /// A Delta commit, `<20 digits>.json`, which no two writers may both create.
-fn is_delta_commit(rel: &str) -> bool {
+pub(super) fn is_delta_commit(rel: &str) -> bool {
     let name = rel.rsplit('/').next().unwrap_or(rel);
     rel.contains("/_delta_log/")
         && name.len() == 25
@@ -192,7 +192,10 @@ impl Remote {
             }
             if known.is_none() && local.is_some() && (phase(&rel) == Phase::Entry || is_delta_commit(&rel)) {
                 // A commit made here and not pushed yet: the same bytes, or a conflict.
-                self.check_same(&rel)?;
+                if !self.rt.block_on(self.same_bytes(&rel))? {
+                    let cache = self.cache.root().to_path_buf();
+                    return Err(RemoteError::Diverged { url: self.url.to_string(), cache, key: rel });
+                }
             }
             wanted.push(rel);
         }
@@ -221,24 +224,6 @@ impl Remote {
         }
         self.write_record(&record)?;
         Ok(m)
-    }
-
-    /// Fails with [`RemoteError::Diverged`] unless the cache's `rel` has the bucket's bytes.
-    fn check_same(&self, rel: &str) -> Result<(), RemoteError> {
-        let path = self.cache.abs(rel);
-        let local = std::fs::read(&path).map_err(LakeError::io("read", &path))?;
-        let remote = self
-            .rt
-            .block_on(async { self.store.get(&self.key(rel)).await?.bytes().await })
-            .map_err(self.store_err("read", rel))?;
-        if local != remote {
-            return Err(RemoteError::Diverged {
-                url: self.url.to_string(),
-                cache: self.cache.root().to_path_buf(),
-                key: rel.to_string(),
-            });
-        }
-        Ok(())
     }
 
     /// Streams one object into the cache: a temp file, fsynced, renamed.
@@ -317,7 +302,7 @@ impl Remote {
         let result = if is_delta_commit(&rel) {
             let bytes = std::fs::read(&path).map_err(LakeError::io("read", &path))?;
             if !self.delta_commit(&rel, bytes).await? {
-                self.same_bytes_async(&rel).await?;
+                self.same_or_lost(&rel).await?;
             }
             Ok(self.store.head(&key).await.map_err(self.store_err("read", &rel))?.e_tag)
         } else if commit || now.0 as usize <= PART {
@@ -326,7 +311,7 @@ impl Remote {
             let put = self.store.put_opts(&key, PutPayload::from(bytes), PutOptions { mode, ..Default::default() });
             match put.await {
                 Err(object_store::Error::AlreadyExists { .. }) => {
-                    self.same_bytes_async(&rel).await?;
+                    self.same_or_lost(&rel).await?;
                     let head = self.store.head(&key).await.map_err(self.store_err("read", &rel))?;
                     Ok(head.e_tag)
                 }
@@ -362,12 +347,18 @@ impl Remote {
         }
     }
 
-    async fn same_bytes_async(&self, rel: &str) -> Result<(), RemoteError> {
+    /// Whether the object `rel` holds the cache's bytes of it.
+    async fn same_bytes(&self, rel: &str) -> Result<bool, RemoteError> {
         let path = self.cache.abs(rel);
         let local = std::fs::read(&path).map_err(LakeError::io("read", &path))?;
         let remote =
             async { self.store.get(&self.key(rel)).await?.bytes().await }.await.map_err(self.store_err("read", rel))?;
-        if local == remote {
+        Ok(local == remote)
+    }
+
+    /// A commit found already there: fine if it is ours (a push cut short), else another writer's.
+    async fn same_or_lost(&self, rel: &str) -> Result<(), RemoteError> {
+        if self.same_bytes(rel).await? {
             Ok(())
         } else {
             Err(RemoteError::Lost { url: self.url.to_string(), key: rel.to_string() })

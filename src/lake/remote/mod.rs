@@ -166,7 +166,7 @@ impl Remote {
 
     /// The object key of a lake-relative path.
     fn key(&self, rel: &str) -> Key {
-        if self.prefix.as_ref().is_empty() { Key::from(rel) } else { Key::from(format!("{}/{rel}", self.prefix)) }
+        key_in(&self.prefix, rel)
     }
 
     /// The lake-relative path of an object key under the prefix.
@@ -176,8 +176,7 @@ impl Remote {
     }
 
     fn store_err(&self, op: &'static str, rel: &str) -> impl FnOnce(object_store::Error) -> RemoteError + use<> {
-        let (url, key) = (self.url.to_string(), rel.to_string());
-        move |e| RemoteError::Store { url, op, key, message: redact(&e.to_string()) }
+        store_error(self.url.as_str(), op, rel)
     }
 
     /// Takes the bucket's lock for a writing command, `what`.
@@ -193,29 +192,26 @@ impl Remote {
             command: what.to_string(),
             since: super::manifest::now_rfc3339(),
         };
-        let body = serde_json::to_vec(&holder).expect("a holder serializes");
         let key = self.key(LOCK_REL);
-        let create = PutOptions { mode: PutMode::Create, ..Default::default() };
         for attempt in 0..2 {
-            match self.rt.block_on(self.store.put_opts(&key, PutPayload::from(body.clone()), create.clone())) {
-                Ok(_) => return Ok(Lease { _local: local }),
-                Err(object_store::Error::AlreadyExists { .. }) if attempt == 0 => {
-                    let current = self.lock_holder()?;
-                    let ours_and_dead =
-                        current.as_ref().is_some_and(|h| h.host == holder.host && h.cache == holder.cache);
-                    if !ours_and_dead {
-                        let holder = current.map(|h| h.describe()).unwrap_or_else(|| "unknown".into());
-                        return Err(RemoteError::Locked { url: self.url.to_string(), holder });
-                    }
-                    // Left by a run from this cache that died: nothing else can hold our cache's lock.
-                    tracing::warn!(url = %self.url, "removing the lock a dead run from this cache left");
-                    self.rt.block_on(self.store.delete(&key)).map_err(self.store_err("delete", LOCK_REL))?;
-                }
-                Err(e) => return Err(self.store_err("create", LOCK_REL)(e)),
+            if self
+                .rt
+                .block_on(create_lock(self.store.as_ref(), &key, &holder))
+                .map_err(self.store_err("create", LOCK_REL))?
+            {
+                return Ok(Lease { _local: local });
             }
+            let current = self.lock_holder()?;
+            let ours_and_dead = current.as_ref().is_some_and(|h| h.host == holder.host && h.cache == holder.cache);
+            if attempt > 0 || !ours_and_dead {
+                let holder = current.map(|h| h.describe()).unwrap_or_else(|| "unknown".into());
+                return Err(RemoteError::Locked { url: self.url.to_string(), holder });
+            }
+            // Left by a run from this cache that died: nothing else can hold our cache's lock.
+            tracing::warn!(url = %self.url, "removing the lock a dead run from this cache left");
+            self.rt.block_on(self.store.delete(&key)).map_err(self.store_err("delete", LOCK_REL))?;
         }
-        let holder = self.lock_holder()?.map(|h| h.describe()).unwrap_or_else(|| "unknown".into());
-        Err(RemoteError::Locked { url: self.url.to_string(), holder })
+        unreachable!("the second attempt returns")
     }
 
     /// Gives the bucket's lock back.
@@ -227,11 +223,7 @@ impl Remote {
 
     /// Who holds the bucket's lock, if anyone.
     pub fn lock_holder(&self) -> Result<Option<Holder>, RemoteError> {
-        match self.rt.block_on(async { self.store.get(&self.key(LOCK_REL)).await?.bytes().await }) {
-            Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).unwrap_or_else(|_| Holder::unreadable()))),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(self.store_err("read", LOCK_REL)(e)),
-        }
+        self.rt.block_on(read_lock(self.store.as_ref(), &self.key(LOCK_REL))).map_err(self.store_err("read", LOCK_REL))
     }
 
     /// `tunelake unlock`: removes the bucket's lock; returns who held it.
@@ -276,6 +268,37 @@ pub fn store_for(url: &RemoteUrl) -> Result<(Arc<dyn ObjectStore>, Key), RemoteE
 /// Two threads drive the transfers; the work is waiting on the network.
 fn runtime() -> Result<tokio::runtime::Runtime, RemoteError> {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(RemoteError::Runtime)
+}
+
+/// The key of lake-relative `rel` under `prefix`.
+fn key_in(prefix: &Key, rel: &str) -> Key {
+    if prefix.as_ref().is_empty() { Key::from(rel) } else { Key::from(format!("{prefix}/{rel}")) }
+}
+
+/// The error of `op` on `at`/`rel`, with any credential taken out of the store's message.
+fn store_error(at: &str, op: &'static str, rel: &str) -> impl FnOnce(object_store::Error) -> RemoteError + use<> {
+    let (url, key) = (at.to_string(), rel.to_string());
+    move |e| RemoteError::Store { url, op, key, message: redact(&e.to_string()) }
+}
+
+/// Creates the lock object `key` for `holder` unless one exists; false if one does.
+async fn create_lock(store: &dyn ObjectStore, key: &Key, holder: &Holder) -> Result<bool, object_store::Error> {
+    let body = serde_json::to_vec(holder).expect("a holder serializes");
+    let create = PutOptions { mode: PutMode::Create, ..Default::default() };
+    match store.put_opts(key, PutPayload::from(body), create).await {
+        Ok(_) => Ok(true),
+        Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Who the lock object `key` names, if there is one.
+async fn read_lock(store: &dyn ObjectStore, key: &Key) -> Result<Option<Holder>, object_store::Error> {
+    match async { store.get(key).await?.bytes().await }.await {
+        Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).unwrap_or_else(|_| Holder::unreadable()))),
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// The bucket's lock object, relative to the lake.
