@@ -739,8 +739,8 @@ impl<'a> RawBatch<'a> {
 mod tests {
     use super::*;
 
-    /// Issue 24: a 1 MB zip holding 1 GiB of spaces imported with 1.08 GB of
-    /// memory and kept 1 GiB in raw/ for good.
+    /// Issue 24: a small zip unpacking to 1 GiB of spaces was imported whole,
+    /// into memory and into raw/ for good.
     #[test]
     fn issue_24_a_zip_entry_that_unpacks_past_its_limit_is_refused_by_name() {
         let dir = tempfile::tempdir().unwrap();
