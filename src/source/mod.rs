@@ -2,13 +2,16 @@
 //! it reads into raw files (exact bytes, content-addressed) and typed staging
 //! Parquet, and commits both with one manifest entry.
 //!
-//! [`ingest_sparkify`] reads a Sparkify folder; [`reprocess`] re-parses every
-//! stored raw file into a fresh staging set, for a parser fix or a new model.
-//! These, the export import and the API source (`RawBatch`) hand each raw file's
-//! bytes to `stage`, which parses them and writes the staging files.
+//! A source finds its files and offers each one to an [`Intake`], the one
+//! path that stores, skips, stages, counts and commits for all of them:
+//! [`ingest_sparkify`] walks a Sparkify folder, [`ingest_spotify_export`] an
+//! export's zip or folder, and `spotify_api::pull` offers Web API responses.
+//! [`reprocess`] re-parses every stored raw file into a fresh staging set,
+//! for a parser fix or a new model.
 
 pub mod chunks;
 pub mod compact;
+mod intake;
 pub mod normalize;
 pub mod sparkify;
 pub mod spotify_api;
@@ -16,16 +19,16 @@ pub mod spotify_auth;
 pub mod spotify_export;
 mod stage;
 
-use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use chrono::Utc;
 use rayon::prelude::*;
 
-use crate::lake::manifest::{Accounting, Commit, MAX_REJECTS_KEPT, RawFile, Reject, Run, RunKind, now_rfc3339};
-use crate::lake::{LakeError, Layout, Manifest, fsio, raw, sha256_hex};
+use crate::lake::manifest::{Accounting, Commit, RawFile, Reject, Run, RunKind, now_rfc3339};
+use crate::lake::{LakeError, Layout, Manifest, raw, sha256_hex};
 use crate::progress;
+pub(crate) use intake::{Found, Intake, Keeping};
 use stage::{Collector, Staged, stage, stage_log_in_pieces};
 
 #[derive(Debug, thiserror::Error)]
@@ -156,18 +159,6 @@ impl FileReport {
     }
 }
 
-/// The accounting of the Sparkify stream a file `kind` feeds, added when missing.
-fn stream_of<'a>(accounting: &'a mut Vec<Accounting>, kind: &str) -> &'a mut Accounting {
-    let stream = if kind == sparkify::KIND_LOG { "events" } else { "songs" };
-    match accounting.iter().position(|a| a.stream == stream) {
-        Some(i) => &mut accounting[i],
-        None => {
-            accounting.push(Accounting::new(sparkify::SOURCE, stream));
-            accounting.last_mut().expect("just pushed")
-        }
-    }
-}
-
 /// Every `*.json` file under `dir`, sorted, as paths relative to `base`.
 fn json_files(base: &Path, dir: &Path) -> Result<Vec<PathBuf>, SourceError> {
     let mut out = vec![];
@@ -207,106 +198,12 @@ pub fn ingest_sparkify(
     let t0 = std::time::Instant::now();
     let logs = if log_dir.is_dir() { json_files(dir, &log_dir)? } else { vec![] };
     tracing::info!(dir = %dir.display(), logs = logs.len(), seconds = t0.elapsed().as_secs_f64(), "ingest sparkify: logs listed, reading");
-    let started = now_rfc3339();
-    let run_id = manifest.next_run_id();
-    let today = Utc::now().date_naive();
-    let known: HashSet<String> = manifest.raw_shas()?;
-    let seen = Mutex::new(known);
-    let raw_added = Mutex::new(Vec::<RawFile>::new());
-    // Files under raw::PACK_BELOW go into one pack for the run.
-    let pack = Mutex::new(raw::Pack::new(layout, Layout::raw_pack_rel(sparkify::SOURCE, today, run_id)));
-    let skipped = Mutex::new(BTreeMap::<&str, u64>::new());
-    let out = Mutex::new(Collector::new());
     let bar = progress::bar(logs.len() as u64, "ingest sparkify");
-    // Logs under chunks::STREAM_FROM, read whole, are stored from memory on a
-    // thread of their own; two wait at most.
-    let raw_writer = fsio::RawWriter::start(2);
-
-    // Stored copies `verify` found damaged: an original that hashes as one replaces it.
-    let repairs = raw::Repairs::load(layout)?;
-    // A big log is copied into raw/ as it is read, then staged from that
-    // copy piece by piece (`chunks`), so memory stays bounded.
-    let ingest_big_log = |index: usize, rel: &PathBuf, path: &Path| -> Result<(), SourceError> {
-        let t = std::time::Instant::now();
-        let incoming = raw::copy_in(path, &layout.abs(&Layout::raw_dir_rel(sparkify::SOURCE, today)))?;
-        tracing::debug!(file = %rel.display(), bytes = incoming.bytes, seconds = t.elapsed().as_secs_f64(), "copied into raw/");
-        if !seen.lock().expect("seen lock").insert(incoming.sha256.clone()) {
-            repairs.offer_copy(incoming)?;
-            *skipped.lock().expect("skipped lock").entry(sparkify::KIND_LOG).or_default() += 1;
-            bar.inc(1);
-            return Ok(());
-        }
-        let raw = RawFile {
-            path: Layout::raw_rel(sparkify::SOURCE, today, &incoming.sha256),
-            sha256: incoming.sha256.clone(),
-            source: sparkify::SOURCE.into(),
-            kind: sparkify::KIND_LOG.into(),
-            origin: rel.to_string_lossy().into_owned(),
-            bytes: incoming.bytes,
-            account: None,
-            offset: None,
-        };
-        incoming.keep(&layout.abs(&raw.path))?;
-        stage_log_in_pieces(layout, (run_id, index), &raw, false, &out, &bar)?;
-        tracing::debug!(file = %rel.display(), seconds = t.elapsed().as_secs_f64(), "staged in pieces");
-        raw_added.lock().expect("raw lock").push(raw);
-        Ok(())
-    };
-    // Input files that cannot be read: each one rejected, the others stored.
-    let unreadable = Mutex::new(Vec::<(&'static str, Reject)>::new());
-    let ingest_one = |index: usize, rel: &PathBuf, kind: &'static str| -> Result<(), SourceError> {
-        let path = dir.join(rel);
-        let read = || -> std::io::Result<Option<Vec<u8>>> {
-            if kind != sparkify::KIND_LOG {
-                return std::fs::read(&path).map(Some);
-            }
-            let mut file = std::fs::File::open(&path)?;
-            let len = file.metadata()?.len();
-            if len >= chunks::STREAM_FROM {
-                return Ok(None);
-            }
-            let mut bytes = Vec::with_capacity(len as usize);
-            std::io::Read::read_to_end(&mut file, &mut bytes)?;
-            Ok(Some(bytes))
-        };
-        let bytes = match read() {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) => return ingest_big_log(index, rel, &path),
-            Err(e) => {
-                let file = rel.to_string_lossy().into_owned();
-                let reject = Reject::new(file, 0, format!("cannot read the file: {e}"));
-                unreadable.lock().expect("unreadable lock").push((kind, reject));
-                bar.inc(1);
-                return Ok(());
-            }
-        };
-        let sha = sha256_hex(&bytes);
-        if !seen.lock().expect("seen lock").insert(sha.clone()) {
-            repairs.offer(&sha, &bytes)?;
-            *skipped.lock().expect("skipped lock").entry(kind).or_default() += 1;
-            bar.inc(1);
-            return Ok(());
-        }
-        let raw = RawFile {
-            path: Layout::raw_rel(sparkify::SOURCE, today, &sha),
-            sha256: sha,
-            source: sparkify::SOURCE.into(),
-            kind: kind.to_string(),
-            origin: rel.to_string_lossy().into_owned(),
-            bytes: bytes.len() as u64,
-            account: None,
-            offset: None,
-        };
-        stage(layout, run_id, index, &raw, &bytes, &out)?;
-        if bytes.len() < raw::PACK_BELOW {
-            pack.lock().expect("pack lock").add(raw, bytes)?;
-        } else {
-            // Made durable with the run's other files when it commits (`fsio::sync_files`).
-            raw_writer.write(layout.abs(&raw.path), bytes)?;
-            raw_added.lock().expect("raw lock").push(raw);
-        }
-        bar.inc(1);
-        Ok(())
+    let keeping = Keeping { pack_small: true, report_files: false };
+    let intake = Intake::new(layout, manifest, sparkify::SOURCE, command, keeping, bar)?;
+    let offer = |index: usize, rel: &PathBuf, kind: &'static str| {
+        let found = Found { index: Some(index), kind, origin: rel.to_string_lossy().into_owned(), account: None };
+        intake.offer_file(&dir.join(rel), found).map(drop)
     };
     // Logs first: the few big files start early, and the many small song
     // files fill in behind them. The song files are listed meanwhile, on the
@@ -314,70 +211,21 @@ pub fn ingest_sparkify(
     // task: rayon otherwise hands each thread a run of files to read in order,
     // and the run holding every log file left the other core idle.
     let (logs_done, songs) = rayon::join(
-        || logs.par_iter().with_max_len(1).enumerate().try_for_each(|(i, rel)| ingest_one(i, rel, sparkify::KIND_LOG)),
+        || logs.par_iter().with_max_len(1).enumerate().try_for_each(|(i, rel)| offer(i, rel, sparkify::KIND_LOG)),
         || {
             let songs = if song_dir.is_dir() { json_files(dir, &song_dir)? } else { vec![] };
-            bar.inc_length(songs.len() as u64);
+            intake.bar().inc_length(songs.len() as u64);
             tracing::debug!(songs = songs.len(), seconds = t0.elapsed().as_secs_f64(), "ingest sparkify: songs listed");
             Ok::<_, SourceError>(songs)
         },
     );
     let songs = songs?;
     logs_done?;
-    songs
-        .par_iter()
-        .with_max_len(1)
-        .enumerate()
-        .try_for_each(|(i, rel)| ingest_one(logs.len() + i, rel, sparkify::KIND_SONG))?;
-    raw_writer.finish()?;
-    bar.finish_and_clear();
+    (songs.par_iter().with_max_len(1).enumerate())
+        .try_for_each(|(i, rel)| offer(logs.len() + i, rel, sparkify::KIND_SONG))?;
     tracing::debug!(seconds = t0.elapsed().as_secs_f64(), "ingest sparkify: read, stored and staged");
-
-    let packed = pack.into_inner().expect("pack lock").finish()?;
-    let mut raw = raw_added.into_inner().expect("raw lock");
-    raw.extend(packed);
-    raw.sort_by(|a, b| a.origin.cmp(&b.origin));
-    let skipped = skipped.into_inner().expect("skipped lock");
-    let Staged { change: staging, mut accounting, mut rejects, .. } =
-        out.into_inner().expect("collector lock").finish(layout, run_id, today)?;
-    for (kind, n) in &skipped {
-        stream_of(&mut accounting, kind).files_already_stored += n;
-    }
-    repairs.finish()?;
-    for (kind, reject) in unreadable.into_inner().expect("unreadable lock") {
-        tracing::warn!(file = %reject.file, reason = %reject.reason, "file rejected");
-        stream_of(&mut accounting, kind).files_unreadable += 1;
-        rejects.push(reject);
-    }
-    let mut metrics = IngestMetrics {
-        run: run_id,
-        committed: false,
-        files_new: raw.len() as u64,
-        files_already_stored: skipped.values().sum(),
-        bytes_new: raw.iter().map(|r| r.bytes).sum(),
-        accounting: accounting.clone(),
-        rejects: rejects.clone(),
-        staging_files: staging.files.len(),
-        files: vec![],
-    };
-    if raw.is_empty() {
-        // Nothing new: nothing to commit, and the lake is left exactly as it was.
-        return Ok(metrics);
-    }
-    tracing::debug!(seconds = t0.elapsed().as_secs_f64(), "ingest sparkify: songs staged, small files packed");
-    let mut staging = staging;
-    compact::compact(layout, manifest, run_id, &mut staging)?;
-    let mut run = Run::new(run_id, RunKind::Ingest, command, started);
-    run.raw = raw;
-    run.staging = Some(staging);
-    run.accounting = accounting;
-    run.rejects = rejects;
-    match commit {
-        Commit::Wait => manifest.commit(layout, run)?,
-        Commit::Behind => manifest.commit_behind(layout, run)?,
-    }
+    let metrics = intake.finish(manifest, commit)?;
     tracing::debug!(seconds = t0.elapsed().as_secs_f64(), ?commit, "ingest sparkify: run committed");
-    metrics.committed = true;
     Ok(metrics)
 }
 
@@ -508,6 +356,18 @@ impl Export {
         Ok(export)
     }
 
+    /// Whose export it is: `user` when given, else its Userdata.json's
+    /// username; `None` leaves it to each file's records.
+    fn account(&mut self, user: Option<&str>) -> Result<Option<String>, SourceError> {
+        Ok(match user {
+            Some(u) => Some(u.to_string()),
+            None => match self.userdata.take() {
+                Some(entry) => spotify_export::userdata_username(&self.read(&entry)?),
+                None => None,
+            },
+        })
+    }
+
     fn read(&mut self, entry: &ExportEntry) -> Result<Vec<u8>, SourceError> {
         match entry {
             ExportEntry::File(p) => std::fs::read(p).map_err(|source| SourceError::Read { path: p.clone(), source }),
@@ -546,193 +406,28 @@ pub fn ingest_spotify_export(
         return Err(SourceError::NoHistory { path: path.into() });
     }
     tracing::info!(path = %path.display(), files = export.history.len(), "ingest spotify-export: reading");
-    let account = match user {
-        Some(u) => Some(u.to_string()),
-        None => match export.userdata.take() {
-            Some(entry) => spotify_export::userdata_username(&export.read(&entry)?),
-            None => None,
-        },
-    };
-
-    let today = Utc::now().date_naive();
+    let account = export.account(user)?;
     let history = std::mem::take(&mut export.history);
     let bar = progress::bar(history.len() as u64, "ingest export");
-    let mut known: HashSet<String> = manifest.raw_shas()?;
-    let repairs = raw::Repairs::load(layout)?;
-    let mut metrics = IngestMetrics::default();
-    let mut pending: Vec<RawFile> = vec![];
-    let mut out = Mutex::new(Collector::new());
-    let mut run_id = manifest.next_run_id();
-    let mut started = now_rfc3339();
-
-    let commit = |manifest: &mut Manifest,
-                  pending: &mut Vec<RawFile>,
-                  out: &mut Mutex<Collector>,
-                  run_id: &mut u64,
-                  started: &mut String,
-                  metrics: &mut IngestMetrics|
-     -> Result<(), SourceError> {
-        let collector = std::mem::replace(out, Mutex::new(Collector::new()));
-        let staged = collector.into_inner().expect("collector lock").finish(layout, *run_id, today)?;
-        merge_into(metrics, &staged);
-        if pending.is_empty() {
-            return Ok(());
-        }
-        let mut run = Run::new(*run_id, RunKind::Ingest, command, std::mem::take(started));
-        run.raw = std::mem::take(pending);
-        run.staging = Some(staged.change);
-        run.accounting = staged.accounting;
-        run.rejects = staged.rejects;
-        run.stats.insert("files".into(), serde_json::to_value(&staged.files).expect("reports serialize"));
-        manifest.commit(layout, run)?;
-        metrics.committed = true;
-        metrics.run = *run_id;
-        *run_id = manifest.next_run_id();
-        *started = now_rfc3339();
-        Ok(())
-    };
-
-    for (index, (name, kind, entry)) in history.iter().enumerate() {
-        bar.set_message(name.rsplit('/').next().unwrap_or(name).to_string());
+    let keeping = Keeping { pack_small: false, report_files: true };
+    let mut intake = Intake::new(layout, manifest, spotify_export::SOURCE, command, keeping, bar)?;
+    let mut uncommitted = 0;
+    for (name, kind, entry) in &history {
+        intake.bar().set_message(name.rsplit('/').next().unwrap_or(name).to_string());
         let bytes = export.read(entry)?;
-        let sha = sha256_hex(&bytes);
         let account = match &account {
             Some(a) => a.clone(),
             None => spotify_export::first_username(&bytes)
                 .ok_or_else(|| SourceError::NoAccount { path: path.join(name) })?,
         };
-        let raw = RawFile {
-            path: Layout::raw_rel(spotify_export::SOURCE, today, &sha),
-            sha256: sha.clone(),
-            source: spotify_export::SOURCE.into(),
-            kind: kind.to_string(),
-            origin: name.clone(),
-            bytes: bytes.len() as u64,
-            account: Some(account),
-            offset: None,
-        };
-        if !known.insert(sha) {
-            repairs.offer(&raw.sha256, &bytes)?;
-            metrics.files_already_stored += 1;
-            metrics
-                .files
-                .push(FileReport { already_stored: true, ..FileReport::new(&raw, &Accounting::default(), true) });
-            bar.inc(1);
-            continue;
-        }
-        fsio::write_atomic(&layout.abs(&raw.path), &bytes)?;
-        stage(layout, run_id, index, &raw, &bytes, &out)?;
-        metrics.files_new += 1;
-        metrics.bytes_new += raw.bytes;
-        pending.push(raw);
-        if pending.len() >= EXPORT_FILES_PER_COMMIT {
-            commit(manifest, &mut pending, &mut out, &mut run_id, &mut started, &mut metrics)?;
-        }
-        bar.inc(1);
-    }
-    commit(manifest, &mut pending, &mut out, &mut run_id, &mut started, &mut metrics)?;
-    repairs.finish()?;
-    bar.finish_and_clear();
-    Ok(metrics)
-}
-
-/// Adds one committed chunk's figures to the whole import's.
-fn merge_into(metrics: &mut IngestMetrics, staged: &Staged) {
-    for acc in &staged.accounting {
-        match metrics.accounting.iter_mut().find(|a| a.source == acc.source && a.stream == acc.stream) {
-            Some(a) => a.add(acc),
-            None => metrics.accounting.push(acc.clone()),
+        let found = Found { index: None, kind, origin: name.clone(), account: Some(account) };
+        uncommitted += intake.offer(found, bytes)? as usize;
+        if uncommitted >= EXPORT_FILES_PER_COMMIT {
+            intake.commit(manifest, Commit::Wait)?;
+            uncommitted = 0;
         }
     }
-    let room = MAX_REJECTS_KEPT.saturating_sub(metrics.rejects.len());
-    metrics.rejects.extend(staged.rejects.iter().take(room).cloned());
-    metrics.staging_files += staged.change.files.len();
-    metrics.files.extend(staged.files.iter().cloned());
-}
-
-/// Raw responses stored one by one and committed together (the API source):
-/// each is written to raw/ and staged as it arrives; the manifest entry, with
-/// whatever `stats` the caller adds (a cursor), is the commit.
-pub(crate) struct RawBatch<'a> {
-    layout: &'a Layout,
-    command: String,
-    run: u64,
-    started: String,
-    raws: Vec<RawFile>,
-    /// sha256 of every raw file stored before and in this batch.
-    known: HashSet<String>,
-    next_index: usize,
-    out: Mutex<Collector>,
-    pub stats: BTreeMap<String, serde_json::Value>,
-    /// Commit even with no new raw file (to record stats such as ids found missing).
-    pub force: bool,
-}
-
-impl<'a> RawBatch<'a> {
-    pub fn new(layout: &'a Layout, manifest: &Manifest, command: &str) -> Result<Self, LakeError> {
-        Ok(RawBatch {
-            layout,
-            command: command.into(),
-            run: manifest.next_run_id(),
-            started: now_rfc3339(),
-            raws: vec![],
-            known: manifest.raw_shas()?,
-            next_index: manifest.raw_count() as usize,
-            out: Mutex::new(Collector::new()),
-            stats: BTreeMap::new(),
-            force: false,
-        })
-    }
-
-    /// Stores and stages one response, unless the same bytes are stored already.
-    pub fn add(
-        &mut self,
-        source: &str,
-        kind: &str,
-        origin: &str,
-        account: Option<&str>,
-        bytes: &[u8],
-    ) -> Result<(), SourceError> {
-        let sha = sha256_hex(bytes);
-        if !self.known.insert(sha.clone()) {
-            return Ok(());
-        }
-        let raw = RawFile {
-            path: Layout::raw_rel(source, Utc::now().date_naive(), &sha),
-            sha256: sha,
-            source: source.into(),
-            kind: kind.into(),
-            origin: origin.into(),
-            bytes: bytes.len() as u64,
-            account: account.map(String::from),
-            offset: None,
-        };
-        fsio::write_atomic(&self.layout.abs(&raw.path), bytes)?;
-        stage(self.layout, self.run, self.next_index, &raw, bytes, &self.out)?;
-        self.next_index += 1;
-        self.raws.push(raw);
-        Ok(())
-    }
-
-    /// Commits the batch (unless it holds nothing to record); returns its accounting.
-    pub fn commit(self, manifest: &mut Manifest) -> Result<Vec<Accounting>, SourceError> {
-        let staged =
-            self.out.into_inner().expect("collector lock").finish(self.layout, self.run, Utc::now().date_naive())?;
-        if self.raws.is_empty() && !self.force && self.stats.is_empty() {
-            return Ok(staged.accounting);
-        }
-        let mut run = Run::new(self.run, RunKind::Ingest, &self.command, self.started);
-        run.raw = self.raws;
-        // A run that staged nothing leaves staging as it was (and the star up to date).
-        let mut change = staged.change;
-        compact::compact(self.layout, manifest, self.run, &mut change)?;
-        run.staging = (!change.files.is_empty()).then_some(change);
-        run.accounting = staged.accounting.clone();
-        run.rejects = staged.rejects;
-        run.stats = self.stats;
-        manifest.commit(self.layout, run)?;
-        Ok(staged.accounting)
-    }
+    intake.finish(manifest, Commit::Wait)
 }
 
 #[cfg(test)]

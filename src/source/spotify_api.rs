@@ -24,10 +24,11 @@ use serde::Deserialize;
 use super::normalize::from_json_without_nul;
 use sha2::{Digest, Sha256};
 
-use super::SourceError;
 use super::spotify_auth::{self, SpotifyConfig, TokenCache};
-use crate::lake::Layout;
+use super::{Found, Intake, Keeping, SourceError};
+use crate::lake::manifest::Commit;
 use crate::lake::staging::{SPOTIFY_API_ENTITIES, SPOTIFY_API_PLAYS, SPOTIFY_API_USERS};
+use crate::lake::{Layout, Manifest};
 
 pub const SOURCE: &str = "spotify_api";
 pub const KIND_ME: &str = "me";
@@ -449,9 +450,20 @@ fn rfc3339_ms(ms: i64) -> String {
 }
 
 /// The cursor and last stored play, as committed by earlier pulls for `user`.
-fn committed_cursor(manifest: &crate::lake::Manifest, user: &str) -> (Option<i64>, Option<i64>) {
+fn committed_cursor(manifest: &Manifest, user: &str) -> (Option<i64>, Option<i64>) {
     let cursor = manifest.state().spotify_cursors.get(user).cloned().unwrap_or_default();
     (cursor.after, cursor.last_played_ms)
+}
+
+/// Responses stored one by one as they arrive and committed together, with
+/// whatever `stats` the caller adds (a cursor).
+fn responses<'a>(layout: &'a Layout, manifest: &Manifest, command: &str) -> Result<Intake<'a>, SourceError> {
+    let keeping = Keeping { pack_small: false, report_files: false };
+    Intake::new(layout, manifest, SOURCE, command, keeping, indicatif::ProgressBar::hidden())
+}
+
+fn found<'s>(kind: &'s str, endpoint: &str, user: Option<&str>) -> Found<'s> {
+    Found { index: None, kind, origin: endpoint.into(), account: user.map(String::from) }
 }
 
 /// `tunelake ingest spotify`: who the user is, what they played since the
@@ -460,7 +472,7 @@ fn committed_cursor(manifest: &crate::lake::Manifest, user: &str) -> (Option<i64
 /// loses no play.
 pub fn pull(
     layout: &Layout,
-    manifest: &mut crate::lake::Manifest,
+    manifest: &mut Manifest,
     cfg: &SpotifyConfig,
     opts: &PullOptions,
     command: &str,
@@ -470,7 +482,7 @@ pub fn pull(
     let mut metrics = PullMetrics::default();
 
     // 1. Who.
-    let mut batch = super::RawBatch::new(layout, manifest, command)?;
+    let mut batch = responses(layout, manifest, command)?;
     let me_bytes = match api.get("/v1/me")? {
         Fetched::Body(b) => b,
         Fetched::NotFound => return Err(SourceError::Api { endpoint: "/v1/me".into(), status: 404 }),
@@ -482,7 +494,7 @@ pub fn pull(
     };
     let (me, _): (Me, _) = from_json_without_nul(&me_bytes)
         .map_err(|e| SourceError::Auth(format!("/v1/me answered something that is not a user: {e}")))?;
-    batch.add(SOURCE, KIND_ME, "/v1/me", Some(&me.id), &me_bytes)?;
+    batch.offer(found(KIND_ME, "/v1/me", Some(&me.id)), me_bytes)?;
     metrics.user = me.id.clone();
 
     // 2. What they played: pages after the committed cursor.
@@ -513,7 +525,7 @@ pub fn pull(
         metrics.pages += 1;
         // Parsed here for the cursor and the gap check; staged by the shared path.
         let page = parse_page(&bytes, &me.id, "");
-        batch.add(SOURCE, KIND_RECENT, &path, Some(&me.id), &bytes)?;
+        batch.offer(found(KIND_RECENT, &path, Some(&me.id)), bytes)?;
         let Ok(page) = page else { break };
         metrics.items += (page.played_ms.len() + page.rejected.len()) as u64;
         let oldest = page.played_ms.iter().min().copied();
@@ -551,7 +563,7 @@ pub fn pull(
     if let Some(stop) = &metrics.stopped {
         batch.stats.insert("stopped".into(), format!("{stop:?}").into());
     }
-    let accounting = batch.commit(manifest)?;
+    let accounting = batch.finish(manifest, Commit::Wait)?.accounting;
     metrics.rejected = accounting.iter().map(|a| a.rejected).sum();
     if let Some(e) = failed {
         return Err(e);
@@ -567,7 +579,7 @@ pub fn pull(
 
 fn enrich(
     layout: &Layout,
-    manifest: &mut crate::lake::Manifest,
+    manifest: &mut Manifest,
     api: &mut Api<'_>,
     opts: &PullOptions,
     command: &str,
@@ -599,7 +611,7 @@ fn enrich(
         return Ok(());
     }
     let total = wanted.len();
-    let mut batch = super::RawBatch::new(layout, manifest, command)?;
+    let mut batch = responses(layout, manifest, command)?;
     let mut not_found = vec![];
     let mut failed = None;
     for path in wanted.into_iter().take(opts.max_enrich) {
@@ -612,7 +624,7 @@ fn enrich(
         };
         match api.get(&path) {
             Ok(Fetched::Body(bytes)) => {
-                batch.add(SOURCE, kind, &path, None, &bytes)?;
+                batch.offer(found(kind, &path, None), bytes)?;
                 metrics.enriched += 1;
             }
             Ok(Fetched::NotFound) => not_found.push(path),
@@ -632,6 +644,6 @@ fn enrich(
         batch.stats.insert("spotify_not_found".into(), not_found.into());
         batch.force = true;
     }
-    batch.commit(manifest)?;
+    batch.finish(manifest, Commit::Wait)?;
     failed.map_or(Ok(()), Err)
 }

@@ -221,6 +221,23 @@ fn stage_pieces(
     Ok(())
 }
 
+/// The accounting stream a file of `source` and `kind` feeds, where the
+/// source counts files stored already or unreadable by stream (Sparkify);
+/// the others name each file in their report instead.
+pub(super) fn stream_of(source: &str, kind: &str) -> Option<&'static str> {
+    match (source, kind) {
+        (sparkify::SOURCE, sparkify::KIND_LOG) => Some("events"),
+        (sparkify::SOURCE, _) => Some("songs"),
+        _ => None,
+    }
+}
+
+/// Whether a file of `source` and `kind` can be staged piece by piece
+/// ([`stage_log_in_pieces`]) when it is too big to read whole.
+pub(super) fn in_pieces(source: &str, kind: &str) -> bool {
+    (source, kind) == (sparkify::SOURCE, sparkify::KIND_LOG)
+}
+
 /// Parses one raw file's bytes and writes its staging files (logs) or keeps
 /// its rows for [`Collector::finish`] (songs, which are small and many).
 /// Staging files are written without their own fsync: every caller makes
