@@ -480,25 +480,63 @@ pub fn pull(
 ) -> Result<PullMetrics, SourceError> {
     let mut api = Api::new(cfg, layout, sleep)?;
     let mut metrics = PullMetrics::default();
-
-    // 1. Who.
     let mut batch = responses(layout, manifest, command)?;
-    let me_bytes = match api.get("/v1/me")? {
-        Fetched::Body(b) => b,
-        Fetched::NotFound => return Err(SourceError::Api { endpoint: "/v1/me".into(), status: 404 }),
-        Fetched::Stopped(stop) => {
+    let me = match who(&mut api, &batch)? {
+        Ok(me) => me,
+        Err(stop) => {
             metrics.stopped = Some(stop);
             metrics.requests = api.requests;
             return Ok(metrics);
         }
     };
+    metrics.user = me.id.clone();
+    let pages = played(&mut api, &batch, &me.id, committed_cursor(manifest, &me.id), &mut metrics)?;
+    // Committed with the cursor they advance to: the cursor never runs ahead of a stored page.
+    record_cursor(&mut batch, &me.id, &pages, &metrics);
+    let accounting = batch.finish(manifest, Commit::Wait)?.accounting;
+    metrics.rejected = accounting.iter().map(|a| a.rejected).sum();
+    if let Some(e) = pages.failed {
+        return Err(e);
+    }
+    if metrics.stopped.is_none() {
+        enrich(layout, manifest, &mut api, opts, command, &mut metrics, &pages.new_ids)?;
+    }
+    metrics.requests = api.requests;
+    Ok(metrics)
+}
+
+/// Who the user is (`/v1/me`, offered to `batch`), or why Spotify stopped the run.
+fn who(api: &mut Api<'_>, batch: &Intake<'_>) -> Result<Result<Me, Stop>, SourceError> {
+    let me_bytes = match api.get("/v1/me")? {
+        Fetched::Body(b) => b,
+        Fetched::NotFound => return Err(SourceError::Api { endpoint: "/v1/me".into(), status: 404 }),
+        Fetched::Stopped(stop) => return Ok(Err(stop)),
+    };
     let (me, _): (Me, _) = from_json_without_nul(&me_bytes)
         .map_err(|e| SourceError::Auth(format!("/v1/me answered something that is not a user: {e}")))?;
     batch.offer(found(KIND_ME, "/v1/me", Some(&me.id)), me_bytes)?;
-    metrics.user = me.id.clone();
+    Ok(Ok(me))
+}
 
-    // 2. What they played: pages after the committed cursor.
-    let (mut cursor, mut last_played) = committed_cursor(manifest, &me.id);
+/// Where the pages of plays got to.
+struct Pages {
+    cursor: Option<i64>,
+    last_played: Option<i64>,
+    /// The tracks, albums and artists they name, as endpoints.
+    new_ids: Vec<String>,
+    /// The fault that ended them, raised once what came before it is committed.
+    failed: Option<SourceError>,
+}
+
+/// What `user` played: up to five pages after the committed `(cursor, last
+/// played)`, each offered to `batch` as it arrives.
+fn played(
+    api: &mut Api<'_>,
+    batch: &Intake<'_>,
+    user: &str,
+    (mut cursor, mut last_played): (Option<i64>, Option<i64>),
+    metrics: &mut PullMetrics,
+) -> Result<Pages, SourceError> {
     let mut new_ids: Vec<String> = vec![];
     let mut failed = None;
     for _ in 0..5 {
@@ -524,8 +562,8 @@ pub fn pull(
         };
         metrics.pages += 1;
         // Parsed here for the cursor and the gap check; staged by the shared path.
-        let page = parse_page(&bytes, &me.id, "");
-        batch.offer(found(KIND_RECENT, &path, Some(&me.id)), bytes)?;
+        let page = parse_page(&bytes, user, "");
+        batch.offer(found(KIND_RECENT, &path, Some(user)), bytes)?;
         let Ok(page) = page else { break };
         metrics.items += (page.played_ms.len() + page.rejected.len()) as u64;
         let oldest = page.played_ms.iter().min().copied();
@@ -534,7 +572,7 @@ pub fn pull(
         if let (true, Some(prev), Some(oldest)) = (full, last_played, oldest)
             && oldest > prev
         {
-            metrics.gaps.push(Gap { user: me.id.clone(), from: rfc3339_ms(prev), to: rfc3339_ms(oldest) });
+            metrics.gaps.push(Gap { user: user.into(), from: rfc3339_ms(prev), to: rfc3339_ms(oldest) });
         }
         metrics.plays_new += page.played_ms.iter().filter(|&&ms| last_played.is_none_or(|l| ms > l)).count() as u64;
         new_ids.extend(page.track_ids.iter().map(|t| format!("/v1/tracks/{t}")));
@@ -548,13 +586,16 @@ pub fn pull(
             break;
         }
     }
+    Ok(Pages { cursor, last_played, new_ids, failed })
+}
 
-    // Commit the pages with the cursor they advance to: the cursor never runs ahead of a stored page.
-    batch.stats.insert("spotify_user".into(), me.id.clone().into());
-    if let Some(c) = cursor {
+/// The user, cursor, last play, gaps and stop, recorded with the pages' run.
+fn record_cursor(batch: &mut Intake<'_>, user: &str, pages: &Pages, metrics: &PullMetrics) {
+    batch.stats.insert("spotify_user".into(), user.into());
+    if let Some(c) = pages.cursor {
         batch.stats.insert("spotify_cursor_after".into(), c.into());
     }
-    if let Some(l) = last_played {
+    if let Some(l) = pages.last_played {
         batch.stats.insert("spotify_last_played_ms".into(), l.into());
     }
     if !metrics.gaps.is_empty() {
@@ -563,18 +604,6 @@ pub fn pull(
     if let Some(stop) = &metrics.stopped {
         batch.stats.insert("stopped".into(), format!("{stop:?}").into());
     }
-    let accounting = batch.finish(manifest, Commit::Wait)?.accounting;
-    metrics.rejected = accounting.iter().map(|a| a.rejected).sum();
-    if let Some(e) = failed {
-        return Err(e);
-    }
-
-    // 3. Enrichment of what the lake has not fetched yet, in its own commit.
-    if metrics.stopped.is_none() {
-        enrich(layout, manifest, &mut api, opts, command, &mut metrics, &new_ids)?;
-    }
-    metrics.requests = api.requests;
-    Ok(metrics)
 }
 
 fn enrich(
