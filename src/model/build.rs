@@ -32,7 +32,7 @@
 //! previous version's is not kept twice (the new version points at the old
 //! file, and sync sees an unchanged hash).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -43,6 +43,7 @@ use datafusion::catalog::MemTable;
 use datafusion::common::ScalarValue;
 use datafusion::prelude::{DataFrame, SessionContext, col, lit};
 use futures::StreamExt;
+use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
 
 use super::globals::{GlobalInputs, build_globals, global_lanes};
@@ -257,23 +258,16 @@ pub async fn build(
     if staging_run == 0 {
         return Err(ModelError::NothingIngested);
     }
-    let fingerprint = model_hash(opts);
+    let from = BuiltFrom { staging_run, fingerprint: model_hash(opts) };
     if !opts.force
-        && let Some(last) = manifest.last_build()
+        && let Some(metrics) = unchanged_build(layout, manifest, &from, command).await?
     {
-        let same_staging = last.stats.get("staging_run").and_then(|v| v.as_u64()) == Some(staging_run);
-        let same_model = last.stats.get("model_hash").and_then(|v| v.as_str()) == Some(fingerprint.as_str());
-        if same_staging && same_model {
-            if super::publish::out_of_step(layout, last.star.as_ref().expect("a build has a star"))? {
-                return super::publish::republish(layout, manifest, command).await;
-            }
-            return Ok(BuildMetrics::from_run(last));
-        }
+        return Ok(metrics);
     }
 
     let started = now_rfc3339();
     let version = manifest.next_run_id();
-    let plan = plan(layout, manifest, &fingerprint, opts)?;
+    let plan = plan(layout, manifest, &from.fingerprint, opts)?;
     let computed = plan.computed();
     tracing::info!(
         months = plan.months.len(),
@@ -283,6 +277,61 @@ pub async fn build(
         catalogue_changed = plan.catalogue_changed,
         "build plan"
     );
+    let ctx = open_session(layout, manifest, opts).await?;
+    let scratch = tempfile::Builder::new()
+        .prefix("tunelake-build-")
+        .tempdir()
+        .map_err(crate::lake::LakeError::io("create a temp dir in", std::env::temp_dir()))?;
+    let previous_star = manifest.star().cloned().unwrap_or_default();
+    let previous = parts_by_partition(&previous_star);
+    let target = Target { layout, version, previous: &previous, hook: opts.on_star_part.as_ref() };
+    let job = BuildJob { target, plan: &plan, computed: &computed, previous_star: &previous_star, opts };
+    let (built, metrics) = build_star(&ctx, job, manifest, scratch.path()).await?;
+
+    let mut run = Run::new(version, RunKind::Build, command, started);
+    run.star = Some(built.star);
+    record_stats(&mut run, job, from, &metrics, built.month_counts);
+    // The files of this version were written without an fsync of their own:
+    // they are made durable, then committed to the Delta tables, then the
+    // ledger entry that names both is written.
+    manifest.sync_written(layout, &run)?;
+    let star = run.star.as_mut().expect("set above");
+    star.delta = super::publish::publish(layout, star, Some(&previous_star)).await?;
+    manifest.commit_synced(layout, run)?;
+    Ok(metrics)
+}
+
+/// What a build's star is computed from besides the options: the staging
+/// run it reads and the model's fingerprint ([`model_hash`]).
+struct BuiltFrom {
+    staging_run: u64,
+    fingerprint: String,
+}
+
+/// The last build's metrics when it was built from the same staging with
+/// the same model, or those of publishing its star again when the Delta
+/// tables are out of step with it; None when the star is to be built.
+async fn unchanged_build(
+    layout: &Layout,
+    manifest: &mut Manifest,
+    from: &BuiltFrom,
+    command: &str,
+) -> Result<Option<BuildMetrics>, ModelError> {
+    let Some(last) = manifest.last_build() else { return Ok(None) };
+    let same_staging = last.stats.get("staging_run").and_then(|v| v.as_u64()) == Some(from.staging_run);
+    let same_model = last.stats.get("model_hash").and_then(|v| v.as_str()) == Some(from.fingerprint.as_str());
+    if !(same_staging && same_model) {
+        return Ok(None);
+    }
+    if super::publish::out_of_step(layout, last.star.as_ref().expect("a build has a star"))? {
+        return super::publish::republish(layout, manifest, command).await.map(Some);
+    }
+    Ok(Some(BuildMetrics::from_run(last)))
+}
+
+/// The build's session: every staging file registered, and the
+/// parameters of the models as the one-row table `tl_params`.
+async fn open_session(layout: &Layout, manifest: &Manifest, opts: &BuildOptions) -> Result<SessionContext, ModelError> {
     let ctx = session(opts.memory_limit).map_err(sql_err("session", "setup"))?;
     // One partition: every model picks rows with lag() over a total order.
     // Two partitions everywhere were faster, but twice the sorters, each
@@ -305,63 +354,54 @@ pub async fn build(
     )])
     .expect("one column");
     ctx.register_batch("tl_params", params).map_err(sql_err("tl_params", "register"))?;
-    let scratch = tempfile::Builder::new()
-        .prefix("tunelake-build-")
-        .tempdir()
-        .map_err(crate::lake::LakeError::io("create a temp dir in", std::env::temp_dir()))?;
-    let previous_star = manifest.star().cloned().unwrap_or_default();
-    let previous: HashMap<(String, Option<String>), StarPart> = previous_star
-        .tables
+    Ok(ctx)
+}
+
+/// Every part of `star`, by table and partition.
+fn parts_by_partition(star: &StarVersion) -> HashMap<(String, Option<String>), StarPart> {
+    star.tables
         .iter()
         .flat_map(|(t, parts)| parts.iter().map(move |p| ((t.clone(), p.partition.clone()), p.clone())))
-        .collect();
-    let target = Target { layout, version, previous: &previous, hook: opts.on_star_part.as_ref() };
+        .collect()
+}
+
+/// What every step of a build shares besides its session.
+#[derive(Clone, Copy)]
+struct BuildJob<'a> {
+    /// Where the tables are written, beside the previous version's parts.
+    target: Target<'a>,
+    plan: &'a Plan,
+    /// The month partitions this build computes (`Plan::computed`).
+    computed: &'a BTreeSet<String>,
+    previous_star: &'a StarVersion,
+    opts: &'a BuildOptions,
+}
+
+/// The star a build puts together: each table's parts, how many of them
+/// were kept unchanged, and each month's counts ([`MONTH_COUNTS`]).
+struct NewStar {
+    star: StarVersion,
+    unchanged: HashMap<String, usize>,
+    month_counts: BTreeMap<String, BTreeMap<String, i64>>,
+}
+
+/// Builds the star in `ctx` ([`open_session`]): the global helpers, the
+/// months to compute a slice at a time, then the models over every month;
+/// the star and its metrics.
+async fn build_star(
+    ctx: &SessionContext,
+    job: BuildJob<'_>,
+    manifest: &Manifest,
+    scratch: &Path,
+) -> Result<(NewStar, BuildMetrics), ModelError> {
+    let BuildJob { target, plan, computed, opts, .. } = job;
     let previous_months = manifest.last_build().map(month_stats_of).unwrap_or_default();
-    let mut star = StarVersion { version, tables: BTreeMap::new(), delta: BTreeMap::new() };
-    let mut unchanged: HashMap<String, usize> = HashMap::new();
-
-    // Global helpers: their inputs change only in builds that compute every
-    // month, or that take new catalogue songs.
-    for helper in GLOBAL_HELPERS {
-        let file = format!("sql/model/{}.sql", helper.name);
-        let df = run_sql(&ctx, &file, helper.text).await?;
-        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let parts = match previous_star.tables.get(helper.name) {
-            Some(parts) if plan.full.is_none() && !plan.catalogue_changed => {
-                *unchanged.entry(helper.name.to_string()).or_default() += parts.len();
-                parts.clone()
-            }
-            _ => {
-                tracing::info!(helper = helper.name, "computing global helper");
-                let df = run_sql(&ctx, &file, &format!("SELECT * FROM ({}) ORDER BY 1, 2", helper.text)).await?;
-                let (parts, same) = write_table(target.quiet(), helper.name, df, None, None).await?;
-                *unchanged.entry(helper.name.to_string()).or_default() += same;
-                parts
-            }
-        };
-        register_parts(&ctx, layout, helper.name, schema, &parts)?;
-        star.tables.insert(helper.name.to_string(), parts);
-    }
+    let star = StarVersion { version: target.version, tables: BTreeMap::new(), delta: BTreeMap::new() };
+    let mut built = NewStar { star, unchanged: HashMap::new(), month_counts: BTreeMap::new() };
+    build_global_helpers(ctx, job, &mut built).await?;
     // The schema of every monthly table, from planning alone (a table may have no rows).
-    let schemas = monthly_schemas(&ctx).await?;
-
-    // Months not computed keep their parts and their counts.
-    let mut month_counts: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
-    if plan.full.is_none() {
-        for (name, _) in &schemas {
-            let kept: Vec<StarPart> = previous_star
-                .tables
-                .get(name)
-                .into_iter()
-                .flatten()
-                .filter(|p| p.partition.as_ref().is_some_and(|m| !computed.contains(m)))
-                .cloned()
-                .collect();
-            *unchanged.entry(name.clone()).or_default() += kept.len();
-            star.tables.insert(name.clone(), kept);
-        }
-        month_counts = previous_months.into_iter().filter(|(m, _)| !computed.contains(m)).collect();
-    }
+    let schemas = monthly_schemas(ctx).await?;
+    keep_months_not_computed(job, &schemas, previous_months, &mut built);
 
     let global_tables: Vec<&StarTable> = STAR_TABLES.iter().filter(|t| t.month_partition_by.is_none()).collect();
     let bar = progress::bar((plan.slices.len() + global_tables.len()) as u64, "build");
@@ -374,21 +414,104 @@ pub async fn build(
         Some(_) => monthly_summaries_by_input(),
         None => (SUMMARIES.iter().map(|s| &s.monthly).collect(), vec![]),
     };
+    let slices = SliceJob { plan, schemas: &schemas, scratch, summaries: &beside, opts };
+    let (halved, in_memory) = build_slices(ctx, target, slices, &bar, &mut built).await?;
+    finish_monthly_tables(ctx, job, &after, &mut built).await?;
+
+    register_every_month(ctx, target.layout, manifest, &schemas, &built.star)?;
+    let mut metrics = BuildMetrics {
+        version: target.version,
+        committed: true,
+        months: plan.months.len(),
+        months_computed: computed.len(),
+        full_reason: plan.full.clone(),
+        catalogue_changed: plan.catalogue_changed,
+        halved,
+        in_memory,
+        ..Default::default()
+    };
+    metrics.layered = build_over_every_month(ctx, job, &schemas, &bar, &mut built).await?;
+    bar.finish_and_clear();
+    count_rows_and_plays(&mut built, &mut metrics);
+    Ok((built, metrics))
+}
+
+/// Global helpers: their inputs change only in builds that compute every
+/// month, or that take new catalogue songs.
+async fn build_global_helpers(ctx: &SessionContext, job: BuildJob<'_>, built: &mut NewStar) -> Result<(), ModelError> {
+    let BuildJob { target, plan, previous_star, .. } = job;
+    for helper in GLOBAL_HELPERS {
+        let file = format!("sql/model/{}.sql", helper.name);
+        let df = run_sql(ctx, &file, helper.text).await?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let parts = match previous_star.tables.get(helper.name) {
+            Some(parts) if plan.full.is_none() && !plan.catalogue_changed => {
+                *built.unchanged.entry(helper.name.to_string()).or_default() += parts.len();
+                parts.clone()
+            }
+            _ => {
+                tracing::info!(helper = helper.name, "computing global helper");
+                let df = run_sql(ctx, &file, &format!("SELECT * FROM ({}) ORDER BY 1, 2", helper.text)).await?;
+                let (parts, same) = write_table(target.quiet(), helper.name, df, None, None).await?;
+                *built.unchanged.entry(helper.name.to_string()).or_default() += same;
+                parts
+            }
+        };
+        register_parts(ctx, target.layout, helper.name, schema, &parts)?;
+        built.star.tables.insert(helper.name.to_string(), parts);
+    }
+    Ok(())
+}
+
+/// Months not computed keep their parts and their counts.
+fn keep_months_not_computed(
+    job: BuildJob<'_>,
+    schemas: &[(String, SchemaRef)],
+    previous_months: BTreeMap<String, BTreeMap<String, i64>>,
+    built: &mut NewStar,
+) {
+    let BuildJob { plan, computed, previous_star, .. } = job;
+    if plan.full.is_none() {
+        for (name, _) in schemas {
+            let kept: Vec<StarPart> = previous_star
+                .tables
+                .get(name)
+                .into_iter()
+                .flatten()
+                .filter(|p| p.partition.as_ref().is_some_and(|m| !computed.contains(m)))
+                .cloned()
+                .collect();
+            *built.unchanged.entry(name.clone()).or_default() += kept.len();
+            built.star.tables.insert(name.clone(), kept);
+        }
+        built.month_counts = previous_months.into_iter().filter(|(m, _)| !computed.contains(m)).collect();
+    }
+}
+
+/// Builds each slice of the months to compute ([`build_slice`]) into
+/// `built`. Returns how many helpers were computed in two halves, and in
+/// how many slices the helpers stayed in memory.
+async fn build_slices(
+    ctx: &SessionContext,
+    target: Target<'_>,
+    job: SliceJob<'_>,
+    bar: &ProgressBar,
+    built: &mut NewStar,
+) -> Result<(usize, usize), ModelError> {
     let (mut halved, mut in_memory) = (0, 0);
-    for (i, months) in plan.slices.iter().enumerate() {
+    for (i, months) in job.plan.slices.iter().enumerate() {
         let (lo, hi) = slice_range(months);
         bar.set_message(format!("build {} to {}", partition_of(months[0]), partition_of(*months.last().unwrap())));
         let t0 = std::time::Instant::now();
-        let job = SliceJob { plan: &plan, schemas: &schemas, scratch: scratch.path(), summaries: &beside, opts };
-        let written = build_slice(&ctx, target, job, i, (lo, hi)).await?;
+        let written = build_slice(ctx, target, job, i, (lo, hi)).await?;
         halved += written.halved;
         in_memory += usize::from(written.in_memory);
         let helpers_in_memory = written.in_memory;
         for (name, (parts, same)) in written.parts {
-            *unchanged.entry(name.clone()).or_default() += same;
-            star.tables.entry(name).or_default().extend(parts);
+            *built.unchanged.entry(name.clone()).or_default() += same;
+            built.star.tables.entry(name).or_default().extend(parts);
         }
-        month_counts.extend(written.counts);
+        built.month_counts.extend(written.counts);
         tracing::info!(
             slice = i,
             months = months.len(),
@@ -399,64 +522,87 @@ pub async fn build(
         bar.inc(1);
         trim_heap();
     }
-    for parts in star.tables.values_mut() {
+    Ok((halved, in_memory))
+}
+
+/// Puts the parts of the monthly tables in month order, tells a loading
+/// sync that the monthly star tables are complete, and writes the monthly
+/// summaries that come after the slices (`after`).
+async fn finish_monthly_tables(
+    ctx: &SessionContext,
+    job: BuildJob<'_>,
+    after: &[&'static SqlFile],
+    built: &mut NewStar,
+) -> Result<(), ModelError> {
+    let BuildJob { target, plan, opts, .. } = job;
+    let (layout, version, previous) = (target.layout, target.version, target.previous);
+    for parts in built.star.tables.values_mut() {
         parts.sort_by(|a, b| a.partition.cmp(&b.partition));
     }
     // The monthly star tables are done: a loading sync can build their
     // indexes while the rest of the summaries and the dimensions are computed.
     if let Some(hook) = &opts.on_star_part {
         for t in STAR_TABLES.iter().filter(|t| t.month_partition_by.is_some()) {
-            let parts = star.tables.get(t.name).map_or(&[][..], Vec::as_slice);
+            let parts = built.star.tables.get(t.name).map_or(&[][..], Vec::as_slice);
             (hook.0)(StarEvent::Table { table: t.name, parts, version });
         }
     }
-    for (name, (parts, same)) in summarize_slices(&ctx, layout, &plan, &after, version, &previous, opts).await? {
-        *unchanged.entry(name.clone()).or_default() += same;
-        let all = star.tables.entry(name).or_default();
+    for (name, (parts, same)) in summarize_slices(ctx, layout, plan, after, version, previous, opts).await? {
+        *built.unchanged.entry(name.clone()).or_default() += same;
+        let all = built.star.tables.entry(name).or_default();
         all.extend(parts);
         all.sort_by(|a, b| a.partition.cmp(&b.partition));
     }
+    Ok(())
+}
 
-    // The models over every month read staging whole and the monthly tables from all their parts.
+/// The models over every month read staging whole and the monthly tables from all their parts.
+fn register_every_month(
+    ctx: &SessionContext,
+    layout: &Layout,
+    manifest: &Manifest,
+    schemas: &[(String, SchemaRef)],
+    star: &StarVersion,
+) -> Result<(), ModelError> {
     for (name, schema) in staging::tables() {
         let paths: Vec<PathBuf> = manifest.staging_files(name).iter().map(|f| layout.abs(&f.path)).collect();
-        replace_table(&ctx, name, files_provider(name, schema, &paths)?)?;
+        replace_table(ctx, name, files_provider(name, schema, &paths)?)?;
     }
-    for (name, schema) in &schemas {
-        register_parts(&ctx, layout, name, schema.clone(), star.tables.get(name).map_or(&[], Vec::as_slice))?;
+    for (name, schema) in schemas {
+        register_parts(ctx, layout, name, schema.clone(), star.tables.get(name).map_or(&[], Vec::as_slice))?;
     }
-    let mut metrics = BuildMetrics {
-        version,
-        committed: true,
-        months: plan.months.len(),
-        months_computed: computed.len(),
-        full_reason: plan.full.clone(),
-        catalogue_changed: plan.catalogue_changed,
-        halved,
-        in_memory,
-        ..Default::default()
-    };
-    // The cumulative summaries and the dimensions, in lanes that read
-    // nothing of each other's (`global_lanes`), one per core, each in a
-    // session of its own over the same tables and memory pool. Below the
-    // default memory, one lane.
+    Ok(())
+}
+
+/// The cumulative summaries and the dimensions, in lanes that read
+/// nothing of each other's (`global_lanes`), one per core, each in a
+/// session of its own over the same tables and memory pool. Below the
+/// default memory, one lane. Returns the tables that took a layer.
+async fn build_over_every_month(
+    ctx: &SessionContext,
+    job: BuildJob<'_>,
+    schemas: &[(String, SchemaRef)],
+    bar: &ProgressBar,
+    built: &mut NewStar,
+) -> Result<Vec<String>, ModelError> {
+    let BuildJob { target, plan, computed, previous_star, opts } = job;
     let inputs = Arc::new(GlobalInputs {
-        layout: layout.clone(),
-        version,
+        layout: target.layout.clone(),
+        version: target.version,
         full: plan.full.is_some(),
         catalogue_changed: plan.catalogue_changed,
         layers: plan.layers,
         computed: computed.clone(),
         previous_star: previous_star.clone(),
-        previous: previous.clone(),
-        schemas: schemas.clone(),
-        monthly: star.tables.clone(),
+        previous: target.previous.clone(),
+        schemas: schemas.to_vec(),
+        monthly: built.star.tables.clone(),
     });
     let lanes = global_lanes(if opts.memory_limit >= super::DEFAULT_MEMORY_LIMIT { 2 } else { 1 });
     tracing::debug!(lanes = ?lanes.iter().map(|l| l.iter().map(|m| m.name()).collect::<Vec<_>>()).collect::<Vec<_>>(), "models over every month");
     let mut tasks = vec![];
     for lane in lanes {
-        let (session, inputs, bar) = (session_copy(&ctx).await?, inputs.clone(), bar.clone());
+        let (session, inputs, bar) = (session_copy(ctx).await?, inputs.clone(), bar.clone());
         tasks.push(tokio::spawn(async move { build_globals(&session, &inputs, &lane, &bar).await }));
     }
     let mut lanes_out = vec![];
@@ -464,28 +610,33 @@ pub async fn build(
         // Every lane finishes before any lane's error is returned: no task outlives the build.
         lanes_out.push(task.await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())));
     }
+    let mut layered = vec![];
     for out in lanes_out {
         let out = out?;
         for (name, parts, same) in out.tables {
-            *unchanged.entry(name.clone()).or_default() += same;
-            star.tables.insert(name, parts);
+            *built.unchanged.entry(name.clone()).or_default() += same;
+            built.star.tables.insert(name, parts);
         }
-        metrics.layered.extend(out.layered);
+        layered.extend(out.layered);
     }
-    metrics.layered.sort_by_key(|t| STAR_TABLES.iter().position(|s| s.name == t));
-    bar.finish_and_clear();
+    layered.sort_by_key(|t| STAR_TABLES.iter().position(|s| s.name == t));
+    Ok(layered)
+}
 
+/// Each star table's rows and parts (a table without any gets an empty
+/// entry), and the plays, matches and duplicates of the month counts.
+fn count_rows_and_plays(built: &mut NewStar, metrics: &mut BuildMetrics) {
     for table in STAR_TABLES {
-        let parts = star.tables.entry(table.name.to_string()).or_default();
+        let parts = built.star.tables.entry(table.name.to_string()).or_default();
         metrics.tables.push(TableMetrics {
             name: table.name.into(),
             rows: parts.iter().map(|p| p.rows).sum(),
             parts: parts.len(),
-            parts_unchanged: unchanged.get(table.name).copied().unwrap_or(0),
+            parts_unchanged: built.unchanged.get(table.name).copied().unwrap_or(0),
         });
     }
     let mut totals: BTreeMap<String, i64> = BTreeMap::new();
-    for counts in month_counts.values() {
+    for counts in built.month_counts.values() {
         for (k, n) in counts {
             *totals.entry(k.clone()).or_default() += n;
         }
@@ -493,9 +644,18 @@ pub async fn build(
     metrics.plays = totals.get("sparkify_plays").copied().unwrap_or(0).max(0) as u64;
     metrics.matched = totals.get("sparkify_matched").copied().unwrap_or(0).max(0) as u64;
     metrics.duplicates = duplicates_of(&totals);
+}
 
-    let mut run = Run::new(version, RunKind::Build, command, started);
-    run.star = Some(star);
+/// The stats of a build run: what the next build compares (`unchanged_build`,
+/// `month_stats_of`) and what `BuildMetrics::from_run` reads back.
+fn record_stats(
+    run: &mut Run,
+    job: BuildJob<'_>,
+    from: BuiltFrom,
+    metrics: &BuildMetrics,
+    month_counts: BTreeMap<String, BTreeMap<String, i64>>,
+) {
+    let (BuildJob { plan, computed, opts, .. }, BuiltFrom { staging_run, fingerprint }) = (job, from);
     run.stats.insert("staging_run".into(), staging_run.into());
     run.stats.insert("model_hash".into(), fingerprint.into());
     run.stats.insert("plays".into(), metrics.plays.into());
@@ -507,14 +667,6 @@ pub async fn build(
         run.stats.insert("all_months_because".into(), why.clone().into());
     }
     run.stats.insert("months".into(), serde_json::to_value(&month_counts).expect("counts serialize"));
-    // The files of this version were written without an fsync of their own:
-    // they are made durable, then committed to the Delta tables, then the
-    // ledger entry that names both is written.
-    manifest.sync_written(layout, &run)?;
-    let star = run.star.as_mut().expect("set above");
-    star.delta = super::publish::publish(layout, star, Some(&previous_star)).await?;
-    manifest.commit_synced(layout, run)?;
-    Ok(metrics)
 }
 
 /// Hands the pages malloc holds free back to the system. What one slice

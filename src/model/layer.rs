@@ -95,13 +95,33 @@ async fn extend(
     keys: ArrayRef,
     existing: Arc<dyn TableProvider>,
 ) -> Result<Extension, ModelError> {
-    let Model { table, file, sql, key, inputs, schema } = *model;
-    let err = |what: &'static str| {
-        let file = file.to_string();
-        move |source| ModelError::Sql { file, what, source }
-    };
+    let Model { file, key, schema, .. } = *model;
+    let err = |what: &'static str| super::sql_err(file, what);
     let keys = cast(&keys, &DataType::Utf8).map_err(|e| err("casting keys")(e.into()))?;
-    register_keys(ctx, "tl_layer_keys", keys.clone())?;
+    let rows = run_over_keys(ctx, model, keys.clone()).await?;
+    let before = existing_rows(ctx, model, &keys, &rows, existing).await?;
+
+    let converter = RowConverter::new(schema.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect())
+        .map_err(|e| err("comparing rows")(e.into()))?;
+    let (new, old) = (rows_by_key(&converter, &rows, key, file)?, rows_by_key(&converter, &before, key, file)?);
+    let changed = old.iter().filter(|(k, rows)| new.get(*k) != Some(*rows)).count();
+    if changed > 0 {
+        return Ok(Extension::Changed(changed));
+    }
+    let fresh: HashSet<&str> = new.keys().filter(|k| !old.contains_key(*k)).map(String::as_str).collect();
+    Ok(Extension::Rows(rows_of_keys(rows, key, &fresh, file)?))
+}
+
+/// Runs `model` with each of its inputs restricted to the rows whose key is
+/// in `keys` (each input is put back after), its rows cast to the table's schema.
+async fn run_over_keys(
+    ctx: &SessionContext,
+    model: &Model<'_>,
+    keys: ArrayRef,
+) -> Result<Vec<RecordBatch>, ModelError> {
+    let Model { table, file, sql, inputs, schema, .. } = *model;
+    let err = |what: &'static str| super::sql_err(file, what);
+    register_keys(ctx, "tl_layer_keys", keys)?;
     let mut originals = vec![];
     for &(input, column) in inputs {
         let original = ctx.table_provider(input).await.map_err(err("reading an input"))?;
@@ -123,11 +143,21 @@ async fn extend(
         super::replace_table(ctx, input, original)?;
         ctx.deregister_table(&full).map_err(err("deregister"))?;
     }
-    let rows = rows?.into_iter().map(|b| super::write::conform(table, schema, b)).collect::<Result<Vec<_>, _>>()?;
+    rows?.into_iter().map(|b| super::write::conform(table, schema, b)).collect()
+}
 
-    // The table's rows of the keys asked for and of the keys the model gave:
-    // a key it has that the model no longer gives counts as changed.
-    let result_keys = column_of(&rows, key, table)?;
+/// The table's rows of the keys asked for and of the keys the model gave:
+/// a key it has that the model no longer gives counts as changed.
+async fn existing_rows(
+    ctx: &SessionContext,
+    model: &Model<'_>,
+    keys: &ArrayRef,
+    rows: &[RecordBatch],
+    existing: Arc<dyn TableProvider>,
+) -> Result<Vec<RecordBatch>, ModelError> {
+    let Model { table, file, key, schema, .. } = *model;
+    let err = |what: &'static str| super::sql_err(file, what);
+    let result_keys = column_of(rows, key, table)?;
     let asked_or_given = concat(&[keys.as_ref(), result_keys.as_ref()]).map_err(|e| err("casting keys")(e.into()))?;
     register_keys(ctx, "tl_layer_keys", asked_or_given)?;
     super::replace_table(ctx, "tl_layer_existing", existing)?;
@@ -140,34 +170,44 @@ async fn extend(
         .map_err(err("reading the existing rows"))?;
     ctx.deregister_table("tl_layer_existing").map_err(err("deregister"))?;
     ctx.deregister_table("tl_layer_keys").map_err(err("deregister"))?;
-    let before = before.into_iter().map(|b| super::write::conform(table, schema, b)).collect::<Result<Vec<_>, _>>()?;
+    before.into_iter().map(|b| super::write::conform(table, schema, b)).collect()
+}
 
-    let converter = RowConverter::new(schema.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect())
-        .map_err(|e| err("comparing rows")(e.into()))?;
-    let by_key = |batches: &[RecordBatch]| -> Result<HashMap<String, Vec<Vec<u8>>>, ModelError> {
-        let mut out: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
-        for b in batches {
-            let ids = b.column_by_name(key).expect("conformed to the schema");
-            let ids = cast(ids, &DataType::Utf8).map_err(|e| err("comparing rows")(e.into()))?;
-            let ids = ids.as_string::<i32>();
-            let converted = converter.convert_columns(b.columns()).map_err(|e| err("comparing rows")(e.into()))?;
-            for i in 0..b.num_rows() {
-                out.entry(ids.value(i).to_string()).or_default().push(converted.row(i).as_ref().to_vec());
-            }
+/// The rows of `batches` by their column `key`, each row as `converter`'s
+/// bytes, a key's rows sorted: two keys' rows compare equal as sets.
+fn rows_by_key(
+    converter: &RowConverter,
+    batches: &[RecordBatch],
+    key: &str,
+    file: &str,
+) -> Result<HashMap<String, Vec<Vec<u8>>>, ModelError> {
+    let err = |what: &'static str| super::sql_err(file, what);
+    let mut out: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+    for b in batches {
+        let ids = b.column_by_name(key).expect("conformed to the schema");
+        let ids = cast(ids, &DataType::Utf8).map_err(|e| err("comparing rows")(e.into()))?;
+        let ids = ids.as_string::<i32>();
+        let converted = converter.convert_columns(b.columns()).map_err(|e| err("comparing rows")(e.into()))?;
+        for i in 0..b.num_rows() {
+            out.entry(ids.value(i).to_string()).or_default().push(converted.row(i).as_ref().to_vec());
         }
-        for rows in out.values_mut() {
-            rows.sort();
-        }
-        Ok(out)
-    };
-    let (new, old) = (by_key(&rows)?, by_key(&before)?);
-    let changed = old.iter().filter(|(k, rows)| new.get(*k) != Some(*rows)).count();
-    if changed > 0 {
-        return Ok(Extension::Changed(changed));
     }
-    let fresh: HashSet<&str> = new.keys().filter(|k| !old.contains_key(*k)).map(String::as_str).collect();
+    for rows in out.values_mut() {
+        rows.sort();
+    }
+    Ok(out)
+}
+
+/// The rows of `batches` whose column `key` is in `fresh`.
+fn rows_of_keys(
+    batches: Vec<RecordBatch>,
+    key: &str,
+    fresh: &HashSet<&str>,
+    file: &str,
+) -> Result<Vec<RecordBatch>, ModelError> {
+    let err = |what: &'static str| super::sql_err(file, what);
     let mut out = vec![];
-    for b in rows {
+    for b in batches {
         let ids = cast(b.column_by_name(key).expect("conformed"), &DataType::Utf8)
             .map_err(|e| err("comparing rows")(e.into()))?;
         let ids = ids.as_string::<i32>();
@@ -176,7 +216,7 @@ async fn extend(
             out.push(take_record_batch(&b, &keep).map_err(|e| err("selecting new rows")(e.into()))?);
         }
     }
-    Ok(Extension::Rows(out))
+    Ok(out)
 }
 
 /// Column `name` of every batch as one Utf8 array (empty without batches).
