@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::manifest::{Accounting, MAX_REJECTS_KEPT, RawFile, RawIndex, Reject, Run, RunKind, StagingFile};
+use super::manifest::{Accounting, MAX_REJECTS_KEPT, RawIndex, Reject, Run, RunKind, StagingFile};
 use super::{LakeError, Layout, fsio};
 
 /// How many runs a commit lets pass before it writes a checkpoint.
@@ -182,15 +182,11 @@ impl State {
 /// Where the raw files are listed: the state's other half, read on first use.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RawState {
-    /// Raw files listed inline by entries written before raw indexes existed.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub inline: Vec<RawFile>,
     pub indexes: Vec<RawIndex>,
 }
 
 impl RawState {
     pub fn apply(&mut self, run: &Run) {
-        self.inline.extend(run.raw.iter().cloned());
         self.indexes.extend(run.raw_index.clone());
     }
 }

@@ -15,14 +15,19 @@ pub struct LakeLock {
 }
 
 impl LakeLock {
-    /// Takes the lake's lock or says who holds it.
+    /// Takes the lake's lock or says who holds it. A lake an earlier
+    /// tunelake wrote is upgraded then, before anything reads it ([`super::upgrade`]).
     pub fn acquire(layout: &Layout, what: &str) -> Result<Self, LakeError> {
-        Self::acquire_at(&layout.lock_file(), what).map_err(|e| match e {
+        let lock = Self::acquire_at(&layout.lock_file(), what).map_err(|e| match e {
             LakeError::Locked { lock, holder, .. } => {
                 LakeError::Locked { lake: layout.root().to_path_buf(), lock, holder }
             }
             e => e,
-        })
+        })?;
+        if super::upgrade::needed(layout)? {
+            super::upgrade::upgrade(layout)?;
+        }
+        Ok(lock)
     }
 
     /// Takes the lock file at `path` (a remote lake's cache has its own).

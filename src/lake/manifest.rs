@@ -81,9 +81,7 @@ pub struct RawIndex {
     /// The same files' sha256 alone, one per line in the index's order
     /// (`_manifest/<run>.raw.sha256`): what ingest reads to skip files
     /// already stored, a fifth of the index's bytes.
-    /// Runs committed before it existed have none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub digests: Option<Digests>,
+    pub digests: Digests,
 }
 
 /// A run's list of raw file digests ([`RawIndex::digests`]).
@@ -253,10 +251,9 @@ pub struct Run {
     pub started_at: String,
     pub finished_at: String,
     pub command: String,
-    /// The raw files this run stores. [`Manifest::commit`] moves them to the
-    /// run's raw index; entries written before the index existed list them
-    /// inline, and are still read.
-    #[serde(default, skip_serializing)]
+    /// The raw files this run stores, until [`Manifest::commit`] moves them
+    /// to the run's raw index.
+    #[serde(skip)]
     pub raw: Vec<RawFile>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw_index: Option<RawIndex>,
@@ -367,6 +364,8 @@ pub enum Commit {
 struct Durable {
     root: PathBuf,
     files: Vec<String>,
+    /// The ledger's format ([`super::upgrade::FORMAT`]), with a lake's first commit.
+    format: Option<(PathBuf, Vec<u8>)>,
     raw_index: Option<[(PathBuf, Vec<u8>); 2]>,
     entry: (PathBuf, Vec<u8>),
     checkpoint: Option<[(PathBuf, Vec<u8>); 3]>,
@@ -375,7 +374,7 @@ struct Durable {
 impl Durable {
     fn write(self) -> Result<(), LakeError> {
         fsio::sync_files(&self.root, self.files.iter().map(String::as_str))?;
-        for (path, bytes) in self.raw_index.iter().flatten() {
+        for (path, bytes) in self.format.iter().chain(self.raw_index.iter().flatten()) {
             fsio::write_atomic(path, bytes)?;
         }
         fsio::write_atomic(&self.entry.0, &self.entry.1)?;
@@ -387,6 +386,7 @@ impl Manifest {
     /// Reads the ledger: the last checkpoint and the entries after it, or
     /// every entry when there is no checkpoint. A missing lake is an empty manifest.
     pub fn load(layout: &Layout) -> Result<Self, LakeError> {
+        upgrade_if_needed(layout)?;
         let Some((state, raw)) = checkpoint::read(layout)? else { return Manifest::replay(layout) };
         // Runs are numbered without gaps: the entries after the checkpoint are
         // the next ids, up to the first that is not there.
@@ -399,6 +399,7 @@ impl Manifest {
 
     /// Reads every entry, ignoring the checkpoint (what `verify` compares it with).
     pub fn replay(layout: &Layout) -> Result<Self, LakeError> {
+        upgrade_if_needed(layout)?;
         let mut m = Manifest::new(layout.clone(), State::default(), None, vec![]);
         for id in entry_ids(layout)? {
             m.fold(read_entry(layout, id)?.ok_or_else(|| vanished(layout, id))?);
@@ -556,7 +557,8 @@ impl Manifest {
             raw_state = Some((r, RawRef { run: state.run, sha256: super::sha256_hex(&files[1].1) }));
             checkpoint = Some(files);
         }
-        let durable = Durable { root: layout.root().to_path_buf(), files, raw_index, entry, checkpoint };
+        let format = (run.id == 1).then(|| super::upgrade::format_file(layout));
+        let durable = Durable { root: layout.root().to_path_buf(), files, format, raw_index, entry, checkpoint };
         Ok((run, raw, state, raw_state, durable))
     }
 
@@ -588,26 +590,22 @@ impl Manifest {
             return Ok(all);
         }
         self.settle()?;
-        let raw_state = self.raw_state()?;
-        let mut all = raw_state.inline.clone();
-        for index in &raw_state.indexes {
+        let mut all = vec![];
+        for index in &self.raw_state()?.indexes {
             all.extend(read_raw_index(&self.layout, index)?);
         }
         Ok(self.raw.get_or_init(|| all))
     }
 
-    /// The sha256 of every raw file stored. Reads each run's digest list,
-    /// not its raw index, unless a run has none (an older lake).
+    /// The sha256 of every raw file stored, from each run's digest list
+    /// rather than its raw index.
     pub fn raw_shas(&self) -> Result<HashSet<String>, LakeError> {
         self.settle()?;
-        let raw_state = self.raw_state()?;
-        let indexes = &raw_state.indexes;
-        if self.raw.get().is_some() || indexes.iter().any(|i| i.digests.is_none()) {
-            return Ok(self.raw_files()?.iter().map(|f| f.sha256.clone()).collect());
+        if let Some(all) = self.raw.get() {
+            return Ok(all.iter().map(|f| f.sha256.clone()).collect());
         }
         let mut shas: HashSet<String> = HashSet::with_capacity(self.raw_count() as usize);
-        shas.extend(raw_state.inline.iter().map(|f| f.sha256.clone()));
-        for index in indexes {
+        for index in &self.raw_state()?.indexes {
             read_digests(&self.layout, index, &mut shas)?;
         }
         Ok(shas)
@@ -653,7 +651,7 @@ impl Manifest {
         let mut live: HashSet<String> = self.raw_files()?.iter().map(|f| f.path.clone()).collect();
         for index in &self.raw_state()?.indexes {
             live.insert(index.path.clone());
-            live.extend(index.digests.as_ref().map(|d| d.path.clone()));
+            live.insert(index.digests.path.clone());
         }
         live.extend(self.state.staging.iter().map(|s| s.file.path.clone()));
         if let Some(star) = self.star() {
@@ -665,8 +663,17 @@ impl Manifest {
     }
 }
 
+/// Upgrades a lake an earlier tunelake wrote before reading it
+/// ([`super::upgrade`]); taking the writer's lock does it.
+fn upgrade_if_needed(layout: &Layout) -> Result<(), LakeError> {
+    if super::upgrade::needed(layout)? {
+        super::LakeLock::acquire(layout, "upgrade")?;
+    }
+    Ok(())
+}
+
 /// The ids of every committed entry (`NNNNNNNN.json`), in order.
-fn entry_ids(layout: &Layout) -> Result<Vec<u64>, LakeError> {
+pub(super) fn entry_ids(layout: &Layout) -> Result<Vec<u64>, LakeError> {
     let dir = layout.manifest_dir();
     let entries = match fs::read_dir(&dir) {
         Ok(e) => e,
@@ -709,7 +716,7 @@ fn vanished(layout: &Layout, id: u64) -> LakeError {
 /// Writes `_manifest/<run>.raw.ndjson`, one raw file per line, durably.
 /// A run's raw index and digest list: their entry in the run, and the two
 /// files to write (absolute path, bytes).
-fn encode_raw_index(layout: &Layout, run: u64, raw: &[RawFile]) -> (RawIndex, [(PathBuf, Vec<u8>); 2]) {
+pub(super) fn encode_raw_index(layout: &Layout, run: u64, raw: &[RawFile]) -> (RawIndex, [(PathBuf, Vec<u8>); 2]) {
     let mut bytes = Vec::with_capacity(raw.len() * 300);
     for f in raw {
         serde_json::to_writer(&mut bytes, f).expect("a raw file serializes");
@@ -726,14 +733,14 @@ fn encode_raw_index(layout: &Layout, run: u64, raw: &[RawFile]) -> (RawIndex, [(
         files: raw.len() as u64,
         bytes: raw.iter().map(|f| f.bytes).sum(),
         sha256: super::sha256_hex(&bytes),
-        digests: Some(Digests { path: digests_rel.clone(), sha256: super::sha256_hex(&digests) }),
+        digests: Digests { path: digests_rel.clone(), sha256: super::sha256_hex(&digests) },
     };
     (index, [(layout.abs(&rel), bytes), (layout.abs(&digests_rel), digests)])
 }
 
 /// Adds the digests of `index`'s raw files to `shas`, from its digest list.
 fn read_digests(layout: &Layout, index: &RawIndex, shas: &mut HashSet<String>) -> Result<(), LakeError> {
-    let Some(digests) = &index.digests else { return Ok(()) };
+    let digests = &index.digests;
     let path = layout.abs(&digests.path);
     let bytes = fs::read(&path).map_err(LakeError::io("read", &path))?;
     let bad = |what: String| LakeError::BadRawIndex { path: path.clone(), what };
@@ -754,30 +761,40 @@ fn read_digests(layout: &Layout, index: &RawIndex, shas: &mut HashSet<String>) -
 }
 
 fn read_raw_index(layout: &Layout, index: &RawIndex) -> Result<Vec<RawFile>, LakeError> {
-    let path = layout.abs(&index.path);
+    read_raw_index_file(layout, &index.path, &index.sha256, index.files)
+}
+
+/// The raw index at `rel`, which its entry says has `sha256` and lists `files` files.
+pub(super) fn read_raw_index_file(
+    layout: &Layout,
+    rel: &str,
+    sha256: &str,
+    files: u64,
+) -> Result<Vec<RawFile>, LakeError> {
+    let path = layout.abs(rel);
     let bytes = fs::read(&path).map_err(LakeError::io("read", &path))?;
     let actual = super::sha256_hex(&bytes);
-    if actual != index.sha256 {
+    if actual != sha256 {
         return Err(LakeError::BadRawIndex {
             path,
-            what: format!("raw index has sha256 {actual}, its manifest entry says {}", index.sha256),
+            what: format!("raw index has sha256 {actual}, its manifest entry says {sha256}"),
         });
     }
-    let mut raw = Vec::with_capacity(index.files as usize);
+    let mut raw = Vec::with_capacity(files as usize);
     for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
         raw.push(serde_json::from_slice(line).map_err(|source| LakeError::BadManifest { path: path.clone(), source })?);
     }
-    if raw.len() as u64 != index.files {
+    if raw.len() as u64 != files {
         return Err(LakeError::BadRawIndex {
             path,
-            what: format!("raw index lists {} files, its manifest entry says {}", raw.len(), index.files),
+            what: format!("raw index lists {} files, its manifest entry says {files}", raw.len()),
         });
     }
     Ok(raw)
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::collections::BTreeSet;
 
@@ -811,7 +828,7 @@ mod tests {
         assert_eq!(m.next_run_id(), 3);
     }
 
-    fn raw(sha: &str) -> RawFile {
+    pub(crate) fn raw(sha: &str) -> RawFile {
         RawFile {
             sha256: sha.into(),
             path: format!("raw/s/ingest_date=2026-01-01/{sha}.json"),
@@ -825,30 +842,31 @@ mod tests {
     }
 
     #[test]
-    fn raw_files_live_in_an_index_beside_the_entry_and_old_inline_entries_still_read() {
+    fn raw_files_live_in_an_index_beside_the_entry() {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path());
-        // An entry written before raw indexes existed lists its raw files inline.
-        let legacy = r#"{"id": 1, "kind": "ingest", "started_at": "", "finished_at": "", "command": "ingest",
-            "raw": [{"sha256": "a1", "path": "raw/s/a1.json", "source": "s", "kind": "log", "origin": "a1", "bytes": 3}]}"#;
-        fs::create_dir_all(layout.manifest_dir()).unwrap();
-        fs::write(layout.run_entry(1), legacy).unwrap();
         let mut m = Manifest::load(&layout).unwrap();
+        let mut r1 = Run::new(1, RunKind::Ingest, "ingest", now_rfc3339());
+        r1.raw = vec![raw("a1")];
         let mut r2 = Run::new(2, RunKind::Ingest, "ingest", now_rfc3339());
         r2.raw = vec![raw("b2"), raw("c3")];
-        touch(&layout, r2.raw.iter().map(|r| r.path.as_str()));
+        touch(&layout, r1.raw.iter().chain(&r2.raw).map(|r| r.path.as_str()));
+        m.commit(&layout, r1).unwrap();
         m.commit(&layout, r2).unwrap();
         let entry = fs::read_to_string(layout.run_entry(2)).unwrap();
         assert!(!entry.contains("\"b2\""), "the entry does not list its raw files: {entry}");
         assert!(entry.contains("00000002.raw.ndjson"), "{entry}");
         assert_eq!(m.recent(1).unwrap()[0].raw_count(), 2);
+        assert_eq!(fs::read_to_string(dir.path().join("_manifest/FORMAT")).unwrap(), "2\n", "the first commit");
 
         let m = Manifest::load(&layout).unwrap();
         assert!(m.raw.get().is_none(), "loading reads no raw index");
         let shas: Vec<&str> = m.raw_files().unwrap().iter().map(|f| f.sha256.as_str()).collect();
         assert_eq!(shas, ["a1", "b2", "c3"]);
         let live = m.live_paths().unwrap();
-        assert!(live.contains("_manifest/00000002.raw.ndjson") && live.contains("raw/s/a1.json"));
+        assert!(
+            live.contains("_manifest/00000002.raw.ndjson") && live.contains("raw/s/ingest_date=2026-01-01/a1.json")
+        );
 
         // Ingest reads the digest lists only: the same shas, no raw index parsed.
         let digests = dir.path().join("_manifest/00000002.raw.sha256");
@@ -863,14 +881,6 @@ mod tests {
         fs::write(&digests, "b2\nc4\n").unwrap();
         let err = Manifest::load(&layout).unwrap().raw_shas().unwrap_err().to_string();
         assert!(err.contains("00000002.raw.sha256") && err.contains("digest list has sha256"), "{err}");
-        // A run committed before digest lists existed: its raw index is read instead.
-        let entry = fs::read_to_string(layout.run_entry(2)).unwrap();
-        let mut run: Run = serde_json::from_str(&entry).unwrap();
-        run.raw_index.as_mut().unwrap().digests = None;
-        fs::write(layout.run_entry(2), serde_json::to_vec(&run).unwrap()).unwrap();
-        fs::remove_file(&digests).unwrap();
-        let old = Manifest::load(&layout).unwrap();
-        assert_eq!(old.raw_shas().unwrap(), shas);
 
         // A raw index that does not match its entry is an error that names it.
         let index = dir.path().join("_manifest/00000002.raw.ndjson");

@@ -28,6 +28,7 @@ pub mod parquet;
 pub mod raw;
 pub mod remote;
 pub mod staging;
+pub mod upgrade;
 pub mod vacuum;
 pub mod verify;
 
@@ -50,6 +51,11 @@ pub enum LakeError {
     // holder dies, and removing it under a live holder lets two writers in.
     #[error("the lake at {lake} is locked by another run ({holder}, {lock}); wait for it to finish")]
     Locked { lake: PathBuf, lock: PathBuf, holder: String },
+    #[error(
+        "{path}: this lake's ledger is format {found}, newer than this tunelake reads ({supported}); \
+         use the tunelake that wrote it, or a newer one"
+    )]
+    NewerFormat { path: PathBuf, found: String, supported: u32 },
     #[error("{path}: manifest entry is not valid")]
     BadManifest {
         path: PathBuf,
