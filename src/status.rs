@@ -6,6 +6,7 @@ use std::io::Write;
 
 use crate::lake::Manifest;
 use crate::lake::manifest::{Accounting, Reject, Run, RunKind};
+use crate::lake::stats::FileReport;
 
 /// The accounting of the live staging set: the last reprocess's plus every ingest after it.
 pub fn accounting(manifest: &Manifest) -> Vec<Accounting> {
@@ -13,12 +14,8 @@ pub fn accounting(manifest: &Manifest) -> Vec<Accounting> {
 }
 
 /// The per-file import reports kept by export imports (and the last reprocess).
-pub fn import_files(manifest: &Manifest) -> Vec<crate::source::FileReport> {
-    let imported = manifest.state().imported.iter();
-    imported
-        .filter_map(|v| serde_json::from_value::<crate::source::FileReport>(v.clone()).ok())
-        .filter(|f| !f.already_stored)
-        .collect()
+pub fn import_files(manifest: &Manifest) -> Vec<FileReport> {
+    manifest.state().imported.iter().filter(|f| !f.already_stored).cloned().collect()
 }
 
 /// Rejects of the live staging set, as kept by name in the manifest.
@@ -72,7 +69,7 @@ pub fn render(out: &mut dyn Write, manifest: &Manifest, lake: &str, max_runs: us
     render_accounting(out, manifest)?;
     render_inputs(out, manifest)?;
     if let Some(sync) = manifest.last_sync() {
-        let version = sync.stats.get("lake_version").map(|v| v.to_string()).unwrap_or_default();
+        let version = sync.stats.sync().map(|s| s.lake_version.to_string()).unwrap_or_default();
         writeln!(out, "\nlast sync: {} (lake version {version})", sync.finished_at)?;
     }
     Ok(())
@@ -90,19 +87,24 @@ fn render_runs(out: &mut dyn Write, manifest: &Manifest, max_runs: usize) -> std
 
 /// What a run did, in a few words.
 fn run_summary(run: &Run) -> String {
-    let n = |k: &str| run.stats.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
     match run.kind {
         RunKind::Ingest | RunKind::Reprocess => {
             let read: u64 = run.accounting.iter().map(|a| a.read).sum();
             let rejected: u64 = run.accounting.iter().map(|a| a.rejected).sum();
             format!("{} raw files, {read} records read, {rejected} rejected", run.raw_count())
         }
-        RunKind::Build => format!("star version {}, {} plays, {} matched to songs", run.id, n("plays"), n("matched")),
-        RunKind::Sync => {
-            let s = |k: &str| run.stats.get(k).map(|v| v.to_string()).unwrap_or_default();
-            format!("version {} to {}, {} rows sent", s("lake_version"), s("target").trim_matches('"'), s("rows_sent"))
+        RunKind::Build => {
+            let b = run.stats.build().cloned().unwrap_or_default();
+            format!("star version {}, {} plays, {} matched to songs", run.id, b.plays, b.matched)
         }
-        RunKind::Vacuum => format!("{} files removed ({} bytes)", n("files_removed"), n("bytes_removed")),
+        RunKind::Sync => {
+            let s = run.stats.sync().cloned().unwrap_or_default();
+            format!("version {} to {}, {} rows sent", s.lake_version, s.target, s.rows_sent)
+        }
+        RunKind::Vacuum => {
+            let v = run.stats.vacuum().cloned().unwrap_or_default();
+            format!("{} files removed ({} bytes)", v.files_removed, v.bytes_removed)
+        }
     }
 }
 
@@ -118,21 +120,17 @@ fn render_star(out: &mut dyn Write, manifest: &Manifest) -> std::io::Result<()> 
         let delta = star.delta.get(table).map(|v| format!(", Delta version {v}")).unwrap_or_default();
         writeln!(out, "  {table:<20} {rows:>10} rows in {} file(s){delta}", parts.len())?;
     }
-    if let Some(b) = manifest.last_build() {
-        let s = |k: &str| b.stats.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
-        let (plays, matched) = (s("plays"), s("matched"));
+    if let Some(b) = manifest.last_build().and_then(|b| b.stats.build()) {
+        let (plays, matched) = (b.plays, b.matched);
         if plays > 0 {
             let rate = 100.0 * matched as f64 / plays as f64;
             writeln!(out, "  song match rate: {matched} of {plays} Sparkify plays ({rate:.2}%)")?;
         }
-        if let Some(dups) = b.stats.get("duplicates").and_then(|d| d.as_object()) {
-            for (what, n) in dups.iter().filter(|(_, n)| n.as_u64().unwrap_or(0) > 0) {
-                writeln!(out, "  duplicates: {n} ({what})")?;
-            }
+        for (what, n) in b.duplicates.iter().filter(|(_, n)| **n > 0) {
+            writeln!(out, "  duplicates: {n} ({what})")?;
         }
     }
-    let built_from =
-        manifest.last_build().map_or(0, |b| b.stats.get("staging_run").and_then(|v| v.as_u64()).unwrap_or(0));
+    let built_from = manifest.last_build().and_then(|b| b.stats.build()).map_or(0, |b| b.staging_run);
     if manifest.staging_run() > built_from {
         writeln!(out, "  (staging has changed since: run `tunelake build`)")?;
     }
@@ -175,8 +173,7 @@ fn render_inputs(out: &mut dyn Write, manifest: &Manifest) -> std::io::Result<()
     if !gaps.is_empty() {
         writeln!(out, "\ncoverage gaps (Spotify Web API: plays in these spans may be missing; an export fills them):")?;
         for g in gaps {
-            let f = |k: &str| g.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_string();
-            writeln!(out, "  {}: {} .. {}", f("user"), f("from"), f("to"))?;
+            writeln!(out, "  {}: {} .. {}", g.user, g.from, g.to)?;
         }
     }
     let rejects = rejects(manifest);
@@ -199,7 +196,7 @@ pub fn json(manifest: &Manifest, lake: &str, max_runs: usize) -> Result<serde_js
         .iter()
         .map(|r| json!({"id": r.id, "kind": r.kind, "started_at": r.started_at, "finished_at": r.finished_at}))
         .collect();
-    let built_from = manifest.last_build().and_then(|b| b.stats.get("staging_run")).and_then(|v| v.as_u64());
+    let built_from = manifest.last_build().and_then(|b| b.stats.build()).map(|b| b.staging_run);
     let star = manifest.star().map(|star| {
         let tables: serde_json::Map<String, serde_json::Value> = star
             .tables
@@ -221,9 +218,9 @@ pub fn json(manifest: &Manifest, lake: &str, max_runs: usize) -> Result<serde_js
         json!({
             "run": s.id,
             "finished_at": s.finished_at,
-            "lake_version": s.stats.get("lake_version"),
-            "target": s.stats.get("target"),
-            "rows_sent": s.stats.get("rows_sent"),
+            "lake_version": s.stats.sync().map(|s| s.lake_version),
+            "target": s.stats.sync().map(|s| &s.target),
+            "rows_sent": s.stats.sync().map(|s| s.rows_sent),
         })
     });
     Ok(json!({

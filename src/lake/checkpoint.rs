@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::manifest::{Accounting, MAX_REJECTS_KEPT, RawIndex, Reject, Run, RunKind, StagingFile};
+use super::stats::{FileReport, Gap};
 use super::{LakeError, Layout, fsio};
 
 /// How many runs a commit lets pass before it writes a checkpoint.
@@ -58,8 +59,8 @@ pub struct State {
     /// The first [`MAX_REJECTS_KEPT`] rejects by name since the last reprocess.
     pub rejects: Vec<Reject>,
     /// The per-file import reports (`stats.files`) since the last reprocess.
-    pub imported: Vec<serde_json::Value>,
-    pub spotify_gaps: Vec<serde_json::Value>,
+    pub imported: Vec<FileReport>,
+    pub spotify_gaps: Vec<Gap>,
     pub spotify_cursors: BTreeMap<String, SpotifyCursor>,
     pub spotify_not_found: BTreeSet<String>,
     /// The files of the version before the current one and of the version
@@ -92,7 +93,7 @@ impl State {
             self.last_build = Some(run.clone());
         }
         if run.kind == RunKind::Sync {
-            let version = run.stats.get("lake_version").and_then(|v| v.as_u64());
+            let version = run.stats.sync().map(|s| s.lake_version);
             if self.last_build.as_ref().and_then(|b| b.star.as_ref()).is_some_and(|s| Some(s.version) == version) {
                 self.synced_parts = self.current_parts().map(|(sha, path)| (sha.into(), path.into())).collect();
             }
@@ -116,8 +117,8 @@ impl State {
             self.rejects.clear();
             self.imported.clear();
         }
-        if let Some(files) = run.stats.get("files").and_then(|f| f.as_array()) {
-            self.imported.extend(files.iter().cloned());
+        if let Some(s) = run.stats.ingest() {
+            self.imported.extend(s.files.iter().cloned());
         }
         if !matches!(run.kind, RunKind::Ingest | RunKind::Reprocess) {
             return;
@@ -144,18 +145,14 @@ impl State {
     }
 
     fn fold_spotify(&mut self, run: &Run) {
-        let stat = |k: &str| run.stats.get(k);
-        if let Some(user) = stat("spotify_user").and_then(|v| v.as_str()) {
-            let c = self.spotify_cursors.entry(user.to_string()).or_default();
-            c.after = c.after.max(stat("spotify_cursor_after").and_then(|v| v.as_i64()));
-            c.last_played_ms = c.last_played_ms.max(stat("spotify_last_played_ms").and_then(|v| v.as_i64()));
+        let Some(s) = run.stats.ingest() else { return };
+        if let Some(user) = &s.spotify_user {
+            let c = self.spotify_cursors.entry(user.clone()).or_default();
+            c.after = c.after.max(s.spotify_cursor_after);
+            c.last_played_ms = c.last_played_ms.max(s.spotify_last_played_ms);
         }
-        if let Some(gaps) = stat("spotify_gaps").and_then(|g| g.as_array()) {
-            self.spotify_gaps.extend(gaps.iter().cloned());
-        }
-        if let Some(missing) = stat("spotify_not_found").and_then(|v| v.as_array()) {
-            self.spotify_not_found.extend(missing.iter().filter_map(|m| m.as_str()).map(String::from));
-        }
+        self.spotify_gaps.extend(s.spotify_gaps.iter().cloned());
+        self.spotify_not_found.extend(s.spotify_not_found.iter().cloned());
     }
 
     /// Drops the star parts whose files are gone (vacuumed): nothing can be

@@ -21,6 +21,7 @@ use std::sync::{Mutex, OnceLock};
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{self, CHECKPOINT_EVERY, RawRef, RawState, State};
+use super::stats::RunStats;
 use super::{LakeError, Layout, fsio};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -245,6 +246,7 @@ pub const MAX_REJECTS_KEPT: usize = 1000;
 
 /// One committed run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "RunEntry")]
 pub struct Run {
     pub id: u64,
     pub kind: RunKind,
@@ -266,8 +268,53 @@ pub struct Run {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rejects: Vec<Reject>,
     /// Figures worth keeping that are specific to the run's kind (match rate, rows sent).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub stats: BTreeMap<String, serde_json::Value>,
+    #[serde(skip_serializing_if = "RunStats::is_empty")]
+    pub stats: RunStats,
+}
+
+/// A run as its entry spells it, the stats still untyped: [`Run`] is read
+/// through it, so its stats are read as its kind records them ([`RunStats::read`]).
+#[derive(Deserialize)]
+struct RunEntry {
+    id: u64,
+    kind: RunKind,
+    started_at: String,
+    finished_at: String,
+    command: String,
+    #[serde(default)]
+    raw_index: Option<RawIndex>,
+    #[serde(default)]
+    staging: Option<StagingChange>,
+    #[serde(default)]
+    star: Option<StarVersion>,
+    #[serde(default)]
+    accounting: Vec<Accounting>,
+    #[serde(default)]
+    rejects: Vec<Reject>,
+    #[serde(default)]
+    stats: serde_json::Map<String, serde_json::Value>,
+}
+
+impl TryFrom<RunEntry> for Run {
+    type Error = String;
+
+    fn try_from(e: RunEntry) -> Result<Self, String> {
+        let stats = RunStats::read(e.kind, e.stats).map_err(|why| format!("run {}: {why}", e.id))?;
+        Ok(Run {
+            id: e.id,
+            kind: e.kind,
+            started_at: e.started_at,
+            finished_at: e.finished_at,
+            command: e.command,
+            raw: vec![],
+            raw_index: e.raw_index,
+            staging: e.staging,
+            star: e.star,
+            accounting: e.accounting,
+            rejects: e.rejects,
+            stats,
+        })
+    }
 }
 
 impl Run {
@@ -284,7 +331,7 @@ impl Run {
             star: None,
             accounting: vec![],
             rejects: vec![],
-            stats: BTreeMap::new(),
+            stats: RunStats::of(kind),
         }
     }
 
@@ -796,6 +843,7 @@ pub(super) fn read_raw_index_file(
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+    use crate::lake::stats::{BuildStats, IngestStats, SyncStats};
     use std::collections::BTreeSet;
 
     /// Writes each of `paths` (relative to the lake root), as a run would before its commit.
@@ -997,8 +1045,11 @@ pub(super) mod tests {
                     (a.read, a.plays) = (id, id);
                     r.accounting = vec![a];
                     r.rejects = vec![Reject::new(format!("f{id}"), id, "bad")];
-                    r.stats.insert("spotify_user".into(), "u".into());
-                    r.stats.insert("spotify_cursor_after".into(), (id * 10).into());
+                    r.stats = RunStats::Ingest(IngestStats {
+                        spotify_user: Some("u".into()),
+                        spotify_cursor_after: Some(id as i64 * 10),
+                        ..IngestStats::default()
+                    });
                 }
                 RunKind::Build => {
                     touch(&layout, [part(id).path.as_str()]);
@@ -1007,10 +1058,10 @@ pub(super) mod tests {
                         delta: BTreeMap::new(),
                         tables: BTreeMap::from([("t".to_string(), vec![part(id)])]),
                     });
-                    r.stats.insert("staging_run".into(), (id - 1).into());
+                    r.stats = RunStats::Build(BuildStats { staging_run: id - 1, ..BuildStats::default() });
                 }
                 _ => {
-                    r.stats.insert("lake_version".into(), (id - 3).into());
+                    r.stats = RunStats::Sync(SyncStats { lake_version: id - 3, ..SyncStats::default() });
                 }
             }
             touch(&layout, r.raw.iter().map(|f| f.path.as_str()));

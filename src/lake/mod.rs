@@ -28,6 +28,7 @@ pub mod parquet;
 pub mod raw;
 pub mod remote;
 pub mod staging;
+pub mod stats;
 pub mod upgrade;
 pub mod vacuum;
 pub mod verify;

@@ -10,6 +10,7 @@
 //! never removed, and neither is a Delta log nor a ledger entry; a ledger
 //! checkpoint is removed once a newer one is current.
 
+use super::stats::{RunStats, VacuumStats};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
@@ -27,8 +28,7 @@ pub struct VacuumMetrics {
 pub fn record(layout: &Layout, manifest: &mut Manifest, m: &VacuumMetrics, command: &str) -> Result<(), LakeError> {
     let mut run =
         super::Run::new(manifest.next_run_id(), super::RunKind::Vacuum, command, super::manifest::now_rfc3339());
-    run.stats.insert("files_removed".into(), (m.files.len() as u64).into());
-    run.stats.insert("bytes_removed".into(), m.bytes.into());
+    run.stats = RunStats::Vacuum(VacuumStats { files_removed: m.files.len() as u64, bytes_removed: m.bytes });
     manifest.commit(layout, run)
 }
 
@@ -48,7 +48,7 @@ fn star_kept(manifest: &Manifest, retain: chrono::Duration) -> Result<HashSet<St
     let cutoff = (chrono::Utc::now() - retain).format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
     let history = manifest.history()?;
     let builds: Vec<&super::Run> = history.iter().filter(|r| r.star.is_some()).collect();
-    let synced = manifest.last_sync().and_then(|r| r.stats.get("lake_version")).and_then(|v| v.as_u64());
+    let synced = manifest.last_sync().and_then(|r| r.stats.sync()).map(|s| s.lake_version);
     let mut kept = HashSet::new();
     for (i, build) in builds.iter().enumerate() {
         let star = build.star.as_ref().expect("filtered");

@@ -56,6 +56,7 @@ use super::{
 use crate::lake::events::{PartHook, StarEvent};
 use crate::lake::manifest::{Run, RunKind, StarPart, StarVersion, now_rfc3339};
 use crate::lake::parquet::FileWriter;
+use crate::lake::stats::{BuildStats, RunStats};
 use crate::lake::{Layout, Manifest, staging};
 use crate::progress;
 use crate::sql::{GLOBAL_HELPERS, SLICE_HELPERS, STAR_TABLES, SUMMARIES, SqlFile, StarTable, reads};
@@ -160,7 +161,7 @@ impl BuildMetrics {
 
     pub(super) fn from_run(run: &Run) -> Self {
         let star = run.star.as_ref().expect("a build run has a star version");
-        let stat = |k: &str| run.stats.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+        let stats = run.stats.build().cloned().unwrap_or_default();
         BuildMetrics {
             version: star.version,
             committed: false,
@@ -174,14 +175,10 @@ impl BuildMetrics {
                     parts_unchanged: parts.len(),
                 })
                 .collect(),
-            plays: stat("plays"),
-            matched: stat("matched"),
-            duplicates: run
-                .stats
-                .get("duplicates")
-                .and_then(|v| serde_json::from_value(v.clone()).ok())
-                .unwrap_or_default(),
-            months: month_stats_of(run).len(),
+            plays: stats.plays,
+            matched: stats.matched,
+            months: stats.months.map_or(0, |m| m.len()),
+            duplicates: stats.duplicates,
             months_computed: 0,
             full_reason: None,
             catalogue_changed: false,
@@ -206,7 +203,7 @@ fn model_hash(opts: &BuildOptions) -> String {
 
 /// The per-month counts a build run recorded (empty before monthly builds).
 fn month_stats_of(run: &Run) -> BTreeMap<String, BTreeMap<String, i64>> {
-    run.stats.get("months").and_then(|v| serde_json::from_value(v.clone()).ok()).unwrap_or_default()
+    run.stats.build().and_then(|b| b.months.clone()).unwrap_or_default()
 }
 
 /// Microseconds in a day.
@@ -318,8 +315,9 @@ async fn unchanged_build(
     command: &str,
 ) -> Result<Option<BuildMetrics>, ModelError> {
     let Some(last) = manifest.last_build() else { return Ok(None) };
-    let same_staging = last.stats.get("staging_run").and_then(|v| v.as_u64()) == Some(from.staging_run);
-    let same_model = last.stats.get("model_hash").and_then(|v| v.as_str()) == Some(from.fingerprint.as_str());
+    let built = last.stats.build();
+    let same_staging = built.map(|b| b.staging_run) == Some(from.staging_run);
+    let same_model = built.map(|b| b.model_hash.as_str()) == Some(from.fingerprint.as_str());
     if !(same_staging && same_model) {
         return Ok(None);
     }
@@ -656,17 +654,17 @@ fn record_stats(
     month_counts: BTreeMap<String, BTreeMap<String, i64>>,
 ) {
     let (BuildJob { plan, computed, opts, .. }, BuiltFrom { staging_run, fingerprint }) = (job, from);
-    run.stats.insert("staging_run".into(), staging_run.into());
-    run.stats.insert("model_hash".into(), fingerprint.into());
-    run.stats.insert("plays".into(), metrics.plays.into());
-    run.stats.insert("matched".into(), metrics.matched.into());
-    run.stats.insert("duration_tolerance_s".into(), opts.duration_tolerance_s.into());
-    run.stats.insert("duplicates".into(), serde_json::to_value(&metrics.duplicates).expect("counts serialize"));
-    run.stats.insert("months_computed".into(), computed.len().into());
-    if let Some(why) = &plan.full {
-        run.stats.insert("all_months_because".into(), why.clone().into());
-    }
-    run.stats.insert("months".into(), serde_json::to_value(&month_counts).expect("counts serialize"));
+    run.stats = RunStats::Build(BuildStats {
+        staging_run,
+        model_hash: fingerprint,
+        plays: metrics.plays,
+        matched: metrics.matched,
+        duration_tolerance_s: opts.duration_tolerance_s,
+        duplicates: metrics.duplicates.clone(),
+        months_computed: computed.len() as u64,
+        all_months_because: plan.full.clone(),
+        months: Some(month_counts),
+    });
 }
 
 /// Hands the pages malloc holds free back to the system. What one slice

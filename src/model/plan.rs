@@ -154,7 +154,7 @@ pub(super) fn plan(
     opts: &BuildOptions,
 ) -> Result<Plan, ModelError> {
     let previous = manifest.last_build();
-    let since = previous.and_then(|r| r.stats.get("staging_run")).and_then(|v| v.as_u64()).unwrap_or(0);
+    let since = previous.and_then(|r| r.stats.build()).map_or(0, |b| b.staging_run);
     let new_files: HashSet<&str> = manifest.staged_after(since);
     let mut full = every_month_because(manifest, fingerprint, opts.force, since);
 
@@ -213,9 +213,10 @@ fn every_month_because(manifest: &Manifest, fingerprint: &str, force: bool, sinc
         return Some("--force".to_string());
     }
     let Some(prev) = manifest.last_build() else { return Some("first build".into()) };
-    if prev.stats.get("model_hash").and_then(|v| v.as_str()) != Some(fingerprint) {
+    let prev = prev.stats.build();
+    if prev.map(|b| b.model_hash.as_str()) != Some(fingerprint) {
         Some("the model changed since the last build".into())
-    } else if !prev.stats.contains_key("months") {
+    } else if prev.is_none_or(|b| b.months.is_none()) {
         Some("the last build kept no monthly bookkeeping".into())
     } else if manifest.state().replaced_run > since {
         Some("staging was reprocessed".into())

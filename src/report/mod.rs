@@ -39,12 +39,7 @@ pub struct Span {
 }
 
 /// A Spotify Web API coverage gap: plays between these instants may be missing.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Gap {
-    pub user: String,
-    pub from: String,
-    pub to: String,
-}
+pub use crate::lake::stats::Gap;
 
 /// Everything a report shows.
 #[derive(Debug, Clone, Default)]
@@ -270,7 +265,7 @@ pub async fn gather(ctx: &SessionContext, manifest: &Manifest, scope: &Scope) ->
         months: spans(&months),
         discoveries: text_and_two_counts(&discoveries),
         content: text_and_two_counts(&content),
-        gaps: gaps(manifest),
+        gaps: manifest.state().spotify_gaps.clone(),
         ..Default::default()
     };
     for ((day, hour), plays) in ints(&clock, 0).into_iter().zip(ints(&clock, 1)).zip(ints(&clock, 2)) {
@@ -283,17 +278,6 @@ pub async fn gather(ctx: &SessionContext, manifest: &Manifest, scope: &Scope) ->
     data.first = strings(&span, 0).into_iter().next().filter(|s| !s.is_empty()).map(minute);
     data.last = strings(&span, 1).into_iter().next().filter(|s| !s.is_empty()).map(minute);
     Ok(data)
-}
-
-/// The coverage gaps the ledger records.
-fn gaps(manifest: &Manifest) -> Vec<Gap> {
-    let field = |g: &serde_json::Value, k: &str| g.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_string();
-    manifest
-        .state()
-        .spotify_gaps
-        .iter()
-        .map(|g| Gap { user: field(g, "user"), from: field(g, "from"), to: field(g, "to") })
-        .collect()
 }
 
 /// Rows of a text and two counts (discoveries: month, artists, tracks; content_types: kind, plays, streams).

@@ -10,6 +10,7 @@ use postgres::{Client, Transaction};
 use super::loader::{Early, EarlyTable};
 use super::{SinkError, copy, diff};
 use crate::lake::manifest::{StarPart, now_rfc3339};
+use crate::lake::stats::{RunStats, SyncStats};
 use crate::lake::{LakeError, Layout, Manifest, Run, RunKind, parquet};
 use crate::progress;
 use crate::sql::{POSTGRES_MIGRATIONS, STAR_TABLES, StarTable};
@@ -74,10 +75,12 @@ pub fn sync(layout: &Layout, manifest: &Manifest, url: &str, opts: &SyncOptions)
 /// now holds (what the next sync compares with) and where it went.
 pub fn record(layout: &Layout, manifest: &mut Manifest, m: &SyncMetrics, command: &str) -> Result<(), LakeError> {
     let mut run = Run::new(manifest.next_run_id(), RunKind::Sync, command, now_rfc3339());
-    run.stats.insert("lake_version".into(), m.lake_version.into());
-    run.stats.insert("target".into(), m.target.clone().into());
-    run.stats.insert("parts_sent".into(), (m.parts_sent as u64).into());
-    run.stats.insert("rows_sent".into(), m.rows_sent.into());
+    run.stats = RunStats::Sync(SyncStats {
+        lake_version: m.lake_version,
+        target: m.target.clone(),
+        parts_sent: m.parts_sent as u64,
+        rows_sent: m.rows_sent,
+    });
     manifest.commit(layout, run)
 }
 

@@ -5,7 +5,7 @@
 //! stages it (`stage`, which knows every source's parser), counts every file
 //! and record, and commits the run with one ledger entry.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::io::Read;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,6 +17,7 @@ use indicatif::ProgressBar;
 use super::stage::{self, Collector, Staged};
 use super::{FileReport, IngestMetrics, SourceError, chunks, compact};
 use crate::lake::manifest::{Accounting, Commit, MAX_REJECTS_KEPT, RawFile, Reject, Run, RunKind, now_rfc3339};
+use crate::lake::stats::{IngestStats, RunStats};
 use crate::lake::{Layout, Manifest, fsio, raw, sha256_hex};
 
 /// A file a source found, before its bytes are looked at.
@@ -60,7 +61,7 @@ pub(crate) struct Intake<'a> {
     part: Part,
     metrics: IngestMetrics,
     /// Figures the source records with the run (the Web API's cursor).
-    pub stats: BTreeMap<String, serde_json::Value>,
+    pub stats: IngestStats,
     /// Commit even with no new raw file (to record stats such as ids found missing).
     pub force: bool,
 }
@@ -121,7 +122,7 @@ impl<'a> Intake<'a> {
             bar,
             part: Part::new(layout, source, today, manifest.next_run_id(), keeping),
             metrics: IngestMetrics::default(),
-            stats: BTreeMap::new(),
+            stats: IngestStats::default(),
             force: false,
         })
     }
@@ -267,7 +268,7 @@ impl<'a> Intake<'a> {
             part.unreadable.into_inner().expect("unreadable lock"),
         );
         self.add_to_metrics(part.run, &staged, &stored, &skipped);
-        if stored.is_empty() && !self.force && self.stats.is_empty() {
+        if stored.is_empty() && !self.force && self.stats == IngestStats::default() {
             // Nothing new: nothing to commit, and the lake is left exactly as it was.
             return Ok(());
         }
@@ -279,10 +280,8 @@ impl<'a> Intake<'a> {
         run.staging = (!staging.files.is_empty()).then_some(staging);
         run.accounting = accounting;
         run.rejects = rejects;
-        run.stats = self.stats.clone();
-        if self.keeping.report_files {
-            run.stats.insert("files".into(), serde_json::to_value(&files).expect("reports serialize"));
-        }
+        let files = if self.keeping.report_files { files } else { vec![] };
+        run.stats = RunStats::Ingest(IngestStats { files, ..self.stats.clone() });
         match how {
             Commit::Wait => manifest.commit(self.layout, run)?,
             Commit::Behind => manifest.commit_behind(self.layout, run)?,

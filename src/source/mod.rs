@@ -26,6 +26,8 @@ use chrono::Utc;
 use rayon::prelude::*;
 
 use crate::lake::manifest::{Accounting, Commit, RawFile, Reject, Run, RunKind, now_rfc3339};
+pub use crate::lake::stats::FileReport;
+use crate::lake::stats::{IngestStats, RunStats};
 use crate::lake::{LakeError, Layout, Manifest, raw, sha256_hex};
 use crate::progress;
 pub(crate) use intake::{Found, Intake, Keeping};
@@ -107,55 +109,6 @@ pub struct IngestMetrics {
 impl IngestMetrics {
     pub fn stream(&self, stream: &str) -> Accounting {
         self.accounting.iter().find(|a| a.stream == stream).cloned().unwrap_or_default()
-    }
-}
-
-/// One input file in an import report: what was read from it and what became of it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct FileReport {
-    pub origin: String,
-    pub kind: String,
-    pub already_stored: bool,
-    pub read: u64,
-    pub kept: u64,
-    pub plays: u64,
-    pub rejected: u64,
-    pub first: Option<String>,
-    pub last: Option<String>,
-}
-
-impl std::fmt::Display for FileReport {
-    /// `read 5, imported 2, plays 2, rejected 3, <first> .. <last>`
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.already_stored {
-            return f.write_str("already stored");
-        }
-        write!(
-            f,
-            "read {}, imported {}, plays {}, rejected {}, {} .. {}",
-            self.read,
-            self.kept,
-            self.plays,
-            self.rejected,
-            self.first.as_deref().unwrap_or("-"),
-            self.last.as_deref().unwrap_or("-")
-        )
-    }
-}
-
-impl FileReport {
-    fn new(raw: &RawFile, acc: &Accounting, already_stored: bool) -> Self {
-        FileReport {
-            origin: raw.origin.clone(),
-            kind: raw.kind.clone(),
-            already_stored,
-            read: acc.read,
-            kept: acc.kept,
-            plays: acc.plays,
-            rejected: acc.rejected,
-            first: acc.first.clone(),
-            last: acc.last.clone(),
-        }
     }
 }
 
@@ -279,9 +232,7 @@ pub fn reprocess(layout: &Layout, manifest: &mut Manifest, command: &str) -> Res
         files,
     };
     let mut run = Run::new(run_id, RunKind::Reprocess, command, started);
-    if !metrics.files.is_empty() {
-        run.stats.insert("files".into(), serde_json::to_value(&metrics.files).expect("reports serialize"));
-    }
+    run.stats = RunStats::Ingest(IngestStats { files: metrics.files.clone(), ..IngestStats::default() });
     run.staging = Some(staging);
     run.accounting = accounting;
     run.rejects = rejects;

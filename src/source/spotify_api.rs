@@ -28,6 +28,7 @@ use super::spotify_auth::{self, SpotifyConfig, TokenCache};
 use super::{Found, Intake, Keeping, SourceError};
 use crate::lake::manifest::Commit;
 use crate::lake::staging::{SPOTIFY_API_ENTITIES, SPOTIFY_API_PLAYS, SPOTIFY_API_USERS};
+pub use crate::lake::stats::Gap;
 use crate::lake::{Layout, Manifest};
 
 pub const SOURCE: &str = "spotify_api";
@@ -414,17 +415,6 @@ pub fn parse_entity(kind: &str, bytes: &[u8], raw_sha256: &str) -> Result<(Recor
 
 // ------------------------------------------------------------ the pull
 
-/// A stretch of time whose plays may be lost: a full page that did not reach
-/// back to the last stored play.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Gap {
-    pub user: String,
-    /// The last play stored before (RFC 3339).
-    pub from: String,
-    /// The oldest play of the page that came next.
-    pub to: String,
-}
-
 #[derive(Debug, Clone)]
 pub struct PullOptions {
     /// At most this many track/artist/album lookups per run; the rest wait for the next.
@@ -591,19 +581,11 @@ fn played(
 
 /// The user, cursor, last play, gaps and stop, recorded with the pages' run.
 fn record_cursor(batch: &mut Intake<'_>, user: &str, pages: &Pages, metrics: &PullMetrics) {
-    batch.stats.insert("spotify_user".into(), user.into());
-    if let Some(c) = pages.cursor {
-        batch.stats.insert("spotify_cursor_after".into(), c.into());
-    }
-    if let Some(l) = pages.last_played {
-        batch.stats.insert("spotify_last_played_ms".into(), l.into());
-    }
-    if !metrics.gaps.is_empty() {
-        batch.stats.insert("spotify_gaps".into(), serde_json::to_value(&metrics.gaps).expect("gaps serialize"));
-    }
-    if let Some(stop) = &metrics.stopped {
-        batch.stats.insert("stopped".into(), format!("{stop:?}").into());
-    }
+    batch.stats.spotify_user = Some(user.into());
+    batch.stats.spotify_cursor_after = pages.cursor;
+    batch.stats.spotify_last_played_ms = pages.last_played;
+    batch.stats.spotify_gaps = metrics.gaps.clone();
+    batch.stats.stopped = metrics.stopped.as_ref().map(|stop| format!("{stop:?}"));
 }
 
 fn enrich(
@@ -668,11 +650,9 @@ fn enrich(
         }
     }
     metrics.enrich_left = total.saturating_sub(metrics.enriched as usize + not_found.len()) as u64;
-    batch.stats.insert("spotify_enriched".into(), metrics.enriched.into());
-    if !not_found.is_empty() {
-        batch.stats.insert("spotify_not_found".into(), not_found.into());
-        batch.force = true;
-    }
+    batch.stats.spotify_enriched = Some(metrics.enriched);
+    batch.force = !not_found.is_empty();
+    batch.stats.spotify_not_found = not_found;
     batch.finish(manifest, Commit::Wait)?;
     failed.map_or(Ok(()), Err)
 }

@@ -208,7 +208,7 @@ fn debris_of_a_crashed_run_is_invisible_and_vacuumed() {
     // The vacuum is a run in the ledger (a dry run is not).
     let runs = lake.manifest().history().unwrap();
     let last = runs.last().unwrap();
-    assert_eq!((last.kind.to_string(), last.stats["files_removed"].as_u64()), ("vacuum".to_string(), Some(5)));
+    assert_eq!((last.kind.to_string(), last.stats.vacuum().map(|v| v.files_removed)), ("vacuum".to_string(), Some(5)));
     assert_eq!(runs.iter().filter(|r| r.kind.to_string() == "vacuum").count(), 1);
     let status = crate::common::stdout(&lake.cli(&["status"]));
     assert!(status.contains(" vacuum ") && status.contains("5 files removed ("), "{status}");
