@@ -397,92 +397,125 @@ pub fn parse_log(bytes: &[u8], raw_sha256: &str, label: &str) -> ParsedLog {
 /// accounting counts one file for the piece that starts at line 1.
 pub fn parse_log_lines(bytes: &[u8], first_line: u64, raw_sha256: &str, label: &str) -> ParsedLog {
     let bytes = if first_line == 1 { without_bom(bytes) } else { bytes };
-    let mut acc = Accounting::new(SOURCE, "events");
-    acc.files = u64::from(first_line == 1);
-    let mut rejects = vec![];
-    let mut days: BTreeMap<NaiveDate, Vec<Row<'_>>> = BTreeMap::new();
-    // Events by page, not plays: counted under the page's own text, named
-    // "page=<page>" once at the end.
-    let mut filtered: HashMap<Cow<'_, str>, u64> = HashMap::new();
+    let mut log = LogLines::new(label, first_line == 1);
     for (i, line) in lines(bytes).enumerate() {
         let lineno = first_line + i as u64;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        acc.read += 1;
-        let text = match std::str::from_utf8(line) {
-            Ok(t) => t,
-            Err(e) => {
-                acc.rejected += 1;
-                rejects.push(reject(label, lineno, format!("not valid UTF-8 at byte {}", e.valid_up_to())));
-                continue;
-            }
-        };
-        let event: Event<'_> = match scan::event(text).map_or_else(|| serde_json::from_str(text), Ok) {
-            Ok(e) => e,
-            Err(e) => {
-                acc.rejected += 1;
-                rejects.push(reject(label, lineno, format!("not a Sparkify event: {e}")));
-                continue;
-            }
-        };
-        let mut event = event;
-        let nul_fields = if may_hold_nul(line) { remove_nul(&mut event) } else { vec![] };
-        if let Some((field, len)) = oversized(&event) {
-            acc.rejected += 1;
-            rejects.push(reject(
-                label,
-                lineno,
-                format!("{field} is {len} bytes, past the {MAX_TEXT_BYTES} a text value may hold"),
-            ));
-            continue;
+        log.acc.read += 1;
+        match checked_event(line) {
+            Ok(event) => log.keep(lineno, event),
+            Err(reason) => log.reject(lineno, reason),
+        }
+    }
+    log.finish(raw_sha256)
+}
+
+/// What the lines of one log (or piece of one) have given so far.
+struct LogLines<'a> {
+    /// The file's name in rejects.
+    label: &'a str,
+    acc: Accounting,
+    rejects: Vec<Reject>,
+    days: BTreeMap<NaiveDate, Vec<Row<'a>>>,
+    /// Events by page, not plays: counted under the page's own text, named
+    /// "page=<page>" once at the end.
+    filtered: HashMap<Cow<'a, str>, u64>,
+}
+
+impl<'a> LogLines<'a> {
+    fn new(label: &'a str, first_piece: bool) -> Self {
+        let mut acc = Accounting::new(SOURCE, "events");
+        acc.files = u64::from(first_piece);
+        LogLines { label, acc, rejects: vec![], days: BTreeMap::new(), filtered: HashMap::new() }
+    }
+
+    /// Counts line `lineno` rejected, for `reason`.
+    #[inline]
+    fn reject(&mut self, lineno: u64, reason: String) {
+        self.acc.rejected += 1;
+        self.rejects.push(reject(self.label, lineno, reason));
+    }
+
+    /// Keeps line `lineno`'s event: counted, given its id, and added to its day.
+    #[inline]
+    fn keep(&mut self, lineno: u64, checked: CheckedEvent<'a>) {
+        let CheckedEvent { event, date, is_play, nul_fields } = checked;
+        if is_play {
+            self.acc.plays += 1;
+        } else {
+            *self.filtered.entry(event.page.clone()).or_default() += 1;
+        }
+        self.acc.kept += 1;
+        if !nul_fields.is_empty() {
+            self.acc.nul_removed += 1;
+            self.rejects.push(Reject::nul_removed(self.label, lineno, &nul_fields));
         }
         let user_id = event.user_id.as_deref().filter(|u| !u.is_empty());
-        let is_play = event.page == PLAY_PAGE;
-        if is_play {
-            let problem = if user_id.is_none() {
-                Some("NextSong event without userId")
-            } else if event.song.as_deref().is_none_or(str::is_empty) {
-                Some("NextSong event without song")
-            } else if event.artist.as_deref().is_none_or(str::is_empty) {
-                Some("NextSong event without artist")
-            } else {
-                None
-            };
-            if let Some(p) = problem {
-                acc.rejected += 1;
-                rejects.push(reject(label, lineno, p));
-                continue;
-            }
-        }
-        let Some(date) = DateTime::from_timestamp_millis(event.ts)
-            .filter(|_| event.ts.checked_mul(1000).is_some())
-            .map(|t| t.date_naive())
-        else {
-            acc.rejected += 1;
-            rejects.push(reject(label, lineno, format!("ts {} is out of range", event.ts)));
-            continue;
-        };
-        if is_play {
-            acc.plays += 1;
-        } else {
-            *filtered.entry(event.page.clone()).or_default() += 1;
-        }
-        acc.kept += 1;
-        if !nul_fields.is_empty() {
-            acc.nul_removed += 1;
-            rejects.push(Reject::nul_removed(label, lineno, &nul_fields));
-        }
         let mut id = [0u8; 32];
         event_id_into(user_id.unwrap_or(""), event.session_id, event.item_in_session, event.ts, &mut id);
-        days.entry(date).or_default().push(Row { event, id, line: lineno });
+        self.days.entry(date).or_default().push(Row { event, id, line: lineno });
     }
-    for (page, n) in filtered {
-        *acc.filtered.entry(format!("page={page}")).or_default() += n;
+
+    /// The log parsed: the filtered pages named, each day's rows a batch.
+    fn finish(self, raw_sha256: &str) -> ParsedLog {
+        let mut acc = self.acc;
+        for (page, n) in self.filtered {
+            *acc.filtered.entry(format!("page={page}")).or_default() += n;
+        }
+        let by_date = self.days.into_iter().map(|(d, rows)| (d, day_batch(&rows, raw_sha256))).collect();
+        ParsedLog { by_date, accounting: acc, rejects: self.rejects }
     }
-    let by_date = days.into_iter().map(|(d, rows)| (d, day_batch(&rows, raw_sha256))).collect();
-    ParsedLog { by_date, accounting: acc, rejects }
+}
+
+/// A line's event that passed every check, with what the checks found.
+struct CheckedEvent<'a> {
+    event: Event<'a>,
+    /// UTC date of `ts`.
+    date: NaiveDate,
+    is_play: bool,
+    /// The fields U+0000 was removed from.
+    nul_fields: Vec<&'static str>,
+}
+
+/// The event on one line (without its line break), or why the line is rejected.
+#[inline]
+fn checked_event(line: &[u8]) -> Result<CheckedEvent<'_>, String> {
+    let text = std::str::from_utf8(line).map_err(|e| format!("not valid UTF-8 at byte {}", e.valid_up_to()))?;
+    let mut event: Event<'_> = scan::event(text)
+        .map_or_else(|| serde_json::from_str(text), Ok)
+        .map_err(|e| format!("not a Sparkify event: {e}"))?;
+    let nul_fields = if may_hold_nul(line) { remove_nul(&mut event) } else { vec![] };
+    if let Some((field, len)) = oversized(&event) {
+        return Err(format!("{field} is {len} bytes, past the {MAX_TEXT_BYTES} a text value may hold"));
+    }
+    let is_play = event.page == PLAY_PAGE;
+    if is_play && let Some(p) = play_problem(&event) {
+        return Err(p.to_owned());
+    }
+    let Some(date) = DateTime::from_timestamp_millis(event.ts)
+        .filter(|_| event.ts.checked_mul(1000).is_some())
+        .map(|t| t.date_naive())
+    else {
+        return Err(format!("ts {} is out of range", event.ts));
+    };
+    Ok(CheckedEvent { event, date, is_play, nul_fields })
+}
+
+/// What a play lacks that it must have, if anything.
+#[inline]
+fn play_problem(event: &Event<'_>) -> Option<&'static str> {
+    if event.user_id.as_deref().is_none_or(str::is_empty) {
+        Some("NextSong event without userId")
+    } else if event.song.as_deref().is_none_or(str::is_empty) {
+        Some("NextSong event without song")
+    } else if event.artist.as_deref().is_none_or(str::is_empty) {
+        Some("NextSong event without artist")
+    } else {
+        None
+    }
 }
 
 /// `bytes` split at each `\n`, as `split(|&b| b == b'\n')` splits them

@@ -410,76 +410,91 @@ fn parse_record(
 ) -> Result<i64, String> {
     if kind == KIND_EXTENDED {
         let e = Extended::deserialize(value).map_err(|err| format!("not a streaming history record: {err}"))?;
-        let ts_us = parse_ts_rfc3339(&e.ts).ok_or_else(|| format!("ts `{}` is not an RFC 3339 time", e.ts))?;
-        if e.ms_played < 0 {
-            return Err(format!("negative ms_played {}", e.ms_played));
-        }
-        let content_type = if nonempty(&e.spotify_episode_uri).is_some() || nonempty(&e.episode_name).is_some() {
-            "episode"
-        } else if nonempty(&e.audiobook_chapter_uri).is_some() || nonempty(&e.audiobook_title).is_some() {
-            "audiobook"
-        } else if nonempty(&e.spotify_track_uri).is_some() || nonempty(&e.master_metadata_track_name).is_some() {
-            "track"
-        } else {
-            "unknown"
-        };
-        let row = Row {
-            ts_us,
-            ms_played: e.ms_played,
-            content_type,
-            history: "extended",
-            track_uri: nonempty(&e.spotify_track_uri),
-            track_name: nonempty(&e.master_metadata_track_name),
-            artist_name: nonempty(&e.master_metadata_album_artist_name),
-            album_name: nonempty(&e.master_metadata_album_album_name),
-            episode_uri: nonempty(&e.spotify_episode_uri),
-            episode_name: nonempty(&e.episode_name),
-            show_name: nonempty(&e.episode_show_name),
-            audiobook_uri: nonempty(&e.audiobook_uri),
-            audiobook_title: nonempty(&e.audiobook_title),
-            chapter_uri: nonempty(&e.audiobook_chapter_uri),
-            chapter_title: nonempty(&e.audiobook_chapter_title),
-            reason_start: nonempty(&e.reason_start),
-            reason_end: nonempty(&e.reason_end),
-            shuffle: e.shuffle,
-            skipped: e.skipped,
-            offline: e.offline,
-            offline_ts_us: e.offline_timestamp.and_then(offline_ts_us),
-            incognito: e.incognito_mode,
-            platform: nonempty(&e.platform),
-            country: nonempty(&e.conn_country),
-        };
+        let row = extended_row(&e)?;
         // Old files name the account on every record.
         cols.push(nonempty(&e.username).unwrap_or(account), &row, raw_sha256, n);
-        Ok(ts_us)
+        Ok(row.ts_us)
     } else {
         let a = AccountRow::deserialize(value).map_err(|err| format!("not an account-data record: {err}"))?;
-        let ts_us =
-            parse_end_time(&a.end_time).ok_or_else(|| format!("endTime `{}` is not `YYYY-MM-DD HH:MM`", a.end_time))?;
-        if a.ms_played < 0 {
-            return Err(format!("negative msPlayed {}", a.ms_played));
-        }
-        let mut row = Row { ts_us, ms_played: a.ms_played, history: "account", ..Default::default() };
-        match kind {
-            KIND_ACCOUNT_PODCAST => {
-                row.content_type = "episode";
-                row.show_name = nonempty(&a.podcast_name).or(nonempty(&a.artist_name));
-                row.episode_name = nonempty(&a.episode_name).or(nonempty(&a.track_name));
-            }
-            KIND_ACCOUNT_AUDIOBOOK => {
-                row.content_type = "audiobook";
-                row.audiobook_title = nonempty(&a.audiobook_name).or(nonempty(&a.artist_name));
-                row.chapter_title = nonempty(&a.chapter_name).or(nonempty(&a.track_name));
-            }
-            _ => {
-                row.content_type = "track";
-                row.artist_name = nonempty(&a.artist_name);
-                row.track_name = nonempty(&a.track_name);
-            }
-        }
+        let row = account_data_row(kind, &a)?;
         cols.push(account, &row, raw_sha256, n);
-        Ok(ts_us)
+        Ok(row.ts_us)
     }
+}
+
+/// An extended history record as a row, or why it is rejected.
+fn extended_row<'e>(e: &'e Extended<'_>) -> Result<Row<'e>, String> {
+    let ts_us = parse_ts_rfc3339(&e.ts).ok_or_else(|| format!("ts `{}` is not an RFC 3339 time", e.ts))?;
+    if e.ms_played < 0 {
+        return Err(format!("negative ms_played {}", e.ms_played));
+    }
+    Ok(Row {
+        ts_us,
+        ms_played: e.ms_played,
+        content_type: extended_content_type(e),
+        history: "extended",
+        track_uri: nonempty(&e.spotify_track_uri),
+        track_name: nonempty(&e.master_metadata_track_name),
+        artist_name: nonempty(&e.master_metadata_album_artist_name),
+        album_name: nonempty(&e.master_metadata_album_album_name),
+        episode_uri: nonempty(&e.spotify_episode_uri),
+        episode_name: nonempty(&e.episode_name),
+        show_name: nonempty(&e.episode_show_name),
+        audiobook_uri: nonempty(&e.audiobook_uri),
+        audiobook_title: nonempty(&e.audiobook_title),
+        chapter_uri: nonempty(&e.audiobook_chapter_uri),
+        chapter_title: nonempty(&e.audiobook_chapter_title),
+        reason_start: nonempty(&e.reason_start),
+        reason_end: nonempty(&e.reason_end),
+        shuffle: e.shuffle,
+        skipped: e.skipped,
+        offline: e.offline,
+        offline_ts_us: e.offline_timestamp.and_then(offline_ts_us),
+        incognito: e.incognito_mode,
+        platform: nonempty(&e.platform),
+        country: nonempty(&e.conn_country),
+    })
+}
+
+/// What an extended history record played: an episode, an audiobook, a track, or unknown.
+fn extended_content_type(e: &Extended<'_>) -> &'static str {
+    if nonempty(&e.spotify_episode_uri).is_some() || nonempty(&e.episode_name).is_some() {
+        "episode"
+    } else if nonempty(&e.audiobook_chapter_uri).is_some() || nonempty(&e.audiobook_title).is_some() {
+        "audiobook"
+    } else if nonempty(&e.spotify_track_uri).is_some() || nonempty(&e.master_metadata_track_name).is_some() {
+        "track"
+    } else {
+        "unknown"
+    }
+}
+
+/// An account-data record of `kind` as a row, or why it is rejected.
+fn account_data_row<'a>(kind: &str, a: &'a AccountRow<'_>) -> Result<Row<'a>, String> {
+    let ts_us =
+        parse_end_time(&a.end_time).ok_or_else(|| format!("endTime `{}` is not `YYYY-MM-DD HH:MM`", a.end_time))?;
+    if a.ms_played < 0 {
+        return Err(format!("negative msPlayed {}", a.ms_played));
+    }
+    let mut row = Row { ts_us, ms_played: a.ms_played, history: "account", ..Default::default() };
+    match kind {
+        KIND_ACCOUNT_PODCAST => {
+            row.content_type = "episode";
+            row.show_name = nonempty(&a.podcast_name).or(nonempty(&a.artist_name));
+            row.episode_name = nonempty(&a.episode_name).or(nonempty(&a.track_name));
+        }
+        KIND_ACCOUNT_AUDIOBOOK => {
+            row.content_type = "audiobook";
+            row.audiobook_title = nonempty(&a.audiobook_name).or(nonempty(&a.artist_name));
+            row.chapter_title = nonempty(&a.chapter_name).or(nonempty(&a.track_name));
+        }
+        _ => {
+            row.content_type = "track";
+            row.artist_name = nonempty(&a.artist_name);
+            row.track_name = nonempty(&a.track_name);
+        }
+    }
+    Ok(row)
 }
 
 fn rfc3339(us: i64) -> Option<String> {

@@ -41,26 +41,7 @@ const KEYS: [&str; 18] = [
 /// `line` as an [`Event`], or `None` for serde_json to decide (see the module).
 pub(super) fn event(line: &str) -> Option<Event<'_>> {
     let mut s = Scanner { text: line, at: 0 };
-    let mut e = Event {
-        artist: None,
-        auth: None,
-        first_name: None,
-        gender: None,
-        item_in_session: 0,
-        last_name: None,
-        length: None,
-        level: None,
-        location: None,
-        method: None,
-        page: Cow::Borrowed(""),
-        registration: None,
-        session_id: 0,
-        song: None,
-        status: None,
-        ts: 0,
-        user_agent: None,
-        user_id: None,
-    };
+    let mut e = blank_event();
     let mut seen = 0u32;
     let mut guess = 0;
     s.skip_ws();
@@ -118,6 +99,33 @@ pub(super) fn event(line: &str) -> Option<Event<'_>> {
     // The fields without a default.
     const REQUIRED: u32 = 1 << 4 | 1 << 10 | 1 << 12 | 1 << 15; // itemInSession, page, sessionId, ts
     (s.at == line.len() && seen & REQUIRED == REQUIRED).then_some(e)
+}
+
+/// An event with no field read yet. An optional field the line leaves out
+/// stays `None`, as serde_json leaves it; a required one left out makes
+/// [`event`] give `None`, so its placeholder here is never seen.
+#[inline]
+fn blank_event<'a>() -> Event<'a> {
+    Event {
+        artist: None,
+        auth: None,
+        first_name: None,
+        gender: None,
+        item_in_session: 0,
+        last_name: None,
+        length: None,
+        level: None,
+        location: None,
+        method: None,
+        page: Cow::Borrowed(""),
+        registration: None,
+        session_id: 0,
+        song: None,
+        status: None,
+        ts: 0,
+        user_agent: None,
+        user_id: None,
+    }
 }
 
 struct Scanner<'a> {
