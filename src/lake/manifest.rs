@@ -1018,65 +1018,80 @@ pub(super) mod tests {
         assert_eq!(Manifest::load(&layout).unwrap().run_count(), 3);
     }
 
+    fn star_part(v: u64) -> StarPart {
+        StarPart { partition: None, path: format!("star/t/part-{v}"), rows: v, sha256: format!("s{v}") }
+    }
+
+    /// Run `id` of [`mixed_history`]: its files written, not committed.
+    fn mixed_run(layout: &Layout, id: u64) -> Run {
+        let kind = match id % 4 {
+            _ if id == 12 => RunKind::Reprocess,
+            0 => RunKind::Build,
+            3 => RunKind::Sync,
+            _ => RunKind::Ingest,
+        };
+        let mut r = Run::new(id, kind, "test", now_rfc3339());
+        match kind {
+            RunKind::Ingest | RunKind::Reprocess => {
+                r.raw = vec![raw(&format!("r{id}"))];
+                let path = format!("staging/t/{id}");
+                touch(layout, [path.as_str()]);
+                let file = StagingFile { table: "t".into(), path, rows: 1, sorted: true };
+                r.staging =
+                    Some(StagingChange { replace: kind == RunKind::Reprocess, files: vec![file], removed: vec![] });
+                let mut a = Accounting::new("s", "events");
+                (a.read, a.plays) = (id, id);
+                r.accounting = vec![a];
+                r.rejects = vec![Reject::new(format!("f{id}"), id, "bad")];
+                r.stats = RunStats::Ingest(IngestStats {
+                    spotify_user: Some("u".into()),
+                    spotify_cursor_after: Some(id as i64 * 10),
+                    ..IngestStats::default()
+                });
+            }
+            RunKind::Build => {
+                touch(layout, [star_part(id).path.as_str()]);
+                r.star = Some(StarVersion {
+                    version: id,
+                    delta: BTreeMap::new(),
+                    tables: BTreeMap::from([("t".to_string(), vec![star_part(id)])]),
+                });
+                r.stats = RunStats::Build(BuildStats { staging_run: id - 1, ..BuildStats::default() });
+            }
+            _ => r.stats = RunStats::Sync(SyncStats { lake_version: id - 3, ..SyncStats::default() }),
+        }
+        touch(layout, r.raw.iter().map(|f| f.path.as_str()));
+        r
+    }
+
+    /// 25 runs of every kind (a reprocess at 12, builds every fourth, syncs
+    /// after them), committed alternately now and behind: checkpoints at 10 and 20.
+    fn mixed_history(layout: &Layout) -> Manifest {
+        let mut m = Manifest::load(layout).unwrap();
+        for id in 1..=25u64 {
+            let r = mixed_run(layout, id);
+            if id % 2 == 0 { m.commit_behind(layout, r).unwrap() } else { m.commit(layout, r).unwrap() }
+        }
+        m.settle().unwrap();
+        m
+    }
+
+    fn state_of(m: &Manifest) -> serde_json::Value {
+        serde_json::to_value(m.state()).unwrap()
+    }
+
     #[test]
     fn loading_reads_the_last_checkpoint_and_the_entries_after_it_and_gets_the_same_state() {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path());
-        let mut m = Manifest::load(&layout).unwrap();
-        let part =
-            |v: u64| StarPart { partition: None, path: format!("star/t/part-{v}"), rows: v, sha256: format!("s{v}") };
-        for id in 1..=25u64 {
-            let kind = match id % 4 {
-                _ if id == 12 => RunKind::Reprocess,
-                0 => RunKind::Build,
-                3 => RunKind::Sync,
-                _ => RunKind::Ingest,
-            };
-            let mut r = Run::new(id, kind, "test", now_rfc3339());
-            match kind {
-                RunKind::Ingest | RunKind::Reprocess => {
-                    r.raw = vec![raw(&format!("r{id}"))];
-                    let path = format!("staging/t/{id}");
-                    touch(&layout, [path.as_str()]);
-                    let file = StagingFile { table: "t".into(), path, rows: 1, sorted: true };
-                    r.staging =
-                        Some(StagingChange { replace: kind == RunKind::Reprocess, files: vec![file], removed: vec![] });
-                    let mut a = Accounting::new("s", "events");
-                    (a.read, a.plays) = (id, id);
-                    r.accounting = vec![a];
-                    r.rejects = vec![Reject::new(format!("f{id}"), id, "bad")];
-                    r.stats = RunStats::Ingest(IngestStats {
-                        spotify_user: Some("u".into()),
-                        spotify_cursor_after: Some(id as i64 * 10),
-                        ..IngestStats::default()
-                    });
-                }
-                RunKind::Build => {
-                    touch(&layout, [part(id).path.as_str()]);
-                    r.star = Some(StarVersion {
-                        version: id,
-                        delta: BTreeMap::new(),
-                        tables: BTreeMap::from([("t".to_string(), vec![part(id)])]),
-                    });
-                    r.stats = RunStats::Build(BuildStats { staging_run: id - 1, ..BuildStats::default() });
-                }
-                _ => {
-                    r.stats = RunStats::Sync(SyncStats { lake_version: id - 3, ..SyncStats::default() });
-                }
-            }
-            touch(&layout, r.raw.iter().map(|f| f.path.as_str()));
-            if id % 2 == 0 { m.commit_behind(&layout, r).unwrap() } else { m.commit(&layout, r).unwrap() }
-        }
-        m.settle().unwrap();
-        let state = |m: &Manifest| serde_json::to_value(m.state()).unwrap();
-
+        let m = mixed_history(&layout);
         let loaded = Manifest::load(&layout).unwrap();
         assert_eq!(
             loaded.tail.iter().map(|r| r.id).collect::<Vec<_>>(),
             [21, 22, 23, 24, 25],
             "read after run 20's checkpoint"
         );
-        assert_eq!(state(&loaded), state(&m), "the loaded state is the committed one");
+        assert_eq!(state_of(&loaded), state_of(&m), "the loaded state is the committed one");
         assert!(loaded.raw_state.get().is_none(), "loading reads no raw list");
         // The fold: staging since the reprocess (run 12), accounting and rejects since it too, the last build and sync.
         let s = loaded.state();
@@ -1103,17 +1118,22 @@ pub(super) mod tests {
         assert_eq!(parts, ["s20", "s24"], "the current version's parts, the previous and the last synced one's");
         assert_eq!(loaded.recent(7).unwrap().iter().map(|r| r.id).collect::<Vec<_>>(), [19, 20, 21, 22, 23, 24, 25]);
         assert_eq!(loaded.history().unwrap().len(), 25);
+    }
 
-        // Without a checkpoint (or with a damaged one), every entry is read: the same state.
+    #[test]
+    fn without_a_good_checkpoint_every_entry_is_read_and_the_next_commit_writes_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        let m = mixed_history(&layout);
         let pointer = layout.manifest_dir().join("_last_checkpoint");
         let kept = fs::read(&pointer).unwrap();
         fs::remove_file(&pointer).unwrap();
         let replayed = Manifest::load(&layout).unwrap();
         assert_eq!(replayed.tail.len(), 25);
-        assert_eq!(state(&replayed), state(&m));
+        assert_eq!(state_of(&replayed), state_of(&m));
         fs::write(&pointer, &kept).unwrap();
         fs::write(checkpoint::checkpoint_path(&layout, 20), b"{\"run\": 2").unwrap();
-        assert_eq!(state(&Manifest::load(&layout).unwrap()), state(&m));
+        assert_eq!(state_of(&Manifest::load(&layout).unwrap()), state_of(&m));
         // The next commit writes a checkpoint again, and the older one is superseded.
         let mut replayed = replayed;
         replayed.commit(&layout, Run::new(26, RunKind::Sync, "test", now_rfc3339())).unwrap();
