@@ -197,11 +197,22 @@ fn play_json(p: &Play) -> String {
     )
 }
 
-fn handle(mut stream: TcpStream, state: &Mutex<State>) {
+/// One request as the server reads it: the first line, the two headers it
+/// needs, the body, and the target split into path and query parameters.
+struct Request {
+    method: String,
+    target: String,
+    path: String,
+    params: HashMap<String, String>,
+    auth: String,
+    body: String,
+}
+
+fn read_request(stream: &TcpStream) -> Option<Request> {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut line = String::new();
     if reader.read_line(&mut line).is_err() {
-        return;
+        return None;
     }
     let mut parts = line.split_whitespace();
     let method = parts.next().unwrap_or("").to_string();
@@ -224,139 +235,181 @@ fn handle(mut stream: TcpStream, state: &Mutex<State>) {
     let _ = reader.read_exact(&mut body);
     let body = String::from_utf8_lossy(&body).to_string();
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-    let params = query_params(query);
+    let (path, params) = (path.to_string(), query_params(query));
+    Some(Request { method, target, path, params, auth, body })
+}
 
-    let fault = {
-        let mut s = state.lock().unwrap();
-        s.requests.push(format!("{method} {target}"));
-        let pos = s.faults.iter().position(|(p, _)| path.starts_with(p.as_str()));
-        pos.and_then(|i| s.faults.remove(i)).map(|(_, f)| f)
-    };
-    match fault {
-        Some(Fault::Status(code)) => {
-            return respond(&mut stream, code, &[], r#"{"error":{"status":500,"message":"oops"}}"#);
-        }
-        Some(Fault::RateLimited { retry_after }) => {
-            return respond(&mut stream, 429, &[("Retry-After", retry_after.to_string())], "");
-        }
-        Some(Fault::QuotaExceeded) => {
-            return respond(&mut stream, 429, &[], r#"{"error":{"status":429,"message":"QUOTA_EXCEEDED"}}"#);
-        }
-        Some(Fault::Unauthorized) => {
-            return respond(&mut stream, 401, &[], r#"{"error":{"status":401,"message":"The access token expired"}}"#);
-        }
-        Some(Fault::Slow(d)) => std::thread::sleep(d),
-        None => {}
-    }
-
+/// Records the request and takes the first fault injected for its path, if any.
+fn record_and_take_fault(state: &Mutex<State>, req: &Request) -> Option<Fault> {
     let mut s = state.lock().unwrap();
-    match (method.as_str(), path) {
-        ("GET", "/authorize") => {
-            s.counter += 1;
-            let code = format!("code-{}", s.counter);
-            assert_eq!(params.get("code_challenge_method").map(String::as_str), Some("S256"));
-            s.codes.insert(code.clone(), params["code_challenge"].clone());
-            let location = format!("{}?code={code}&state={}", params["redirect_uri"], params["state"]);
-            respond(&mut stream, 302, &[("Location", location)], "");
+    s.requests.push(format!("{} {}", req.method, req.target));
+    let pos = s.faults.iter().position(|(p, _)| req.path.starts_with(p.as_str()));
+    pos.and_then(|i| s.faults.remove(i)).map(|(_, f)| f)
+}
+
+/// Answers with the fault and returns true, or (for a slow answer) waits and
+/// returns false so the request is then served as usual.
+fn answer_fault(stream: &mut TcpStream, fault: Fault) -> bool {
+    match fault {
+        Fault::Status(code) => respond(stream, code, &[], r#"{"error":{"status":500,"message":"oops"}}"#),
+        Fault::RateLimited { retry_after } => respond(stream, 429, &[("Retry-After", retry_after.to_string())], ""),
+        Fault::QuotaExceeded => respond(stream, 429, &[], r#"{"error":{"status":429,"message":"QUOTA_EXCEEDED"}}"#),
+        Fault::Unauthorized => {
+            respond(stream, 401, &[], r#"{"error":{"status":401,"message":"The access token expired"}}"#)
         }
-        ("POST", "/api/token") => {
-            let form = query_params(&body);
-            s.token_grants.push(form.get("grant_type").cloned().unwrap_or_default());
-            let bad = |stream: &mut TcpStream, e: &str| {
-                respond(stream, 400, &[], &format!(r#"{{"error":"{e}","error_description":"{e}"}}"#))
-            };
-            // A public client sends its id in the form; one with a secret uses HTTP Basic.
-            let basic_id = auth
-                .strip_prefix("Basic ")
-                .map(|b| String::from_utf8_lossy(&b64std_decode(b)).split(':').next().unwrap_or("").to_string());
-            if form.get("client_id") != Some(&s.client_id) && basic_id.as_ref() != Some(&s.client_id) {
-                return bad(&mut stream, "invalid_client");
-            }
-            match form.get("grant_type").map(String::as_str) {
-                Some("authorization_code") => {
-                    let Some(challenge) = s.codes.remove(&form["code"]) else {
-                        return bad(&mut stream, "invalid_grant");
-                    };
-                    let verifier = form.get("code_verifier").cloned().unwrap_or_default();
-                    if b64url(&Sha256::digest(verifier.as_bytes())) != challenge {
-                        return bad(&mut stream, "invalid_grant");
-                    }
-                }
-                Some("refresh_token") => {
-                    if s.invalid_grant || form.get("refresh_token") != Some(&s.refresh_token) {
-                        return bad(&mut stream, "invalid_grant");
-                    }
-                    if s.rotate_refresh {
-                        s.counter += 1;
-                        s.refresh_token = format!("AQ-refresh-{}", s.counter);
-                    }
-                }
-                _ => return bad(&mut stream, "unsupported_grant_type"),
-            }
-            s.counter += 1;
-            s.access_token = format!("AQ-access-{}", s.counter);
-            let refresh = if form.get("grant_type").map(String::as_str) == Some("refresh_token") && !s.rotate_refresh {
-                String::new()
-            } else {
-                format!(r#","refresh_token":"{}""#, s.refresh_token)
-            };
-            let body = format!(
-                r#"{{"access_token":"{}","token_type":"Bearer","expires_in":3600,"scope":"user-read-recently-played user-read-private"{refresh}}}"#,
-                s.access_token
-            );
-            respond(&mut stream, 200, &[("Content-Type", "application/json".into())], &body);
+        Fault::Slow(d) => {
+            std::thread::sleep(d);
+            return false;
         }
-        ("GET", p) if p.starts_with("/v1/") => {
-            if auth != format!("Bearer {}", s.access_token) {
-                return respond(&mut stream, 401, &[], r#"{"error":{"status":401,"message":"Invalid access token"}}"#);
-            }
-            let json = ("Content-Type", "application/json".to_string());
-            if p == "/v1/me" {
-                let body = format!(
-                    r#"{{"country":"SE","display_name":"Alice","id":"{USER}","product":"{}","type":"user","uri":"spotify:user:{USER}","followers":{{"href":null,"total":3}}}}"#,
-                    s.product
-                );
-                respond(&mut stream, 200, &[json], &body);
-            } else if p == "/v1/me/player/recently-played" {
-                let limit: usize = params.get("limit").and_then(|l| l.parse().ok()).unwrap_or(20);
-                let after: i64 = params.get("after").and_then(|a| a.parse().ok()).unwrap_or(i64::MIN);
-                // Spotify keeps only the last 50 plays.
-                let kept = &s.plays[s.plays.len().saturating_sub(50)..];
-                let mut items: Vec<&Play> = kept.iter().filter(|p| p.played_at_ms > after).collect();
-                items.sort_by_key(|p| std::cmp::Reverse(p.played_at_ms));
-                items.truncate(limit);
-                let cursors = match (items.first(), items.last()) {
-                    (Some(newest), Some(oldest)) => {
-                        format!(r#"{{"after":"{}","before":"{}"}}"#, newest.played_at_ms, oldest.played_at_ms)
-                    }
-                    _ => "null".into(),
-                };
-                let body = format!(
-                    r#"{{"items":[{}],"next":null,"cursors":{cursors},"limit":{limit},"href":"{}/v1/me/player/recently-played"}}"#,
-                    items.iter().map(|p| play_json(p)).collect::<Vec<_>>().join(","),
-                    "https://api.spotify.com"
-                );
-                respond(&mut stream, 200, &[json], &body);
-            } else if let Some(id) = p.strip_prefix("/v1/artists/") {
-                let body = format!(
-                    r#"{{"id":"{id}","name":"Artist {id}","genres":["indie","pop"],"popularity":40,"type":"artist"}}"#
-                );
-                respond(&mut stream, 200, &[json], &body);
-            } else if let Some(id) = p.strip_prefix("/v1/albums/") {
-                let body = format!(
-                    r#"{{"id":"{id}","name":"Album {id}","album_type":"compilation","release_date":"2019","label":"L","popularity":20}}"#
-                );
-                respond(&mut stream, 200, &[json], &body);
-            } else if let Some(id) = p.strip_prefix("/v1/tracks/") {
-                let body = format!(
-                    r#"{{"id":"{id}","name":"Song {id}","duration_ms":200000,"popularity":50,"type":"track"}}"#
-                );
-                respond(&mut stream, 200, &[json], &body);
-            } else {
-                respond(&mut stream, 404, &[], r#"{"error":{"status":404,"message":"Not found."}}"#);
-            }
-        }
+    }
+    true
+}
+
+fn handle(mut stream: TcpStream, state: &Mutex<State>) {
+    let Some(req) = read_request(&stream) else { return };
+    if let Some(fault) = record_and_take_fault(state, &req)
+        && answer_fault(&mut stream, fault)
+    {
+        return;
+    }
+    let mut s = state.lock().unwrap();
+    match (req.method.as_str(), req.path.as_str()) {
+        ("GET", "/authorize") => authorize(&mut stream, &mut s, &req.params),
+        ("POST", "/api/token") => token(&mut stream, &mut s, &req),
+        ("GET", p) if p.starts_with("/v1/") => web_api(&mut stream, &s, &req),
         _ => respond(&mut stream, 404, &[], ""),
+    }
+}
+
+/// The accounts service's consent page, granted at once: remembers the PKCE
+/// challenge under a new code and redirects back with it.
+fn authorize(stream: &mut TcpStream, s: &mut State, params: &HashMap<String, String>) {
+    s.counter += 1;
+    let code = format!("code-{}", s.counter);
+    assert_eq!(params.get("code_challenge_method").map(String::as_str), Some("S256"));
+    s.codes.insert(code.clone(), params["code_challenge"].clone());
+    let location = format!("{}?code={code}&state={}", params["redirect_uri"], params["state"]);
+    respond(stream, 302, &[("Location", location)], "");
+}
+
+/// The token endpoint: checks the client and the grant, then issues a new
+/// access token (and the refresh token, unless a refresh keeps the old one).
+fn token(stream: &mut TcpStream, s: &mut State, req: &Request) {
+    let form = query_params(&req.body);
+    s.token_grants.push(form.get("grant_type").cloned().unwrap_or_default());
+    if let Err(e) = check_client(s, &form, &req.auth).and_then(|()| check_grant(s, &form)) {
+        return respond(stream, 400, &[], &format!(r#"{{"error":"{e}","error_description":"{e}"}}"#));
+    }
+    s.counter += 1;
+    s.access_token = format!("AQ-access-{}", s.counter);
+    let refresh = if form.get("grant_type").map(String::as_str) == Some("refresh_token") && !s.rotate_refresh {
+        String::new()
+    } else {
+        format!(r#","refresh_token":"{}""#, s.refresh_token)
+    };
+    let body = format!(
+        r#"{{"access_token":"{}","token_type":"Bearer","expires_in":3600,"scope":"user-read-recently-played user-read-private"{refresh}}}"#,
+        s.access_token
+    );
+    respond(stream, 200, &[("Content-Type", "application/json".into())], &body);
+}
+
+fn check_client(s: &State, form: &HashMap<String, String>, auth: &str) -> Result<(), &'static str> {
+    // A public client sends its id in the form; one with a secret uses HTTP Basic.
+    let basic_id = auth
+        .strip_prefix("Basic ")
+        .map(|b| String::from_utf8_lossy(&b64std_decode(b)).split(':').next().unwrap_or("").to_string());
+    if form.get("client_id") != Some(&s.client_id) && basic_id.as_ref() != Some(&s.client_id) {
+        return Err("invalid_client");
+    }
+    Ok(())
+}
+
+/// An authorization code must match its PKCE challenge; a refresh token must
+/// be the current one (and is rotated when the server is set to).
+fn check_grant(s: &mut State, form: &HashMap<String, String>) -> Result<(), &'static str> {
+    match form.get("grant_type").map(String::as_str) {
+        Some("authorization_code") => {
+            let Some(challenge) = s.codes.remove(&form["code"]) else {
+                return Err("invalid_grant");
+            };
+            let verifier = form.get("code_verifier").cloned().unwrap_or_default();
+            if b64url(&Sha256::digest(verifier.as_bytes())) != challenge {
+                return Err("invalid_grant");
+            }
+        }
+        Some("refresh_token") => {
+            if s.invalid_grant || form.get("refresh_token") != Some(&s.refresh_token) {
+                return Err("invalid_grant");
+            }
+            if s.rotate_refresh {
+                s.counter += 1;
+                s.refresh_token = format!("AQ-refresh-{}", s.counter);
+            }
+        }
+        _ => return Err("unsupported_grant_type"),
+    }
+    Ok(())
+}
+
+/// The Web API: the bearer token must be the current one; then the profile,
+/// the recently played page, or one catalogue object.
+fn web_api(stream: &mut TcpStream, s: &State, req: &Request) {
+    if req.auth != format!("Bearer {}", s.access_token) {
+        return respond(stream, 401, &[], r#"{"error":{"status":401,"message":"Invalid access token"}}"#);
+    }
+    let p = req.path.as_str();
+    let body = if p == "/v1/me" {
+        format!(
+            r#"{{"country":"SE","display_name":"Alice","id":"{USER}","product":"{}","type":"user","uri":"spotify:user:{USER}","followers":{{"href":null,"total":3}}}}"#,
+            s.product
+        )
+    } else if p == "/v1/me/player/recently-played" {
+        recently_played(s, &req.params)
+    } else if let Some(body) = catalogue_object(p) {
+        body
+    } else {
+        return respond(stream, 404, &[], r#"{"error":{"status":404,"message":"Not found."}}"#);
+    };
+    respond(stream, 200, &[("Content-Type", "application/json".to_string())], &body);
+}
+
+/// A page of plays after the `after` cursor, newest first, with the page's cursors.
+fn recently_played(s: &State, params: &HashMap<String, String>) -> String {
+    let limit: usize = params.get("limit").and_then(|l| l.parse().ok()).unwrap_or(20);
+    let after: i64 = params.get("after").and_then(|a| a.parse().ok()).unwrap_or(i64::MIN);
+    // Spotify keeps only the last 50 plays.
+    let kept = &s.plays[s.plays.len().saturating_sub(50)..];
+    let mut items: Vec<&Play> = kept.iter().filter(|p| p.played_at_ms > after).collect();
+    items.sort_by_key(|p| std::cmp::Reverse(p.played_at_ms));
+    items.truncate(limit);
+    let cursors = match (items.first(), items.last()) {
+        (Some(newest), Some(oldest)) => {
+            format!(r#"{{"after":"{}","before":"{}"}}"#, newest.played_at_ms, oldest.played_at_ms)
+        }
+        _ => "null".into(),
+    };
+    format!(
+        r#"{{"items":[{}],"next":null,"cursors":{cursors},"limit":{limit},"href":"{}/v1/me/player/recently-played"}}"#,
+        items.iter().map(|p| play_json(p)).collect::<Vec<_>>().join(","),
+        "https://api.spotify.com"
+    )
+}
+
+/// An artist, album or track by id, or None for any other path.
+fn catalogue_object(p: &str) -> Option<String> {
+    if let Some(id) = p.strip_prefix("/v1/artists/") {
+        Some(format!(
+            r#"{{"id":"{id}","name":"Artist {id}","genres":["indie","pop"],"popularity":40,"type":"artist"}}"#
+        ))
+    } else if let Some(id) = p.strip_prefix("/v1/albums/") {
+        Some(format!(
+            r#"{{"id":"{id}","name":"Album {id}","album_type":"compilation","release_date":"2019","label":"L","popularity":20}}"#
+        ))
+    } else {
+        p.strip_prefix("/v1/tracks/").map(|id| {
+            format!(r#"{{"id":"{id}","name":"Song {id}","duration_ms":200000,"popularity":50,"type":"track"}}"#)
+        })
     }
 }
 

@@ -224,53 +224,17 @@ fn debris_of_a_crashed_run_is_invisible_and_vacuumed() {
 fn new_catalogue_songs_recompute_only_the_months_with_plays_of_their_artists() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = |name: &str| tmp.path().join(name);
-    let (songs, logs, new_songs, changed_song) = (dir("songs"), dir("logs"), dir("new_songs"), dir("changed_song"));
+    let (songs, logs, new_songs) = (dir("songs"), dir("logs"), dir("new_songs"));
     copy_dir(&sample().join("song_data"), &songs.join("song_data"));
-    // November, December (+31 days) and February (+92 days). Elena, the one
-    // catalogue artist with plays in the sample, plays in February only.
-    shifted_logs(
-        &logs,
-        &[
-            ("2018-11-01-events.json", 0),
-            ("2018-11-02-events.json", 31),
-            ("2018-11-03-events.json", 92),
-            ("2018-11-21-events.json", 92),
-        ],
-    );
-    let plays_of = |file: &str| -> Vec<serde_json::Value> {
-        let text = fs::read_to_string(logs.join("log_data").join(file)).unwrap();
-        text.lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .filter(|e| e["page"] == "NextSong")
-            .collect()
-    };
-    let (nov, dec) = (plays_of("0-2018-11-01-events.json"), plays_of("31-2018-11-02-events.json"));
-    let feb = [plays_of("92-2018-11-03-events.json"), plays_of("92-2018-11-21-events.json")].concat();
-    assert!(feb.iter().any(|e| e["artist"] == "Elena") && !nov.iter().chain(&dec).any(|e| e["artist"] == "Elena"));
-    let artists = |plays: &[serde_json::Value]| -> Vec<String> {
-        plays.iter().map(|e| e["artist"].as_str().unwrap().to_string()).collect()
-    };
-    let elsewhere: Vec<String> = [artists(&nov), artists(&feb)].concat();
+    let [nov, dec, feb] = three_months_of_logs_with_elena_in_february_only(&logs);
+    let elsewhere: Vec<String> = [artists_of(&nov), artists_of(&feb)].concat();
     // A December play whose artist has no play in any other month.
     let play = dec.iter().find(|e| !elsewhere.contains(&e["artist"].as_str().unwrap().to_string())).unwrap();
     let (artist, title, length) =
         (play["artist"].as_str().unwrap(), play["song"].as_str().unwrap(), play["length"].as_f64().unwrap());
-    let song = |dir: &Path, file: &str, id: &str, (artist, artist_id): (&str, &str), title: &str, duration: f64| {
-        fs::create_dir_all(dir.join("song_data/N")).unwrap();
-        let json = serde_json::json!({"num_songs": 1, "artist_id": artist_id, "artist_latitude": null,
-            "artist_longitude": null, "artist_location": "", "artist_name": artist, "song_id": id,
-            "title": title, "duration": duration, "year": 0});
-        fs::write(dir.join("song_data/N").join(file), json.to_string()).unwrap();
-    };
-    song(&new_songs, "a.json", "SONEWTEST0000001", (artist, "ARNEWTEST0000001"), title, length);
-    song(
-        &new_songs,
-        "b.json",
-        "SONEWTEST0000002",
-        ("Nobody Who Ever Played Here", "ARNEWTEST0000002"),
-        "Silence",
-        100.0,
-    );
+    write_song(&new_songs, "a.json", "SONEWTEST0000001", (artist, "ARNEWTEST0000001"), title, length);
+    let nobody = ("Nobody Who Ever Played Here", "ARNEWTEST0000002");
+    write_song(&new_songs, "b.json", "SONEWTEST0000002", nobody, "Silence", 100.0);
 
     let lake = TestLake::new();
     lake.ingest(&songs);
@@ -292,25 +256,74 @@ fn new_catalogue_songs_recompute_only_the_months_with_plays_of_their_artists() {
     assert_eq!(lake.scalar(&derived), 0, "the derived track the new song replaces is gone");
     assert_eq!(lake.scalar("SELECT count(*) FROM dim_tracks WHERE track_id = 'SONEWTEST0000002'"), 1);
 
+    assert_a_song_of_elena_recomputes_february_only_if_her_plays_may_take_it(&lake, tmp.path());
+    assert_a_changed_catalogue_song_recomputes_every_month(&lake, &songs, &dir("changed_song"));
+}
+
+/// The sample's logs spread over three months under `logs`; their NextSong
+/// events, month by month.
+fn three_months_of_logs_with_elena_in_february_only(logs: &Path) -> [Vec<serde_json::Value>; 3] {
+    // November, December (+31 days) and February (+92 days). Elena, the one
+    // catalogue artist with plays in the sample, plays in February only.
+    shifted_logs(
+        logs,
+        &[
+            ("2018-11-01-events.json", 0),
+            ("2018-11-02-events.json", 31),
+            ("2018-11-03-events.json", 92),
+            ("2018-11-21-events.json", 92),
+        ],
+    );
+    let plays_of = |file: &str| -> Vec<serde_json::Value> {
+        let text = fs::read_to_string(logs.join("log_data").join(file)).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|e| e["page"] == "NextSong")
+            .collect()
+    };
+    let (nov, dec) = (plays_of("0-2018-11-01-events.json"), plays_of("31-2018-11-02-events.json"));
+    let feb = [plays_of("92-2018-11-03-events.json"), plays_of("92-2018-11-21-events.json")].concat();
+    assert!(feb.iter().any(|e| e["artist"] == "Elena") && !nov.iter().chain(&dec).any(|e| e["artist"] == "Elena"));
+    [nov, dec, feb]
+}
+
+fn artists_of(plays: &[serde_json::Value]) -> Vec<String> {
+    plays.iter().map(|e| e["artist"].as_str().unwrap().to_string()).collect()
+}
+
+/// One catalogue song file, `dir/song_data/N/<file>`.
+fn write_song(dir: &Path, file: &str, id: &str, (artist, artist_id): (&str, &str), title: &str, duration: f64) {
+    fs::create_dir_all(dir.join("song_data/N")).unwrap();
+    let json = serde_json::json!({"num_songs": 1, "artist_id": artist_id, "artist_latitude": null,
+        "artist_longitude": null, "artist_location": "", "artist_name": artist, "song_id": id,
+        "title": title, "duration": duration, "year": 0});
+    fs::write(dir.join("song_data/N").join(file), json.to_string()).unwrap();
+}
+
+fn assert_a_song_of_elena_recomputes_february_only_if_her_plays_may_take_it(lake: &TestLake, tmp: &Path) {
     // Elena again, with a title nobody played and an artist id after hers: no play can change.
-    song(&dir("elena_later"), "c.json", "SONEWTEST0000003", ("Elena", "ZZNEWTEST0000003"), "Unplayed", 100.0);
-    lake.ingest(&dir("elena_later"));
+    let later = ("Elena", "ZZNEWTEST0000003");
+    write_song(&tmp.join("elena_later"), "c.json", "SONEWTEST0000003", later, "Unplayed", 100.0);
+    lake.ingest(&tmp.join("elena_later"));
     let later = lake.build_checked_against_full();
     assert_eq!((later.months_computed, later.full_reason.clone(), later.catalogue_changed), (0, None, true));
     assert_eq!(lake.scalar("SELECT count(*) FROM dim_tracks WHERE track_id = 'SONEWTEST0000003'"), 1);
     // With an artist id before hers, Elena's plays may take it: February is computed again.
-    song(&dir("elena_first"), "d.json", "SONEWTEST0000004", ("Elena", "AANEWTEST0000004"), "Unplayed Too", 100.0);
-    lake.ingest(&dir("elena_first"));
+    let first = ("Elena", "AANEWTEST0000004");
+    write_song(&tmp.join("elena_first"), "d.json", "SONEWTEST0000004", first, "Unplayed Too", 100.0);
+    lake.ingest(&tmp.join("elena_first"));
     let first = lake.build_checked_against_full();
     assert_eq!((first.months_computed, first.full_reason.clone()), (1, None));
+}
 
+fn assert_a_changed_catalogue_song_recomputes_every_month(lake: &TestLake, songs: &Path, changed_song: &Path) {
     // A song file that changes a song the catalogue has can reach any month.
     let known = fs::read_to_string(walk_one(&songs.join("song_data"))).unwrap();
     let mut v: serde_json::Value = serde_json::from_str(&known).unwrap();
     v["title"] = "A New Title".into();
     fs::create_dir_all(changed_song.join("song_data")).unwrap();
     fs::write(changed_song.join("song_data/changed.json"), v.to_string()).unwrap();
-    lake.ingest(&changed_song);
+    lake.ingest(changed_song);
     let changed = lake.build();
     assert_eq!(changed.months_computed, 3);
     assert_eq!(changed.full_reason.as_deref(), Some("a new song file changes a song the catalogue already has"));
@@ -327,78 +340,33 @@ fn walk_one(dir: &Path) -> std::path::PathBuf {
 #[test]
 fn a_build_of_the_changed_months_equals_a_build_of_all() {
     let tmp = tempfile::tempdir().unwrap();
-    let (songs, early, later, again) =
-        (tmp.path().join("songs"), tmp.path().join("early"), tmp.path().join("later"), tmp.path().join("again"));
-    copy_dir(&sample().join("song_data"), &songs.join("song_data"));
-    // November and December 2018, then February 2019, then a late-December
-    // day (dirtying December only) that repeats events of another file.
-    shifted_logs(&early, &[("2018-11-01-events.json", 0), ("2018-11-02-events.json", 31)]);
-    shifted_logs(&later, &[("2018-11-03-events.json", 92)]);
-    shifted_logs(&again, &[("2018-11-21-events.json", 30), ("2018-11-03-events.json", 92)]);
-    let again_lines = std::fs::read_to_string(again.join("log_data/92-2018-11-03-events.json")).unwrap();
-    // One line changed: a new raw file whose other events are copies.
-    let changed = again_lines.replacen("\"Logged In\"", "\"Logged  In\"", 1);
-    std::fs::write(again.join("log_data/92-2018-11-03-events.json"), changed).unwrap();
-
-    let step = TestLake::new();
-    step.ingest(&songs);
-    step.ingest(&early);
-    let first = step.build();
-    assert_eq!((first.months, first.months_computed), (2, 2));
-    assert_eq!(first.full_reason.as_deref(), Some("first build"));
-    step.ingest(&later);
-    let second = step.build();
-    assert_eq!((second.months, second.months_computed, second.full_reason.clone()), (3, 1, None));
-    let fact = second.tables.iter().find(|t| t.name == "fact_plays").unwrap();
-    assert_eq!((fact.parts, fact.parts_unchanged), (3, 2), "only February's fact file is new");
-    step.ingest(&again);
-    let third = step.build_checked_against_full();
-    assert_eq!(
-        (third.months, third.months_computed, third.full_reason.clone()),
-        (3, 2, None),
-        "December and February (the repeated file) were recomputed"
-    );
+    let inputs = logs_over_three_months_then_a_repeated_file(tmp.path());
+    let (step, third) = built_month_by_month(&inputs);
 
     // The same files at once: in one slice, and one month per slice; and
     // both with the plays computed in two halves by time, two tasks at once.
-    let whole = TestLake::new();
-    let sliced = TestLake::new();
-    let halved = TestLake::new();
-    let sliced_halved = TestLake::new();
-    let on_disk = TestLake::new();
-    let halved_on_disk = TestLake::new();
-    let low_memory = TestLake::new();
-    for lake in [&whole, &sliced, &halved, &sliced_halved, &on_disk, &halved_on_disk, &low_memory] {
-        for dir in [&songs, &early, &later, &again] {
-            lake.ingest(dir);
-        }
-    }
     use tunelake::model::build::BuildOptions;
-    let w = whole.build();
-    let s = sliced.build_with(&BuildOptions { slice_rows: 1, ..Default::default() });
+    let (whole, w) = built_at_once(&inputs, &BuildOptions::default());
+    let (sliced, s) = built_at_once(&inputs, &BuildOptions { slice_rows: 1, ..Default::default() });
     assert_eq!(s.months_computed, 3);
-    let h = halved.build_with(&BuildOptions { halves_rows: 1, ..Default::default() });
-    let sh = sliced_halved.build_with(&BuildOptions { slice_rows: 1, halves_rows: 1, ..Default::default() });
+    let (halved, h) = built_at_once(&inputs, &BuildOptions { halves_rows: 1, ..Default::default() });
+    let (sliced_halved, sh) =
+        built_at_once(&inputs, &BuildOptions { slice_rows: 1, halves_rows: 1, ..Default::default() });
     // The helpers through scratch files instead of memory: the same files, byte for byte.
-    let d = on_disk.build_with(&BuildOptions { helpers_in_memory_rows: 0, ..Default::default() });
-    let hd =
-        halved_on_disk.build_with(&BuildOptions { halves_rows: 1, helpers_in_memory_rows: 0, ..Default::default() });
+    let (on_disk, d) = built_at_once(&inputs, &BuildOptions { helpers_in_memory_rows: 0, ..Default::default() });
+    let (halved_on_disk, hd) =
+        built_at_once(&inputs, &BuildOptions { halves_rows: 1, helpers_in_memory_rows: 0, ..Default::default() });
     // Given less than the default memory, the helpers go to scratch files too.
-    let lm = low_memory
-        .build_with(&BuildOptions { memory_limit: tunelake::model::DEFAULT_MEMORY_LIMIT - 1, ..Default::default() });
+    let (low_memory, lm) = built_at_once(
+        &inputs,
+        &BuildOptions { memory_limit: tunelake::model::DEFAULT_MEMORY_LIMIT - 1, ..Default::default() },
+    );
     let in_memory = [&w, &s, &h, &sh, &d, &hd, &lm].map(|m| m.in_memory);
     assert_eq!(in_memory, [1, 3, 1, 3, 0, 0, 0], "slices whose helpers stayed in memory");
-    let hashes = |lake: &TestLake| {
-        let star = lake.manifest().star().cloned().unwrap();
-        star.tables
-            .iter()
-            .map(|(t, parts)| (t.clone(), parts.iter().map(|p| p.sha256.clone()).collect::<Vec<_>>()))
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(hashes(&on_disk), hashes(&whole), "helpers in scratch files vs in memory");
-    assert_eq!(hashes(&halved_on_disk), hashes(&halved), "halves in scratch files vs in memory");
-    assert_eq!(hashes(&low_memory), hashes(&whole), "less memory: scratch files, one task");
-    assert!(hashes(&whole).iter().any(|(t, parts)| t == "fact_plays" && parts.len() == 3));
+    assert_eq!(star_hashes(&on_disk), star_hashes(&whole), "helpers in scratch files vs in memory");
+    assert_eq!(star_hashes(&halved_on_disk), star_hashes(&halved), "halves in scratch files vs in memory");
+    assert_eq!(star_hashes(&low_memory), star_hashes(&whole), "less memory: scratch files, one task");
+    assert!(star_hashes(&whole).iter().any(|(t, parts)| t == "fact_plays" && parts.len() == 3));
     // Halves need two files in a slice: all five days at once; one month per
     // slice halves December's two days and February's two copies of one day
     // (both start at the cut, so the first half is empty), not November's one.
@@ -421,6 +389,66 @@ fn a_build_of_the_changed_months_equals_a_build_of_all() {
         3,
         "plays in three months"
     );
+}
+
+/// The sample's songs, then its logs in three inputs under `tmp`, ingested in this order.
+fn logs_over_three_months_then_a_repeated_file(tmp: &Path) -> [std::path::PathBuf; 4] {
+    let (songs, early, later, again) = (tmp.join("songs"), tmp.join("early"), tmp.join("later"), tmp.join("again"));
+    copy_dir(&sample().join("song_data"), &songs.join("song_data"));
+    // November and December 2018, then February 2019, then a late-December
+    // day (dirtying December only) that repeats events of another file.
+    shifted_logs(&early, &[("2018-11-01-events.json", 0), ("2018-11-02-events.json", 31)]);
+    shifted_logs(&later, &[("2018-11-03-events.json", 92)]);
+    shifted_logs(&again, &[("2018-11-21-events.json", 30), ("2018-11-03-events.json", 92)]);
+    let again_lines = std::fs::read_to_string(again.join("log_data/92-2018-11-03-events.json")).unwrap();
+    // One line changed: a new raw file whose other events are copies.
+    let changed = again_lines.replacen("\"Logged In\"", "\"Logged  In\"", 1);
+    std::fs::write(again.join("log_data/92-2018-11-03-events.json"), changed).unwrap();
+    [songs, early, later, again]
+}
+
+/// A lake that ingests and builds the inputs one by one, each build computing
+/// only the months that changed; returns it and its last build.
+fn built_month_by_month(inputs: &[std::path::PathBuf; 4]) -> (TestLake, tunelake::model::build::BuildMetrics) {
+    let [songs, early, later, again] = inputs;
+    let step = TestLake::new();
+    step.ingest(songs);
+    step.ingest(early);
+    let first = step.build();
+    assert_eq!((first.months, first.months_computed), (2, 2));
+    assert_eq!(first.full_reason.as_deref(), Some("first build"));
+    step.ingest(later);
+    let second = step.build();
+    assert_eq!((second.months, second.months_computed, second.full_reason.clone()), (3, 1, None));
+    let fact = second.tables.iter().find(|t| t.name == "fact_plays").unwrap();
+    assert_eq!((fact.parts, fact.parts_unchanged), (3, 2), "only February's fact file is new");
+    step.ingest(again);
+    let third = step.build_checked_against_full();
+    assert_eq!(
+        (third.months, third.months_computed, third.full_reason.clone()),
+        (3, 2, None),
+        "December and February (the repeated file) were recomputed"
+    );
+    (step, third)
+}
+
+/// A lake that ingests every input, then builds once with `opts`.
+fn built_at_once(
+    inputs: &[std::path::PathBuf; 4],
+    opts: &tunelake::model::build::BuildOptions,
+) -> (TestLake, tunelake::model::build::BuildMetrics) {
+    let lake = TestLake::new();
+    for dir in inputs {
+        lake.ingest(dir);
+    }
+    let metrics = lake.build_with(opts);
+    (lake, metrics)
+}
+
+/// Each star table's files by their sha256.
+fn star_hashes(lake: &TestLake) -> Vec<(String, Vec<String>)> {
+    let star = lake.manifest().star().cloned().unwrap();
+    star.tables.iter().map(|(t, parts)| (t.clone(), parts.iter().map(|p| p.sha256.clone()).collect())).collect()
 }
 
 /// One NextSong event as Sparkify logs it.
@@ -577,74 +605,20 @@ fn staging_written_before_it_was_sorted_builds_the_same_rows() {
 /// numbers, and reprocess reads it the same way.
 #[test]
 fn a_log_too_big_to_read_whole_is_staged_in_pieces_and_loads_like_small_files() {
-    use tunelake::source::chunks::{PIECE, STREAM_FROM};
-    // The real logs again and again, each time 30 days later, in time order:
-    // one big file, and the same events as one small file per repetition.
-    let mut logs = walk(&sparkify_dataset().join("log_data"));
-    logs.sort();
-    let events: Vec<serde_json::Value> = logs
-        .iter()
-        .flat_map(|p| fs::read_to_string(p).unwrap().lines().map(String::from).collect::<Vec<_>>())
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(&l).unwrap())
-        .collect();
-    let (mut big, mut small) = (String::new(), vec![]);
-    let mut times = 0;
-    while (big.len() as u64) < STREAM_FROM {
-        let mut part = String::new();
-        for e in &events {
-            let mut e = e.clone();
-            e["ts"] = (e["ts"].as_i64().unwrap() + times * 30 * 86_400_000).into();
-            part.push_str(&e.to_string());
-            part.push('\n');
-        }
-        big.push_str(&part);
-        small.push(part);
-        times += 1;
-    }
-    let bad = "{\"ts\": oops}\n";
-    big.push_str(bad);
-    small.last_mut().unwrap().push_str(bad);
-    assert!(big.len() > 3 * PIECE);
+    let logs = RepeatedLogs::past_stream_from();
     let lake = TestLake::new();
-    let input = |name: &str, files: &[(String, &str)]| {
-        let dir = lake.dir.path().join(name);
-        copy_dir(&sparkify_dataset().join("song_data"), &dir.join("song_data"));
-        fs::create_dir_all(dir.join("log_data")).unwrap();
-        for (file, text) in files {
-            fs::write(dir.join("log_data").join(file), text).unwrap();
-        }
-        dir
-    };
-    let one = input("one", &[("all.json".into(), big.as_str())]);
-    let many =
-        input("many", &small.iter().enumerate().map(|(i, t)| (format!("{i:02}.json"), t.as_str())).collect::<Vec<_>>());
+    let one = sparkify_input(&lake, "one", &[("all.json".into(), logs.big.as_str())]);
+    let small: Vec<(String, &str)> =
+        logs.small.iter().enumerate().map(|(i, t)| (format!("{i:02}.json"), t.as_str())).collect();
+    let many = sparkify_input(&lake, "many", &small);
+    let (n, times) = (logs.lines(), logs.times);
 
     let m = lake.ingest(&one);
     let ev = m.stream("events");
-    let n = events.len() as u64 * times as u64;
     assert_eq!((ev.files, ev.read, ev.plays, ev.rejected), (1, n + 1, 6820 * times as u64, 1));
     assert_eq!(m.rejects.iter().map(|r| (r.file.as_str(), r.line)).collect::<Vec<_>>(), [("log_data/all.json", n + 1)]);
-    // Stored exactly as received, under its sha256, with no temp file left.
-    let manifest = lake.manifest();
-    let raw = manifest.raw_files().unwrap().iter().find(|r| r.origin == "log_data/all.json").unwrap().clone();
-    assert_eq!((raw.offset, raw.sha256.as_str()), (None, tunelake::lake::sha256_hex(big.as_bytes()).as_str()));
-    assert_eq!(fs::read(lake.layout.abs(&raw.path)).unwrap(), big.as_bytes());
-    let raw_dir = lake.layout.abs(&raw.path).parent().unwrap().to_path_buf();
-    let no_temp =
-        || fs::read_dir(&raw_dir).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with(".tmp-"));
-    assert!(no_temp());
-    // Staged in pieces (part-<run>-<file>-<k>), one file per date even
-    // where a piece ended inside a date.
-    let staged = walk(&lake.layout.abs("staging/stg_sparkify_events"));
-    let dates: std::collections::BTreeSet<_> = staged.iter().map(|p| p.parent().unwrap().to_path_buf()).collect();
-    assert_eq!(staged.len(), dates.len());
-    assert!(staged.iter().all(|p| p.file_name().unwrap().to_string_lossy().split('-').count() == 4), "{staged:?}");
-    let numbers: std::collections::BTreeSet<_> = staged
-        .iter()
-        .map(|p| p.file_stem().unwrap().to_string_lossy().rsplit('-').next().unwrap().to_string())
-        .collect();
-    assert_eq!(numbers.len(), staged.len(), "{numbers:?}");
+    let raw = assert_stored_as_received(&lake, &logs.big);
+    assert_staged_in_pieces_one_file_per_date(&lake);
 
     // The same rows as the small files give.
     let parts = TestLake::new();
@@ -659,7 +633,7 @@ fn a_log_too_big_to_read_whole_is_staged_in_pieces_and_loads_like_small_files() 
     // The same file again: already stored, nothing written.
     let again = lake.ingest(&one);
     assert_eq!((again.committed, again.files_already_stored), (false, 1 + 71));
-    assert!(no_temp());
+    assert!(no_temp_beside(&lake, &raw));
 
     // Reprocess reads it in pieces too, and checks it as it goes.
     fs::remove_dir_all(lake.layout.abs("staging")).unwrap();
@@ -668,9 +642,110 @@ fn a_log_too_big_to_read_whole_is_staged_in_pieces_and_loads_like_small_files() 
     assert_eq!(r.rejects.iter().map(|r| r.line).collect::<Vec<_>>(), [n + 1]);
     lake.build();
     assert_eq!(star(&lake), star(&parts));
+    assert_a_damaged_big_file_stops_reprocess_and_is_repaired(&lake, &raw, &logs.big, &one);
+}
+
+/// The real logs again and again, each time 30 days later, in time order,
+/// until they reach `STREAM_FROM`: one big file, and the same events as one
+/// small file per repetition; both end with the same malformed line.
+struct RepeatedLogs {
+    events: usize,
+    times: i64,
+    big: String,
+    small: Vec<String>,
+}
+
+impl RepeatedLogs {
+    fn past_stream_from() -> RepeatedLogs {
+        use tunelake::source::chunks::{PIECE, STREAM_FROM};
+        let mut logs = walk(&sparkify_dataset().join("log_data"));
+        logs.sort();
+        let events: Vec<serde_json::Value> = logs
+            .iter()
+            .flat_map(|p| fs::read_to_string(p).unwrap().lines().map(String::from).collect::<Vec<_>>())
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(&l).unwrap())
+            .collect();
+        let (mut big, mut small) = (String::new(), vec![]);
+        let mut times = 0;
+        while (big.len() as u64) < STREAM_FROM {
+            let mut part = String::new();
+            for e in &events {
+                let mut e = e.clone();
+                e["ts"] = (e["ts"].as_i64().unwrap() + times * 30 * 86_400_000).into();
+                part.push_str(&e.to_string());
+                part.push('\n');
+            }
+            big.push_str(&part);
+            small.push(part);
+            times += 1;
+        }
+        let bad = "{\"ts\": oops}\n";
+        big.push_str(bad);
+        small.last_mut().unwrap().push_str(bad);
+        assert!(big.len() > 3 * PIECE);
+        RepeatedLogs { events: events.len(), times, big, small }
+    }
+
+    /// The good lines of the big file (the malformed one is line `lines() + 1`).
+    fn lines(&self) -> u64 {
+        self.events as u64 * self.times as u64
+    }
+}
+
+/// A Sparkify folder in the lake's temp dir: the real songs and these log files.
+fn sparkify_input(lake: &TestLake, name: &str, files: &[(String, &str)]) -> std::path::PathBuf {
+    let dir = lake.dir.path().join(name);
+    copy_dir(&sparkify_dataset().join("song_data"), &dir.join("song_data"));
+    fs::create_dir_all(dir.join("log_data")).unwrap();
+    for (file, text) in files {
+        fs::write(dir.join("log_data").join(file), text).unwrap();
+    }
+    dir
+}
+
+/// The big file's raw entry, after checking it is stored as received.
+fn assert_stored_as_received(lake: &TestLake, big: &str) -> tunelake::lake::manifest::RawFile {
+    // Stored exactly as received, under its sha256, with no temp file left.
+    let manifest = lake.manifest();
+    let raw = manifest.raw_files().unwrap().iter().find(|r| r.origin == "log_data/all.json").unwrap().clone();
+    assert_eq!((raw.offset, raw.sha256.as_str()), (None, tunelake::lake::sha256_hex(big.as_bytes()).as_str()));
+    assert_eq!(fs::read(lake.layout.abs(&raw.path)).unwrap(), big.as_bytes());
+    assert!(no_temp_beside(lake, &raw));
+    raw
+}
+
+/// No `.tmp-` file in the raw file's folder.
+fn no_temp_beside(lake: &TestLake, raw: &tunelake::lake::manifest::RawFile) -> bool {
+    let raw_dir = lake.layout.abs(&raw.path).parent().unwrap().to_path_buf();
+    fs::read_dir(&raw_dir).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with(".tmp-"))
+}
+
+fn assert_staged_in_pieces_one_file_per_date(lake: &TestLake) {
+    // Staged in pieces (part-<run>-<file>-<k>), one file per date even
+    // where a piece ended inside a date.
+    let staged = walk(&lake.layout.abs("staging/stg_sparkify_events"));
+    let dates: std::collections::BTreeSet<_> = staged.iter().map(|p| p.parent().unwrap().to_path_buf()).collect();
+    assert_eq!(staged.len(), dates.len());
+    assert!(staged.iter().all(|p| p.file_name().unwrap().to_string_lossy().split('-').count() == 4), "{staged:?}");
+    let numbers: std::collections::BTreeSet<_> = staged
+        .iter()
+        .map(|p| p.file_stem().unwrap().to_string_lossy().rsplit('-').next().unwrap().to_string())
+        .collect();
+    assert_eq!(numbers.len(), staged.len(), "{numbers:?}");
+}
+
+/// One bit flipped in the big file's last piece: reprocess stops on it, and
+/// ingesting the original again repairs it.
+fn assert_a_damaged_big_file_stops_reprocess_and_is_repaired(
+    lake: &TestLake,
+    raw: &tunelake::lake::manifest::RawFile,
+    big: &str,
+    one: &Path,
+) {
     let path = lake.layout.abs(&raw.path);
-    let mut damaged = big.clone().into_bytes();
-    let at = damaged.len() - PIECE / 2;
+    let mut damaged = big.as_bytes().to_vec();
+    let at = damaged.len() - tunelake::source::chunks::PIECE / 2;
     damaged[at] ^= 0x01;
     fs::write(&path, damaged).unwrap();
     let out = lake.cli(&["reprocess"]);
@@ -683,7 +758,7 @@ fn a_log_too_big_to_read_whole_is_staged_in_pieces_and_loads_like_small_files() 
     let again = lake.cli(&["ingest", "sparkify", one.to_str().unwrap()]);
     assert!(crate::common::stderr(&again).contains("written again from their originals"), "{again:?}");
     assert_eq!(fs::read(&path).unwrap(), big.as_bytes());
-    assert!(no_temp());
+    assert!(no_temp_beside(lake, raw));
     let o = lake.cli(&["verify"]);
     assert!(o.status.success(), "{}", crate::common::stdout(&o));
 }
@@ -740,7 +815,32 @@ fn issue_24_verify_names_each_problem_and_its_repair() {
     assert!(
         crate::common::stdout(&o).contains("verify: 75 raw files") && crate::common::stdout(&o).ends_with(": ok\n")
     );
+    assert_verify_finds_a_checkpoint_unlike_its_entries(&lake);
 
+    // A truncated raw log, a staging file gone, an edited star file.
+    let d = Damage::done(&lake, &data, tmp.path());
+    assert_verify_names_each_problem(&lake, &d);
+
+    // The repairs it names work: the original ingested again replaces the damaged copy.
+    let o = lake.cli(&["ingest", "sparkify", data.to_str().unwrap()]);
+    assert!(
+        o.status.success() && crate::common::stderr(&o).contains("written again from their originals"),
+        "{}",
+        crate::common::stderr(&o)
+    );
+    assert_eq!(fs::read(lake.layout.abs(&d.log.path)).unwrap(), fs::read(data.join(&d.log.origin)).unwrap());
+    let (start, len) = (d.song.offset.unwrap() as usize, d.song.bytes as usize);
+    assert_eq!(fs::read(&d.pack).unwrap()[start..start + len], fs::read(data.join(&d.song.origin)).unwrap());
+    assert_eq!(fs::read(&d.pack).unwrap().len(), d.pack_len, "the rest of the pack as it was");
+    assert!(!lake.layout.damaged_raw().exists(), "nothing left to repair");
+    fs::rename(tmp.path().join("staged.parquet"), lake.layout.abs(&d.staged)).unwrap();
+    fs::remove_file(lake.layout.abs(&d.part)).unwrap();
+    lake.build_with(&tunelake::model::build::BuildOptions { force: true, ..Default::default() });
+    let o = lake.cli(&["verify", "--deep"]);
+    assert!(o.status.success(), "{}{}", crate::common::stdout(&o), crate::common::stderr(&o));
+}
+
+fn assert_verify_finds_a_checkpoint_unlike_its_entries(lake: &TestLake) {
     // A checkpoint that is not the fold of the entries (two runs have none: make one).
     let mut state = lake.manifest().state().clone();
     state.staging_run += 7;
@@ -754,27 +854,43 @@ fn issue_24_verify_names_each_problem_and_its_repair() {
     let text = crate::common::stdout(&o);
     assert!(text.contains("the ledger's checkpoint differs from its entries") && text.contains("rm '"), "{text}");
     fs::remove_file(&pointer).unwrap();
+}
 
-    // A truncated raw log, a staging file gone, an edited star file.
-    let m = lake.manifest();
-    let log = m.raw_files().unwrap().iter().find(|r| r.kind == "log" && r.offset.is_none()).unwrap().clone();
-    let original = data.join(&log.origin);
-    fs::write(lake.layout.abs(&log.path), &fs::read(&original).unwrap()[..100]).unwrap();
-    let staged = m.staging_files("stg_sparkify_events")[0].path.clone();
-    fs::rename(lake.layout.abs(&staged), tmp.path().join("staged.parquet")).unwrap();
-    let part = m.star().unwrap().tables["dim_users"][0].path.clone();
-    // A song file packed with the others, one byte changed.
-    let song = m.raw_files().unwrap().iter().find(|r| r.kind == "song" && r.offset.is_some()).unwrap().clone();
-    let song_original = data.join(&song.origin);
-    let pack = lake.layout.abs(&song.path);
-    let mut packed = fs::read(&pack).unwrap();
-    packed[song.offset.unwrap() as usize + 3] ^= 0x20;
-    fs::write(&pack, &packed).unwrap();
-    let mut bytes = fs::read(lake.layout.abs(&part)).unwrap();
-    let at = bytes.len() / 2;
-    bytes[at] ^= 0x55;
-    fs::write(lake.layout.abs(&part), &bytes).unwrap();
+/// What `Damage::done` broke: a raw log truncated, a staging file moved to
+/// `tmp/staged.parquet`, a star file and a packed song file each with a byte changed.
+struct Damage {
+    log: tunelake::lake::manifest::RawFile,
+    staged: String,
+    part: String,
+    song: tunelake::lake::manifest::RawFile,
+    pack: std::path::PathBuf,
+    pack_len: usize,
+}
 
+impl Damage {
+    fn done(lake: &TestLake, data: &Path, tmp: &Path) -> Damage {
+        let m = lake.manifest();
+        let log = m.raw_files().unwrap().iter().find(|r| r.kind == "log" && r.offset.is_none()).unwrap().clone();
+        fs::write(lake.layout.abs(&log.path), &fs::read(data.join(&log.origin)).unwrap()[..100]).unwrap();
+        let staged = m.staging_files("stg_sparkify_events")[0].path.clone();
+        fs::rename(lake.layout.abs(&staged), tmp.join("staged.parquet")).unwrap();
+        let part = m.star().unwrap().tables["dim_users"][0].path.clone();
+        // A song file packed with the others, one byte changed.
+        let song = m.raw_files().unwrap().iter().find(|r| r.kind == "song" && r.offset.is_some()).unwrap().clone();
+        let pack = lake.layout.abs(&song.path);
+        let mut packed = fs::read(&pack).unwrap();
+        packed[song.offset.unwrap() as usize + 3] ^= 0x20;
+        fs::write(&pack, &packed).unwrap();
+        let mut bytes = fs::read(lake.layout.abs(&part)).unwrap();
+        let at = bytes.len() / 2;
+        bytes[at] ^= 0x55;
+        fs::write(lake.layout.abs(&part), &bytes).unwrap();
+        Damage { log, staged, part, song, pack, pack_len: packed.len() }
+    }
+}
+
+fn assert_verify_names_each_problem(lake: &TestLake, d: &Damage) {
+    let (log, staged, part, song) = (&d.log, &d.staged, &d.part, &d.song);
     let o = lake.cli(&["verify"]);
     assert_eq!(o.status.code(), Some(4));
     let text = crate::common::stdout(&o);
@@ -793,26 +909,8 @@ fn issue_24_verify_names_each_problem_and_its_repair() {
     assert!(crate::common::stderr(&o).contains("the lake has 3 problem(s)"), "{}", crate::common::stderr(&o));
     let o = lake.cli(&["verify", "--deep"]);
     let text = crate::common::stdout(&o);
-    let rm = format!("repair: remove it, then run `tunelake build --force`: rm '{}'", lake.layout.abs(&part).display());
+    let rm = format!("repair: remove it, then run `tunelake build --force`: rm '{}'", lake.layout.abs(part).display());
     assert!(text.contains(&format!("problem: {part}: sha256")) && text.contains(&rm), "{text}");
-
-    // The repairs it names work: the original ingested again replaces the damaged copy.
-    let o = lake.cli(&["ingest", "sparkify", data.to_str().unwrap()]);
-    assert!(
-        o.status.success() && crate::common::stderr(&o).contains("written again from their originals"),
-        "{}",
-        crate::common::stderr(&o)
-    );
-    assert_eq!(fs::read(lake.layout.abs(&log.path)).unwrap(), fs::read(&original).unwrap());
-    let (start, len) = (song.offset.unwrap() as usize, song.bytes as usize);
-    assert_eq!(fs::read(&pack).unwrap()[start..start + len], fs::read(&song_original).unwrap());
-    assert_eq!(fs::read(&pack).unwrap().len(), packed.len(), "the rest of the pack as it was");
-    assert!(!lake.layout.damaged_raw().exists(), "nothing left to repair");
-    fs::rename(tmp.path().join("staged.parquet"), lake.layout.abs(&staged)).unwrap();
-    fs::remove_file(lake.layout.abs(&part)).unwrap();
-    lake.build_with(&tunelake::model::build::BuildOptions { force: true, ..Default::default() });
-    let o = lake.cli(&["verify", "--deep"]);
-    assert!(o.status.success(), "{}{}", crate::common::stdout(&o), crate::common::stderr(&o));
 }
 
 /// Issue 20: the ledger grows by a run per command, and loading it must not.

@@ -248,6 +248,42 @@ document.body.appendChild(pre);
 #[test]
 fn the_html_report_renders_offline_in_chromium_with_the_named_queries_numbers() {
     let lake = TestLake::new();
+    let (html, page, text) = html_report_of_the_sample_and_an_export(&lake);
+
+    // The named queries, in the same zone.
+    let months = berlin(&lake, "time_listened_by_month");
+    let plays: i64 = months.iter().map(|r| r.split(',').nth(2).unwrap().parse::<i64>().unwrap()).sum();
+    assert!(text.contains(&format!("  {plays} plays (")), "{text}");
+    assert!(text.contains("listening report: all of it (local times in Europe/Berlin)"), "{text}");
+
+    let (proxy, hosts) = idle_proxy();
+    let m = measured_in_chromium(&lake, &page, &proxy);
+    let svg = |id: &str| &m["svgs"][id];
+    for id in ["clock", "weeks", "top-artists", "top-tracks", "top-albums", "discoveries", "content"] {
+        assert!(svg(id)["w"].as_f64().unwrap() > 100.0 && svg(id)["h"].as_f64().unwrap() > 20.0, "{id}: {}", svg(id));
+    }
+    assert_clock_holds_listening_clock(&lake, &m);
+    assert_weeks_hold_time_listened_by_week(&lake, &m, &page);
+    assert_top_lists_hold_the_top_queries(&lake, &m);
+    assert_discoveries_and_kinds_hold_their_queries(&lake, &m, &page);
+    assert_eq!(m["plays"].as_str(), Some(plays.to_string().as_str()));
+
+    // A screenshot, as a person would see it.
+    assert_screenshot_is_a_drawn_page(&lake, &html, &proxy);
+    assert!(!page.contains("google"), "the page names none of Chromium's own hosts");
+    let asked: Vec<String> = hosts.lock().unwrap().iter().filter(|h| !chromiums_own(h)).cloned().collect();
+    assert!(asked.is_empty(), "the report made network requests: {asked:?}");
+
+    // The proxy does catch a page that reaches out.
+    let leaky = lake.dir.path().join("leaky.html");
+    std::fs::write(&leaky, "<html><body><img src=\"http://example.invalid/x.png\"></body></html>").unwrap();
+    headless(&leaky, &proxy, &["--dump-dom"]);
+    assert!(hosts.lock().unwrap().iter().any(|h| h == "example.invalid"), "{:?}", hosts.lock().unwrap());
+}
+
+/// Ingests the sample and the export fixtures and writes `report --html` in
+/// Europe/Berlin; returns the page's path, the page, and what the report printed.
+fn html_report_of_the_sample_and_an_export(lake: &TestLake) -> (PathBuf, String, String) {
     lake.ingest(&sample());
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/spotify_export");
     let o = lake.cli(&["--progress", "off", "ingest", "spotify-export", fixtures.to_str().unwrap()]);
@@ -255,50 +291,67 @@ fn the_html_report_renders_offline_in_chromium_with_the_named_queries_numbers() 
     let html = lake.dir.path().join("report.html");
     let o = lake.cli(&["report", "--tz", "Europe/Berlin", "--html", html.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let text = stdout(&o);
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(page.len() < 2 << 20, "{} bytes", page.len());
+    (html, page, stdout(&o))
+}
 
-    // The named queries, in the same zone.
-    let q = |name: &str| named(&lake, name, &["--tz", "Europe/Berlin"]);
-    let months = q("time_listened_by_month");
-    let plays: i64 = months.iter().map(|r| r.split(',').nth(2).unwrap().parse::<i64>().unwrap()).sum();
-    assert!(text.contains(&format!("  {plays} plays (")), "{text}");
-    assert!(text.contains("listening report: all of it (local times in Europe/Berlin)"), "{text}");
+/// A named query's rows in the report's zone.
+fn berlin(lake: &TestLake, name: &str) -> Vec<String> {
+    named(lake, name, &["--tz", "Europe/Berlin"])
+}
 
-    let (proxy, hosts) = idle_proxy();
+/// The page with `MEASURE` added, dumped by headless Chromium: what it measured.
+fn measured_in_chromium(lake: &TestLake, page: &str, proxy: &str) -> serde_json::Value {
     let measured_page = lake.dir.path().join("measured.html");
     std::fs::write(&measured_page, page.replace("</body>", MEASURE)).unwrap();
-    let dom = headless(&measured_page, &proxy, &["--dump-dom"]);
+    let dom = headless(&measured_page, proxy, &["--dump-dom"]);
     let json = dom.split("<pre id=\"measured\">").nth(1).and_then(|r| r.split("</pre>").next()).expect("measured");
     let json = json.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&amp;", "&");
-    let m: serde_json::Value = serde_json::from_str(&json).unwrap();
-    let svg = |id: &str| &m["svgs"][id];
-    for id in ["clock", "weeks", "top-artists", "top-tracks", "top-albums", "discoveries", "content"] {
-        assert!(svg(id)["w"].as_f64().unwrap() > 100.0 && svg(id)["h"].as_f64().unwrap() > 20.0, "{id}: {}", svg(id));
-    }
+    serde_json::from_str(&json).unwrap()
+}
+
+/// The values of a `data-<attr>` on the marks of the page's svg `id`, in order.
+fn drawn<T: std::str::FromStr<Err: std::fmt::Debug>>(page: &str, id: &str, attr: &str) -> Vec<T> {
+    let re = format!("data-{attr}=\"");
+    let svg = page.split(&format!("<svg id=\"{id}\"")).nth(1).unwrap().split("</svg>").next().unwrap();
+    svg.split(&re).skip(1).map(|r| r.split('"').next().unwrap().parse().unwrap()).collect()
+}
+
+fn assert_clock_holds_listening_clock(lake: &TestLake, m: &serde_json::Value) {
     // The clock: 168 cells laid out, each holding listening_clock's plays.
-    assert_eq!((svg("clock")["cells"].as_u64(), svg("clock")["sized_cells"].as_u64()), (Some(168), Some(168)));
+    let clock_svg = &m["svgs"]["clock"];
+    assert_eq!((clock_svg["cells"].as_u64(), clock_svg["sized_cells"].as_u64()), (Some(168), Some(168)));
     let mut clock = vec![0i64; 168];
-    for row in q("listening_clock") {
+    for row in berlin(lake, "listening_clock") {
         let c: Vec<i64> = row.split(',').map(|v| v.parse().unwrap()).collect();
         clock[(c[0] * 24 + c[1]) as usize] = c[2];
     }
-    let drawn: Vec<i64> = svg("clock")["plays"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+    let drawn: Vec<i64> = clock_svg["plays"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
     assert_eq!(drawn, clock);
+}
+
+fn assert_weeks_hold_time_listened_by_week(lake: &TestLake, m: &serde_json::Value, page: &str) {
     // A bar per week from the first to the last, drawn where there was listening.
-    let weeks = q("time_listened_by_week");
+    let weeks = berlin(lake, "time_listened_by_week");
     let first =
         chrono::NaiveDate::parse_from_str(weeks.first().unwrap().split(',').next().unwrap(), "%Y-%m-%d").unwrap();
     let last = chrono::NaiveDate::parse_from_str(weeks.last().unwrap().split(',').next().unwrap(), "%Y-%m-%d").unwrap();
-    assert_eq!(svg("weeks")["bars"].as_i64(), Some((last - first).num_days() / 7 + 1));
+    assert_eq!(m["svgs"]["weeks"]["bars"].as_i64(), Some((last - first).num_days() / 7 + 1));
     let listened = weeks.iter().filter(|r| r.split(',').nth(1).unwrap().parse::<f64>().unwrap() > 0.0).count();
-    assert_eq!(svg("weeks")["sized_bars"].as_u64(), Some(listened as u64), "{weeks:?}");
+    assert_eq!(m["svgs"]["weeks"]["sized_bars"].as_u64(), Some(listened as u64), "{weeks:?}");
+    // Each drawn week holds the query's hours.
+    let hours: Vec<f64> = weeks.iter().map(|r| r.split(',').nth(1).unwrap().parse().unwrap()).collect();
+    let drawn_hours: Vec<f64> = drawn::<f64>(page, "weeks", "hours").into_iter().filter(|h| *h > 0.0).collect();
+    assert_eq!(drawn_hours, hours.into_iter().filter(|h| *h > 0.0).collect::<Vec<_>>());
+}
+
+fn assert_top_lists_hold_the_top_queries(lake: &TestLake, m: &serde_json::Value) {
     // The top lists: the queries' first ten rows, name and plays.
     for (table, query, name_cols, plays_col) in
         [("top-artists", "top_artists", 1, 1), ("top-tracks", "top_tracks", 2, 2), ("top-albums", "top_albums", 2, 2)]
     {
-        let want: Vec<(String, i64)> = q(query)
+        let want: Vec<(String, i64)> = berlin(lake, query)
             .iter()
             .take(10)
             .map(|r| {
@@ -316,53 +369,36 @@ fn the_html_report_renders_offline_in_chromium_with_the_named_queries_numbers() 
             .collect();
         assert!(!want.is_empty(), "{query} has rows");
         assert_eq!(got, want, "{table}");
-        assert_eq!(svg(table)["sized_bars"].as_u64(), Some(want.len() as u64), "{table}");
+        assert_eq!(m["svgs"][table]["sized_bars"].as_u64(), Some(want.len() as u64), "{table}");
     }
-    // Discoveries and the split by kind: the queries' rows, bar by bar.
-    let drawn = |id: &str, attr: &str| -> Vec<i64> {
-        let re = format!("data-{attr}=\"");
-        let svg = page.split(&format!("<svg id=\"{id}\"")).nth(1).unwrap().split("</svg>").next().unwrap();
-        svg.split(&re).skip(1).map(|r| r.split('"').next().unwrap().parse().unwrap()).collect()
-    };
-    let discoveries: Vec<Vec<i64>> =
-        q("discoveries").iter().map(|r| r.split(',').skip(1).map(|v| v.parse().unwrap()).collect()).collect();
-    assert!(!discoveries.is_empty());
-    assert_eq!(drawn("discoveries", "artists"), discoveries.iter().map(|d| d[0]).collect::<Vec<_>>());
-    assert_eq!(drawn("discoveries", "tracks"), discoveries.iter().map(|d| d[1]).collect::<Vec<_>>());
-    assert_eq!(svg("discoveries")["bars"].as_u64(), Some(2 * discoveries.len() as u64));
-    let kinds: Vec<i64> = q("content_types").iter().map(|r| r.split(',').nth(1).unwrap().parse().unwrap()).collect();
-    assert_eq!(drawn("content", "plays"), kinds);
-    assert_eq!(svg("content")["segments"].as_u64(), Some(kinds.len() as u64));
-    let hours: Vec<f64> = weeks.iter().map(|r| r.split(',').nth(1).unwrap().parse().unwrap()).collect();
-    let drawn_hours: Vec<f64> = {
-        let svg = page.split("<svg id=\"weeks\"").nth(1).unwrap().split("</svg>").next().unwrap();
-        svg.split("data-hours=\"")
-            .skip(1)
-            .map(|r| r.split('"').next().unwrap().parse().unwrap())
-            .filter(|h| *h > 0.0)
-            .collect()
-    };
-    assert_eq!(drawn_hours, hours.into_iter().filter(|h| *h > 0.0).collect::<Vec<_>>());
-    assert_eq!(m["plays"].as_str(), Some(plays.to_string().as_str()));
+}
 
-    // A screenshot, as a person would see it.
+fn assert_discoveries_and_kinds_hold_their_queries(lake: &TestLake, m: &serde_json::Value, page: &str) {
+    // Discoveries and the split by kind: the queries' rows, bar by bar.
+    let discoveries: Vec<Vec<i64>> = berlin(lake, "discoveries")
+        .iter()
+        .map(|r| r.split(',').skip(1).map(|v| v.parse().unwrap()).collect())
+        .collect();
+    assert!(!discoveries.is_empty());
+    assert_eq!(drawn::<i64>(page, "discoveries", "artists"), discoveries.iter().map(|d| d[0]).collect::<Vec<_>>());
+    assert_eq!(drawn::<i64>(page, "discoveries", "tracks"), discoveries.iter().map(|d| d[1]).collect::<Vec<_>>());
+    assert_eq!(m["svgs"]["discoveries"]["bars"].as_u64(), Some(2 * discoveries.len() as u64));
+    let kinds: Vec<i64> =
+        berlin(lake, "content_types").iter().map(|r| r.split(',').nth(1).unwrap().parse().unwrap()).collect();
+    assert_eq!(drawn::<i64>(page, "content", "plays"), kinds);
+    assert_eq!(m["svgs"]["content"]["segments"].as_u64(), Some(kinds.len() as u64));
+}
+
+/// A screenshot of the report at the window's size, holding more than a blank page would.
+fn assert_screenshot_is_a_drawn_page(lake: &TestLake, html: &Path, proxy: &str) {
     let png = lake.dir.path().join("report.png");
-    headless(&html, &proxy, &[&format!("--screenshot={}", png.display())]);
+    headless(html, proxy, &[&format!("--screenshot={}", png.display())]);
     let bytes = std::fs::read(&png).unwrap();
     assert_eq!(&bytes[1..4], b"PNG");
     let (w, h) =
         (u32::from_be_bytes(bytes[16..20].try_into().unwrap()), u32::from_be_bytes(bytes[20..24].try_into().unwrap()));
     assert_eq!((w, h), (1200, 2000));
     assert!(bytes.len() > 30_000, "a blank page compresses to a few KB: {} bytes", bytes.len());
-    assert!(!page.contains("google"), "the page names none of Chromium's own hosts");
-    let asked: Vec<String> = hosts.lock().unwrap().iter().filter(|h| !chromiums_own(h)).cloned().collect();
-    assert!(asked.is_empty(), "the report made network requests: {asked:?}");
-
-    // The proxy does catch a page that reaches out.
-    let leaky = lake.dir.path().join("leaky.html");
-    std::fs::write(&leaky, "<html><body><img src=\"http://example.invalid/x.png\"></body></html>").unwrap();
-    headless(&leaky, &proxy, &["--dump-dom"]);
-    assert!(hosts.lock().unwrap().iter().any(|h| h == "example.invalid"), "{:?}", hosts.lock().unwrap());
 }
 
 /// A CSV row's fields (quoted fields may hold commas and doubled quotes).

@@ -69,8 +69,39 @@ fn rows(lake: &TestLake, sql: &str) -> Vec<String> {
 fn login_with_pkce_then_pulls_advance_the_cursor_into_the_star() {
     let server = FakeSpotify::start(plays(30, NOW_MS, 0));
     let lake = TestLake::new();
+    let all = log_in_by_pasting_the_callback(&lake, &server);
+    assert!(all.contains("logged in to Spotify"), "{all}");
+    assert_eq!(server.state.lock().unwrap().token_grants, vec!["authorization_code"]);
+    assert_token_cache_is_private_and_no_token_printed(&lake, &server, &all);
+
+    // First pull: all 30 plays.
+    let text = ingest(&lake, &server, &[]);
+    assert!(text.contains("user alice: 1 page(s), 30 items, 30 new plays"), "{text}");
+    lake.build();
+    assert_first_pull_is_in_the_star(&lake);
+
+    // Ten more plays: the next pull asks only for what came after the cursor.
+    let newest = server.state.lock().unwrap().plays.last().unwrap().played_at_ms;
+    server.state.lock().unwrap().plays.extend(plays(10, NOW_MS + 10 * 300_000, 100));
+    let text = ingest(&lake, &server, &[]);
+    assert!(text.contains("10 items, 10 new plays"), "{text}");
+    assert!(server.requests("recently-played").last().unwrap().contains(&format!("after={newest}")));
+    let b = lake.build_checked_against_full();
+    assert_eq!(b.full_reason, None, "new Web API plays recompute their own months only");
+    assert_eq!(rows(&lake, "SELECT count(*) FROM fact_plays"), vec!["40"]);
+    // Nothing is looked up twice.
+    let lookups = server.requests("/v1/artists/");
+    let mut unique = lookups.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(lookups.len(), unique.len(), "{lookups:?}");
+}
+
+/// `tunelake auth spotify --no-browser`, with the user's part played here; returns
+/// everything the command said, after checking it succeeded.
+fn log_in_by_pasting_the_callback(lake: &TestLake, server: &FakeSpotify) -> String {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut child = cmd(&lake, &server)
+    let mut child = cmd(lake, server)
         .args(["auth", "spotify", "--no-browser", "--port", &port.to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -99,9 +130,10 @@ fn login_with_pkce_then_pulls_advance_the_cursor_into_the_star() {
     std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
     let all = format!("{}{said}{rest}", stdout(&out));
     assert!(out.status.success(), "{all}");
-    assert!(all.contains("logged in to Spotify"), "{all}");
-    assert_eq!(server.state.lock().unwrap().token_grants, vec!["authorization_code"]);
+    all
+}
 
+fn assert_token_cache_is_private_and_no_token_printed(lake: &TestLake, server: &FakeSpotify, all: &str) {
     // The token cache is 0600 and no token was printed.
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(lake.layout.spotify_token()).unwrap().permissions().mode();
@@ -111,25 +143,24 @@ fn login_with_pkce_then_pulls_advance_the_cursor_into_the_star() {
         (s.access_token.clone(), s.refresh_token.clone())
     };
     assert!(!all.contains(&access) && !all.contains(&refresh), "a token was printed");
+}
 
-    // First pull: all 30 plays.
-    let text = ingest(&lake, &server, &[]);
-    assert!(text.contains("user alice: 1 page(s), 30 items, 30 new plays"), "{text}");
-    lake.build();
+/// The 30 plays of the first pull, their user, artists and enrichment, in the star.
+fn assert_first_pull_is_in_the_star(lake: &TestLake) {
     assert_eq!(
-        rows(&lake, "SELECT count(*), min(source), max(source) FROM fact_plays"),
+        rows(lake, "SELECT count(*), min(source), max(source) FROM fact_plays"),
         vec!["30|spotify_api|spotify_api"]
     );
     assert_eq!(
-        rows(&lake, "SELECT user_id, level, country, display_name FROM dim_users"),
+        rows(lake, "SELECT user_id, level, country, display_name FROM dim_users"),
         vec!["alice|premium|SE|Alice"]
     );
-    assert_eq!(rows(&lake, "SELECT count(*) FROM fact_plays WHERE context_uri IS NULL"), vec!["15"]);
+    assert_eq!(rows(lake, "SELECT count(*) FROM fact_plays WHERE context_uri IS NULL"), vec!["15"]);
     // Every artist of a track: tracks 0, 3, 6 ... have a second artist.
-    assert_eq!(rows(&lake, "SELECT count(*) FROM bridge_track_artists WHERE position = 1"), vec!["10"]);
+    assert_eq!(rows(lake, "SELECT count(*) FROM bridge_track_artists WHERE position = 1"), vec!["10"]);
     assert_eq!(
         rows(
-            &lake,
+            lake,
             &format!(
                 "SELECT a.name FROM bridge_track_artists b JOIN dim_artists a USING (artist_id) WHERE b.track_id = '{}' ORDER BY b.position",
                 track_id(3)
@@ -138,23 +169,7 @@ fn login_with_pkce_then_pulls_advance_the_cursor_into_the_star() {
         vec!["Artist 3", "Drake"]
     );
     // Enrichment looked the artists up: genres arrive.
-    assert!(rows(&lake, "SELECT count(*) FROM dim_artists WHERE genres = 'indie, pop'")[0] != "0");
-
-    // Ten more plays: the next pull asks only for what came after the cursor.
-    let newest = server.state.lock().unwrap().plays.last().unwrap().played_at_ms;
-    server.state.lock().unwrap().plays.extend(plays(10, NOW_MS + 10 * 300_000, 100));
-    let text = ingest(&lake, &server, &[]);
-    assert!(text.contains("10 items, 10 new plays"), "{text}");
-    assert!(server.requests("recently-played").last().unwrap().contains(&format!("after={newest}")));
-    let b = lake.build_checked_against_full();
-    assert_eq!(b.full_reason, None, "new Web API plays recompute their own months only");
-    assert_eq!(rows(&lake, "SELECT count(*) FROM fact_plays"), vec!["40"]);
-    // Nothing is looked up twice.
-    let lookups = server.requests("/v1/artists/");
-    let mut unique = lookups.clone();
-    unique.sort();
-    unique.dedup();
-    assert_eq!(lookups.len(), unique.len(), "{lookups:?}");
+    assert!(rows(lake, "SELECT count(*) FROM dim_artists WHERE genres = 'indie, pop'")[0] != "0");
 }
 
 #[test]
