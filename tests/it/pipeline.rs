@@ -3,7 +3,7 @@
 use std::fs;
 use std::path::Path;
 
-use crate::common::{TestLake, copy_dir, render_rows, sample, shifted_logs, sparkify_dataset};
+use crate::common::{TestLake, copy_dir, render_rows, sample, shifted_logs, sparkify_dataset, stderr, stdout};
 
 const STAR: [&str; 5] = ["fact_plays", "dim_users", "dim_tracks", "dim_artists", "dim_time"];
 
@@ -970,4 +970,54 @@ fn issue_20_a_long_ledger_loads_from_its_checkpoint_and_says_what_every_entry_sa
     assert_eq!(rebuilt.full_reason.as_deref(), Some("staging was reprocessed"));
     assert_eq!(lake.scalar("SELECT count(*) FROM fact_plays"), plays);
     assert_eq!(state(&lake.manifest()), state(&tunelake::lake::Manifest::replay(&lake.layout).unwrap()));
+}
+
+/// Rewrites `lake`'s ledger as the first releases wrote it: run 1 lists its
+/// raw files inline (no raw index), run 2's raw index has no digest list,
+/// there is no checkpoint and no `_manifest/FORMAT`.
+fn as_first_format(lake: &TestLake) {
+    let m = lake.layout.manifest_dir();
+    let entry = |id: u64| -> serde_json::Value {
+        serde_json::from_slice(&fs::read(lake.layout.run_entry(id)).unwrap()).unwrap()
+    };
+    let mut one = entry(1);
+    let index = fs::read_to_string(m.join("00000001.raw.ndjson")).unwrap();
+    let listed: Vec<serde_json::Value> = index.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    one.as_object_mut().unwrap().remove("raw_index");
+    one["raw"] = listed.into();
+    fs::write(lake.layout.run_entry(1), one.to_string()).unwrap();
+    let mut two = entry(2);
+    two["raw_index"].as_object_mut().unwrap().remove("digests");
+    fs::write(lake.layout.run_entry(2), two.to_string()).unwrap();
+    for f in ["00000001.raw.ndjson", "00000001.raw.sha256", "00000002.raw.sha256", "FORMAT"] {
+        fs::remove_file(m.join(f)).unwrap();
+    }
+}
+
+/// Issue 25: one ledger format in the code; a lake an earlier tunelake wrote
+/// is upgraded once, by the first command, and reads as it did.
+#[test]
+fn a_lake_of_the_first_ledger_format_is_upgraded_by_the_first_command_and_reads_the_same() {
+    let lake = TestLake::new();
+    lake.ingest(&sample());
+    let later = lake.dir.path().join("later");
+    shifted_logs(&later, &[("2018-11-01-events.json", 40)]);
+    lake.ingest(&later);
+    lake.build();
+    let top = |lake: &TestLake| stdout(&lake.cli(&["query", "--name", "top_tracks", "--format", "csv"]));
+    let (before, runs) = (top(&lake), lake.manifest().run_count());
+    as_first_format(&lake);
+
+    let status = lake.cli(&["status"]);
+    assert!(status.status.success(), "{}", stderr(&status));
+    assert!(stdout(&status).contains(&format!("runs ({runs} in all")), "{}", stdout(&status));
+    let m = lake.layout.manifest_dir();
+    assert_eq!(fs::read_to_string(m.join("FORMAT")).unwrap(), "2\n", "upgraded by the first command");
+    let one = fs::read_to_string(lake.layout.run_entry(1)).unwrap();
+    assert!(one.contains("00000001.raw.ndjson") && !one.contains("\"raw\""), "{one}");
+    assert!(m.join("00000001.raw.sha256").is_file() && m.join("00000002.raw.sha256").is_file());
+    assert_eq!(top(&lake), before, "the same star, read through the upgraded ledger");
+    let again = lake.cli(&["ingest", "sparkify", sample().to_str().unwrap()]);
+    assert!(stdout(&again).contains("nothing new: all 75 files are already stored"), "{}", stdout(&again));
+    assert_eq!(lake.manifest().raw_count(), 76, "75 sample files and the shifted log");
 }
