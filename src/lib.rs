@@ -9,6 +9,11 @@
 //!                              state/     Spotify tokens (0600)
 //! ```
 //!
+//! Every source offers its files to one intake (`source::Intake`), which
+//! stores, skips, stages, counts and commits for all of them. A run's entry
+//! records what it did in typed statistics ([`lake::stats`]); the ledger has
+//! one format, and an older lake is upgraded once ([`lake::upgrade`]).
+//!
 //! Stages talk only through the lake: `source`, `model` and `sink` use
 //! `lake`, never each other (a build announces its files to the sink through
 //! [`lake::events`]); `report` reads through `model`'s queries; `cli` wires
