@@ -2,7 +2,7 @@
 //! it reads into raw files (exact bytes, content-addressed) and typed staging
 //! Parquet, and commits both with one manifest entry.
 //!
-//! A source finds its files and offers each one to an [`Intake`], the one
+//! A source finds its files and offers each one to an `Intake`, the one
 //! path that stores, skips, stages, counts and commits for all of them:
 //! [`ingest_sparkify`] walks a Sparkify folder, [`ingest_spotify_export`] an
 //! export's zip or folder, and `spotify_api::pull` offers Web API responses.
