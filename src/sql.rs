@@ -265,6 +265,7 @@ pub const POSTGRES_MIGRATIONS: &[SqlFile] = &[
     sql_file!("postgres", "001_indexes"),
     sql_file!("postgres", "002_course_views"),
     sql_file!("postgres", "003_play_ids_byte_order"),
+    sql_file!("postgres", "004_fact_plays_key_in_time_order"),
 ];
 
 pub fn star_table(name: &str) -> Option<&'static StarTable> {

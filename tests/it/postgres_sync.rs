@@ -442,7 +442,8 @@ fn a_bulk_load_into_empty_tables_rebuilds_every_index() {
     tunelake::sink::sync(&lake.layout, &lake.manifest(), &url, &opts).unwrap();
     let mut client = connect(&url);
     assert_pg_equals_lake(&lake, &mut client);
-    assert_eq!(indexes_of(&mut client, "fact_plays"), vec!["fact_plays_pkey", "fact_plays_played_at_idx"]);
+    assert_eq!(indexes_of(&mut client, "fact_plays"), vec!["fact_plays_pkey"]);
+    assert_eq!(primary_key_of(&mut client, "fact_plays"), ["played_at", "play_id"], "in time order");
     // The key is a key again: a duplicate is refused.
     let dup = client.batch_execute("INSERT INTO fact_plays SELECT * FROM fact_plays LIMIT 1");
     let err = dup.unwrap_err();
@@ -520,6 +521,17 @@ fn texts(client: &mut Client, sql: &str, params: &[&(dyn postgres::types::ToSql 
     client.query(sql, params).unwrap().iter().map(|r| r.get(0)).collect()
 }
 
+/// The columns of `table`'s primary key, in the key's order.
+fn primary_key_of(client: &mut Client, table: &str) -> Vec<String> {
+    texts(
+        client,
+        "SELECT a.attname::text FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, n) \
+         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+         WHERE i.indrelid = $1::text::regclass AND i.indisprimary ORDER BY k.n",
+        &[&table],
+    )
+}
+
 fn indexes_of(client: &mut Client, table: &str) -> Vec<String> {
     texts(client, "SELECT indexname::text FROM pg_indexes WHERE tablename = $1 ORDER BY 1", &[&table])
 }
@@ -548,7 +560,7 @@ fn a_loader_sends_month_files_while_the_build_runs_and_commits_the_version_built
     let mut client = connect(&url);
     assert_pg_equals_lake(&lake, &mut client);
     // The indexes dropped for the load are back, and the key refuses a duplicate.
-    assert_eq!(indexes_of(&mut client, "fact_plays"), vec!["fact_plays_pkey", "fact_plays_played_at_idx"]);
+    assert_eq!(indexes_of(&mut client, "fact_plays"), vec!["fact_plays_pkey"]);
     assert_eq!(indexes_of(&mut client, "dim_time"), vec!["dim_time_pkey"]);
     let err = client.batch_execute("INSERT INTO dim_time SELECT * FROM dim_time LIMIT 1").unwrap_err();
     assert!(err.as_db_error().unwrap().message().contains("duplicate key"), "{err:?}");
@@ -602,7 +614,7 @@ fn a_loader_into_an_empty_database_builds_indexes_at_the_end_when_months_were_ke
     let mut client = connect(&url);
     assert_pg_equals_lake(&lake, &mut client);
     assert_eq!(parts_of(&lake, "fact_plays").len(), 3);
-    assert_eq!(indexes_of(&mut client, "fact_plays"), vec!["fact_plays_pkey", "fact_plays_played_at_idx"]);
+    assert_eq!(indexes_of(&mut client, "fact_plays"), vec!["fact_plays_pkey"]);
     assert_eq!(indexes_of(&mut client, "dim_time"), vec!["dim_time_pkey"]);
 }
 
@@ -773,5 +785,35 @@ fn issue_22_a_contract_that_gains_columns_migrates_the_database_and_backfills_th
         err,
         "fact_plays: column `ms_played` is integer in the database, where tunelake sends bigint; nothing was sent"
     );
+    assert_pg_equals_lake(&lake, &mut client);
+}
+
+/// A database whose `fact_plays` is keyed by play_id alone, as tunelake
+/// left it before migration 004, gets the key in time order, with its rows,
+/// and the sync goes on upserting and deleting by the new key.
+#[test]
+fn a_database_keyed_by_play_id_alone_gets_the_key_in_time_order_with_its_rows() {
+    let (lake, url, mut client) = sample_synced("sync_time_key");
+    assert_eq!(primary_key_of(&mut client, "fact_plays"), ["played_at", "play_id"], "a new database");
+    client
+        .batch_execute(
+            "ALTER TABLE fact_plays DROP CONSTRAINT fact_plays_pkey; \
+             ALTER TABLE fact_plays ADD CONSTRAINT fact_plays_pkey PRIMARY KEY (play_id); \
+             CREATE INDEX fact_plays_played_at_idx ON fact_plays (played_at); \
+             DELETE FROM tunelake_migrations WHERE name = 'sql/postgres/004_fact_plays_key_in_time_order.sql';",
+        )
+        .unwrap();
+    let plays = count(&mut client, "SELECT count(*) FROM fact_plays");
+
+    // A day moved a month on: its plays are gone from one partition and new in another.
+    let later = lake.dir.path().join("later");
+    shifted_logs(&later, &[("2018-11-01-events.json", 31)]);
+    lake.ingest(&later);
+    lake.build();
+    let again = lake.sync(&url);
+    assert_eq!(again.migrations_applied, ["sql/postgres/004_fact_plays_key_in_time_order.sql"]);
+    assert_eq!(primary_key_of(&mut client, "fact_plays"), ["played_at", "play_id"]);
+    assert_eq!(indexes_of(&mut client, "fact_plays"), vec!["fact_plays_pkey"]);
+    assert!(count(&mut client, "SELECT count(*) FROM fact_plays") > plays, "the shifted day's plays were added");
     assert_pg_equals_lake(&lake, &mut client);
 }
