@@ -126,14 +126,7 @@ impl State {
         let room = MAX_REJECTS_KEPT.saturating_sub(self.rejects.len());
         self.rejects.extend(run.rejects.iter().take(room).cloned());
         for a in &run.accounting {
-            match self.accounting.iter_mut().find(|b| b.source == a.source && b.stream == a.stream) {
-                Some(b) => b.add(a),
-                None => {
-                    let mut b = Accounting::new(&a.source, &a.stream);
-                    b.add(a);
-                    self.accounting.push(b);
-                }
-            }
+            Accounting::of(&mut self.accounting, &a.source, &a.stream).add(a);
         }
         self.accounting.sort_by(|a, b| (&a.source, &a.stream).cmp(&(&b.source, &b.stream)));
         if run.kind == RunKind::Reprocess {

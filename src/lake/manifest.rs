@@ -194,6 +194,17 @@ impl Accounting {
         self.last = [self.last.take(), other.last.clone()].into_iter().flatten().max();
     }
 
+    /// The entry of `source` and `stream` in `list`, added empty when missing.
+    pub fn of<'a>(list: &'a mut Vec<Accounting>, source: &str, stream: &str) -> &'a mut Accounting {
+        match list.iter().position(|a| a.source == source && a.stream == stream) {
+            Some(i) => &mut list[i],
+            None => {
+                list.push(Accounting::new(source, stream));
+                list.last_mut().expect("just pushed")
+            }
+        }
+    }
+
     pub fn filtered_total(&self) -> u64 {
         self.filtered.values().sum()
     }
@@ -1132,7 +1143,7 @@ pub(super) mod tests {
         assert_eq!(replayed.tail.len(), 25);
         assert_eq!(state_of(&replayed), state_of(&m));
         fs::write(&pointer, &kept).unwrap();
-        fs::write(checkpoint::checkpoint_path(&layout, 20), b"{\"run\": 2").unwrap();
+        fs::write(checkpoint::checkpoint_path(&layout, 20), b"not a checkpoint").unwrap();
         assert_eq!(state_of(&Manifest::load(&layout).unwrap()), state_of(&m));
         // The next commit writes a checkpoint again, and the older one is superseded.
         let mut replayed = replayed;

@@ -301,13 +301,13 @@ impl<'a> Intake<'a> {
     ) {
         for (kind, _) in skipped {
             if let Some(stream) = stage::stream_of(self.source, kind) {
-                stream_in(&mut staged.accounting, self.source, stream).files_already_stored += 1;
+                Accounting::of(&mut staged.accounting, self.source, stream).files_already_stored += 1;
             }
         }
         for (kind, reject) in unreadable {
             tracing::warn!(file = %reject.file, reason = %reject.reason, "file rejected");
             if let Some(stream) = stage::stream_of(self.source, &kind) {
-                stream_in(&mut staged.accounting, self.source, stream).files_unreadable += 1;
+                Accounting::of(&mut staged.accounting, self.source, stream).files_unreadable += 1;
             }
             staged.rejects.push(reject);
         }
@@ -323,10 +323,7 @@ impl<'a> Intake<'a> {
         m.files_already_stored += skipped.len() as u64;
         m.bytes_new += stored.iter().map(|r| r.bytes).sum::<u64>();
         for acc in &staged.accounting {
-            match m.accounting.iter_mut().find(|a| a.source == acc.source && a.stream == acc.stream) {
-                Some(a) => a.add(acc),
-                None => m.accounting.push(acc.clone()),
-            }
+            Accounting::of(&mut m.accounting, &acc.source, &acc.stream).add(acc);
         }
         let room = MAX_REJECTS_KEPT.saturating_sub(m.rejects.len());
         m.rejects.extend(staged.rejects.iter().take(room).cloned());
@@ -340,17 +337,6 @@ impl<'a> Intake<'a> {
                 ..FileReport::default()
             };
             m.files.extend(skipped.iter().map(already));
-        }
-    }
-}
-
-/// The accounting of `stream`, added when missing.
-fn stream_in<'a>(accounting: &'a mut Vec<Accounting>, source: &str, stream: &str) -> &'a mut Accounting {
-    match accounting.iter().position(|a| a.stream == stream) {
-        Some(i) => &mut accounting[i],
-        None => {
-            accounting.push(Accounting::new(source, stream));
-            accounting.last_mut().expect("just pushed")
         }
     }
 }
