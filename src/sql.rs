@@ -145,6 +145,11 @@ pub const SUMMARIES: &[Summary] = &[
     Summary { monthly: sql_file!("model", "_users_by_month"), all: sql_file!("model", "_users_all") },
 ];
 
+/// Monthly summaries of the monthly star tables, computed in each slice
+/// right after them and kept in the star by their `month` column: what the
+/// report reads instead of every play. Not synced, not Delta tables.
+pub const STAR_SUMMARIES: &[SqlFile] = &[sql_file!("model", "_track_months")];
+
 /// A table a build may extend with a layer of rows for new keys instead of
 /// rewriting it (`model/layer.rs`). Its model must give each key's rows from
 /// the input rows of that key alone (one row per key, picked by an order).
@@ -221,6 +226,7 @@ pub fn internal_models() -> impl Iterator<Item = &'static SqlFile> {
         .iter()
         .chain(SLICE_HELPERS.iter().map(|h| &h.file))
         .chain(SUMMARIES.iter().flat_map(|s| [&s.monthly, &s.all]))
+        .chain(STAR_SUMMARIES)
 }
 
 /// Star tables in build order: a model may read the tables built before it.

@@ -59,7 +59,7 @@ use crate::lake::parquet::FileWriter;
 use crate::lake::stats::{BuildStats, RunStats};
 use crate::lake::{Layout, Manifest, staging};
 use crate::progress;
-use crate::sql::{GLOBAL_HELPERS, SLICE_HELPERS, STAR_TABLES, SUMMARIES, SqlFile, StarTable, reads};
+use crate::sql::{GLOBAL_HELPERS, SLICE_HELPERS, STAR_SUMMARIES, STAR_TABLES, SUMMARIES, SqlFile, StarTable, reads};
 
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
@@ -695,7 +695,7 @@ async fn monthly_schemas(ctx: &SessionContext) -> Result<Vec<(String, SchemaRef)
         replace_table(ctx, t.name, files_provider(t.name, schema.clone(), &[])?)?;
         out.push((t.name.to_string(), schema));
     }
-    for s in SUMMARIES.iter().map(|s| &s.monthly) {
+    for s in SUMMARIES.iter().map(|s| &s.monthly).chain(STAR_SUMMARIES) {
         let df = run_sql(ctx, &format!("sql/model/{}.sql", s.name), s.text).await?;
         out.push((s.name.to_string(), Arc::new(df.schema().as_arrow().clone())));
     }
@@ -818,6 +818,12 @@ async fn build_slice(
             let paths: Vec<PathBuf> = parts.iter().map(|p| layout.abs(&p.path)).collect();
             replace_table(ctx, t.name, sorted_files_provider(t.name, contract, &paths, &[by])?)?;
             written.push((t.name.to_string(), (parts, same)));
+        }
+        for s in STAR_SUMMARIES {
+            let file = format!("sql/model/{}.sql", s.name);
+            let df = run_sql(ctx, &file, s.text).await?;
+            let df = df.filter(in_range("month", lo, hi)).map_err(sql_err(file, "planning"))?;
+            written.push((s.name.to_string(), write_table(to.quiet(), s.name, df, None, Some("month")).await?));
         }
         let t0 = std::time::Instant::now();
         let counts = count_months(ctx, lo, hi).await?;

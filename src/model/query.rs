@@ -105,6 +105,14 @@ pub async fn star_context(
         let parts = star.tables.get(table.name).map(Vec::as_slice).unwrap_or_default();
         register_lake_files(&ctx, layout, table.name, schema, parts.iter().map(|p| p.path.as_str()))?;
     }
+    // The monthly summaries of the star, where its build wrote them (the report reads them).
+    for summary in crate::sql::STAR_SUMMARIES {
+        let Some(parts) = star.tables.get(summary.name) else { continue };
+        let file = format!("sql/model/{}.sql", summary.name);
+        let planned = ctx.sql(summary.text).await.map_err(super::sql_err(file, "planning"))?;
+        let schema = std::sync::Arc::new(planned.schema().as_arrow().clone());
+        register_lake_files(&ctx, layout, summary.name, schema, parts.iter().map(|p| p.path.as_str()))?;
+    }
     scope.zone.register(&ctx);
     register_plays(&ctx, &scope.period).await.map_err(|source| ModelError::Sql {
         file: "the plays view".into(),

@@ -8,6 +8,7 @@ pub mod html;
 
 use std::io::Write;
 
+use chrono::DateTime;
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{ArrowPrimitiveType, Float64Type, Int64Type};
@@ -17,6 +18,7 @@ use datafusion::prelude::SessionContext;
 
 use crate::lake::Manifest;
 use crate::model::ModelError;
+use crate::model::local::Period;
 use crate::model::query::{self, Scope};
 
 /// How many entries each top list shows.
@@ -101,6 +103,8 @@ impl ReportData {
 /// The report's first pass, over all of `fact_plays`: per track (with its
 /// artist and album) the plays in the period (`{period}`) and its first play
 /// ever. The top lists and the discoveries are sums over this small table.
+/// A star built with the monthly summary gives it from that instead
+/// ([`TRACKS_FROM_MONTHS`]); this is for a star built before it existed.
 /// (Grouping by the track alone, with min and max of the artist and album
 /// to find tracks credited twice, was twice as slow: bench/README.)
 const TRACKS_PASS: &str = "SELECT track_id, artist_id, album_id,
@@ -108,6 +112,57 @@ const TRACKS_PASS: &str = "SELECT track_id, artist_id, album_id,
        min(CASE WHEN counts_as_play THEN played_at END) AS first_at
 FROM fact_plays
 GROUP BY track_id, artist_id, album_id";
+
+/// The same table from the build's monthly summary (`sql/model/_track_months.sql`):
+/// its rows of the months the period covers whole (`{whole}`), and the
+/// period's plays in the other months (not `{in_whole}`) read from
+/// `fact_plays`. The first play ever comes from the summary, which holds
+/// every month. About a quarter of the rows of the pass over every play.
+const TRACKS_FROM_MONTHS: &str = "SELECT track_id, artist_id, album_id, sum(plays) AS plays, min(first_at) AS first_at
+FROM (
+    SELECT track_id, artist_id, album_id, CASE WHEN {whole} THEN plays ELSE 0 END AS plays, first_at
+    FROM _track_months
+    UNION ALL
+    SELECT track_id, artist_id, album_id, count(*) AS plays, CAST(NULL AS TIMESTAMP(6)) AS first_at
+    FROM fact_plays
+    WHERE counts_as_play AND ({period}) AND NOT ({in_whole})
+    GROUP BY track_id, artist_id, album_id
+)
+GROUP BY track_id, artist_id, album_id";
+
+/// The per-track pass for `period`: from the monthly summary when the
+/// star has one (`summarized`), else over every play.
+fn tracks_pass(period: &Period, summarized: bool) -> String {
+    if !summarized {
+        return TRACKS_PASS.replace("{period}", &period.predicate());
+    }
+    TRACKS_FROM_MONTHS
+        .replace("{whole}", &whole_months(period, "month"))
+        .replace("{in_whole}", &whole_months(period, "played_at"))
+        .replace("{period}", &period.predicate())
+}
+
+/// Whether `column` (a UTC time) lies in a month that `period` covers
+/// whole, as SQL: from the first month start at or after its start to the
+/// last month start at or before its end.
+fn whole_months(period: &Period, column: &str) -> String {
+    use chrono::{Datelike, TimeZone, Utc};
+    let month_start =
+        |t: &DateTime<Utc>| Utc.with_ymd_and_hms(t.year(), t.month(), 1, 0, 0, 0).single().expect("a day 1");
+    let after = |t: &DateTime<Utc>| {
+        let start = month_start(t);
+        if start == *t { start } else { month_start(&(start + chrono::Days::new(31))) }
+    };
+    let literal = |t: DateTime<Utc>| format!("TIMESTAMP '{}'", t.format("%Y-%m-%d %H:%M:%S"));
+    let bounds: Vec<String> = [
+        period.from.as_ref().map(|t| format!("{column} >= {}", literal(after(t)))),
+        period.to.as_ref().map(|t| format!("{column} < {}", literal(month_start(t)))),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if bounds.is_empty() { "TRUE".into() } else { bounds.join(" AND ") }
+}
 
 /// The second pass, over the period's plays: per UTC quarter hour and kind.
 /// A quarter hour lies in one local hour (checked: [`Zone::quarter_in_one_hour`]),
@@ -237,7 +292,8 @@ async fn hours(ctx: &SessionContext, scope: &Scope) -> Result<(), ModelError> {
 pub async fn gather(ctx: &SessionContext, manifest: &Manifest, scope: &Scope) -> Result<ReportData, ModelError> {
     let t0 = std::time::Instant::now();
     // One after another: at once, the scans fight for the cores and the memory pool (bench/README).
-    pass(ctx, "report_tracks", &TRACKS_PASS.replace("{period}", &scope.period.predicate())).await?;
+    let summarized = ctx.table_exist("_track_months").map_err(ModelError::Query)?;
+    pass(ctx, "report_tracks", &tracks_pass(&scope.period, summarized)).await?;
     hours(ctx, scope).await?;
     pass(ctx, "report_untimed", UNTIMED_PASS).await?;
     tracing::debug!(seconds = t0.elapsed().as_secs_f64(), "report: passes");
@@ -407,4 +463,105 @@ pub fn write_text(out: &mut dyn Write, d: &ReportData) -> std::io::Result<()> {
         writeln!(out, "  {}: {} .. {}", g.user, g.from, g.to)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chrono::{TimeZone, Utc};
+    use datafusion::arrow::array::{BooleanArray, StringArray, TimestampMicrosecondArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+
+    use super::*;
+
+    /// Plays over three months: a track credited to two artists, a play
+    /// under 30 s, a play without a track, plays on both sides of month ends.
+    async fn plays_and_their_summary() -> SessionContext {
+        let rows = [
+            ("2024-01-03T10:00:00Z", Some("t1"), Some("a1"), true),
+            ("2024-01-31T23:59:59Z", Some("t1"), Some("a2"), true),
+            ("2024-02-01T00:00:00Z", Some("t1"), Some("a1"), true),
+            ("2024-02-10T08:00:00Z", Some("t2"), Some("a1"), false),
+            ("2024-02-11T08:00:00Z", Some("t2"), Some("a1"), true),
+            ("2024-02-20T08:00:00Z", None, None, true),
+            ("2024-03-01T00:00:00Z", Some("t3"), Some("a3"), true),
+            ("2024-03-15T12:00:00Z", Some("t1"), Some("a2"), true),
+        ];
+        let at = |t: &str| DateTime::parse_from_rfc3339(t).unwrap().timestamp_micros();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("played_at", DataType::Timestamp(TimeUnit::Microsecond, None), false),
+            Field::new("track_id", DataType::Utf8, true),
+            Field::new("artist_id", DataType::Utf8, true),
+            Field::new("album_id", DataType::Utf8, true),
+            Field::new("counts_as_play", DataType::Boolean, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| at(r.0)))),
+                Arc::new(StringArray::from_iter(rows.iter().map(|r| r.1))),
+                Arc::new(StringArray::from_iter(rows.iter().map(|r| r.2))),
+                Arc::new(StringArray::from(vec![None::<&str>; rows.len()])),
+                Arc::new(BooleanArray::from_iter(rows.iter().map(|r| Some(r.3)))),
+            ],
+        )
+        .unwrap();
+        let ctx = SessionContext::new();
+        ctx.register_batch("fact_plays", batch).unwrap();
+        let summary = crate::sql::STAR_SUMMARIES[0];
+        let months = ctx.sql(summary.text).await.unwrap().collect().await.unwrap();
+        ctx.register_batch(
+            summary.name,
+            datafusion::arrow::compute::concat_batches(&months[0].schema(), &months).unwrap(),
+        )
+        .unwrap();
+        ctx
+    }
+
+    /// The pass's rows with plays or a first play, as sorted text.
+    async fn rows(ctx: &SessionContext, sql: &str) -> Vec<String> {
+        let sql = format!("SELECT * FROM ({sql}) WHERE plays > 0 OR first_at IS NOT NULL");
+        let batches = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+        let mut out: Vec<String> = batches
+            .iter()
+            .flat_map(|b| {
+                (0..b.num_rows()).map(move |i| {
+                    let cells: Vec<String> = b.columns().iter().map(|c| array_value_to_string(c, i).unwrap()).collect();
+                    cells.join(",")
+                })
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The summary's answer equals every play's for periods that cover
+    /// months whole, in part, within one month, and not at all.
+    #[tokio::test]
+    async fn the_tracks_pass_from_the_monthly_summary_equals_the_pass_over_every_play() {
+        let ctx = plays_and_their_summary().await;
+        let utc = |y, m, d, h| Some(Utc.with_ymd_and_hms(y, m, d, h, 0, 0).unwrap());
+        let periods = [
+            Period::default(),
+            Period { from: utc(2024, 2, 1, 0), to: None },
+            Period { from: utc(2024, 1, 20, 0), to: utc(2024, 3, 10, 0) },
+            Period { from: None, to: utc(2024, 2, 11, 0) },
+            Period { from: utc(2024, 2, 5, 0), to: utc(2024, 2, 15, 0) },
+            Period { from: utc(2024, 2, 1, 0), to: utc(2024, 3, 1, 0) },
+            Period { from: utc(2025, 1, 1, 0), to: None },
+        ];
+        for period in periods {
+            let every_play = rows(&ctx, &tracks_pass(&period, false)).await;
+            let summarized = rows(&ctx, &tracks_pass(&period, true)).await;
+            assert_eq!(summarized, every_play, "{period:?}");
+        }
+        let all = rows(&ctx, &tracks_pass(&Period::default(), true)).await;
+        assert!(all.contains(&"t1,a1,,2,2024-01-03T10:00:00".to_string()), "{all:?}");
+        assert!(all.contains(&"t1,a2,,2,2024-01-31T23:59:59".to_string()), "{all:?}");
+        assert_eq!(
+            whole_months(&Period { from: utc(2024, 1, 20, 0), to: utc(2024, 3, 10, 0) }, "m"),
+            "m >= TIMESTAMP '2024-02-01 00:00:00' AND m < TIMESTAMP '2024-03-01 00:00:00'"
+        );
+    }
 }

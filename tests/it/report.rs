@@ -466,6 +466,17 @@ fn a_report_over_a_period_equals_the_named_queries_over_it() {
     assert_eq!(plays, 7, "{months:?}");
     assert!(text.contains(&format!("  {plays} plays ({plays} streams)")), "{text}");
     assert!(text.contains("listening report: 2024-10-01 00:00 to 2025-04-01 00:00"), "{text}");
+    // The period starts and ends inside UTC months: the top lists add the
+    // build's monthly summary of the months covered whole to the plays of the others.
+    assert!(lake.layout.root().join("star/_track_months").is_dir(), "the build wrote the monthly summary");
+    let tracks = named(&lake, "top_tracks", &period);
+    assert_eq!(tracks.len(), 7, "{tracks:?}");
+    for row in tracks {
+        let f = split_csv(&row);
+        assert!(text.contains(&format!(". {} - {} ({})\n", f[0], f[1], f[2])), "{row} in {text}");
+    }
+    assert_eq!(named(&lake, "top_artists", &period), ["Artist,7,1"]);
+    assert!(text.contains("   1. Artist (7)\n"), "{text}");
     let page = std::fs::read_to_string(&html).unwrap();
     let drawn = |attr: &str| -> Vec<String> {
         let svg = page.split("<svg id=\"discoveries\"").nth(1).unwrap().split("</svg>").next().unwrap();
