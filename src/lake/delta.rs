@@ -102,18 +102,24 @@ fn delta_err(table: &str, what: &'static str) -> impl FnOnce(DeltaTableError) ->
 /// tables of a stage at once, each stage once the one before is committed
 /// (the caller puts dimensions before facts, so that a reader never sees a
 /// play whose dimension rows are missing). `build` is the tunelake build
-/// version the commits carry. Every file must already be durable.
+/// version the commits carry. Every file must already be durable. Every
+/// table's log is read at once first: only the writes wait for a stage.
 pub async fn commit_star(
     layout: &Layout,
     stages: &[Vec<TableSpec>],
     parts: &BTreeMap<String, Vec<StarPart>>,
     build: u64,
 ) -> Result<BTreeMap<String, TableCommit>, LakeError> {
+    let parts_of = |spec: &TableSpec| parts.get(&spec.name).map_or(&[][..], Vec::as_slice);
+    let specs: Vec<&TableSpec> = stages.iter().flatten().collect();
+    let prepared =
+        futures::future::try_join_all(specs.iter().map(|spec| prepare(layout, spec, parts_of(spec)))).await?;
+    let mut prepared: HashMap<&str, Prepared> = specs.iter().map(|s| s.name.as_str()).zip(prepared).collect();
     let mut out = BTreeMap::new();
     for stage in stages {
         let commits = stage.iter().map(|spec| {
-            let table_parts = parts.get(&spec.name).map_or(&[][..], Vec::as_slice);
-            commit_table(layout, spec, table_parts, build)
+            let next = prepared.remove(spec.name.as_str()).expect("every table prepared");
+            finish(layout, spec, next, build)
         });
         let done = futures::future::try_join_all(commits).await?;
         out.extend(stage.iter().map(|s| s.name.clone()).zip(done));
@@ -129,21 +135,34 @@ pub async fn commit_table(
     parts: &[StarPart],
     build: u64,
 ) -> Result<TableCommit, LakeError> {
+    let next = prepare(layout, spec, parts).await?;
+    finish(layout, spec, next, build).await
+}
+
+/// A table's next commit, worked out from its log.
+enum Prepared {
+    /// No log yet: the table is created with these files.
+    Create(Vec<Add>),
+    /// The latest version already holds exactly the parts.
+    Same(TableCommit),
+    /// What to commit over the table's latest version.
+    Next { table: deltalake_core::DeltaTable, actions: Vec<Action>, added: usize, removed: usize },
+}
+
+/// Reads table `spec`'s log and works out what its next version adds and
+/// removes to hold exactly `parts`.
+async fn prepare(layout: &Layout, spec: &TableSpec, parts: &[StarPart]) -> Result<Prepared, LakeError> {
     let name = spec.name.as_str();
     let prefix = format!("star/{name}/");
     let rel = |p: &StarPart| p.path.strip_prefix(&prefix).unwrap_or(&p.path).to_string();
     // A table with no rows yet (no podcasts in Sparkify logs) has no folder but is a table all the same.
     let dir = table_dir(layout, name);
     std::fs::create_dir_all(&dir).map_err(LakeError::io("create", &dir))?;
-    let url = table_url(layout, name)?;
-    let props = CommitProperties::default().with_application_transaction(Transaction::new(APP_ID, build as i64));
-
     if latest_version(layout, name)?.is_none() {
         let adds = parts.iter().map(|p| add_action(layout, spec, p, rel(p))).collect::<Result<Vec<_>, _>>()?;
-        return create_table(layout, spec, &url, adds, props).await;
+        return Ok(Prepared::Create(adds));
     }
-
-    let table = deltalake_core::open_table(url).await.map_err(delta_err(name, "opening"))?;
+    let table = deltalake_core::open_table(table_url(layout, name)?).await.map_err(delta_err(name, "opening"))?;
     let snapshot = table.snapshot().map_err(delta_err(name, "reading the log"))?;
     let wanted: HashSet<String> = parts.iter().map(rel).collect();
     let mut current = HashSet::new();
@@ -173,8 +192,25 @@ pub async fn commit_table(
         actions.push(Action::Metadata(metadata));
     }
     if actions.is_empty() {
-        return Ok(TableCommit { version: snapshot.version(), added, removed });
+        return Ok(Prepared::Same(TableCommit { version: snapshot.version(), added, removed }));
     }
+    Ok(Prepared::Next { table, actions, added, removed })
+}
+
+/// Writes a prepared commit of table `spec`, carrying build version `build`, and makes it durable.
+async fn finish(layout: &Layout, spec: &TableSpec, next: Prepared, build: u64) -> Result<TableCommit, LakeError> {
+    let name = spec.name.as_str();
+    let props = CommitProperties::default().with_application_transaction(Transaction::new(APP_ID, build as i64));
+    let (table, actions, added, removed) = match next {
+        Prepared::Create(adds) => return create_table(layout, spec, &table_url(layout, name)?, adds, props).await,
+        Prepared::Same(commit) => return Ok(commit),
+        Prepared::Next { table, actions, added, removed } => (table, actions, added, removed),
+    };
+    let snapshot = table.snapshot().map_err(delta_err(name, "reading the log"))?;
+    // Expired commit files are looked for when a checkpoint is written, as
+    // Spark does, not in every commit (each look lists the whole log).
+    let at_checkpoint = (snapshot.version() + 1) % CHECKPOINT_INTERVAL.parse::<u64>().expect("a number") == 0;
+    let props = props.with_cleanup_expired_logs((!at_checkpoint).then_some(false));
     let operation = DeltaOperation::Write {
         mode: if removed > 0 { SaveMode::Overwrite } else { SaveMode::Append },
         partition_by: spec.by_month.then(|| spec.partition_columns()),
