@@ -798,48 +798,76 @@ async fn build_slice(
         let (ctx, layout, previous, summaries) = (ctx.clone(), layout.clone(), previous.clone(), summaries.to_vec());
         tokio::spawn(async move { write_summaries(&ctx, &layout, &summaries, (lo, hi), version, &previous).await })
     };
-    let star = async {
-        let mut written = vec![];
-        for h in SLICE_HELPERS {
-            let Some((by, key)) = h.kept else { continue };
-            let df = run_sql(ctx, h.file.name, &format!("SELECT * FROM {} ORDER BY {by}, {key}", h.file.name)).await?;
-            let df = df.filter(in_range(by, lo, hi)).map_err(sql_err(h.file.name, "planning"))?;
-            written.push((h.file.name.to_string(), write_table(to.quiet(), h.file.name, df, None, Some(by)).await?));
-        }
-        for t in STAR_TABLES {
-            let Some(by) = t.month_partition_by else { continue };
-            let file = format!("sql/model/{}.sql", t.name);
-            let contract = schemas.iter().find(|(n, _)| n == t.name).map(|(_, s)| s.clone()).expect("planned");
-            let df = run_sql(ctx, &file, t.model.text).await?;
-            let df = df.filter(in_range(by, lo, hi)).map_err(sql_err(file, "planning"))?;
-            let (parts, same) = write_table(to, t.name, df, Some(&contract), Some(by)).await?;
-            // dim_time reads the fact rows just written, which are in time order
-            // (PartitionedWriter checks), so it need not sort them.
-            let paths: Vec<PathBuf> = parts.iter().map(|p| layout.abs(&p.path)).collect();
-            replace_table(ctx, t.name, sorted_files_provider(t.name, contract, &paths, &[by])?)?;
-            written.push((t.name.to_string(), (parts, same)));
-        }
-        for s in STAR_SUMMARIES {
-            let file = format!("sql/model/{}.sql", s.name);
-            let df = run_sql(ctx, &file, s.text).await?;
-            let df = df.filter(in_range("month", lo, hi)).map_err(sql_err(file, "planning"))?;
-            written.push((s.name.to_string(), write_table(to.quiet(), s.name, df, None, Some("month")).await?));
-        }
-        let t0 = std::time::Instant::now();
-        let counts = count_months(ctx, lo, hi).await?;
-        tracing::debug!(seconds = t0.elapsed().as_secs_f64(), "month counts");
-        Ok::<_, ModelError>((written, counts))
-    }
-    .await;
-    // Both finish before either's error is returned: no task outlives the build.
+    let mut of_star = vec![];
+    let star = write_star_slice(ctx, to, schemas, (lo, hi), &mut of_star).await;
+    // Every task finishes before any error is returned: none outlives the build.
     let summaries = summaries.await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    let mut of_star_written = vec![];
+    for task in of_star {
+        of_star_written.push(task.await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())));
+    }
     let (star, counts) = star?;
     let mut out = SliceOutput { parts: star.into_iter().collect(), counts, halved, in_memory };
     out.parts.extend(summaries?);
+    for written in of_star_written {
+        out.parts.extend(written?);
+    }
     for path in scratch_files {
         std::fs::remove_file(&path).map_err(crate::lake::LakeError::io("remove", path))?;
     }
     Ok(out)
+}
+
+/// What a slice's tables came to: each table's parts and how many of them
+/// equal the previous version's.
+type Written = Vec<(String, (Vec<StarPart>, usize))>;
+
+/// Writes the slice's kept helpers and monthly star tables and counts its
+/// months. Each summary of the star tables starts on a task of its own (in
+/// `of_star`) once the last star table it reads is written, so that it runs
+/// on the other core while this one goes on.
+async fn write_star_slice(
+    ctx: &SessionContext,
+    to: Target<'_>,
+    schemas: &[(String, SchemaRef)],
+    (lo, hi): (i64, i64),
+    of_star: &mut Vec<tokio::task::JoinHandle<Result<Written, ModelError>>>,
+) -> Result<(Written, BTreeMap<String, BTreeMap<String, i64>>), ModelError> {
+    let mut written = vec![];
+    for h in SLICE_HELPERS {
+        let Some((by, key)) = h.kept else { continue };
+        let df = run_sql(ctx, h.file.name, &format!("SELECT * FROM {} ORDER BY {by}, {key}", h.file.name)).await?;
+        let df = df.filter(in_range(by, lo, hi)).map_err(sql_err(h.file.name, "planning"))?;
+        written.push((h.file.name.to_string(), write_table(to.quiet(), h.file.name, df, None, Some(by)).await?));
+    }
+    for t in STAR_TABLES {
+        let Some(by) = t.month_partition_by else { continue };
+        let file = format!("sql/model/{}.sql", t.name);
+        let contract = schemas.iter().find(|(n, _)| n == t.name).map(|(_, s)| s.clone()).expect("planned");
+        let df = run_sql(ctx, &file, t.model.text).await?;
+        let df = df.filter(in_range(by, lo, hi)).map_err(sql_err(file, "planning"))?;
+        let (parts, same) = write_table(to, t.name, df, Some(&contract), Some(by)).await?;
+        // dim_time reads the fact rows just written, which are in time order
+        // (PartitionedWriter checks), so it need not sort them.
+        let paths: Vec<PathBuf> = parts.iter().map(|p| to.layout.abs(&p.path)).collect();
+        replace_table(ctx, t.name, sorted_files_provider(t.name, contract, &paths, &[by])?)?;
+        written.push((t.name.to_string(), (parts, same)));
+        for s in STAR_SUMMARIES.iter().filter(|s| last_star_table_read(s) == Some(t.name)) {
+            let (ctx, layout, previous, version) = (ctx.clone(), to.layout.clone(), to.previous.clone(), to.version);
+            of_star.push(tokio::spawn(async move {
+                write_summaries(&ctx, &layout, &[s], (lo, hi), version, &previous).await
+            }));
+        }
+    }
+    let t0 = std::time::Instant::now();
+    let counts = count_months(ctx, lo, hi).await?;
+    tracing::debug!(seconds = t0.elapsed().as_secs_f64(), "month counts");
+    Ok((written, counts))
+}
+
+/// The monthly star table a summary of the star tables reads last in build order.
+fn last_star_table_read(summary: &SqlFile) -> Option<&'static str> {
+    STAR_TABLES.iter().filter(|t| t.month_partition_by.is_some() && reads(summary.text, t.name)).map(|t| t.name).last()
 }
 
 /// Computes the slice's helpers, each into memory or, given `scratch`, a
@@ -1171,6 +1199,11 @@ mod tests {
                 assert!(!reads(rows, t.name), "month count {what} reads {}", t.name);
             }
         }
+        // A summary of the star tables starts once the last it reads is written; one that reads none would never.
+        for s in STAR_SUMMARIES {
+            assert!(last_star_table_read(s).is_some(), "{} reads no monthly star table", s.name);
+        }
+        assert_eq!(last_star_table_read(&STAR_SUMMARIES[0]), Some("fact_plays"));
     }
 
     /// `_sparkify_plays` streams the events in time order past the matches,
