@@ -10,6 +10,8 @@
 //! each COPY, the batch's columns are checked against the target's, so a
 //! table altered by hand is named instead of failing as binary data.
 
+use std::collections::HashMap;
+
 use datafusion::arrow::datatypes::{DataType, Schema, TimeUnit};
 use postgres::Transaction;
 
@@ -48,14 +50,14 @@ pub(super) fn columns(tx: &mut Transaction<'_>, relation: &str) -> Result<Vec<Co
 /// Brings `table` in the database to its contract (see the module's
 /// comment). Returns what it changed, in words; a table created or changed
 /// forgets what was sent to it, so this sync sends it whole.
-pub(super) fn migrate(tx: &mut Transaction<'_>, table: &StarTable) -> Result<Vec<String>, SinkError> {
+pub(super) fn migrate(
+    tx: &mut Transaction<'_>,
+    table: &StarTable,
+    recorded: &HashMap<String, String>,
+) -> Result<Vec<String>, SinkError> {
     let (name, text) = (format!("sql/schema/{}.sql", table.name), table.schema.text);
     let sha = crate::lake::sha256_hex(text.as_bytes());
-    let recorded: Option<String> = tx
-        .query_opt("SELECT sha256 FROM tunelake_migrations WHERE name = $1", &[&name])
-        .map_err(SinkError::sql(format!("reading migration {name}")))?
-        .map(|r| r.get(0));
-    if recorded.as_deref() == Some(sha.as_str()) {
+    if recorded.get(&name) == Some(&sha) {
         return Ok(vec![]);
     }
     let t = quote_ident(table.name);

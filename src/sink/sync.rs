@@ -96,12 +96,19 @@ pub(super) fn prepare(tx: &mut Transaction<'_>, metrics: &mut SyncMetrics) -> Re
     // One sync at a time per database.
     tx.execute("SELECT pg_advisory_xact_lock(7326157)", &[]).map_err(SinkError::sql("taking the sync lock"))?;
     tx.batch_execute(BOOKKEEPING).map_err(SinkError::sql("creating tunelake's bookkeeping tables"))?;
+    // What every migration was when applied, read once: a sync usually applies none.
+    let recorded: HashMap<String, String> = tx
+        .query("SELECT name, sha256 FROM tunelake_migrations", &[])
+        .map_err(SinkError::sql("reading the migrations applied"))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
     for table in STAR_TABLES {
-        metrics.migrations_applied.extend(super::schema::migrate(tx, table)?);
+        metrics.migrations_applied.extend(super::schema::migrate(tx, table, &recorded)?);
     }
     for m in POSTGRES_MIGRATIONS {
         let name = format!("sql/postgres/{}.sql", m.name);
-        if apply_once(tx, &name, m.text)? {
+        if apply_once(tx, &name, m.text, recorded.get(&name))? {
             metrics.migrations_applied.push(name);
         }
     }
@@ -124,10 +131,20 @@ pub(super) fn sync_star(
     let bar = progress::bar(total, "sync");
     // The part files of the versions a database may hold, by content: what a partition held when it was last sent.
     let by_sha: HashMap<&str, &str> = manifest.state().parts().into_iter().collect();
+    // What the database holds of every table, read once: a table's sync changes only its own rows.
+    let mut synced: HashMap<String, BTreeMap<String, String>> = HashMap::new();
+    for r in tx
+        .query("SELECT table_name, part, sha256 FROM tunelake_sync_parts", &[])
+        .map_err(SinkError::sql("reading the sync state"))?
+    {
+        synced.entry(r.get(0)).or_default().insert(r.get(1), r.get(2));
+    }
     for table in STAR_TABLES {
         let parts: &[StarPart] = star.tables.get(table.name).map(Vec::as_slice).unwrap_or(&[]);
         let before = early.tables.remove(table.name).unwrap_or_default();
-        let job = TableJob { layout, table, by_sha: &by_sha, version: star.version, opts, early: &before, bar: &bar };
+        let sent = synced.remove(table.name).unwrap_or_default();
+        let job =
+            TableJob { layout, table, by_sha: &by_sha, version: star.version, opts, early: &before, bar: &bar, sent };
         sync_table(tx, &job, parts, metrics)?;
         rebuild_indexes(tx, table.name, &before.rebuild)?;
     }
@@ -141,16 +158,12 @@ pub(super) fn sync_star(
 }
 
 /// Runs `text` unless `name` is recorded; refuses a recorded file that changed.
-fn apply_once(tx: &mut Transaction<'_>, name: &str, text: &str) -> Result<bool, SinkError> {
+fn apply_once(tx: &mut Transaction<'_>, name: &str, text: &str, recorded: Option<&String>) -> Result<bool, SinkError> {
     let sha = crate::lake::sha256_hex(text.as_bytes());
-    let row = tx
-        .query_opt("SELECT sha256 FROM tunelake_migrations WHERE name = $1", &[&name])
-        .map_err(SinkError::sql(format!("reading migration {name}")))?;
-    match row {
-        Some(r) => {
-            let recorded: String = r.get(0);
-            if recorded != sha {
-                return Err(SinkError::MigrationChanged { name: name.into(), recorded, now: sha });
+    match recorded {
+        Some(recorded) => {
+            if *recorded != sha {
+                return Err(SinkError::MigrationChanged { name: name.into(), recorded: recorded.clone(), now: sha });
             }
             Ok(false)
         }
@@ -228,6 +241,8 @@ struct TableJob<'a> {
     /// What the loader sent of this table before the build was done.
     early: &'a EarlyTable,
     bar: &'a indicatif::ProgressBar,
+    /// What the database got of the table last time: sync-state name to sha256.
+    sent: BTreeMap<String, String>,
 }
 
 /// How one changed unit is sent.
@@ -304,19 +319,13 @@ fn units<'p>(
     parts: &'p [StarPart],
     metrics: &mut SyncMetrics,
 ) -> Result<Vec<Unit<'p>>, SinkError> {
-    let (table, name) = (job.table, job.table.name);
-    let synced: BTreeMap<String, String> = tx
-        .query("SELECT part, sha256 FROM tunelake_sync_parts WHERE table_name = $1", &[&name])
-        .map_err(SinkError::sql(format!("{name}: reading sync state")))?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let (table, name, synced) = (job.table, job.table.name, &job.sent);
     if table.month_partition_by.is_none() {
         return Ok(vec![Unit {
             label: String::new(),
             pred: "TRUE".into(),
             parts: parts.iter().collect(),
-            sent: synced,
+            sent: synced.clone(),
         }]);
     }
     let t = quote_ident(name);
