@@ -777,6 +777,16 @@ fn issue_22_a_contract_that_gains_columns_migrates_the_database_and_backfills_th
     );
     client.batch_execute("ALTER TABLE dim_albums DROP COLUMN my_notes").unwrap();
 
+    // An applied migration whose text changed since is refused by name.
+    let which = "WHERE name = 'sql/postgres/001_indexes.sql'";
+    let applied: String =
+        client.query_one(&format!("SELECT sha256 FROM tunelake_migrations {which}"), &[]).unwrap().get(0);
+    client.batch_execute(&format!("UPDATE tunelake_migrations SET sha256 = 'edited' {which}")).unwrap();
+    let err = tunelake::sink::sync(&lake.layout, &lake.manifest(), &url, &Default::default()).unwrap_err().to_string();
+    assert!(err.starts_with("sql/postgres/001_indexes.sql changed after it was applied"), "{err}");
+    assert!(err.contains("recorded sha256 edited") && err.contains(&format!("now {applied}")), "{err}");
+    client.batch_execute(&format!("UPDATE tunelake_migrations SET sha256 = '{applied}' {which}")).unwrap();
+
     // Issue 22, item 4: a type changed by hand is named before anything is sent.
     client.batch_execute("ALTER TABLE fact_plays ALTER COLUMN ms_played TYPE integer").unwrap();
     let opts = tunelake::sink::SyncOptions { full: true, ..Default::default() };
