@@ -16,6 +16,9 @@
 #        with-songs: log_data and the set's 71 song files (new catalogue
 #                    songs; their random artist names can equal names that
 #                    older plays carry, which changes those older plays)
+#        mid-month:  a logs-only day inside the set's last month instead of
+#                    after it (the daily case of `run --every`: that month
+#                    already holds about N/12 events and is recomputed)
 #   3. once: build and sync again with nothing new (the no-op cost).
 # Checks (untimed): fact_plays grows by the new NextSong plays: new distinct
 # event ids (userId, sessionId, itemInSession, ts), report.py newkeys.
@@ -77,12 +80,14 @@ one_case() {
   users=$(manifest_get "$data" args.users)
   for rep in $(seq 1 "$REPS"); do
     local day extra src new_ns before after sent expect note s_ing s_build s_sync
-    day=$(date -u -d "$start + $((days + rep - 1)) days" +%F)
+    local offset=$((days + rep - 1))
+    [ "$VARIANT" = mid-month ] && offset=$((days - 17 + rep))   # the 16th of the last month on
+    day=$(date -u -d "$start + $offset days" +%F)
     extra=$OUT/extra-$n-$day
     gen_data "$NEW" "$extra" --start "$day" --days 1 --seed $((6 + rep)) --users "$users"
     new_ns=$(manifest_get "$extra" log_events)
     src=$extra
-    if [ "$VARIANT" = logs-only ]; then
+    if [ "$VARIANT" != with-songs ]; then
       src=$extra.logs-only   # the day's log_data without its song_data
       rm -rf "$src"; mkdir -p "$src"; cp -r "$extra/log_data" "$src/"
     fi
@@ -120,7 +125,8 @@ one_case() {
 for n in "${NS[@]}"; do
   gen_data "$n" "$OUT/data-$n"
   for v in "${VARIANTS[@]}"; do
-    [[ $v == logs-only || $v == with-songs ]] || die "unknown variant $v (logs-only, with-songs)"
+    [[ $v == logs-only || $v == with-songs || $v == mid-month ]] ||
+      die "unknown variant $v (logs-only, with-songs, mid-month)"
     one_case "$n" "$v"
   done
 done
