@@ -272,6 +272,22 @@ pub fn read(path: &Path, batch_size: usize) -> Result<ParquetRecordBatchReader, 
         .map_err(|source| LakeError::ParquetRead { path: path.into(), source })
 }
 
+/// How many row groups a Parquet file has.
+pub fn row_groups(path: &Path) -> Result<usize, LakeError> {
+    let file = File::open(path).map_err(LakeError::io("open", path))?;
+    ParquetRecordBatchReaderBuilder::try_new(file)
+        .map(|b| b.metadata().num_row_groups())
+        .map_err(|source| LakeError::ParquetRead { path: path.into(), source })
+}
+
+/// Reads row group `group` of a Parquet file batch by batch.
+pub fn read_row_group(path: &Path, group: usize, batch_size: usize) -> Result<ParquetRecordBatchReader, LakeError> {
+    let file = File::open(path).map_err(LakeError::io("open", path))?;
+    ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|b| b.with_row_groups(vec![group]).with_batch_size(batch_size).build())
+        .map_err(|source| LakeError::ParquetRead { path: path.into(), source })
+}
+
 /// Reads a Parquet file batch by batch without the columns that are null in
 /// every row, by its footer's statistics (a column without them is read):
 /// what a COPY need not send. Also returns the file's whole schema.
