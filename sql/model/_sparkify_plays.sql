@@ -9,9 +9,9 @@
 -- hash table and meets one row of it (_sparkify_matches has one row per
 -- title, artist and length). The matches are the side hashed because they
 -- come first in the join, whatever their size (the helper runs with
--- `SliceHelper::joins_as_written`: at 10M events, DataFusion's estimates had
--- it hash the events of the last month instead, then sort them: 1.1 s and
--- 840 MB instead of 0.4 s and 330 MB). The one global step, picking one
+-- `SliceHelper::joins_as_written`: on large slices DataFusion's estimates
+-- had it hash the events instead, then sort them, slower and in more
+-- memory: bench/README). The one global step, picking one
 -- copy of an event seen in two raw files, is a lag() over that order: the
 -- first row of each event id is the one whose predecessor has another. When
 -- staging is not in order (days ingested from overlapping files, or staged

@@ -39,8 +39,8 @@ at_last AS (
 ),
 -- Events at the same last time (rare): the latest by session position, then
 -- source, is the first row of its user and month in that order (a sort of
--- these few rows; first_value(... ORDER BY ...) per column cost 0.27 s at 1M
--- events in DataFusion 55). ts, first_seen and last_seen are the same on
+-- these few rows; first_value(... ORDER BY ...) per column was slower in
+-- DataFusion 55: bench/README). ts, first_seen and last_seen are the same on
 -- every row of a group.
 ranked AS (
     SELECT *,

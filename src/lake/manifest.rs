@@ -879,7 +879,7 @@ pub(super) mod tests {
         r2.staging = Some(StagingChange { replace: true, files: vec![file("c")], removed: vec![] });
         m.commit(&layout, r2).unwrap();
         // A temp file left by a crash is not an entry.
-        fs::write(layout.manifest_dir().join(".tmp-xyz"), b"{").unwrap();
+        fs::write(layout.manifest_dir().join(".tmp-xyz"), b"{}").unwrap();
         let m = Manifest::load(&layout).unwrap();
         assert_eq!(m.run_count(), 2);
         let live: Vec<_> = m.staging_files("t").iter().map(|f| f.path.clone()).collect();
